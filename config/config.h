@@ -1,0 +1,193 @@
+// clvstream configuration.
+//
+// Contract: every option lives in one of the structs below; the member
+// initializer IS the default and the comment above it is the documentation.
+// The same options are registered once, by dotted key, in config.cpp's option
+// table (name, description, default, validation); that table parses JSON,
+// `CLV_*` environment variables and `--set key=value` flags, and generates
+// docs/CONFIGURATION.md (`clv config --markdown`), so docs cannot drift.
+//
+// Precedence: defaults < JSON file < environment (CLV_STREAM_BATCH_MAX_EVENTS
+// for `stream.batch_max_events`) < command-line overrides.
+// Any unknown key or bad value makes Load() return an error naming the key.
+//
+// Thread-safety: a Config is a plain value; copy it freely.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace clv::config {
+
+// Where events come from and where scores go.
+struct KafkaOptions {
+  // Comma-separated host:port list. Empty means "start the embedded broker
+  // (librdkafka mock cluster) in this process".
+  std::string bootstrap_servers = "";
+  // Topics the service consumes (clickstream, orders, profiles, ...).
+  std::vector<std::string> input_topics = {"clickstream", "orders", "profiles"};
+  std::string scores_topic = "clv.scores";
+  std::string alerts_topic = "clv.alerts";
+  std::string dead_letter_topic = "clv.dead-letter";
+  // Consumer group of all instances of this service.
+  std::string group_id = "clvstream";
+  // Partitions of topics the embedded broker creates.
+  int embedded_partitions = 8;
+  // Extra librdkafka properties, passed through unchanged to consumer and
+  // producer (JSON: "kafka": {"properties": {"security.protocol": "SASL_SSL"}};
+  // env/flags: kafka.properties.security.protocol=SASL_SSL).
+  std::map<std::string, std::string> properties = {};
+};
+
+// Field names of the input JSON / CSV columns, and names of event types.
+struct MappingOptions {
+  std::string event_id_field = "event_id";
+  std::string user_id_field = "user_id";
+  std::string type_field = "type";
+  std::string ts_field = "ts";
+  std::string amount_field = "amount";
+  std::string currency_field = "currency";
+  std::string order_id_field = "order_id";
+  std::string items_field = "items";
+  std::string product_id_field = "product_id";
+  std::string category_field = "category";
+  std::string session_id_field = "session_id";
+  std::string attrs_field = "attrs";
+  // "auto" (epoch s or ms by magnitude, or RFC 3339), "epoch_s", "epoch_ms",
+  // "rfc3339", or a strftime pattern such as "%Y%m%d" (UTC).
+  std::string ts_format = "auto";
+  // Source type name -> canonical type (page_view, search, add_to_cart,
+  // remove_from_cart, wishlist, ad_click, purchase, refund, profile).
+  // Canonical names are always accepted as themselves.
+  std::map<std::string, std::string> type_aliases = {};
+  // When the input has no type field at all (e.g. an orders-only CSV), every
+  // event gets this canonical type. Empty = type is required.
+  std::string default_type = "";
+};
+
+// Validation limits (anything outside goes to the dead-letter topic).
+struct ValidationOptions {
+  // Largest accepted purchase/refund amount.
+  double max_amount = 1e7;
+  // Events more than this far ahead of the wall clock are rejected.
+  int64_t max_future_ms = 24LL * 3600 * 1000;
+  // Events before this epoch-ms are rejected (default 1990-01-01).
+  int64_t min_ts_ms = 631152000000LL;
+  // Largest accepted message, bytes.
+  int64_t max_message_bytes = 1000000;
+};
+
+// The processing loop.
+struct StreamOptions {
+  // A micro-batch closes at this many events ...
+  int batch_max_events = 10000;
+  // ... or this long after its first event.
+  int batch_max_wait_ms = 20;
+  // 0: commit (state + offsets in one WriteBatch) after every micro-batch.
+  // >0: commit at most this often; dirty states stay in the write-back cache.
+  int commit_interval_ms = 0;
+  // "per_batch": one score per user per micro-batch (the last one);
+  // "per_event": one score per event. Either way (user_id, seq) identifies
+  // one deterministic score.
+  std::string emit = "per_batch";
+  // Event ids remembered per user for dedup.
+  int dedup_window = 64;
+  // Users kept in the write-back cache.
+  int cache_max_users = 200000;
+  // Stop after this many input events (0 = run forever). For tests/bench.
+  int64_t max_events = 0;
+  // Stop when no event arrived for this long (0 = never). For replay jobs.
+  int idle_exit_ms = 0;
+};
+
+// Lifecycle stages and alert thresholds (DESIGN.md "Lifecycle stages").
+struct LifecycleOptions {
+  // at_risk when quiet longer than this many times the user's own mean gap
+  // between purchases ...
+  double at_risk_gap_factor = 2.0;
+  // ... (for users with one purchase, longer than this many days) ...
+  double at_risk_default_days = 60;
+  // ... or when churn_risk is above this.
+  double at_risk_churn = 0.6;
+  // dormant when quiet for this many days.
+  double dormant_days = 180;
+  // Alert when churn_risk crosses this upward.
+  double churn_alert = 0.7;
+  // Spend anomaly alert: order value above this quantile of the user's
+  // predicted order-value distribution.
+  double anomaly_quantile = 0.999;
+};
+
+struct StateOptions {
+  // RocksDB directory.
+  std::string dir = "./clv-state";
+  // RocksDB block cache, bytes.
+  int64_t block_cache_bytes = 256LL << 20;
+  // Store LSTM (h, c) as fp16 (halves the bytes; scores still deterministic).
+  bool fp16_hidden = true;
+};
+
+struct ModelOptions {
+  // "baseline" (BG/NBD + Gamma-Gamma) or "lstm".
+  std::string scorer = "baseline";
+  // Model file. Empty = the model shipped in models/default/.
+  std::string path = "";
+  // "cpu", "cuda", or "auto" (cuda when available).
+  std::string device = "cpu";
+  // Horizon of the CLV prediction, days.
+  double horizon_days = 365;
+};
+
+struct HttpOptions {
+  // 0 disables the HTTP server.
+  int port = 0;
+  std::string bind = "127.0.0.1";
+  // Bearer token required on every request when set.
+  std::string token = "";
+};
+
+struct LogOptions {
+  // trace, debug, info, warn, error
+  std::string level = "info";
+};
+
+struct Config {
+  KafkaOptions kafka;
+  MappingOptions mapping;
+  ValidationOptions validation;
+  StreamOptions stream;
+  LifecycleOptions lifecycle;
+  StateOptions state;
+  ModelOptions model;
+  HttpOptions http;
+  LogOptions log;
+};
+
+// Result of loading: either a Config or an error message that names the key
+// (and the file/variable it came from).
+struct LoadResult {
+  std::optional<Config> config;
+  std::string error;
+  bool ok() const { return config.has_value(); }
+};
+
+// Builds a Config from defaults, then `json_path` (may be empty), then the
+// process environment (CLV_*), then `overrides` ("key=value", dotted keys).
+LoadResult Load(const std::string& json_path, const std::vector<std::string>& overrides);
+// Same, with an explicit environment (for tests).
+LoadResult Load(const std::string& json_path, const std::vector<std::string>& overrides,
+                const std::map<std::string, std::string>& environment);
+
+// Validates cross-field rules (also called by Load). Empty string = fine.
+std::string Validate(const Config& config);
+
+// The effective configuration as JSON, secrets (token, sasl/ssl passwords) masked.
+std::string ToJson(const Config& config, bool mask_secrets = true);
+
+// docs/CONFIGURATION.md, generated from the option table.
+std::string MarkdownTable();
+
+}  // namespace clv::config

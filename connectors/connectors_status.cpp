@@ -1,0 +1,2 @@
+// Shared helpers of the connectors (see kafka.h).
+#include "connectors/kafka.h"

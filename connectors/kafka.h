@@ -1,0 +1,124 @@
+// Kafka connectors: KafkaSource (consumer-group member), KafkaSink
+// (idempotent producer), topic administration, and the embedded broker.
+//
+// One code path for every broker: the embedded broker is librdkafka's mock
+// cluster speaking the Kafka protocol on 127.0.0.1, so the same source and sink
+// run against it and against a real cluster.
+//
+// Thread-safety: a KafkaSource is used by one thread (its callbacks run inside
+// Poll() on that thread). A KafkaSink may be used from several threads.
+//
+// Example:
+//   std::unique_ptr<connectors::KafkaSource> source;
+//   auto status = connectors::KafkaSource::Create(options, callbacks, &source);
+//   std::vector<connectors::Message> batch;
+//   status = source->Poll(10000, 20, &batch);
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace clv::connectors {
+
+struct [[nodiscard]] Status {
+  bool ok_ = true;
+  std::string message;
+  static Status Ok() { return {}; }
+  static Status Error(std::string msg) { return {false, std::move(msg)}; }
+  bool ok() const { return ok_; }
+};
+
+struct Message {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  std::string key;
+  std::string value;
+  int64_t timestamp_ms = 0;  // broker/producer timestamp
+};
+
+struct TopicPartition {
+  std::string topic;
+  int32_t partition = 0;
+  bool operator==(const TopicPartition&) const = default;
+  bool operator<(const TopicPartition& o) const {
+    return topic != o.topic ? topic < o.topic : partition < o.partition;
+  }
+};
+
+struct ClientOptions {
+  std::string bootstrap_servers;
+  std::string group_id;  // consumer only
+  std::string client_id = "clvstream";
+  // Extra librdkafka properties (security.protocol, sasl.*, ssl.*, ...).
+  std::map<std::string, std::string> properties;
+};
+
+// Callbacks run on the polling thread, inside Poll().
+struct SourceCallbacks {
+  // Start offset for a newly assigned partition: the offset stored in our
+  // state store, or nullopt to start from the beginning of the partition.
+  std::function<std::optional<int64_t>(const TopicPartition&)> start_offset;
+  // Called after partitions were assigned (already positioned).
+  std::function<void(const std::vector<TopicPartition>&)> on_assigned;
+  // Called before partitions are taken away: the processor commits what it
+  // has processed of them. Messages of revoked partitions that were polled
+  // but not yet processed must be dropped by the caller.
+  std::function<void(const std::vector<TopicPartition>&)> on_revoked;
+};
+
+class KafkaSource {
+ public:
+  virtual ~KafkaSource() = default;
+  static Status Create(const ClientOptions& options, const std::vector<std::string>& topics,
+                       SourceCallbacks callbacks, std::unique_ptr<KafkaSource>* source);
+  // Appends up to max_messages to *out, waiting at most timeout_ms for the
+  // first one. Consumer errors that are not fatal are logged and skipped.
+  virtual Status Poll(int max_messages, int timeout_ms, std::vector<Message>* out) = 0;
+  // Partitions currently assigned.
+  virtual std::vector<TopicPartition> Assignment() = 0;
+  // High watermark minus position per assigned partition (consumer lag).
+  virtual std::map<TopicPartition, int64_t> Lag() = 0;
+  // Leaves the group cleanly (on_revoked is called).
+  virtual Status Close() = 0;
+};
+
+class KafkaSink {
+ public:
+  virtual ~KafkaSink() = default;
+  // Idempotent producer (enable.idempotence=true, acks=all).
+  static Status Create(const ClientOptions& options, std::unique_ptr<KafkaSink>* sink);
+  // Queues one message (partition chosen by key hash, or `partition` if >= 0).
+  // Blocks while the local queue is full.
+  virtual Status Send(std::string_view topic, std::string_view key, std::string_view value,
+                      int32_t partition = -1) = 0;
+  // Waits until every queued message is acknowledged by the broker. Error if
+  // any delivery failed since the last Flush (names topic and reason).
+  virtual Status Flush(int timeout_ms) = 0;
+  virtual uint64_t delivered() const = 0;
+};
+
+// Creates topics that do not exist yet (existing ones are left alone).
+Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>& topics,
+                    int partitions, int replication_factor);
+
+// Partition count of a topic (from metadata).
+Status PartitionCount(const ClientOptions& options, const std::string& topic, int* partitions);
+
+// The embedded development broker: librdkafka's mock cluster, on 127.0.0.1.
+class EmbeddedBroker {
+ public:
+  virtual ~EmbeddedBroker() = default;
+  // brokers: number of mock brokers; partitions: default for new topics.
+  static Status Start(int brokers, int partitions, std::unique_ptr<EmbeddedBroker>* broker);
+  virtual std::string bootstrap_servers() const = 0;
+  virtual Status CreateTopic(const std::string& topic, int partitions) = 0;
+};
+
+}  // namespace clv::connectors

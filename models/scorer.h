@@ -1,0 +1,136 @@
+// Scorers: turn a user's history into a live CLV score, one event at a time.
+//
+// Contract:
+//  * `History` is everything a scorer may know about a user besides its own
+//    recurrent state: running aggregates maintained by UpdateHistory(), the
+//    single implementation used by training, evaluation and the service.
+//  * A Scorer is stateless between calls; per-user recurrent state (the LSTM's
+//    h and c) is passed in and out by the caller, who stores it (RocksDB).
+//  * Step() advances every user of the batch by exactly one event. The caller
+//    stacks users so one call serves thousands; a user with k events in a
+//    micro-batch takes part in k successive calls, in event order.
+//  * Rescore() re-evaluates users at a later time without an event (the
+//    stream-time timer for quiet users): the recurrent state does not change.
+//  * Outputs are a deterministic function of the inputs on CPU: the same input
+//    gives byte-identical scores.
+//
+// Thread-safety: Step/Rescore may be called from one thread at a time.
+//
+// Example:
+//   auto scorer = models::LoadScorer(config.model, &error);
+//   models::History history;                       // from UserState
+//   models::UpdateHistory(history, event);         // fold the event in
+//   std::vector<float> state(scorer->state_size()); // from UserState
+//   models::StepInput in{&history_before, &history, event, state.data()};
+//   models::Score out;
+//   scorer->Step({&in, 1}, {&out, 1});
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace clv::config {
+struct ModelOptions;
+}
+
+namespace clv::models {
+
+// Canonical event types. The numeric values are stored in state and model
+// files: append only.
+enum class EventKind : uint8_t {
+  kPageView = 0,
+  kSearch = 1,
+  kAddToCart = 2,
+  kRemoveFromCart = 3,
+  kWishlist = 4,
+  kAdClick = 5,
+  kPurchase = 6,
+  kRefund = 7,
+  kProfile = 8,
+};
+inline constexpr int kEventKindCount = 9;
+const char* EventKindName(EventKind kind);
+// Canonical name -> kind; false when unknown.
+bool ParseEventKind(std::string_view name, EventKind* kind);
+
+// What a scorer sees of one event.
+struct StepEvent {
+  EventKind kind = EventKind::kPageView;
+  int64_t ts_ms = 0;
+  double amount = 0;  // > 0 for purchase and refund, else 0
+};
+
+// Running per-user aggregates. Plain data, stored in UserState.
+struct History {
+  int64_t first_event_ms = 0;     // 0 = no event yet
+  int64_t last_event_ms = 0;
+  int64_t first_purchase_ms = 0;  // 0 = never purchased
+  int64_t last_purchase_ms = 0;
+  uint32_t events = 0;
+  uint32_t purchases = 0;  // purchase events (BG/NBD frequency = purchase days - 1)
+  uint32_t purchase_days = 0;  // distinct days with a purchase (BG/NBD counts days)
+  uint32_t refunds = 0;
+  uint32_t sessions = 0;       // gaps > 30 min start a new session
+  uint32_t cart_adds = 0;
+  uint32_t views = 0;          // page views + searches
+  uint32_t recent_activity = 0;  // events in the current session
+  double monetary_total = 0;   // purchases minus refunds
+  double purchase_value_sum = 0;  // sum of purchase amounts (gross)
+  double log_value_sum = 0;    // sum of log(amount) over purchases
+  double log_value_sq_sum = 0; // sum of log(amount)^2 over purchases
+  double ewma_gap_days = 0;    // exponentially weighted mean gap between purchase days
+};
+
+// Folds one event into the aggregates. The single implementation used for
+// training, evaluation and serving.
+void UpdateHistory(History& history, const StepEvent& event);
+
+// One input that moved the score, with its signed contribution (same unit as clv).
+struct Factor {
+  std::array<char, 24> name{};  // NUL-terminated feature name
+  float contribution = 0;
+};
+
+struct Score {
+  double clv = 0;                 // expected spend over the horizon
+  double p_purchase = 0;          // probability of any purchase in the horizon
+  double churn_risk = 0;          // probability the user is no longer active
+  double expected_purchases = 0;  // expected purchases in the horizon
+  double expected_order_value = 0;
+  std::array<Factor, 3> top_factors{};
+};
+
+struct StepInput {
+  const History* before = nullptr;  // aggregates before the event
+  const History* after = nullptr;   // aggregates after UpdateHistory(event)
+  StepEvent event;
+  float* state = nullptr;  // state_size() floats, in/out (may be null if 0)
+};
+
+struct RescoreInput {
+  const History* history = nullptr;
+  int64_t now_ms = 0;            // the time the user is scored at
+  const float* state = nullptr;  // state_size() floats (read only)
+};
+
+class Scorer {
+ public:
+  virtual ~Scorer() = default;
+  // Model name and version id, e.g. "bgnbd-gg/2f3a9c".
+  virtual std::string version() const = 0;
+  // Floats of recurrent state per user (0 for stateless scorers).
+  virtual int state_size() const = 0;
+  // Initial recurrent state for a new user, written to `state`.
+  virtual void InitState(float* state) const;
+  virtual void Step(std::span<const StepInput> inputs, std::span<Score> outputs) = 0;
+  virtual void Rescore(std::span<const RescoreInput> inputs, std::span<Score> outputs) = 0;
+};
+
+// Loads the scorer named by options.scorer from options.path (or the shipped
+// default). Returns null and sets *error on failure.
+std::unique_ptr<Scorer> LoadScorer(const config::ModelOptions& options, std::string* error);
+
+}  // namespace clv::models

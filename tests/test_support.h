@@ -1,0 +1,48 @@
+// Helpers shared by the test suites.
+//
+//  * TempDir: a fresh directory under $TMPDIR, removed at destruction.
+//  * SharedDataPath("cdnow/CDNOW_sample.txt"): ../shared/data/... beside the
+//    repo; RequireSharedData() skips with a clear message when absent, but
+//    fails under CI=true (nothing may skip in CI).
+//  * InCi(): CI=true in the environment.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace clv::testing {
+
+bool InCi();
+
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::string str() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::filesystem::path SourceDir();
+std::filesystem::path SharedDataPath(const std::string& relative);
+// Path to the built `clv` executable.
+std::filesystem::path ClvBinary();
+
+}  // namespace clv::testing
+
+// Skips the test (or fails it under CI=true) when a shared data file is missing.
+#define CLV_REQUIRE_SHARED_DATA(path_expr)                                               \
+  do {                                                                                   \
+    auto clv_required_path_ = (path_expr);                                               \
+    if (!std::filesystem::exists(clv_required_path_)) {                                  \
+      if (::clv::testing::InCi()) {                                                      \
+        FAIL() << "required data file missing under CI: " << clv_required_path_;         \
+      }                                                                                  \
+      GTEST_SKIP() << "data file not found: " << clv_required_path_                      \
+                   << " (clone ../shared beside the repo to run this test)";             \
+    }                                                                                    \
+  } while (0)
