@@ -6,6 +6,8 @@
 //   timers   partition (BE int32) + due ms (BE int64) + user id -> "" (index of
 //            users whose re-score is due at that stream time)
 //   meta     schema version, model version, free-form keys
+// Integers in keys and the offset value are big-endian with the sign bit
+// flipped, so byte order is numeric order (state/rocksdb_store.cpp).
 //
 // Contract: Commit() applies one CommitBatch atomically (one RocksDB
 // WriteBatch): the new user states, their timer index changes and the input
