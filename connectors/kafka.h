@@ -87,6 +87,13 @@ class KafkaSource {
   virtual std::map<TopicPartition, int64_t> Lag() = 0;
   // Leaves the group cleanly (on_revoked is called).
   virtual Status Close() = 0;
+  // Optional courtesy: commits next-offsets to the Kafka group asynchronously
+  // so lag tools (kafka-consumer-groups, Burrow) see progress. The truth stays
+  // in our state store; start positions always come from start_offset().
+  virtual Status CommitAsync(const std::map<TopicPartition, int64_t>& next_offsets) {
+    (void)next_offsets;
+    return Status::Ok();
+  }
 };
 
 class KafkaSink {
@@ -118,7 +125,34 @@ class EmbeddedBroker {
   // brokers: number of mock brokers; partitions: default for new topics.
   static Status Start(int brokers, int partitions, std::unique_ptr<EmbeddedBroker>* broker);
   virtual std::string bootstrap_servers() const = 0;
+  // partitions <= 0: the default given to Start().
   virtual Status CreateTopic(const std::string& topic, int partitions) = 0;
+  // Fault injection for tests: the next `count` Produce requests fail with
+  // the Kafka protocol error `kafka_error_code` (e.g. 29 = topic authorization
+  // failed, not retriable).
+  virtual Status FailNextProduceRequests(int count, int kafka_error_code) {
+    (void)count;
+    (void)kafka_error_code;
+    return Status::Error("FailNextProduceRequests: not supported by this broker");
+  }
 };
+
+// Result of a consume-only pass (the ceiling printed next to `clv bench`).
+struct ConsumeStats {
+  int64_t messages = 0;
+  int64_t bytes = 0;           // key + value bytes
+  double seconds = 0;          // first message to last
+  double join_seconds = 0;     // consumer creation to first message (group join, fetch start)
+};
+
+// Reads `expected_messages` from `topics` from the beginning with a fresh
+// consumer group (options.group_id, or a unique one when empty) and measures
+// the rate. Error when fewer arrive within timeout_ms (names the topics).
+Status ConsumeOnlyPass(const ClientOptions& options, const std::vector<std::string>& topics,
+                       int64_t expected_messages, int timeout_ms, ConsumeStats* stats);
+
+// Consumer properties that make librdkafka's mock cluster fast (see
+// docs/KAFKA.md "Mock broker throughput"); harmless on a real cluster.
+std::map<std::string, std::string> MockFriendlyConsumerProperties();
 
 }  // namespace clv::connectors

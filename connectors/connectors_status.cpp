@@ -1,2 +1,0 @@
-// Shared helpers of the connectors (see kafka.h).
-#include "connectors/kafka.h"

@@ -1,0 +1,633 @@
+// Kafka connectors on librdkafka's C API (see kafka.h for the contract).
+//
+// Defaults are applied first and the caller's `properties` last, so every
+// tuning below can be overridden from config (kafka.properties.*).
+#include "connectors/kafka.h"
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <set>
+
+namespace clv::connectors {
+namespace {
+
+// Consumer defaults. Exactly-once comes from our state store: Kafka offsets
+// are never auto-committed or auto-stored, the start position of every
+// assigned partition comes from SourceCallbacks::start_offset.
+//   partition.assignment.strategy: "range" (eager). Eager revokes every
+//   partition before a rebalance, which matches our on_revoked contract
+//   (commit everything, then give up); cooperative-sticky also works with
+//   this code (the rebalance callback uses incremental assign when the group
+//   protocol is COOPERATIVE) and can be chosen through properties.
+constexpr const char* kConsumerDefaults[][2] = {
+    {"enable.auto.commit", "false"},
+    {"enable.auto.offset.store", "false"},
+    {"auto.offset.reset", "earliest"},
+    {"isolation.level", "read_committed"},
+    {"partition.assignment.strategy", "range"},
+    {"enable.partition.eof", "false"},
+    {"allow.auto.create.topics", "true"},
+    {"log.connection.close", "false"},
+};
+
+// Producer defaults: idempotent, all replicas, small linger, large batches.
+constexpr const char* kProducerDefaults[][2] = {
+    {"enable.idempotence", "true"},
+    {"acks", "all"},
+    {"linger.ms", "5"},
+    {"batch.num.messages", "10000"},
+    {"batch.size", "1000000"},
+    {"queue.buffering.max.messages", "1000000"},
+    {"compression.type", "lz4"},
+    {"log.connection.close", "false"},
+};
+
+struct ConfDeleter {
+  void operator()(rd_kafka_conf_t* conf) const { rd_kafka_conf_destroy(conf); }
+};
+struct HandleDeleter {
+  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+};
+struct PartitionListDeleter {
+  void operator()(rd_kafka_topic_partition_list_t* list) const {
+    rd_kafka_topic_partition_list_destroy(list);
+  }
+};
+struct QueueDeleter {
+  void operator()(rd_kafka_queue_t* queue) const { rd_kafka_queue_destroy(queue); }
+};
+struct EventDeleter {
+  void operator()(rd_kafka_event_t* event) const { rd_kafka_event_destroy(event); }
+};
+using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
+using HandlePtr = std::unique_ptr<rd_kafka_t, HandleDeleter>;
+using PartitionListPtr = std::unique_ptr<rd_kafka_topic_partition_list_t, PartitionListDeleter>;
+using QueuePtr = std::unique_ptr<rd_kafka_queue_t, QueueDeleter>;
+using EventPtr = std::unique_ptr<rd_kafka_event_t, EventDeleter>;
+
+void LogWarning(const std::string& text) { std::fprintf(stderr, "clv connectors: %s\n", text.c_str()); }
+
+Status SetProperty(rd_kafka_conf_t* conf, const std::string& key, const std::string& value) {
+  char errstr[512];
+  if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), errstr, sizeof(errstr)) !=
+      RD_KAFKA_CONF_OK) {
+    return Status::Error("Kafka property '" + key + "'='" + value + "': " + errstr);
+  }
+  return Status::Ok();
+}
+
+// Builds a librdkafka config: defaults, then connection settings, then the
+// caller's properties (which win).
+template <size_t N>
+Status MakeConf(const ClientOptions& options, const char* const (&defaults)[N][2], ConfPtr* out) {
+  ConfPtr conf(rd_kafka_conf_new());
+  for (const auto& kv : defaults) {
+    if (auto s = SetProperty(conf.get(), kv[0], kv[1]); !s.ok()) return s;
+  }
+  if (options.bootstrap_servers.empty()) {
+    return Status::Error("Kafka bootstrap_servers is empty");
+  }
+  if (auto s = SetProperty(conf.get(), "bootstrap.servers", options.bootstrap_servers); !s.ok()) {
+    return s;
+  }
+  if (!options.client_id.empty()) {
+    if (auto s = SetProperty(conf.get(), "client.id", options.client_id); !s.ok()) return s;
+  }
+  for (const auto& [key, value] : options.properties) {
+    if (auto s = SetProperty(conf.get(), key, value); !s.ok()) return s;
+  }
+  *out = std::move(conf);
+  return Status::Ok();
+}
+
+Status MakeHandle(rd_kafka_type_t type, ConfPtr conf, HandlePtr* out) {
+  char errstr[512];
+  // rd_kafka_new takes ownership of conf only on success.
+  rd_kafka_t* rk = rd_kafka_new(type, conf.get(), errstr, sizeof(errstr));
+  if (rk == nullptr) {
+    return Status::Error(std::string("creating Kafka ") +
+                         (type == RD_KAFKA_PRODUCER ? "producer" : "consumer") + ": " + errstr);
+  }
+  (void)conf.release();
+  out->reset(rk);
+  return Status::Ok();
+}
+
+std::string PartitionName(const std::string& topic, int32_t partition) {
+  return "topic '" + topic + "' [" + std::to_string(partition) + "]";
+}
+
+bool IsFatalConsumerError(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR__FATAL:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR__AUTHENTICATION:
+    case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::vector<TopicPartition> ToVector(const rd_kafka_topic_partition_list_t* list) {
+  std::vector<TopicPartition> out;
+  if (list == nullptr) return out;
+  out.reserve(list->cnt);
+  for (int i = 0; i < list->cnt; ++i) {
+    out.push_back({list->elems[i].topic, list->elems[i].partition});
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- source
+
+class KafkaSourceImpl final : public KafkaSource {
+ public:
+  explicit KafkaSourceImpl(SourceCallbacks callbacks) : callbacks_(std::move(callbacks)) {}
+  ~KafkaSourceImpl() override {
+    if (rk_ != nullptr && !closed_) {
+      (void)Close();
+    }
+  }
+  KafkaSourceImpl(const KafkaSourceImpl&) = delete;
+  KafkaSourceImpl& operator=(const KafkaSourceImpl&) = delete;
+
+  Status Init(const ClientOptions& options, const std::vector<std::string>& topics) {
+    if (options.group_id.empty()) return Status::Error("KafkaSource: group_id is empty");
+    if (topics.empty()) return Status::Error("KafkaSource: no topics to subscribe to");
+    ConfPtr conf;
+    if (auto s = MakeConf(options, kConsumerDefaults, &conf); !s.ok()) return s;
+    if (auto s = SetProperty(conf.get(), "group.id", options.group_id); !s.ok()) return s;
+    rd_kafka_conf_set_opaque(conf.get(), this);
+    rd_kafka_conf_set_rebalance_cb(conf.get(), &KafkaSourceImpl::RebalanceThunk);
+    if (auto s = MakeHandle(RD_KAFKA_CONSUMER, std::move(conf), &rk_); !s.ok()) return s;
+    rd_kafka_poll_set_consumer(rk_.get());
+
+    PartitionListPtr subscription(rd_kafka_topic_partition_list_new(static_cast<int>(topics.size())));
+    for (const auto& topic : topics) {
+      rd_kafka_topic_partition_list_add(subscription.get(), topic.c_str(), RD_KAFKA_PARTITION_UA);
+    }
+    if (auto err = rd_kafka_subscribe(rk_.get(), subscription.get()); err) {
+      return Status::Error("KafkaSource: subscribing group '" + options.group_id +
+                           "': " + rd_kafka_err2str(err));
+    }
+    return Status::Ok();
+  }
+
+  Status Poll(int max_messages, int timeout_ms, std::vector<Message>* out) override {
+    if (closed_) return Status::Error("KafkaSource::Poll after Close");
+    int wait_ms = timeout_ms;
+    for (int taken = 0; taken < max_messages;) {
+      rd_kafka_message_t* raw = rd_kafka_consumer_poll(rk_.get(), wait_ms);
+      if (raw == nullptr) break;
+      wait_ms = 0;  // only the first message is waited for
+      std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> msg(
+          raw, &rd_kafka_message_destroy);
+      const std::string topic = msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "";
+      if (msg->err) {
+        if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) continue;
+        std::string where = topic.empty() ? std::string("consumer")
+                                          : PartitionName(topic, msg->partition);
+        std::string text = rd_kafka_message_errstr(msg.get());
+        if (msg->err == RD_KAFKA_RESP_ERR__FATAL) {
+          char fatal[512];
+          rd_kafka_fatal_error(rk_.get(), fatal, sizeof(fatal));
+          text = fatal;
+        }
+        if (IsFatalConsumerError(msg->err)) {
+          return Status::Error("Kafka consumer fatal error on " + where + ": " + text);
+        }
+        if (++transient_errors_ <= 20 || transient_errors_ % 1000 == 0) {
+          LogWarning("Kafka consumer error on " + where + " (not fatal, #" +
+                     std::to_string(transient_errors_) + "): " + text);
+        }
+        continue;
+      }
+      Message& m = out->emplace_back();
+      m.topic = topic;
+      m.partition = msg->partition;
+      m.offset = msg->offset;
+      if (msg->key != nullptr) m.key.assign(static_cast<const char*>(msg->key), msg->key_len);
+      if (msg->payload != nullptr) {
+        m.value.assign(static_cast<const char*>(msg->payload), msg->len);
+      }
+      m.timestamp_ms = rd_kafka_message_timestamp(msg.get(), nullptr);
+      next_offset_[{m.topic, m.partition}] = m.offset + 1;
+      ++taken;
+    }
+    return Status::Ok();
+  }
+
+  std::vector<TopicPartition> Assignment() override {
+    rd_kafka_topic_partition_list_t* raw = nullptr;
+    if (closed_ || rd_kafka_assignment(rk_.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR) return {};
+    PartitionListPtr list(raw);
+    return ToVector(list.get());
+  }
+
+  std::map<TopicPartition, int64_t> Lag() override {
+    std::map<TopicPartition, int64_t> lag;
+    for (const auto& tp : Assignment()) {
+      int64_t low = -1;
+      int64_t high = -1;
+      if (rd_kafka_get_watermark_offsets(rk_.get(), tp.topic.c_str(), tp.partition, &low, &high) !=
+              RD_KAFKA_RESP_ERR_NO_ERROR ||
+          high < 0 || low < 0) {
+        // Nothing fetched yet: ask the partition leader.
+        if (rd_kafka_query_watermark_offsets(rk_.get(), tp.topic.c_str(), tp.partition, &low,
+                                             &high, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+          continue;
+        }
+      }
+      int64_t next = low;
+      if (auto it = next_offset_.find(tp); it != next_offset_.end() && it->second >= 0) {
+        next = std::max(it->second, low);
+      }
+      lag[tp] = std::max<int64_t>(0, high - next);
+    }
+    return lag;
+  }
+
+  Status CommitAsync(const std::map<TopicPartition, int64_t>& next_offsets) override {
+    if (closed_ || next_offsets.empty()) return Status::Ok();
+    PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(next_offsets.size())));
+    for (const auto& [tp, offset] : next_offsets) {
+      rd_kafka_topic_partition_list_add(list.get(), tp.topic.c_str(), tp.partition)->offset = offset;
+    }
+    if (auto err = rd_kafka_commit(rk_.get(), list.get(), /*async=*/1); err) {
+      return Status::Error(std::string("KafkaSource::CommitAsync: ") + rd_kafka_err2str(err));
+    }
+    return Status::Ok();
+  }
+
+  Status Close() override {
+    if (closed_) return Status::Ok();
+    closed_ = true;
+    // Runs the rebalance callback (revoke) on this thread, then leaves.
+    rd_kafka_resp_err_t err = rd_kafka_consumer_close(rk_.get());
+    rk_.reset();
+    if (err) return Status::Error(std::string("KafkaSource::Close: ") + rd_kafka_err2str(err));
+    return Status::Ok();
+  }
+
+ private:
+  static void RebalanceThunk(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t* partitions, void* opaque) {
+    static_cast<KafkaSourceImpl*>(opaque)->OnRebalance(rk, err, partitions);
+  }
+
+  void OnRebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                   rd_kafka_topic_partition_list_t* partitions) {
+    const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      for (int i = 0; i < partitions->cnt; ++i) {
+        auto& elem = partitions->elems[i];
+        std::optional<int64_t> start;
+        if (callbacks_.start_offset) start = callbacks_.start_offset({elem.topic, elem.partition});
+        elem.offset = start.has_value() && *start >= 0 ? *start : RD_KAFKA_OFFSET_BEGINNING;
+        next_offset_[{elem.topic, elem.partition}] = elem.offset;
+      }
+      if (cooperative) {
+        if (rd_kafka_error_t* error = rd_kafka_incremental_assign(rk, partitions)) {
+          LogWarning(std::string("incremental assign failed: ") + rd_kafka_error_string(error));
+          rd_kafka_error_destroy(error);
+        }
+      } else if (auto e = rd_kafka_assign(rk, partitions); e) {
+        LogWarning(std::string("assign failed: ") + rd_kafka_err2str(e));
+      }
+      if (callbacks_.on_assigned) callbacks_.on_assigned(ToVector(partitions));
+      return;
+    }
+    if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+      LogWarning(std::string("rebalance error: ") + rd_kafka_err2str(err));
+    }
+    // Revoke (or lost, or error): the owner commits before we let go.
+    const auto revoked = ToVector(partitions);
+    if (callbacks_.on_revoked && !revoked.empty()) callbacks_.on_revoked(revoked);
+    for (const auto& tp : revoked) next_offset_.erase(tp);
+    if (cooperative) {
+      if (rd_kafka_error_t* error = rd_kafka_incremental_unassign(rk, partitions)) {
+        LogWarning(std::string("incremental unassign failed: ") + rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+      }
+    } else {
+      (void)rd_kafka_assign(rk, nullptr);
+    }
+  }
+
+  SourceCallbacks callbacks_;
+  HandlePtr rk_;
+  bool closed_ = false;
+  int64_t transient_errors_ = 0;
+  std::map<TopicPartition, int64_t> next_offset_;  // next offset to be returned by Poll
+};
+
+// ---------------------------------------------------------------- sink
+
+class KafkaSinkImpl final : public KafkaSink {
+ public:
+  KafkaSinkImpl() = default;
+  ~KafkaSinkImpl() override {
+    if (rk_ != nullptr) rd_kafka_flush(rk_.get(), 10000);
+  }
+  KafkaSinkImpl(const KafkaSinkImpl&) = delete;
+  KafkaSinkImpl& operator=(const KafkaSinkImpl&) = delete;
+
+  Status Init(const ClientOptions& options) {
+    ConfPtr conf;
+    if (auto s = MakeConf(options, kProducerDefaults, &conf); !s.ok()) return s;
+    rd_kafka_conf_set_opaque(conf.get(), this);
+    rd_kafka_conf_set_dr_msg_cb(conf.get(), &KafkaSinkImpl::DeliveryThunk);
+    return MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk_);
+  }
+
+  Status Send(std::string_view topic, std::string_view key, std::string_view value,
+              int32_t partition) override {
+    const std::string topic_name(topic);
+    for (;;) {
+      rd_kafka_resp_err_t err = rd_kafka_producev(
+          rk_.get(), RD_KAFKA_V_TOPIC(topic_name.c_str()),
+          RD_KAFKA_V_PARTITION(partition >= 0 ? partition : RD_KAFKA_PARTITION_UA),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+          RD_KAFKA_V_KEY(key.empty() ? nullptr : const_cast<char*>(key.data()), key.size()),
+          RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_END);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+      if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        rd_kafka_poll(rk_.get(), 50);  // serve delivery reports, frees queue space
+        continue;
+      }
+      if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char fatal[512];
+        rd_kafka_fatal_error(rk_.get(), fatal, sizeof(fatal));
+        return Status::Error("KafkaSink: producer fatal error sending to topic '" + topic_name +
+                             "': " + fatal);
+      }
+      return Status::Error("KafkaSink: sending " + std::to_string(value.size()) +
+                           " bytes to topic '" + topic_name + "': " + rd_kafka_err2str(err));
+    }
+    if ((sends_.fetch_add(1, std::memory_order_relaxed) & 63) == 0) rd_kafka_poll(rk_.get(), 0);
+    return Status::Ok();
+  }
+
+  Status Flush(int timeout_ms) override {
+    rd_kafka_resp_err_t err = rd_kafka_flush(rk_.get(), timeout_ms);
+    std::lock_guard lock(mu_);
+    Status result = Status::Ok();
+    if (failures_ > 0) {
+      result = Status::Error("KafkaSink: " + std::to_string(failures_) +
+                             " message(s) failed delivery since the last Flush; first: " +
+                             first_failure_);
+    } else if (err == RD_KAFKA_RESP_ERR__TIMED_OUT) {
+      result = Status::Error("KafkaSink::Flush: " + std::to_string(rd_kafka_outq_len(rk_.get())) +
+                             " message(s) not acknowledged within " + std::to_string(timeout_ms) +
+                             " ms");
+    }
+    failures_ = 0;
+    first_failure_.clear();
+    return result;
+  }
+
+  uint64_t delivered() const override { return delivered_.load(std::memory_order_relaxed); }
+
+ private:
+  static void DeliveryThunk(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
+    static_cast<KafkaSinkImpl*>(opaque)->OnDelivery(msg);
+  }
+
+  void OnDelivery(const rd_kafka_message_t* msg) {
+    if (!msg->err) {
+      delivered_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    std::lock_guard lock(mu_);
+    if (failures_++ == 0) {
+      first_failure_ = PartitionName(rd_kafka_topic_name(msg->rkt), msg->partition) + ": " +
+                       rd_kafka_err2str(msg->err);
+    }
+  }
+
+  HandlePtr rk_;
+  std::atomic<uint64_t> delivered_ = 0;
+  std::atomic<uint64_t> sends_ = 0;
+  std::mutex mu_;
+  uint64_t failures_ = 0;       // guarded by mu_
+  std::string first_failure_;   // guarded by mu_
+};
+
+// ---------------------------------------------------------------- broker
+
+class EmbeddedBrokerImpl final : public EmbeddedBroker {
+ public:
+  ~EmbeddedBrokerImpl() override {
+    if (cluster_ != nullptr) rd_kafka_mock_cluster_destroy(cluster_);
+  }
+
+  Status Init(int brokers, int partitions) {
+    if (brokers < 1) return Status::Error("EmbeddedBroker: brokers must be >= 1");
+    default_partitions_ = partitions > 0 ? partitions : 1;
+    brokers_ = brokers;
+    ConfPtr conf(rd_kafka_conf_new());
+    if (auto s = SetProperty(conf.get(), "log.connection.close", "false"); !s.ok()) return s;
+    if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk_); !s.ok()) return s;
+    cluster_ = rd_kafka_mock_cluster_new(rk_.get(), brokers);
+    if (cluster_ == nullptr) return Status::Error("EmbeddedBroker: could not start mock cluster");
+    bootstrap_ = rd_kafka_mock_cluster_bootstraps(cluster_);
+    return Status::Ok();
+  }
+
+  std::string bootstrap_servers() const override { return bootstrap_; }
+
+  Status CreateTopic(const std::string& topic, int partitions) override {
+    const int count = partitions > 0 ? partitions : default_partitions_;
+    auto err = rd_kafka_mock_topic_create(cluster_, topic.c_str(), count, std::min(brokers_, 3));
+    if (err) {
+      return Status::Error("EmbeddedBroker: creating topic '" + topic + "': " +
+                           rd_kafka_err2str(err));
+    }
+    return Status::Ok();
+  }
+
+  Status FailNextProduceRequests(int count, int kafka_error_code) override {
+    std::vector<rd_kafka_resp_err_t> errors(count,
+                                            static_cast<rd_kafka_resp_err_t>(kafka_error_code));
+    rd_kafka_mock_push_request_errors_array(cluster_, /*Produce*/ 0, errors.size(), errors.data());
+    return Status::Ok();
+  }
+
+ private:
+  HandlePtr rk_;  // destroyed after the cluster (members destruct in reverse order)
+  rd_kafka_mock_cluster_t* cluster_ = nullptr;  // owned; destroyed in the destructor
+  std::string bootstrap_;
+  int brokers_ = 1;
+  int default_partitions_ = 1;
+};
+
+}  // namespace
+
+Status KafkaSource::Create(const ClientOptions& options, const std::vector<std::string>& topics,
+                           SourceCallbacks callbacks, std::unique_ptr<KafkaSource>* source) {
+  auto impl = std::make_unique<KafkaSourceImpl>(std::move(callbacks));
+  if (auto s = impl->Init(options, topics); !s.ok()) return s;
+  *source = std::move(impl);
+  return Status::Ok();
+}
+
+Status KafkaSink::Create(const ClientOptions& options, std::unique_ptr<KafkaSink>* sink) {
+  auto impl = std::make_unique<KafkaSinkImpl>();
+  if (auto s = impl->Init(options); !s.ok()) return s;
+  *sink = std::move(impl);
+  return Status::Ok();
+}
+
+Status EmbeddedBroker::Start(int brokers, int partitions, std::unique_ptr<EmbeddedBroker>* broker) {
+  auto impl = std::make_unique<EmbeddedBrokerImpl>();
+  if (auto s = impl->Init(brokers, partitions); !s.ok()) return s;
+  *broker = std::move(impl);
+  return Status::Ok();
+}
+
+Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>& topics,
+                    int partitions, int replication_factor) {
+  if (topics.empty()) return Status::Ok();
+  static constexpr const char* kAdminDefaults[][2] = {{"log.connection.close", "false"}};
+  ConfPtr conf;
+  if (auto s = MakeConf(options, kAdminDefaults, &conf); !s.ok()) return s;
+  HandlePtr rk;
+  if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk); !s.ok()) return s;
+
+  char errstr[512];
+  std::vector<rd_kafka_NewTopic_t*> new_topics;
+  Status status = Status::Ok();
+  for (const auto& topic : topics) {
+    rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), partitions, replication_factor,
+                                                    errstr, sizeof(errstr));
+    if (nt == nullptr) {
+      status = Status::Error("EnsureTopics: topic '" + topic + "': " + errstr);
+      break;
+    }
+    new_topics.push_back(nt);
+  }
+  if (status.ok()) {
+    QueuePtr queue(rd_kafka_queue_new(rk.get()));
+    rd_kafka_AdminOptions_t* admin_options =
+        rd_kafka_AdminOptions_new(rk.get(), RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(admin_options, 15000, errstr, sizeof(errstr));
+    rd_kafka_AdminOptions_set_request_timeout(admin_options, 20000, errstr, sizeof(errstr));
+    rd_kafka_CreateTopics(rk.get(), new_topics.data(), new_topics.size(), admin_options,
+                          queue.get());
+    rd_kafka_AdminOptions_destroy(admin_options);
+    EventPtr event(rd_kafka_queue_poll(queue.get(), 30000));
+    if (event == nullptr) {
+      status = Status::Error("EnsureTopics: no CreateTopics answer from " +
+                             options.bootstrap_servers + " within 30 s");
+    } else if (rd_kafka_event_error(event.get())) {
+      status = Status::Error("EnsureTopics: " + std::string(rd_kafka_event_error_string(event.get())));
+    } else {
+      const rd_kafka_CreateTopics_result_t* result =
+          rd_kafka_event_CreateTopics_result(event.get());
+      size_t count = 0;
+      const rd_kafka_topic_result_t** results = rd_kafka_CreateTopics_result_topics(result, &count);
+      for (size_t i = 0; i < count && status.ok(); ++i) {
+        auto err = rd_kafka_topic_result_error(results[i]);
+        if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+          const char* text = rd_kafka_topic_result_error_string(results[i]);
+          status = Status::Error("EnsureTopics: topic '" +
+                                 std::string(rd_kafka_topic_result_name(results[i])) +
+                                 "': " + (text != nullptr ? text : rd_kafka_err2str(err)));
+        }
+      }
+    }
+  }
+  rd_kafka_NewTopic_destroy_array(new_topics.data(), new_topics.size());
+  return status;
+}
+
+Status PartitionCount(const ClientOptions& options, const std::string& topic, int* partitions) {
+  static constexpr const char* kMetadataDefaults[][2] = {{"log.connection.close", "false"},
+                                                         {"allow.auto.create.topics", "false"}};
+  ConfPtr conf;
+  if (auto s = MakeConf(options, kMetadataDefaults, &conf); !s.ok()) return s;
+  HandlePtr rk;
+  if (auto s = MakeHandle(RD_KAFKA_CONSUMER, std::move(conf), &rk); !s.ok()) return s;
+  std::unique_ptr<rd_kafka_topic_t, void (*)(rd_kafka_topic_t*)> rkt(
+      rd_kafka_topic_new(rk.get(), topic.c_str(), nullptr), &rd_kafka_topic_destroy);
+  const rd_kafka_metadata_t* metadata = nullptr;
+  auto err = rd_kafka_metadata(rk.get(), 0, rkt.get(), &metadata, 10000);
+  if (err) {
+    return Status::Error("PartitionCount: metadata of topic '" + topic + "' from " +
+                         options.bootstrap_servers + ": " + rd_kafka_err2str(err));
+  }
+  std::unique_ptr<const rd_kafka_metadata_t, void (*)(const rd_kafka_metadata_t*)> md(
+      metadata, &rd_kafka_metadata_destroy);
+  if (md->topic_cnt != 1) return Status::Error("PartitionCount: no metadata for topic '" + topic + "'");
+  if (md->topics[0].err) {
+    return Status::Error("PartitionCount: topic '" + topic + "': " +
+                         rd_kafka_err2str(md->topics[0].err));
+  }
+  *partitions = md->topics[0].partition_cnt;
+  return Status::Ok();
+}
+
+std::map<std::string, std::string> MockFriendlyConsumerProperties() {
+  // See docs/KAFKA.md: the mock answers a Fetch with at most one producer
+  // batch per partition and parks an empty Fetch for the full
+  // fetch.wait.max.ms; more data per request and no long parking.
+  return {{"fetch.wait.max.ms", "10"}, {"fetch.error.backoff.ms", "10"}};
+}
+
+Status ConsumeOnlyPass(const ClientOptions& options, const std::vector<std::string>& topics,
+                       int64_t expected_messages, int timeout_ms, ConsumeStats* stats) {
+  using Clock = std::chrono::steady_clock;
+  ClientOptions consumer_options = options;
+  if (consumer_options.group_id.empty()) {
+    consumer_options.group_id =
+        "clv-consume-only-" + std::to_string(getpid()) + "-" +
+        std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
+  }
+  const auto created = Clock::now();
+  std::unique_ptr<KafkaSource> source;
+  SourceCallbacks callbacks;
+  callbacks.start_offset = [](const TopicPartition&) { return std::optional<int64_t>(); };
+  if (auto s = KafkaSource::Create(consumer_options, topics, callbacks, &source); !s.ok()) return s;
+
+  ConsumeStats result;
+  Clock::time_point first;
+  Clock::time_point last;
+  const auto deadline = created + std::chrono::milliseconds(timeout_ms);
+  std::vector<Message> batch;
+  while (result.messages < expected_messages && Clock::now() < deadline) {
+    batch.clear();
+    if (auto s = source->Poll(10000, 100, &batch); !s.ok()) return s;
+    if (batch.empty()) continue;
+    if (result.messages == 0) first = Clock::now();
+    last = Clock::now();
+    result.messages += static_cast<int64_t>(batch.size());
+    for (const auto& m : batch) result.bytes += static_cast<int64_t>(m.key.size() + m.value.size());
+  }
+  (void)source->Close();
+  if (result.messages > 0) {
+    result.join_seconds = std::chrono::duration<double>(first - created).count();
+    result.seconds = std::chrono::duration<double>(last - first).count();
+  }
+  *stats = result;
+  if (result.messages < expected_messages) {
+    std::string names;
+    for (const auto& t : topics) names += (names.empty() ? "" : ",") + t;
+    return Status::Error("ConsumeOnlyPass: got " + std::to_string(result.messages) + " of " +
+                         std::to_string(expected_messages) + " messages from topics " + names +
+                         " within " + std::to_string(timeout_ms) + " ms");
+  }
+  return Status::Ok();
+}
+
+}  // namespace clv::connectors
