@@ -1,0 +1,482 @@
+// LstmScorer (torch) and the LSTM model file (JSON). See lstm.h.
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "config/config.h"
+#include "models/lstm.h"
+
+namespace clv::models {
+
+namespace {
+
+constexpr int kHeadOutputs = 4;
+
+uint64_t Fnv1a(uint64_t hash, const void* data, size_t bytes) {
+  auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i) {
+    hash ^= p[i];
+    hash *= 1099511628211ULL;
+  }
+  return hash;
+}
+
+uint64_t HashFloats(uint64_t hash, const std::vector<float>& values) {
+  return Fnv1a(hash, values.data(), values.size() * sizeof(float));
+}
+
+std::string ShapeError(const char* name, size_t got, size_t want) {
+  return std::string("weights.") + name + ": expected " + std::to_string(want) + " floats, got " +
+         std::to_string(got);
+}
+
+torch::Tensor ToTensor(const std::vector<float>& values, std::vector<int64_t> shape) {
+  return torch::from_blob(const_cast<float*>(values.data()), shape, torch::kFloat32).clone();
+}
+
+// Resolves "cpu" / "cuda" / "auto"; false for unknown names or missing GPU.
+bool ResolveDevice(const std::string& name, torch::Device* device, std::string* error) {
+  if (name == "cpu") {
+    *device = torch::Device(torch::kCPU);
+  } else if (name == "cuda") {
+    if (!torch::cuda::is_available()) {
+      *error = "model.device=cuda: no CUDA device visible to torch (this build: " +
+               std::string(torch::cuda::is_available() ? "cuda" : "cpu-only or no GPU") + ")";
+      return false;
+    }
+    *device = torch::Device(torch::kCUDA, 0);
+  } else if (name == "auto") {
+    *device = torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                          : torch::Device(torch::kCPU);
+  } else {
+    *error = "model.device: unknown device '" + name + "' (expected cpu, cuda or auto)";
+    return false;
+  }
+  return true;
+}
+
+class LstmScorer final : public Scorer {
+ public:
+  LstmScorer(const LstmModel& model, const LstmScorerOptions& options, torch::Device device)
+      : model_(model), options_(options), device_(device) {
+    const auto& w = model.weights;
+    hidden_ = w.hidden_size;
+    auto to_device = [&](const std::vector<float>& v, std::vector<int64_t> shape) {
+      return ToTensor(v, std::move(shape)).to(device_);
+    };
+    int64_t gates = 4 * hidden_;
+    w_ih_ = to_device(w.w_ih, {gates, w.input_size});
+    w_hh_ = to_device(w.w_hh, {gates, hidden_});
+    b_ih_ = to_device(w.b_ih, {gates});
+    b_hh_ = to_device(w.b_hh, {gates});
+    head1_w_ = to_device(w.head1_w, {w.head_hidden, w.head_input_size()});
+    head1_b_ = to_device(w.head1_b, {w.head_hidden});
+    head2_w_ = to_device(w.head2_w, {kHeadOutputs, w.head_hidden});
+    head2_b_ = to_device(w.head2_b, {kHeadOutputs});
+    horizon_scale_ = options.horizon_days > 0 ? options.horizon_days / model.horizon_days : 1.0;
+    cuda_ = device_.is_cuda();
+  }
+
+  std::string version() const override { return model_.version; }
+  int state_size() const override { return 2 * hidden_; }
+
+  void Step(std::span<const StepInput> inputs, std::span<Score> outputs) override {
+    const int64_t batch = static_cast<int64_t>(inputs.size());
+    if (batch == 0) return;
+    // Host staging: [x | h | c] per user, one buffer, one copy to the device.
+    const int64_t width = kFeatureCount + 2 * hidden_;
+    torch::Tensor host = HostBuffer(&step_host_, batch, width);
+    float* base = host.data_ptr<float>();
+    for (int64_t i = 0; i < batch; ++i) {
+      const StepInput& in = inputs[i];
+      float* row = base + i * width;
+      StepFeatures(model_.norm, in.event, *in.before, *in.after, row);
+      if (in.state != nullptr) {
+        std::memcpy(row + kFeatureCount, in.state, sizeof(float) * 2 * hidden_);
+      } else {
+        std::fill(row + kFeatureCount, row + width, 0.0f);
+      }
+    }
+    torch::Tensor staged = cuda_ ? host.to(device_, /*non_blocking=*/true) : host;
+    torch::Tensor x = staged.narrow(1, 0, kFeatureCount);
+    torch::Tensor h = staged.narrow(1, kFeatureCount, hidden_);
+    torch::Tensor c = staged.narrow(1, kFeatureCount + hidden_, hidden_);
+
+    torch::Tensor result;  // [B, 2H + 4 (+F grads)]
+    if (options_.top_factors) {
+      torch::AutoGradMode grad(true);
+      torch::Tensor xg = x.detach().clone().requires_grad_(true);
+      auto [h1, c1] = Cell(xg, h, c);
+      auto [clv, heads] = Heads(h1, xg.narrow(1, kAggregateBegin, kAggregateCount));
+      clv.sum().backward();
+      torch::Tensor contribution = xg.grad() * xg.detach();
+      result = torch::cat({h1.detach(), c1.detach(), heads.detach(), contribution}, 1);
+    } else {
+      torch::NoGradGuard no_grad;
+      auto [h1, c1] = Cell(x, h, c);
+      auto [clv, heads] = Heads(h1, x.narrow(1, kAggregateBegin, kAggregateCount));
+      result = torch::cat({h1, c1, heads}, 1);
+    }
+    if (cuda_) result = result.to(torch::kCPU);
+    result = result.contiguous();
+    const float* out = result.data_ptr<float>();
+    const int64_t out_width = result.size(1);
+    for (int64_t i = 0; i < batch; ++i) {
+      const float* row = out + i * out_width;
+      if (inputs[i].state != nullptr) {
+        std::memcpy(inputs[i].state, row, sizeof(float) * 2 * hidden_);
+      }
+      FillScore(row + 2 * hidden_, *inputs[i].after, &outputs[i]);
+      outputs[i].top_factors = {};
+      if (options_.top_factors) {
+        FillFactors(row + 2 * hidden_ + kHeadOutputs, &outputs[i]);
+      }
+    }
+  }
+
+  void Rescore(std::span<const RescoreInput> inputs, std::span<Score> outputs) override {
+    const int64_t batch = static_cast<int64_t>(inputs.size());
+    if (batch == 0) return;
+    const int64_t width = hidden_ + kAggregateCount;
+    torch::Tensor host = HostBuffer(&rescore_host_, batch, width);
+    float* base = host.data_ptr<float>();
+    for (int64_t i = 0; i < batch; ++i) {
+      float* row = base + i * width;
+      if (inputs[i].state != nullptr) {
+        std::memcpy(row, inputs[i].state, sizeof(float) * hidden_);
+      } else {
+        std::fill(row, row + hidden_, 0.0f);
+      }
+      AggregateFeatures(model_.norm, *inputs[i].history, inputs[i].now_ms, row + hidden_);
+    }
+    torch::NoGradGuard no_grad;
+    torch::Tensor staged = cuda_ ? host.to(device_, /*non_blocking=*/true) : host;
+    auto [clv, heads] = Heads(staged.narrow(1, 0, hidden_), staged.narrow(1, hidden_, kAggregateCount));
+    if (cuda_) heads = heads.to(torch::kCPU);
+    heads = heads.contiguous();
+    const float* out = heads.data_ptr<float>();
+    for (int64_t i = 0; i < batch; ++i) {
+      FillScore(out + i * kHeadOutputs, *inputs[i].history, &outputs[i]);
+      outputs[i].top_factors = {};
+    }
+  }
+
+ private:
+  std::pair<torch::Tensor, torch::Tensor> Cell(const torch::Tensor& x, const torch::Tensor& h,
+                                               const torch::Tensor& c) {
+    auto [h1, c1] = torch::lstm_cell(x, {h, c}, w_ih_, w_hh_, b_ih_, b_hh_);
+    return {h1, c1};
+  }
+
+  // Returns (clv [B], head values [B, 4] = p, mu, sigma, churn).
+  std::pair<torch::Tensor, torch::Tensor> Heads(const torch::Tensor& h, const torch::Tensor& agg) {
+    torch::Tensor z = torch::cat({h, agg}, 1);
+    torch::Tensor hidden = torch::relu(torch::addmm(head1_b_, z, head1_w_.t()));
+    torch::Tensor out = torch::addmm(head2_b_, hidden, head2_w_.t());
+    torch::Tensor p = torch::sigmoid(out.select(1, 0));
+    torch::Tensor mu = out.select(1, 1);
+    torch::Tensor sigma = torch::softplus(out.select(1, 2)) + 0.01;
+    torch::Tensor clv = p * torch::exp(torch::clamp_max(mu + 0.5 * sigma * sigma, 20.0));
+    torch::Tensor churn = torch::sigmoid(out.select(1, 3));
+    return {clv, torch::stack({p, mu, sigma, churn}, 1)};
+  }
+
+  torch::Tensor HostBuffer(torch::Tensor* cache, int64_t rows, int64_t width) {
+    if (!cache->defined() || cache->size(0) < rows || cache->size(1) != width) {
+      auto options = torch::TensorOptions().dtype(torch::kFloat32);
+      if (cuda_) options = options.pinned_memory(true);
+      *cache = torch::empty({std::max<int64_t>(rows, 64), width}, options);
+    }
+    return cache->narrow(0, 0, rows);
+  }
+
+  void FillScore(const float* head, const History& history, Score* score) const {
+    double p = head[0], mu = head[1], sigma = head[2];
+    double value = p * std::exp(std::min(20.0, mu + 0.5 * sigma * sigma));
+    score->clv = value * horizon_scale_;
+    score->p_purchase = p;
+    score->churn_risk = head[3];
+    double aov = history.purchases > 0 ? history.purchase_value_sum / history.purchases
+                                       : std::exp(std::min(20.0, mu + 0.5 * sigma * sigma));
+    score->expected_order_value = aov;
+    score->expected_purchases = aov > 0 ? score->clv / aov : 0.0;
+  }
+
+  void FillFactors(const float* contribution, Score* score) const {
+    std::array<int, kFeatureCount> order;
+    for (int i = 0; i < kFeatureCount; ++i) order[i] = i;
+    std::partial_sort(order.begin(), order.begin() + 3, order.end(), [&](int a, int b) {
+      float fa = std::fabs(contribution[a]), fb = std::fabs(contribution[b]);
+      return fa != fb ? fa > fb : a < b;
+    });
+    for (int k = 0; k < 3; ++k) {
+      Factor& factor = score->top_factors[k];
+      std::strncpy(factor.name.data(), FeatureName(order[k]), factor.name.size() - 1);
+      factor.contribution = static_cast<float>(contribution[order[k]] * horizon_scale_);
+    }
+  }
+
+  LstmModel model_;
+  LstmScorerOptions options_;
+  torch::Device device_;
+  bool cuda_ = false;
+  int hidden_ = 0;
+  double horizon_scale_ = 1.0;
+  torch::Tensor w_ih_, w_hh_, b_ih_, b_hh_, head1_w_, head1_b_, head2_w_, head2_b_;
+  torch::Tensor step_host_, rescore_host_;
+};
+
+nlohmann::json FloatsToJson(const std::vector<float>& values) {
+  nlohmann::json array = nlohmann::json::array();
+  for (float v : values) array.push_back(v);
+  return array;
+}
+
+bool JsonToFloats(const nlohmann::json& json, const char* name, std::vector<float>* out,
+                  std::string* error) {
+  if (!json.contains(name) || !json[name].is_array()) {
+    *error = std::string("weights.") + name + ": missing or not an array";
+    return false;
+  }
+  out->clear();
+  out->reserve(json[name].size());
+  for (const auto& v : json[name]) {
+    if (!v.is_number()) {
+      *error = std::string("weights.") + name + ": non-number entry";
+      return false;
+    }
+    out->push_back(v.get<float>());
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string LstmWeights::CheckShapes() const {
+  const size_t gates = 4 * size_t(hidden_size);
+  if (hidden_size <= 0 || head_hidden <= 0) return "weights: hidden sizes must be > 0";
+  if (input_size != kFeatureCount) {
+    return "weights: input_size " + std::to_string(input_size) + " but this build has " +
+           std::to_string(kFeatureCount) + " features";
+  }
+  if (w_ih.size() != gates * input_size) return ShapeError("w_ih", w_ih.size(), gates * input_size);
+  if (w_hh.size() != gates * hidden_size) return ShapeError("w_hh", w_hh.size(), gates * hidden_size);
+  if (b_ih.size() != gates) return ShapeError("b_ih", b_ih.size(), gates);
+  if (b_hh.size() != gates) return ShapeError("b_hh", b_hh.size(), gates);
+  size_t h1 = size_t(head_hidden) * head_input_size();
+  if (head1_w.size() != h1) return ShapeError("head1_w", head1_w.size(), h1);
+  if (head1_b.size() != size_t(head_hidden)) return ShapeError("head1_b", head1_b.size(), head_hidden);
+  size_t h2 = size_t(kHeadOutputs) * head_hidden;
+  if (head2_w.size() != h2) return ShapeError("head2_w", head2_w.size(), h2);
+  if (head2_b.size() != size_t(kHeadOutputs)) return ShapeError("head2_b", head2_b.size(), kHeadOutputs);
+  return "";
+}
+
+LstmModel RandomLstmModel(int hidden_size, uint64_t seed, int head_hidden) {
+  LstmModel model;
+  LstmWeights& w = model.weights;
+  w.hidden_size = hidden_size;
+  w.head_hidden = head_hidden;
+  std::mt19937_64 random(seed);
+  auto fill = [&](std::vector<float>* v, size_t n, double bound) {
+    std::uniform_real_distribution<double> uniform(-bound, bound);
+    v->resize(n);
+    for (auto& x : *v) x = static_cast<float>(uniform(random));
+  };
+  const size_t gates = 4 * size_t(hidden_size);
+  double lstm_bound = 1.0 / std::sqrt(double(hidden_size));
+  fill(&w.w_ih, gates * w.input_size, lstm_bound);
+  fill(&w.w_hh, gates * hidden_size, lstm_bound);
+  fill(&w.b_ih, gates, lstm_bound);
+  fill(&w.b_hh, gates, lstm_bound);
+  fill(&w.head1_w, size_t(head_hidden) * w.head_input_size(), 1.0 / std::sqrt(double(w.head_input_size())));
+  fill(&w.head1_b, head_hidden, 0.1);
+  fill(&w.head2_w, size_t(kHeadOutputs) * head_hidden, 1.0 / std::sqrt(double(head_hidden)));
+  fill(&w.head2_b, kHeadOutputs, 0.1);
+  model.version = LstmModelVersion(model);
+  return model;
+}
+
+std::string LstmModelVersion(const LstmModel& model) {
+  uint64_t hash = 14695981039346656037ULL;
+  const LstmWeights& w = model.weights;
+  int64_t sizes[3] = {w.input_size, w.hidden_size, w.head_hidden};
+  hash = Fnv1a(hash, sizes, sizeof(sizes));
+  for (const auto* v : {&w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh, &w.head1_w, &w.head1_b, &w.head2_w,
+                        &w.head2_b}) {
+    hash = HashFloats(hash, *v);
+  }
+  hash = Fnv1a(hash, model.norm.mean.data(), sizeof(float) * kFeatureCount);
+  hash = Fnv1a(hash, model.norm.scale.data(), sizeof(float) * kFeatureCount);
+  hash = Fnv1a(hash, &model.horizon_days, sizeof(double));
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(hash));
+  return std::string("lstm/") + std::string(hex, 12);
+}
+
+bool SaveLstmModel(LstmModel model, const std::string& path, std::string* error) {
+  if (std::string shapes = model.weights.CheckShapes(); !shapes.empty()) {
+    *error = "SaveLstmModel " + path + ": " + shapes;
+    return false;
+  }
+  model.version = LstmModelVersion(model);
+  nlohmann::json json;
+  json["format"] = "clvstream-lstm";
+  json["format_version"] = 1;
+  json["version"] = model.version;
+  json["horizon_days"] = model.horizon_days;
+  const LstmWeights& w = model.weights;
+  json["input_size"] = w.input_size;
+  json["hidden_size"] = w.hidden_size;
+  json["head_hidden"] = w.head_hidden;
+  json["aggregate_begin"] = kAggregateBegin;
+  json["heads"] = "ziln(p=sigmoid(o0), mu=o1, sigma=softplus(o2)+0.01) + churn=sigmoid(o3)";
+  nlohmann::json features = nlohmann::json::array();
+  for (int i = 0; i < kFeatureCount; ++i) {
+    features.push_back({{"name", FeatureName(i)}, {"mean", model.norm.mean[i]},
+                        {"scale", model.norm.scale[i]}});
+  }
+  json["features"] = features;
+  auto parse_object = [&](const std::string& text) {
+    auto parsed = nlohmann::json::parse(text.empty() ? "{}" : text, nullptr, false);
+    return parsed.is_discarded() ? nlohmann::json::object() : parsed;
+  };
+  json["training"] = parse_object(model.training_json);
+  json["validation"] = parse_object(model.validation_json);
+  json["weights"] = {{"w_ih", FloatsToJson(w.w_ih)},       {"w_hh", FloatsToJson(w.w_hh)},
+                     {"b_ih", FloatsToJson(w.b_ih)},       {"b_hh", FloatsToJson(w.b_hh)},
+                     {"head1_w", FloatsToJson(w.head1_w)}, {"head1_b", FloatsToJson(w.head1_b)},
+                     {"head2_w", FloatsToJson(w.head2_w)}, {"head2_b", FloatsToJson(w.head2_b)}};
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) {
+      *error = "SaveLstmModel: cannot open " + tmp + " for writing";
+      return false;
+    }
+    out << json.dump() << '\n';
+    if (!out) {
+      *error = "SaveLstmModel: write to " + tmp + " failed";
+      return false;
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    *error = "SaveLstmModel: cannot rename " + tmp + " to " + path;
+    return false;
+  }
+  return true;
+}
+
+bool LoadLstmModel(const std::string& path, LstmModel* model, std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = "LoadLstmModel: cannot open " + path;
+    return false;
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  auto json = nlohmann::json::parse(buffer.str(), nullptr, false);
+  if (json.is_discarded() || !json.is_object()) {
+    *error = "LoadLstmModel " + path + ": not valid JSON";
+    return false;
+  }
+  if (json.value("format", "") != "clvstream-lstm" || json.value("format_version", 0) != 1) {
+    *error = "LoadLstmModel " + path + ": not a clvstream-lstm format_version 1 file";
+    return false;
+  }
+  try {
+    LstmModel loaded;
+    loaded.horizon_days = json.at("horizon_days").get<double>();
+    LstmWeights& w = loaded.weights;
+    w.input_size = json.at("input_size").get<int>();
+    w.hidden_size = json.at("hidden_size").get<int>();
+    w.head_hidden = json.at("head_hidden").get<int>();
+    const auto& features = json.at("features");
+    if (!features.is_array() || features.size() != size_t(kFeatureCount)) {
+      *error = "LoadLstmModel " + path + ": features: expected " + std::to_string(kFeatureCount) +
+               " entries";
+      return false;
+    }
+    for (int i = 0; i < kFeatureCount; ++i) {
+      if (features[i].at("name").get<std::string>() != FeatureName(i)) {
+        *error = "LoadLstmModel " + path + ": features[" + std::to_string(i) + "] is '" +
+                 features[i].at("name").get<std::string>() + "', this build expects '" +
+                 FeatureName(i) + "'";
+        return false;
+      }
+      loaded.norm.mean[i] = features[i].at("mean").get<float>();
+      loaded.norm.scale[i] = features[i].at("scale").get<float>();
+    }
+    const auto& weights = json.at("weights");
+    std::string field_error;
+    bool ok = JsonToFloats(weights, "w_ih", &w.w_ih, &field_error) &&
+              JsonToFloats(weights, "w_hh", &w.w_hh, &field_error) &&
+              JsonToFloats(weights, "b_ih", &w.b_ih, &field_error) &&
+              JsonToFloats(weights, "b_hh", &w.b_hh, &field_error) &&
+              JsonToFloats(weights, "head1_w", &w.head1_w, &field_error) &&
+              JsonToFloats(weights, "head1_b", &w.head1_b, &field_error) &&
+              JsonToFloats(weights, "head2_w", &w.head2_w, &field_error) &&
+              JsonToFloats(weights, "head2_b", &w.head2_b, &field_error);
+    if (!ok) {
+      *error = "LoadLstmModel " + path + ": " + field_error;
+      return false;
+    }
+    if (std::string shapes = w.CheckShapes(); !shapes.empty()) {
+      *error = "LoadLstmModel " + path + ": " + shapes;
+      return false;
+    }
+    if (json.contains("training")) loaded.training_json = json["training"].dump();
+    if (json.contains("validation")) loaded.validation_json = json["validation"].dump();
+    loaded.version = LstmModelVersion(loaded);
+    if (json.value("version", "") != loaded.version) {
+      *error = "LoadLstmModel " + path + ": version " + json.value("version", "") +
+               " does not match the weights (" + loaded.version + "): file edited or corrupt";
+      return false;
+    }
+    *model = std::move(loaded);
+    return true;
+  } catch (const nlohmann::json::exception& e) {
+    *error = "LoadLstmModel " + path + ": " + e.what();
+    return false;
+  }
+}
+
+std::string DefaultLstmModelPath() { return std::string(CLV_MODELS_DEFAULT_DIR) + "/lstm.json"; }
+
+bool CudaAvailable() { return torch::cuda::is_available(); }
+
+std::unique_ptr<Scorer> MakeLstmScorer(const LstmModel& model, const LstmScorerOptions& options,
+                                       std::string* error) {
+  if (std::string shapes = model.weights.CheckShapes(); !shapes.empty()) {
+    *error = "lstm model " + model.version + ": " + shapes;
+    return nullptr;
+  }
+  torch::Device device(torch::kCPU);
+  if (!ResolveDevice(options.device, &device, error)) return nullptr;
+  if (options.threads > 0) at::set_num_threads(options.threads);
+  try {
+    return std::make_unique<LstmScorer>(model, options, device);
+  } catch (const std::exception& e) {
+    *error = std::string("lstm scorer on ") + options.device + ": " + e.what();
+    return nullptr;
+  }
+}
+
+std::unique_ptr<Scorer> LoadLstmScorer(const config::ModelOptions& options, std::string* error) {
+  std::string path = options.path.empty() ? DefaultLstmModelPath() : options.path;
+  LstmModel model;
+  if (!LoadLstmModel(path, &model, error)) return nullptr;
+  LstmScorerOptions scorer_options;
+  scorer_options.device = options.device;
+  scorer_options.horizon_days = options.horizon_days;
+  return MakeLstmScorer(model, scorer_options, error);
+}
+
+}  // namespace clv::models
