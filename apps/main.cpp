@@ -1,9 +1,27 @@
-// clv: the clvstream executable. See `clv --help`.
-#include <cstdio>
+// clv: the clvstream executable. `clv --help` lists the subcommands;
+// `clv SUBCOMMAND --help` their flags.
+#include <CLI/CLI.hpp>
+
+#include "apps/commands.h"
 
 int main(int argc, char** argv) {
-  (void)argc;
-  (void)argv;
-  std::puts("clv: under construction");
-  return 0;
+  CLI::App app{"clvstream: live customer-lifetime-value scores from Kafka event streams"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "clv 0.1.0");
+  int exit_code = 0;
+  clv::apps::AddDemoCommand(app, &exit_code);
+  clv::apps::AddRunCommand(app, &exit_code);
+  clv::apps::AddBrokerCommand(app, &exit_code);
+  clv::apps::AddGenCommand(app, &exit_code);
+  clv::apps::AddReplayCommand(app, &exit_code);
+  clv::apps::AddModelCommands(app, &exit_code);
+  clv::apps::AddBenchCommand(app, &exit_code);
+  clv::apps::AddInspectCommand(app, &exit_code);
+  clv::apps::AddConfigCommand(app, &exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error);
+  }
+  return exit_code;
 }

@@ -29,8 +29,11 @@ struct KafkaOptions {
   std::string bootstrap_servers = "";
   // Topics the service consumes (clickstream, orders, profiles, ...).
   std::vector<std::string> input_topics = {"clickstream", "orders", "profiles"};
+  // Topic the scores are written to (key = user id).
   std::string scores_topic = "clv.scores";
+  // Topic the alerts are written to (churn risk, stage changes, anomalies).
   std::string alerts_topic = "clv.alerts";
+  // Topic malformed events go to, with the original bytes and a reason.
   std::string dead_letter_topic = "clv.dead-letter";
   // Consumer group of all instances of this service.
   std::string group_id = "clvstream";
@@ -44,17 +47,29 @@ struct KafkaOptions {
 
 // Field names of the input JSON / CSV columns, and names of event types.
 struct MappingOptions {
+  // Input field (JSON key or CSV column) holding the event id.
   std::string event_id_field = "event_id";
+  // Input field holding the user id.
   std::string user_id_field = "user_id";
+  // Input field holding the event type.
   std::string type_field = "type";
+  // Input field holding the event time.
   std::string ts_field = "ts";
+  // Input field holding the purchase/refund amount.
   std::string amount_field = "amount";
+  // Input field holding the currency code.
   std::string currency_field = "currency";
+  // Input field holding the order id.
   std::string order_id_field = "order_id";
+  // Input field holding the number of items.
   std::string items_field = "items";
+  // Input field holding the product id.
   std::string product_id_field = "product_id";
+  // Input field holding the product category.
   std::string category_field = "category";
+  // Input field holding the session id.
   std::string session_id_field = "session_id";
+  // Input field holding the user attributes of profile events.
   std::string attrs_field = "attrs";
   // "auto" (epoch s or ms by magnitude, or RFC 3339), "epoch_s", "epoch_ms",
   // "rfc3339", or a strftime pattern such as "%Y%m%d" (UTC).
@@ -66,6 +81,14 @@ struct MappingOptions {
   // When the input has no type field at all (e.g. an orders-only CSV), every
   // event gets this canonical type. Empty = type is required.
   std::string default_type = "";
+  // CSV input (clv replay): column separator, one character, or "whitespace"
+  // for runs of spaces/tabs with leading ones ignored (as in CDNOW).
+  std::string csv_delimiter = ",";
+  // CSV input: true when the first line is a header (it is skipped, and names
+  // the columns unless csv_columns is set).
+  bool csv_header = true;
+  // CSV input: column names in order. Empty = take them from the header.
+  std::vector<std::string> csv_columns = {};
 };
 
 // Validation limits (anything outside goes to the dead-letter topic).
@@ -119,6 +142,11 @@ struct LifecycleOptions {
   // Spend anomaly alert: order value above this quantile of the user's
   // predicted order-value distribution.
   double anomaly_quantile = 0.999;
+  // Value segments: clv at or above this is "high_value" ...
+  double high_value_clv = 500;
+  // ... below this "low_value", in between "mid_value" (buyers only;
+  // users who never bought are "prospect").
+  double low_value_clv = 50;
 };
 
 struct StateOptions {
@@ -144,6 +172,7 @@ struct ModelOptions {
 struct HttpOptions {
   // 0 disables the HTTP server.
   int port = 0;
+  // Address the HTTP server listens on.
   std::string bind = "127.0.0.1";
   // Bearer token required on every request when set.
   std::string token = "";

@@ -1,0 +1,130 @@
+#include "apps/common.h"
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <unistd.h>
+
+namespace clv::apps {
+
+namespace {
+std::atomic<bool> g_stop{false};
+std::atomic<int> g_signals{0};
+
+extern "C" void OnStopSignal(int) {
+  if (g_signals.fetch_add(1) >= 1) {
+    const char message[] = "\nclv: second signal, exiting now (state stays consistent)\n";
+    ssize_t ignored = write(2, message, sizeof message - 1);
+    (void)ignored;
+    _exit(130);
+  }
+  g_stop.store(true);
+}
+}  // namespace
+
+void AddConfigFlags(CLI::App& app, ConfigFlags& flags) {
+  app.add_option("-c,--config", flags.config_path, "JSON config file (see docs/CONFIGURATION.md)");
+  app.add_option("--set", flags.overrides, "Override one option: --set stream.emit=per_event")
+      ->allow_extra_args(false);
+}
+
+bool LoadConfigOrReport(const ConfigFlags& flags, config::Config* config) {
+  auto result = config::Load(flags.config_path, flags.overrides);
+  if (!result.ok()) {
+    std::fprintf(stderr, "clv: bad configuration: %s\n", result.error.c_str());
+    return false;
+  }
+  *config = *result.config;
+  return true;
+}
+
+const std::atomic<bool>& InstallStopSignals() {
+  std::signal(SIGINT, OnStopSignal);
+  std::signal(SIGTERM, OnStopSignal);
+  return g_stop;
+}
+
+bool StopRequested() { return g_stop.load(); }
+
+connectors::ClientOptions ClientOptionsFrom(const config::Config& config) {
+  connectors::ClientOptions options;
+  options.bootstrap_servers = config.kafka.bootstrap_servers;
+  options.group_id = config.kafka.group_id;
+  options.properties = config.kafka.properties;
+  return options;
+}
+
+bool EnsureBroker(config::Config* config, std::unique_ptr<connectors::EmbeddedBroker>* broker) {
+  if (!config->kafka.bootstrap_servers.empty()) return true;
+  auto status = connectors::EmbeddedBroker::Start(1, config->kafka.embedded_partitions, broker);
+  if (!status.ok()) {
+    std::fprintf(stderr, "clv: could not start the embedded broker: %s\n", status.message.c_str());
+    return false;
+  }
+  config->kafka.bootstrap_servers = (*broker)->bootstrap_servers();
+  for (const auto& topic : config->kafka.input_topics) {
+    status = (*broker)->CreateTopic(topic, config->kafka.embedded_partitions);
+    if (!status.ok()) {
+      std::fprintf(stderr, "clv: embedded broker: %s\n", status.message.c_str());
+      return false;
+    }
+  }
+  std::fprintf(stderr, "clv: embedded Kafka broker (librdkafka mock cluster) at %s\n",
+               config->kafka.bootstrap_servers.c_str());
+  return true;
+}
+
+std::string WithThousands(int64_t value) {
+  std::string digits = std::to_string(value < 0 ? -value : value);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return value < 0 ? "-" + out : out;
+}
+
+bool ParseDateMs(const std::string& text, int64_t* ms) {
+  if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos &&
+      text.size() > 8) {
+    *ms = std::stoll(text);
+    return true;
+  }
+  std::tm tm{};
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  int fields = std::sscanf(text.c_str(), "%d-%d-%dT%d:%d:%d", &year, &month, &day, &hour, &minute,
+                           &second);
+  if (fields != 3 && fields != 6) return false;
+  if (month < 1 || month > 12 || day < 1 || day > 31) return false;
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = minute;
+  tm.tm_sec = second;
+  *ms = static_cast<int64_t>(timegm(&tm)) * 1000;
+  return true;
+}
+
+bool ParseDurationDays(const std::string& text, double* days) {
+  if (text.empty()) return false;
+  char unit = text.back();
+  std::string number = std::isdigit(static_cast<unsigned char>(unit)) ? text : text.substr(0, text.size() - 1);
+  char* end = nullptr;
+  double value = std::strtod(number.c_str(), &end);
+  if (end == number.c_str() || *end != '\0' || !(value > 0)) return false;
+  switch (unit) {
+    case 'd': *days = value; return true;
+    case 'w': *days = value * 7; return true;
+    case 'h': *days = value / 24; return true;
+    default:
+      if (std::isdigit(static_cast<unsigned char>(unit))) {
+        *days = value;
+        return true;
+      }
+      return false;
+  }
+}
+
+}  // namespace clv::apps

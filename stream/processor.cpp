@@ -1,0 +1,681 @@
+#include "stream/processor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <queue>
+
+#include "state/half.h"
+#include "stream/json_text.h"
+
+namespace clv::stream {
+
+using connectors::Status;
+
+namespace {
+
+constexpr int kFlushTimeoutMs = 60000;
+constexpr int64_t kMsPerDay = 86400000LL;
+
+int64_t WallClockMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+models::History ToHistory(const state::Aggregates& a) {
+  models::History h;
+  h.first_event_ms = a.first_event_ms;
+  h.last_event_ms = a.last_event_ms;
+  h.first_purchase_ms = a.first_purchase_ms;
+  h.last_purchase_ms = a.last_purchase_ms;
+  h.events = a.events;
+  h.purchases = a.purchases;
+  h.purchase_days = a.purchase_days;
+  h.refunds = a.refunds;
+  h.sessions = a.sessions;
+  h.cart_adds = a.cart_adds;
+  h.views = a.views;
+  h.recent_activity = a.recent_activity;
+  h.monetary_total = a.monetary_total;
+  h.purchase_value_sum = a.purchase_value_sum;
+  h.log_value_sum = a.log_value_sum;
+  h.log_value_sq_sum = a.log_value_sq_sum;
+  h.ewma_gap_days = a.ewma_gap_days;
+  return h;
+}
+
+state::Aggregates ToAggregates(const models::History& h) {
+  state::Aggregates a;
+  a.first_event_ms = h.first_event_ms;
+  a.last_event_ms = h.last_event_ms;
+  a.first_purchase_ms = h.first_purchase_ms;
+  a.last_purchase_ms = h.last_purchase_ms;
+  a.events = h.events;
+  a.purchases = h.purchases;
+  a.purchase_days = h.purchase_days;
+  a.refunds = h.refunds;
+  a.sessions = h.sessions;
+  a.cart_adds = h.cart_adds;
+  a.views = h.views;
+  a.recent_activity = h.recent_activity;
+  a.monetary_total = h.monetary_total;
+  a.purchase_value_sum = h.purchase_value_sum;
+  a.log_value_sum = h.log_value_sum;
+  a.log_value_sq_sum = h.log_value_sq_sum;
+  a.ewma_gap_days = h.ewma_gap_days;
+  return a;
+}
+
+// Standard normal quantile by bisection on erfc: slow-ish but exact enough
+// and deterministic; computed once per Processor.
+double NormalQuantile(double p) {
+  double lo = -10, hi = 10;
+  for (int i = 0; i < 200; ++i) {
+    double mid = 0.5 * (lo + hi);
+    double cdf = 0.5 * std::erfc(-mid / std::sqrt(2.0));
+    (cdf < p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+std::string StreamTimeKey(int32_t partition) { return "stream_time/" + std::to_string(partition); }
+
+}  // namespace
+
+struct Processor::CachedUser {
+  std::string user_id;
+  state::UserState state;
+  int64_t committed_timer_ms = 0;
+  int32_t committed_partition = -1;
+  uint64_t last_used_batch = 0;
+};
+
+struct Processor::Op {
+  bool is_event = true;
+  models::StepEvent event;
+  models::History before;
+  models::History after;
+  int64_t now_ms = 0;
+  uint64_t seq = 0;
+};
+
+struct Processor::UserWork {
+  CachedUser* user = nullptr;
+  std::vector<Op> ops;
+};
+
+Processor::Processor(const config::Config& config, state::StateStore& store,
+                     models::Scorer& scorer, connectors::KafkaSink& sink)
+    : config_(config),
+      store_(store),
+      scorer_(scorer),
+      sink_(sink),
+      decoder_(std::make_unique<Decoder>(config.mapping, config.validation)),
+      model_version_(scorer.version()),
+      state_size_(scorer.state_size()) {}
+
+Processor::~Processor() = default;
+
+std::optional<int64_t> Processor::StartOffset(const connectors::TopicPartition& partition) {
+  std::optional<int64_t> offset;
+  auto status = store_.GetOffset(partition.topic, partition.partition, &offset);
+  if (!status.ok() && callback_error_.empty()) callback_error_ = status.message;
+  return offset;
+}
+
+void Processor::OnAssigned(const std::vector<connectors::TopicPartition>& partitions) {
+  for (const auto& tp : partitions) {
+    assigned_.insert(tp);
+    if (stream_time_ms_.count(tp.partition)) continue;
+    std::optional<std::string> value;
+    auto status = store_.GetMeta(StreamTimeKey(tp.partition), &value);
+    if (!status.ok()) {
+      if (callback_error_.empty()) callback_error_ = status.message;
+      continue;
+    }
+    stream_time_ms_[tp.partition] = value ? std::stoll(*value) : 0;
+  }
+}
+
+void Processor::OnRevoked(const std::vector<connectors::TopicPartition>& partitions) {
+  auto status = Commit();
+  if (!status.ok() && callback_error_.empty()) callback_error_ = status.message;
+  for (const auto& tp : partitions) assigned_.erase(tp);
+  // Another instance may own these users next; forget everything cached so
+  // that a later assignment reads the store again.
+  if (status.ok()) {
+    cache_.clear();
+    stream_time_ms_.clear();
+  }
+}
+
+Status Processor::LoadUsers(const std::vector<std::string>& user_ids) {
+  std::vector<std::string> missing;
+  for (const auto& id : user_ids) {
+    auto it = cache_.find(id);
+    if (it == cache_.end()) {
+      missing.push_back(id);
+    } else {
+      it->second->last_used_batch = batch_number_;
+    }
+  }
+  std::sort(missing.begin(), missing.end());
+  missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+  if (missing.empty()) return Status::Ok();
+  std::vector<std::optional<state::UserState>> states;
+  auto status = store_.MultiGetUsers(missing, &states);
+  if (!status.ok()) return Status::Error("loading user states: " + status.message);
+  for (size_t i = 0; i < missing.size(); ++i) {
+    auto user = std::make_unique<CachedUser>();
+    user->user_id = missing[i];
+    user->last_used_batch = batch_number_;
+    if (states[i]) {
+      user->state = std::move(*states[i]);
+      user->committed_timer_ms = user->state.next_timer_ms;
+      user->committed_partition = user->state.partition;
+      if (static_cast<int>(user->state.model_state.size()) != state_size_) {
+        // The model changed shape (e.g. baseline -> lstm): start its state anew.
+        user->state.model_state.assign(state_size_, 0.0f);
+        if (state_size_ > 0) scorer_.InitState(user->state.model_state.data());
+      }
+    } else {
+      user->state.fp16 = config_.state.fp16_hidden;
+      user->state.model_state.assign(state_size_, 0.0f);
+      if (state_size_ > 0) scorer_.InitState(user->state.model_state.data());
+      if (user->state.fp16) {
+        for (auto& v : user->state.model_state) v = state::RoundToFp16(v);
+      }
+      user->state.seq = 0;
+      counters_.users_seen.fetch_add(1, std::memory_order_relaxed);
+    }
+    cache_.emplace(missing[i], std::move(user));
+  }
+  return Status::Ok();
+}
+
+int64_t Processor::NextTimerMs(const CachedUser& user) const {
+  // Candidates depend only on aggregates, so replays fire the same timers.
+  const auto& a = user.state.aggregates;
+  if (a.last_event_ms == 0) return 0;
+  const auto& lc = config_.lifecycle;
+  std::vector<int64_t> due;
+  if (a.purchases > 0) {
+    double expected_gap_days =
+        a.purchase_days >= 2 && a.ewma_gap_days > 0 ? a.ewma_gap_days : lc.at_risk_default_days;
+    double quiet_days = std::max(1.0, lc.at_risk_gap_factor * expected_gap_days);
+    if (a.purchase_days < 2) quiet_days = lc.at_risk_default_days;
+    due.push_back(a.last_event_ms + static_cast<int64_t>(quiet_days * kMsPerDay));
+  }
+  due.push_back(a.last_event_ms + static_cast<int64_t>(lc.dormant_days * kMsPerDay));
+  std::sort(due.begin(), due.end());
+  return due.front();
+}
+
+Status Processor::SendDeadLetter(const connectors::Message& message, const std::string& reason) {
+  std::string json;
+  json.reserve(message.value.size() * 2 + 200);
+  json += "{\"reason\":";
+  AppendJsonString(json, reason);
+  json += ",\"topic\":";
+  AppendJsonString(json, message.topic);
+  json += ",\"partition\":" + std::to_string(message.partition);
+  json += ",\"offset\":" + std::to_string(message.offset);
+  json += ",\"timestamp_ms\":" + std::to_string(message.timestamp_ms);
+  json += ",\"key\":";
+  AppendJsonString(json, IsValidUtf8(message.key) ? message.key : Base64(message.key));
+  json += ",\"original_base64\":\"" + Base64(message.value) + "\"";
+  if (IsValidUtf8(message.value) && message.value.size() <= 65536) {
+    json += ",\"original\":";
+    AppendJsonString(json, message.value);
+  }
+  json += "}";
+  counters_.dead_lettered.fetch_add(1, std::memory_order_relaxed);
+  return sink_.Send(config_.kafka.dead_letter_topic, message.key, json);
+}
+
+std::string Processor::BuildScoreJson(const std::string& user_id, const CachedUser& user,
+                                      const Op& op, const models::Score& score,
+                                      double prev_clv) const {
+  std::string json;
+  json.reserve(384);
+  json += "{\"user_id\":";
+  AppendJsonString(json, user_id);
+  char buffer[256];
+  std::snprintf(buffer, sizeof buffer,
+                ",\"clv\":%.4f,\"p_purchase\":%.6f,\"churn_risk\":%.6f,\"stage\":\"%s\","
+                "\"segment\":\"%s\",\"seq\":%llu,\"event_ts\":%lld,\"model\":",
+                score.clv, score.p_purchase, score.churn_risk, state::StageName(user.state.stage),
+                Segment(user.state.aggregates, score, config_.lifecycle),
+                static_cast<unsigned long long>(op.seq), static_cast<long long>(op.now_ms));
+  json += buffer;
+  AppendJsonString(json, model_version_);
+  json += ",\"top_factors\":[";
+  bool first = true;
+  for (const auto& factor : score.top_factors) {
+    if (factor.name[0] == '\0') continue;
+    if (!first) json += ',';
+    first = false;
+    json += "{\"name\":";
+    AppendJsonString(json, std::string(factor.name.data()));
+    std::snprintf(buffer, sizeof buffer, ",\"contribution\":%.4f}",
+                  static_cast<double>(factor.contribution));
+    json += buffer;
+  }
+  std::snprintf(buffer, sizeof buffer, "],\"prev_clv\":%.4f,\"trigger\":\"%s\"}", prev_clv,
+                op.is_event ? models::EventKindName(op.event.kind) : "timer");
+  json += buffer;
+  return json;
+}
+
+Status Processor::EmitAlert(const std::string& user_id, const std::string& kind,
+                            const std::string& detail, const std::string& score_json) {
+  std::string json = "{\"kind\":\"" + kind + "\",\"user_id\":";
+  AppendJsonString(json, user_id);
+  json += ",\"detail\":" + detail + ",\"score\":" + score_json + "}";
+  counters_.alerts_emitted.fetch_add(1, std::memory_order_relaxed);
+  return sink_.Send(config_.kafka.alerts_topic, user_id, json);
+}
+
+Status Processor::ProcessBatch(const std::vector<connectors::Message>& messages) {
+  if (!failed_.empty()) return Status::Error("processor stopped after an error: " + failed_);
+  auto status = ProcessBatchImpl(messages);
+  if (!status.ok()) failed_ = status.message;
+  return status;
+}
+
+Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messages) {
+  ++batch_number_;
+  counters_.batches.fetch_add(1, std::memory_order_relaxed);
+  const int64_t now_wall_ms = WallClockMs();
+
+  // Decode everything first: we need the user ids (for one MultiGet) and the
+  // largest event time per partition (for the due timers) before pass 1.
+  struct Decoded {
+    const connectors::Message* message = nullptr;
+    bool ok = false;
+    Event event;
+    std::string reason;
+  };
+  std::vector<Decoded> decoded;
+  decoded.reserve(messages.size());
+  std::map<int32_t, int64_t> batch_max_ts;
+  std::vector<std::string> user_ids;
+  for (const auto& message : messages) {
+    if (!assigned_.count({message.topic, message.partition})) continue;
+    counters_.consumed.fetch_add(1, std::memory_order_relaxed);
+    Decoded d;
+    d.message = &message;
+    d.ok = decoder_->Decode(message.value, now_wall_ms, &d.event, &d.reason);
+    if (d.ok) {
+      user_ids.push_back(d.event.user_id);
+      auto& max_ts = batch_max_ts[message.partition];
+      max_ts = std::max(max_ts, d.event.ts_ms);
+    }
+    decoded.push_back(std::move(d));
+  }
+
+  // Timers that may fire in this batch: stored ones and uncommitted ones.
+  using TimerKey = std::tuple<int64_t, std::string>;  // (due, user)
+  std::map<int32_t, std::priority_queue<TimerKey, std::vector<TimerKey>, std::greater<>>> heaps;
+  for (const auto& [partition, max_ts] : batch_max_ts) {
+    int64_t up_to = std::max(max_ts, stream_time_ms_[partition]);
+    std::vector<state::TimerEntry> due;
+    auto status = store_.DueTimers(partition, up_to, 1u << 30, &due);
+    if (!status.ok()) return Status::Error("reading due timers: " + status.message);
+    auto& heap = heaps[partition];
+    for (auto& timer : due) {
+      user_ids.push_back(timer.user_id);
+      heap.emplace(timer.due_ms, std::move(timer.user_id));
+    }
+    for (auto it = pending_timers_.lower_bound({partition, INT64_MIN, std::string()});
+         it != pending_timers_.end() && std::get<0>(*it) == partition && std::get<1>(*it) <= up_to;
+         ++it) {
+      heap.emplace(std::get<1>(*it), std::get<2>(*it));
+    }
+  }
+  Status status = LoadUsers(user_ids);
+  if (!status.ok()) return status;
+
+  // Pass 1, in message order: stream time, timers, dedup, aggregates, seq.
+  std::unordered_map<std::string, UserWork> work;
+  std::vector<std::string> work_order;  // users in order of first op
+  auto work_for = [&](CachedUser* user) -> UserWork& {
+    auto [it, inserted] = work.try_emplace(user->user_id);
+    if (inserted) {
+      it->second.user = user;
+      work_order.push_back(user->user_id);
+    }
+    return it->second;
+  };
+  auto set_timer = [&](CachedUser* user, int32_t partition, int64_t due) {
+    auto& s = user->state;
+    if (s.next_timer_ms != 0) pending_timers_.erase({s.partition, s.next_timer_ms, user->user_id});
+    s.partition = partition;
+    s.next_timer_ms = due;
+    if (due != 0) {
+      pending_timers_.insert({partition, due, user->user_id});
+      heaps[partition].emplace(due, user->user_id);
+    }
+    dirty_.insert(user->user_id);
+  };
+
+  for (auto& d : decoded) {
+    const auto& message = *d.message;
+    pending_offsets_[{message.topic, message.partition}] = message.offset + 1;
+    if (!d.ok) {
+      status = SendDeadLetter(message, d.reason);
+      if (!status.ok()) return status;
+      continue;
+    }
+    const int32_t partition = message.partition;
+    auto& stream_time = stream_time_ms_[partition];
+    if (d.event.ts_ms > stream_time) {
+      stream_time = d.event.ts_ms;
+      stream_time_dirty_.insert(partition);
+    }
+    // Fire the timers that stream time has passed.
+    auto heap_it = heaps.find(partition);
+    while (heap_it != heaps.end() && !heap_it->second.empty() &&
+           std::get<0>(heap_it->second.top()) <= stream_time) {
+      auto [due, user_id] = heap_it->second.top();
+      heap_it->second.pop();
+      auto cached = cache_.find(user_id);
+      if (cached == cache_.end()) continue;
+      CachedUser* user = cached->second.get();
+      if (user->state.next_timer_ms != due || user->state.partition != partition) continue;
+      Op op;
+      op.is_event = false;
+      op.before = op.after = ToHistory(user->state.aggregates);
+      op.now_ms = due;
+      op.seq = ++user->state.seq;
+      work_for(user).ops.push_back(op);
+      // Next check: the next candidate after this one.
+      int64_t next = NextTimerMs(*user);
+      if (next <= due) {
+        // at_risk check passed; the dormant check is next (or none).
+        const auto& a = user->state.aggregates;
+        int64_t dormant = a.last_event_ms +
+                          static_cast<int64_t>(config_.lifecycle.dormant_days * kMsPerDay);
+        next = dormant > due ? dormant : 0;
+      }
+      set_timer(user, partition, next);
+      counters_.timer_rescores.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    CachedUser* user = cache_.at(d.event.user_id).get();
+    user->last_used_batch = batch_number_;
+    auto& s = user->state;
+    auto& ids = s.recent_event_ids;
+    if (std::find(ids.begin(), ids.end(), d.event.event_id_hash) != ids.end()) {
+      counters_.duplicates.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (config_.stream.dedup_window > 0) {
+      ids.push_back(d.event.event_id_hash);
+      if (static_cast<int>(ids.size()) > config_.stream.dedup_window) ids.erase(ids.begin());
+    }
+    Op op;
+    op.event = models::StepEvent{d.event.kind, d.event.ts_ms, d.event.amount};
+    op.before = ToHistory(s.aggregates);
+    op.after = op.before;
+    models::UpdateHistory(op.after, op.event);
+    op.now_ms = d.event.ts_ms;
+    op.seq = ++s.seq;
+    s.aggregates = ToAggregates(op.after);
+    if (d.event.kind == models::EventKind::kProfile) {
+      for (auto& [key, value] : d.event.attrs) {
+        auto it = std::find_if(s.attrs.begin(), s.attrs.end(),
+                               [&](const auto& kv) { return kv.first == key; });
+        if (it != s.attrs.end()) {
+          it->second = value;
+        } else {
+          s.attrs.emplace_back(key, value);
+        }
+      }
+      std::sort(s.attrs.begin(), s.attrs.end());
+    }
+    work_for(user).ops.push_back(op);
+    set_timer(user, partition, NextTimerMs(*user));
+    counters_.processed.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Pass 2: run the scorer in rounds; round k holds the k-th op of every user.
+  const double anomaly_z = NormalQuantile(config_.lifecycle.anomaly_quantile);
+  size_t max_ops = 0;
+  for (const auto& id : work_order) max_ops = std::max(max_ops, work.at(id).ops.size());
+  std::vector<UserWork*> step_users, rescore_users;
+  std::vector<models::StepInput> step_inputs;
+  std::vector<models::RescoreInput> rescore_inputs;
+  std::vector<models::Score> step_scores, rescore_scores;
+  const bool per_event = config_.stream.emit == "per_event";
+  for (size_t round = 0; round < max_ops; ++round) {
+    step_users.clear();
+    rescore_users.clear();
+    step_inputs.clear();
+    rescore_inputs.clear();
+    for (const auto& id : work_order) {
+      auto& w = work.at(id);
+      if (round >= w.ops.size()) continue;
+      const Op& op = w.ops[round];
+      float* model_state = w.user->state.model_state.empty() ? nullptr
+                                                              : w.user->state.model_state.data();
+      if (op.is_event) {
+        step_users.push_back(&w);
+        step_inputs.push_back(models::StepInput{&op.before, &op.after, op.event, model_state});
+      } else {
+        rescore_users.push_back(&w);
+        rescore_inputs.push_back(models::RescoreInput{&op.after, op.now_ms, model_state});
+      }
+    }
+    step_scores.assign(step_inputs.size(), models::Score{});
+    rescore_scores.assign(rescore_inputs.size(), models::Score{});
+    auto started = std::chrono::steady_clock::now();
+    if (!step_inputs.empty()) scorer_.Step(step_inputs, step_scores);
+    if (!rescore_inputs.empty()) scorer_.Rescore(rescore_inputs, rescore_scores);
+    counters_.scorer_nanos.fetch_add(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                             started)
+            .count(),
+        std::memory_order_relaxed);
+    counters_.scorer_steps.fetch_add(static_cast<int64_t>(step_inputs.size()),
+                                     std::memory_order_relaxed);
+
+    auto finish = [&](UserWork& w, const models::Score& score) -> Status {
+      const Op& op = w.ops[round];
+      auto& s = w.user->state;
+      if (s.fp16) {
+        for (auto& v : s.model_state) v = state::RoundToFp16(v);
+      }
+      const double prev_clv = s.clv;
+      const double prev_churn = s.churn_risk;
+      const state::Stage prev_stage = s.stage;
+      const bool purchased = op.is_event && op.event.kind == models::EventKind::kPurchase;
+      // Aggregates as of this op (later ops of the batch already moved them).
+      state::Aggregates saved = s.aggregates;
+      s.aggregates = ToAggregates(op.after);
+      s.stage = NextStage(prev_stage, s.aggregates, score, op.now_ms, purchased,
+                          config_.lifecycle);
+      s.clv = score.clv;
+      s.p_purchase = score.p_purchase;
+      s.churn_risk = score.churn_risk;
+      s.score_ts_ms = op.now_ms;
+      const bool last_op = round + 1 == w.ops.size();
+      std::string score_json = "null";
+      Status st = Status::Ok();
+      bool want_alert = prev_stage != s.stage ||
+                        (prev_churn < config_.lifecycle.churn_alert &&
+                         score.churn_risk >= config_.lifecycle.churn_alert);
+      bool anomaly = false;
+      if (purchased && op.before.purchases >= 2 && op.event.amount > 0) {
+        double n = op.before.purchases;
+        double mean = op.before.log_value_sum / n;
+        double var = std::max(0.0, op.before.log_value_sq_sum / n - mean * mean);
+        double sd = std::max(std::sqrt(var), 0.25);
+        anomaly = std::log(op.event.amount) > mean + anomaly_z * sd;
+        want_alert = want_alert || anomaly;
+      }
+      if (per_event || last_op || want_alert) {
+        score_json = BuildScoreJson(w.user->user_id, *w.user, op, score, prev_clv);
+      }
+      if (per_event || last_op) {
+        st = sink_.Send(config_.kafka.scores_topic, w.user->user_id, score_json);
+        if (!st.ok()) {
+          s.aggregates = saved;
+          return st;
+        }
+        counters_.scores_emitted.fetch_add(1, std::memory_order_relaxed);
+        if (score_observer_) {
+          score_observer_(ScoreRecord{w.user->user_id, op.seq, score.clv, score.churn_risk,
+                                      score_json});
+        }
+      }
+      char detail[256];
+      if (prev_stage != s.stage) {
+        std::snprintf(detail, sizeof detail,
+                      "{\"from\":\"%s\",\"to\":\"%s\",\"seq\":%llu,\"event_ts\":%lld}",
+                      state::StageName(prev_stage), state::StageName(s.stage),
+                      static_cast<unsigned long long>(op.seq), static_cast<long long>(op.now_ms));
+        st = EmitAlert(w.user->user_id, "stage_change", detail, score_json);
+        if (!st.ok()) return st;
+      }
+      if (prev_churn < config_.lifecycle.churn_alert &&
+          score.churn_risk >= config_.lifecycle.churn_alert) {
+        std::snprintf(detail, sizeof detail,
+                      "{\"from\":%.6f,\"to\":%.6f,\"threshold\":%.6f,\"seq\":%llu,\"event_ts\":%lld}",
+                      prev_churn, score.churn_risk, config_.lifecycle.churn_alert,
+                      static_cast<unsigned long long>(op.seq), static_cast<long long>(op.now_ms));
+        st = EmitAlert(w.user->user_id, "churn_risk", detail, score_json);
+        if (!st.ok()) return st;
+      }
+      if (anomaly) {
+        double n = op.before.purchases;
+        double mean = op.before.log_value_sum / n;
+        std::snprintf(detail, sizeof detail,
+                      "{\"amount\":%.2f,\"typical_amount\":%.2f,\"quantile\":%.6f,\"seq\":%llu,"
+                      "\"event_ts\":%lld}",
+                      op.event.amount, std::exp(mean), config_.lifecycle.anomaly_quantile,
+                      static_cast<unsigned long long>(op.seq), static_cast<long long>(op.now_ms));
+        st = EmitAlert(w.user->user_id, "spend_anomaly", detail, score_json);
+        if (!st.ok()) return st;
+      }
+      s.aggregates = saved;
+      return Status::Ok();
+    };
+    for (size_t i = 0; i < step_users.size(); ++i) {
+      status = finish(*step_users[i], step_scores[i]);
+      if (!status.ok()) return status;
+    }
+    for (size_t i = 0; i < rescore_users.size(); ++i) {
+      status = finish(*rescore_users[i], rescore_scores[i]);
+      if (!status.ok()) return status;
+    }
+  }
+  return Status::Ok();
+}
+
+Status Processor::Commit() {
+  // After a failed batch the cache holds half-applied state: never write it.
+  if (!failed_.empty()) return Status::Error("not committing after an error: " + failed_);
+  if (!HasUncommitted() && stream_time_dirty_.empty()) return Status::Ok();
+  // Scores, alerts and dead letters first: acknowledged before the state moves.
+  auto status = sink_.Flush(kFlushTimeoutMs);
+  if (!status.ok()) {
+    failed_ = "waiting for the producer before commit: " + status.message;
+    return Status::Error(failed_);
+  }
+  state::CommitBatch batch;
+  batch.users.reserve(dirty_.size());
+  for (const auto& id : dirty_) {
+    auto it = cache_.find(id);
+    if (it == cache_.end()) continue;
+    CachedUser& user = *it->second;
+    const auto& s = user.state;
+    if (user.committed_timer_ms != s.next_timer_ms || user.committed_partition != s.partition) {
+      if (user.committed_timer_ms != 0) {
+        batch.timers_removed.push_back({user.committed_partition, user.committed_timer_ms, id});
+      }
+      if (s.next_timer_ms != 0) batch.timers_added.push_back({s.partition, s.next_timer_ms, id});
+    }
+    batch.users.push_back({id, s});
+  }
+  for (const auto& [tp, offset] : pending_offsets_) {
+    batch.offsets.push_back({tp.topic, tp.partition, offset});
+  }
+  for (int32_t partition : stream_time_dirty_) {
+    batch.meta.emplace_back(StreamTimeKey(partition), std::to_string(stream_time_ms_[partition]));
+  }
+  auto store_status = store_.Commit(batch);
+  if (!store_status.ok()) {
+    failed_ = "committing state: " + store_status.message;
+    return Status::Error(failed_);
+  }
+  for (const auto& id : dirty_) {
+    auto it = cache_.find(id);
+    if (it == cache_.end()) continue;
+    it->second->committed_timer_ms = it->second->state.next_timer_ms;
+    it->second->committed_partition = it->second->state.partition;
+  }
+  dirty_.clear();
+  pending_timers_.clear();
+  pending_offsets_.clear();
+  stream_time_dirty_.clear();
+  counters_.commits.fetch_add(1, std::memory_order_relaxed);
+  EvictIfNeeded();
+  return Status::Ok();
+}
+
+void Processor::EvictIfNeeded() {
+  const size_t max_users = static_cast<size_t>(std::max(1, config_.stream.cache_max_users));
+  if (cache_.size() <= max_users) return;
+  // Everything is clean right after a commit: drop the least recently used.
+  std::vector<std::pair<uint64_t, std::string>> by_age;
+  by_age.reserve(cache_.size());
+  for (const auto& [id, user] : cache_) by_age.emplace_back(user->last_used_batch, id);
+  size_t drop = cache_.size() - max_users * 9 / 10;
+  std::nth_element(by_age.begin(), by_age.begin() + static_cast<std::ptrdiff_t>(drop),
+                   by_age.end());
+  for (size_t i = 0; i < drop; ++i) cache_.erase(by_age[i].second);
+}
+
+state::Stage NextStage(state::Stage current, const state::Aggregates& a,
+                       const models::Score& score, int64_t now_ms, bool purchased_now,
+                       const config::LifecycleOptions& options) {
+  using state::Stage;
+  if (a.purchases == 0) return Stage::kPotential;
+  const double quiet_days = static_cast<double>(now_ms - a.last_event_ms) / kMsPerDay;
+  if (purchased_now) {
+    if (current == Stage::kDormant) return Stage::kReturning;
+    if (a.purchases == 1) return Stage::kNew;
+    // A returning customer becomes active again with the next purchase.
+    return Stage::kActive;
+  }
+  if (quiet_days >= options.dormant_days) return Stage::kDormant;
+  double expected_gap_days = a.purchase_days >= 2 && a.ewma_gap_days > 0
+                                 ? options.at_risk_gap_factor * a.ewma_gap_days
+                                 : options.at_risk_default_days;
+  if (a.purchase_days < 2) expected_gap_days = options.at_risk_default_days;
+  const double purchase_quiet_days = static_cast<double>(now_ms - a.last_purchase_ms) / kMsPerDay;
+  if (quiet_days >= std::max(1.0, expected_gap_days) ||
+      (purchase_quiet_days >= std::max(1.0, expected_gap_days) &&
+       score.churn_risk >= options.at_risk_churn)) {
+    return current == Stage::kDormant ? Stage::kDormant : Stage::kAtRisk;
+  }
+  if (current == Stage::kAtRisk || current == Stage::kDormant) {
+    // Activity (not a purchase) after a quiet spell: still at risk until they buy.
+    return current == Stage::kDormant ? Stage::kDormant : Stage::kAtRisk;
+  }
+  if (current == Stage::kPotential) return a.purchases == 1 ? Stage::kNew : Stage::kActive;
+  return current;
+}
+
+const char* Segment(const state::Aggregates& a, const models::Score& score,
+                    const config::LifecycleOptions& options) {
+  if (a.purchases == 0) return "prospect";
+  if (score.clv >= options.high_value_clv) return "high_value";
+  if (score.clv < options.low_value_clv) return "low_value";
+  return "mid_value";
+}
+
+}  // namespace clv::stream

@@ -1,0 +1,158 @@
+// Processor: the driver of clvstream for the partitions this instance owns.
+// It reads a micro-batch of messages, decodes and validates them (bad ones go
+// to the dead-letter topic), drops duplicates, advances each user's scorer
+// state one step per event (users stacked into one batched call per round),
+// fires stream-time timers for quiet users, publishes scores and alerts, and
+// commits user states + input offsets in one RocksDB WriteBatch after the
+// sink has acknowledged everything it sent.
+//
+// Determinism: a micro-batch is processed as if its events were applied one
+// by one in partition order. Stream time is kept per input partition number
+// (the largest event time seen there) and stored with the offsets, timers fire
+// before the first event whose time passes their due time, and a timer's due
+// time depends only on the user's aggregates. So (user_id, seq) always names
+// the same score, however the input was cut into micro-batches and however
+// often the process crashed and replayed. With `stream.emit=per_event` the
+// score stream of a replay is byte-identical; with `per_batch` each batch
+// emits the latest (user, seq) of each user it touched. Events of one user
+// must come from one partition number of the input topics (co-partitioned
+// topics, keyed by user id) for this to hold across several input topics.
+//
+// Thread-safety: one thread drives a Processor (ProcessBatch, Commit and the
+// rebalance callbacks run on the polling thread). Counters() may be read from
+// any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "config/config.h"
+#include "connectors/kafka.h"
+#include "models/scorer.h"
+#include "state/state_store.h"
+#include "stream/event.h"
+
+namespace clv::stream {
+
+struct ServiceMetrics;
+
+// Running totals, readable from any thread.
+struct ProcessorCounters {
+  std::atomic<int64_t> consumed{0};
+  std::atomic<int64_t> processed{0};  // events folded into state
+  std::atomic<int64_t> dead_lettered{0};
+  std::atomic<int64_t> duplicates{0};
+  std::atomic<int64_t> timer_rescores{0};
+  std::atomic<int64_t> scores_emitted{0};
+  std::atomic<int64_t> alerts_emitted{0};
+  std::atomic<int64_t> commits{0};
+  std::atomic<int64_t> batches{0};
+  std::atomic<int64_t> users_seen{0};  // users created
+  std::atomic<int64_t> scorer_steps{0};
+  std::atomic<int64_t> scorer_nanos{0};
+};
+
+// One published score, also kept for the terminal view.
+struct ScoreRecord {
+  std::string user_id;
+  uint64_t seq = 0;
+  double clv = 0;
+  double churn_risk = 0;
+  std::string json;
+};
+
+class Processor {
+ public:
+  // `store`, `scorer` and `sink` are borrowed and must outlive the Processor.
+  Processor(const config::Config& config, state::StateStore& store, models::Scorer& scorer,
+            connectors::KafkaSink& sink);
+  ~Processor();
+  Processor(const Processor&) = delete;
+  Processor& operator=(const Processor&) = delete;
+
+  // Optional observers (borrowed; may be null).
+  void set_metrics(ServiceMetrics* metrics) { metrics_ = metrics; }
+  // Called with each emitted score (on the processing thread).
+  void set_score_observer(std::function<void(const ScoreRecord&)> observer) {
+    score_observer_ = std::move(observer);
+  }
+
+  // Processes one micro-batch. Messages of partitions not assigned any more
+  // are ignored. On error nothing of the batch is committed; the caller should
+  // stop (a restart replays from the last commit).
+  connectors::Status ProcessBatch(const std::vector<connectors::Message>& messages);
+
+  // Makes everything processed so far durable: waits for the sink to
+  // acknowledge all scores, alerts and dead letters, then writes dirty user
+  // states, timer changes, stream times and input offsets in one WriteBatch.
+  connectors::Status Commit();
+  bool HasUncommitted() const { return !dirty_.empty() || !pending_offsets_.empty(); }
+
+  // Rebalance hooks (connectors::SourceCallbacks).
+  std::optional<int64_t> StartOffset(const connectors::TopicPartition& partition);
+  void OnAssigned(const std::vector<connectors::TopicPartition>& partitions);
+  void OnRevoked(const std::vector<connectors::TopicPartition>& partitions);
+
+  const ProcessorCounters& counters() const { return counters_; }
+  const std::string& model_version() const { return model_version_; }
+  // The first error met inside a rebalance callback (those cannot return one).
+  const std::string& callback_error() const { return callback_error_; }
+
+ private:
+  struct CachedUser;
+  struct Op;
+  struct UserWork;
+
+  connectors::Status ProcessBatchImpl(const std::vector<connectors::Message>& messages);
+  connectors::Status LoadUsers(const std::vector<std::string>& user_ids);
+  connectors::Status SendDeadLetter(const connectors::Message& message, const std::string& reason);
+  std::string BuildScoreJson(const std::string& user_id, const CachedUser& user, const Op& op,
+                             const models::Score& score, double prev_clv) const;
+  connectors::Status EmitAlert(const std::string& user_id, const std::string& kind,
+                               const std::string& detail, const std::string& score_json);
+  int64_t NextTimerMs(const CachedUser& user) const;
+  void EvictIfNeeded();
+
+  config::Config config_;
+  state::StateStore& store_;
+  models::Scorer& scorer_;
+  connectors::KafkaSink& sink_;
+  ServiceMetrics* metrics_ = nullptr;
+  std::function<void(const ScoreRecord&)> score_observer_;
+  std::unique_ptr<Decoder> decoder_;
+  std::string model_version_;
+  int state_size_ = 0;
+
+  std::unordered_map<std::string, std::unique_ptr<CachedUser>> cache_;
+  std::set<std::string> dirty_;
+  // Uncommitted timers of dirty users: (partition, due, user).
+  std::set<std::tuple<int32_t, int64_t, std::string>> pending_timers_;
+  std::map<connectors::TopicPartition, int64_t> pending_offsets_;  // next offset
+  std::map<int32_t, int64_t> stream_time_ms_;                      // per partition number
+  std::set<int32_t> stream_time_dirty_;
+  std::set<connectors::TopicPartition> assigned_;
+  uint64_t batch_number_ = 0;
+  std::string callback_error_;
+  std::string failed_;  // first processing/commit error; the processor is stopped
+  ProcessorCounters counters_;
+};
+
+// Lifecycle stage after a score (DESIGN.md "Lifecycle stages").
+state::Stage NextStage(state::Stage current, const state::Aggregates& aggregates,
+                       const models::Score& score, int64_t now_ms, bool purchased_now,
+                       const config::LifecycleOptions& options);
+
+// Value segment of a score: "prospect" (never bought), "high_value",
+// "mid_value", "low_value" (clv against the lifecycle options' thresholds).
+const char* Segment(const state::Aggregates& aggregates, const models::Score& score,
+                    const config::LifecycleOptions& options);
+
+}  // namespace clv::stream
