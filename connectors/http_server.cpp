@@ -7,6 +7,7 @@
 #include "connectors/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -186,6 +187,12 @@ class HttpServerImpl final : public HttpServer {
     // httplib 0.11 takes whole seconds here.
     server_.set_keep_alive_timeout(std::max(1, (options_.keep_alive_timeout_ms + 999) / 1000));
     server_.set_payload_max_length(static_cast<size_t>(options_.max_body_bytes));
+    // httplib's default also sets SO_REUSEPORT, which would let a second
+    // instance silently share our port. Only SO_REUSEADDR (fast restarts).
+    server_.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    });
     server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       RouteSafely(req, res);
       return httplib::Server::HandlerResponse::Handled;
