@@ -1,0 +1,478 @@
+// TrainLstm (torch). See trainer.h for the method; the network math here must
+// match LstmScorer in lstm_scorer.cpp exactly (same torch ops, same order).
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+
+#include "models/metrics.h"
+#include "models/trainer.h"
+
+namespace clv::models {
+
+namespace {
+
+constexpr int kHeadOutputs = 4;
+
+// One user's examples, raw features (standardized later).
+struct UserExamples {
+  size_t user = 0;
+  std::vector<float> step_x;     // [n, F]
+  std::vector<float> rescore_x;  // [n, A]
+  std::vector<float> step_y, step_mask, step_churn;
+  std::vector<float> rescore_y, rescore_mask, rescore_churn;
+  size_t length() const { return step_y.size(); }
+};
+
+void BuildUserExamples(const UserSequence& user, int64_t end_ms, int64_t horizon_ms,
+                       std::mt19937_64& random, UserExamples* out) {
+  const auto& events = user.events;
+  const size_t n = events.size();
+  std::vector<double> spend_prefix(n + 1, 0.0);
+  for (size_t i = 0; i < n; ++i) {
+    double delta = events[i].kind == EventKind::kPurchase ? events[i].amount
+                   : events[i].kind == EventKind::kRefund ? -events[i].amount
+                                                          : 0.0;
+    spend_prefix[i + 1] = spend_prefix[i] + delta;
+  }
+  // Spend and churn of the events after index k with ts < until_ms.
+  auto label = [&](size_t k, int64_t until_ms, float* spend, float* churn) {
+    auto first_at_or_after = std::lower_bound(
+        events.begin() + k + 1, events.end(), until_ms,
+        [](const StepEvent& e, int64_t t) { return e.ts_ms < t; });
+    size_t stop = static_cast<size_t>(first_at_or_after - events.begin());
+    *spend = static_cast<float>(std::max(0.0, spend_prefix[stop] - spend_prefix[k + 1]));
+    *churn = stop > k + 1 ? 0.0f : 1.0f;
+  };
+  out->step_x.resize(n * kFeatureCount);
+  out->rescore_x.resize(n * kAggregateCount);
+  for (auto* v : {&out->step_y, &out->step_mask, &out->step_churn, &out->rescore_y,
+                  &out->rescore_mask, &out->rescore_churn}) {
+    v->assign(n, 0.0f);
+  }
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  History before, after;
+  for (size_t k = 0; k < n; ++k) {
+    const StepEvent& event = events[k];
+    before = after;
+    UpdateHistory(after, event);
+    RawStepFeatures(event, before, after, &out->step_x[k * kFeatureCount]);
+    if (event.ts_ms + horizon_ms <= end_ms) {
+      out->step_mask[k] = 1;
+      label(k, event.ts_ms + horizon_ms, &out->step_y[k], &out->step_churn[k]);
+    }
+    int64_t gap_end = k + 1 < n ? events[k + 1].ts_ms : end_ms;
+    int64_t at = event.ts_ms + static_cast<int64_t>(uniform(random) * double(gap_end - event.ts_ms));
+    at = std::max(at, after.last_event_ms);
+    RawAggregateFeatures(after, at, &out->rescore_x[k * kAggregateCount]);
+    if (at + horizon_ms <= end_ms) {
+      out->rescore_mask[k] = 1;
+      label(k, at + horizon_ms, &out->rescore_y[k], &out->rescore_churn[k]);
+    }
+  }
+}
+
+// Padded tensors of one mini-batch, time-major.
+struct Batch {
+  int64_t length = 0;
+  torch::Tensor x;  // [L, B, F]
+  torch::Tensor r;  // [L, B, A]
+  torch::Tensor step_y, step_mask, step_churn;
+  torch::Tensor rescore_y, rescore_mask, rescore_churn;  // [L, B]
+};
+
+Batch MakeBatch(const std::vector<const UserExamples*>& users) {
+  Batch batch;
+  const int64_t b = static_cast<int64_t>(users.size());
+  int64_t length = 0;
+  for (auto* u : users) length = std::max<int64_t>(length, u->length());
+  batch.length = length;
+  batch.x = torch::zeros({length, b, kFeatureCount});
+  batch.r = torch::zeros({length, b, kAggregateCount});
+  for (auto* t : {&batch.step_y, &batch.step_mask, &batch.step_churn, &batch.rescore_y,
+                  &batch.rescore_mask, &batch.rescore_churn}) {
+    *t = torch::zeros({length, b});
+  }
+  float* x = batch.x.data_ptr<float>();
+  float* r = batch.r.data_ptr<float>();
+  for (int64_t j = 0; j < b; ++j) {
+    const UserExamples& u = *users[j];
+    for (size_t k = 0; k < u.length(); ++k) {
+      std::copy_n(&u.step_x[k * kFeatureCount], kFeatureCount, x + (k * b + j) * kFeatureCount);
+      std::copy_n(&u.rescore_x[k * kAggregateCount], kAggregateCount,
+                  r + (k * b + j) * kAggregateCount);
+      auto set = [&](torch::Tensor& t, float v) { t.data_ptr<float>()[k * b + j] = v; };
+      set(batch.step_y, u.step_y[k]);
+      set(batch.step_mask, u.step_mask[k]);
+      set(batch.step_churn, u.step_churn[k]);
+      set(batch.rescore_y, u.rescore_y[k]);
+      set(batch.rescore_mask, u.rescore_mask[k]);
+      set(batch.rescore_churn, u.rescore_churn[k]);
+    }
+  }
+  return batch;
+}
+
+struct Net {
+  torch::Tensor w_ih, w_hh, b_ih, b_hh, head1_w, head1_b, head2_w, head2_b;
+  std::vector<torch::Tensor> parameters() const {
+    return {w_ih, w_hh, b_ih, b_hh, head1_w, head1_b, head2_w, head2_b};
+  }
+};
+
+Net NetFromWeights(const LstmWeights& w) {
+  auto t = [](const std::vector<float>& v, std::vector<int64_t> shape) {
+    return torch::from_blob(const_cast<float*>(v.data()), shape, torch::kFloat32)
+        .clone()
+        .requires_grad_(true);
+  };
+  int64_t gates = 4 * w.hidden_size;
+  return Net{t(w.w_ih, {gates, w.input_size}),
+             t(w.w_hh, {gates, w.hidden_size}),
+             t(w.b_ih, {gates}),
+             t(w.b_hh, {gates}),
+             t(w.head1_w, {w.head_hidden, w.head_input_size()}),
+             t(w.head1_b, {w.head_hidden}),
+             t(w.head2_w, {kHeadOutputs, w.head_hidden}),
+             t(w.head2_b, {kHeadOutputs})};
+}
+
+std::vector<float> ToVector(const torch::Tensor& t) {
+  torch::Tensor c = t.detach().contiguous().to(torch::kCPU);
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+void ExportWeights(const Net& net, LstmWeights* w) {
+  w->w_ih = ToVector(net.w_ih);
+  w->w_hh = ToVector(net.w_hh);
+  w->b_ih = ToVector(net.b_ih);
+  w->b_hh = ToVector(net.b_hh);
+  w->head1_w = ToVector(net.head1_w);
+  w->head1_b = ToVector(net.head1_b);
+  w->head2_w = ToVector(net.head2_w);
+  w->head2_b = ToVector(net.head2_b);
+}
+
+// Heads on [..., H] and [..., A]; returns raw outputs [..., 4] (same math as
+// LstmScorer::Heads, which then applies the link functions).
+torch::Tensor HeadOutputs(const Net& net, const torch::Tensor& h, const torch::Tensor& agg) {
+  torch::Tensor z = torch::cat({h, agg}, -1);
+  torch::Tensor hidden = torch::relu(torch::matmul(z, net.head1_w.t()) + net.head1_b);
+  return torch::matmul(hidden, net.head2_w.t()) + net.head2_b;
+}
+
+torch::Tensor ExpectedClv(const torch::Tensor& out) {
+  torch::Tensor p = torch::sigmoid(out.select(-1, 0));
+  torch::Tensor sigma = torch::softplus(out.select(-1, 2)) + 0.01;
+  return p * torch::exp(torch::clamp_max(out.select(-1, 1) + 0.5 * sigma * sigma, 20.0));
+}
+
+// Sum of per-example losses over mask, and the mask's sum.
+std::pair<torch::Tensor, torch::Tensor> ZilnLoss(const torch::Tensor& out, const torch::Tensor& y,
+                                                 const torch::Tensor& churn,
+                                                 const torch::Tensor& mask) {
+  torch::Tensor logit = out.select(-1, 0);
+  torch::Tensor mu = out.select(-1, 1);
+  torch::Tensor sigma = torch::softplus(out.select(-1, 2)) + 0.01;
+  torch::Tensor churn_logit = out.select(-1, 3);
+  torch::Tensor positive = (y > 0).to(torch::kFloat32);
+  torch::Tensor bce = torch::softplus(logit) - positive * logit;
+  torch::Tensor log_y = torch::log(torch::clamp_min(y, 1e-6));
+  torch::Tensor z = (log_y - mu) / sigma;
+  torch::Tensor nll = torch::log(sigma) + 0.5 * z * z;
+  torch::Tensor churn_bce = torch::softplus(churn_logit) - churn * churn_logit;
+  torch::Tensor per_example = bce + positive * nll + churn_bce;
+  return {(per_example * mask).sum(), mask.sum()};
+}
+
+struct PassResult {
+  double loss_sum = 0;
+  double count = 0;
+  std::vector<double> predicted, actual;  // labelled rescore examples
+};
+
+// One pass over `batches`; trains when `optimizer` is set.
+PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vector<size_t>& order,
+                   int hidden, int bptt, torch::optim::Adam* optimizer, double clip) {
+  PassResult result;
+  for (size_t index : order) {
+    Batch& batch = batches[index];
+    const int64_t b = batch.x.size(1);
+    torch::Tensor h = torch::zeros({b, hidden});
+    torch::Tensor c = torch::zeros({b, hidden});
+    for (int64_t start = 0; start < batch.length; start += bptt) {
+      int64_t steps = std::min<int64_t>(bptt, batch.length - start);
+      std::vector<torch::Tensor> hs;
+      hs.reserve(steps);
+      for (int64_t t = start; t < start + steps; ++t) {
+        auto [h1, c1] = torch::lstm_cell(batch.x[t], {h, c}, net.w_ih, net.w_hh, net.b_ih, net.b_hh);
+        h = h1;
+        c = c1;
+        hs.push_back(h1);
+      }
+      torch::Tensor hseq = torch::stack(hs, 0);  // [T, B, H]
+      auto x = batch.x.narrow(0, start, steps);
+      auto slice = [&](torch::Tensor& t) { return t.narrow(0, start, steps); };
+      torch::Tensor step_out = HeadOutputs(net, hseq, x.narrow(2, kAggregateBegin, kAggregateCount));
+      torch::Tensor rescore_out = HeadOutputs(net, hseq, batch.r.narrow(0, start, steps));
+      auto [step_loss, step_count] =
+          ZilnLoss(step_out, slice(batch.step_y), slice(batch.step_churn), slice(batch.step_mask));
+      auto [rescore_loss, rescore_count] = ZilnLoss(rescore_out, slice(batch.rescore_y),
+                                                    slice(batch.rescore_churn),
+                                                    slice(batch.rescore_mask));
+      double count = step_count.item<double>() + rescore_count.item<double>();
+      torch::Tensor loss_sum = step_loss + rescore_loss;
+      if (count > 0) {
+        result.loss_sum += loss_sum.item<double>();
+        result.count += count;
+        if (optimizer != nullptr) {
+          optimizer->zero_grad();
+          (loss_sum / count).backward();
+          torch::nn::utils::clip_grad_norm_(net.parameters(), clip);
+          optimizer->step();
+        } else {
+          torch::Tensor mask = slice(batch.rescore_mask).reshape({-1});
+          torch::Tensor clv = ExpectedClv(rescore_out).reshape({-1});
+          torch::Tensor y = slice(batch.rescore_y).reshape({-1});
+          torch::Tensor keep = mask > 0;
+          torch::Tensor kept_clv = clv.masked_select(keep).contiguous();
+          torch::Tensor kept_y = y.masked_select(keep).contiguous();
+          for (int64_t i = 0; i < kept_clv.numel(); ++i) {
+            result.predicted.push_back(kept_clv.data_ptr<float>()[i]);
+            result.actual.push_back(kept_y.data_ptr<float>()[i]);
+          }
+        }
+      }
+      h = h.detach();
+      c = c.detach();
+    }
+  }
+  return result;
+}
+
+void PrintEpoch(const EpochReport& r) {
+  std::fprintf(stderr,
+               "epoch %3d  train loss %.4f  validation loss %.4f  validation gini %.4f  lr %.2e  "
+               "%.1fs%s\n",
+               r.epoch, r.train_loss, r.validation_loss, r.validation_gini, r.learning_rate,
+               r.seconds, r.improved ? "  *best*" : "");
+}
+
+}  // namespace
+
+TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
+                      const EpochCallback& on_epoch) {
+  TrainResult result;
+  const int64_t horizon_ms = static_cast<int64_t>(options.horizon_days * 24 * 3600 * 1000.0);
+  if (data.users.empty()) {
+    result.error = "TrainLstm: the dataset has no users";
+    return result;
+  }
+  if (horizon_ms <= 0 || options.hidden_size <= 0 || options.batch_users <= 0 ||
+      options.bptt_steps <= 0 || options.epochs <= 0) {
+    result.error = "TrainLstm: horizon_days, hidden_size, batch_users, bptt_steps and epochs "
+                   "must all be > 0";
+    return result;
+  }
+  torch::manual_seed(options.seed);
+  if (options.threads > 0) at::set_num_threads(options.threads);
+  std::mt19937_64 random(options.seed);
+
+  // Examples per user; user-disjoint split by a seeded coin per user.
+  std::vector<UserExamples> examples(data.users.size());
+  std::vector<const UserExamples*> train_users, validation_users;
+  std::bernoulli_distribution holdout(options.validation_fraction);
+  FeatureStatsAccumulator stats;
+  size_t labelled = 0, events = 0;
+  std::vector<double> log_spend;
+  double positive = 0, churned = 0, labelled_train = 0;
+  for (size_t i = 0; i < data.users.size(); ++i) {
+    examples[i].user = i;
+    BuildUserExamples(data.users[i], data.end_ms, horizon_ms, random, &examples[i]);
+    bool is_validation = holdout(random);
+    const UserExamples& u = examples[i];
+    events += u.length();
+    for (size_t k = 0; k < u.length(); ++k) {
+      labelled += size_t(u.step_mask[k] + u.rescore_mask[k]);
+      if (is_validation) continue;
+      stats.Add(&u.step_x[k * kFeatureCount]);
+      for (auto [y, m, ch] : {std::tuple{u.step_y[k], u.step_mask[k], u.step_churn[k]},
+                              std::tuple{u.rescore_y[k], u.rescore_mask[k], u.rescore_churn[k]}}) {
+        if (m == 0) continue;
+        labelled_train += 1;
+        churned += ch;
+        if (y > 0) {
+          positive += 1;
+          log_spend.push_back(std::log(y));
+        }
+      }
+    }
+    if (u.length() == 0) continue;
+    (is_validation ? validation_users : train_users).push_back(&examples[i]);
+  }
+  if (labelled_train == 0 || validation_users.empty()) {
+    result.error = "TrainLstm: no labelled training examples (horizon " +
+                   std::to_string(options.horizon_days) + " days, data " +
+                   MsToDate(data.start_ms) + " .. " + MsToDate(data.end_ms) +
+                   "): a step is labelled only when its horizon ends before the data does; "
+                   "use a shorter horizon or more data (and at least a few users for validation)";
+    return result;
+  }
+  FeatureNorm norm = stats.Finish();
+  for (auto& u : examples) {
+    for (size_t k = 0; k < u.length(); ++k) {
+      norm.Apply(&u.step_x[k * kFeatureCount], kFeatureCount);
+      norm.Apply(&u.rescore_x[k * kAggregateCount], kAggregateCount, kAggregateBegin);
+    }
+  }
+
+  // Batches of users of similar length.
+  auto make_batches = [&](std::vector<const UserExamples*> users) {
+    std::stable_sort(users.begin(), users.end(),
+                     [](auto* a, auto* b) { return a->length() > b->length(); });
+    std::vector<Batch> batches;
+    for (size_t i = 0; i < users.size(); i += options.batch_users) {
+      size_t end = std::min(users.size(), i + size_t(options.batch_users));
+      batches.push_back(MakeBatch({users.begin() + i, users.begin() + end}));
+    }
+    return batches;
+  };
+  std::vector<Batch> train_batches = make_batches(train_users);
+  std::vector<Batch> validation_batches = make_batches(validation_users);
+  std::vector<size_t> validation_order(validation_batches.size());
+  std::iota(validation_order.begin(), validation_order.end(), size_t{0});
+
+  // Initial weights: PyTorch-style uniform init, head biases at the label
+  // base rates so training starts from a sensible ZILN.
+  LstmModel model = RandomLstmModel(options.hidden_size, options.seed, options.head_hidden);
+  auto logit = [](double p) {
+    p = std::clamp(p, 1e-4, 1 - 1e-4);
+    return std::log(p / (1 - p));
+  };
+  double mean_log = 0, var_log = 0;
+  for (double v : log_spend) mean_log += v;
+  if (!log_spend.empty()) mean_log /= double(log_spend.size());
+  for (double v : log_spend) var_log += (v - mean_log) * (v - mean_log);
+  if (log_spend.size() > 1) var_log /= double(log_spend.size() - 1);
+  double sd_log = std::max(0.1, std::sqrt(var_log));
+  model.weights.head2_b = {static_cast<float>(logit(positive / labelled_train)),
+                           static_cast<float>(mean_log),
+                           static_cast<float>(std::log(std::expm1(std::max(0.02, sd_log - 0.01)))),
+                           static_cast<float>(logit(churned / labelled_train))};
+  Net net = NetFromWeights(model.weights);
+  torch::optim::Adam optimizer(net.parameters(), torch::optim::AdamOptions(options.learning_rate));
+
+  double best_loss = std::numeric_limits<double>::infinity();
+  LstmWeights best_weights = model.weights;
+  int since_best = 0;
+  double learning_rate = options.learning_rate;
+  auto finish_model = [&](const LstmWeights& weights, const EpochReport* best) {
+    LstmModel out;
+    out.horizon_days = options.horizon_days;
+    out.norm = norm;
+    out.weights = weights;
+    nlohmann::json training = {
+        {"users", data.users.size()},
+        {"train_users", train_users.size()},
+        {"validation_users", validation_users.size()},
+        {"events", events},
+        {"labelled_examples", labelled},
+        {"start", MsToDate(data.start_ms)},
+        {"end", MsToDate(data.end_ms)},
+        {"horizon_days", options.horizon_days},
+        {"censoring", "examples whose horizon ends after the data's end are not labelled"},
+        {"hidden_size", options.hidden_size},
+        {"head_hidden", options.head_hidden},
+        {"epochs_max", options.epochs},
+        {"epochs_run", result.epochs.size()},
+        {"batch_users", options.batch_users},
+        {"bptt_steps", options.bptt_steps},
+        {"learning_rate", options.learning_rate},
+        {"lr_decay", options.lr_decay},
+        {"patience", options.patience},
+        {"validation_fraction", options.validation_fraction},
+        {"seed", options.seed},
+        {"threads", options.threads},
+        {"command", options.command},
+        {"data", options.data_description}};
+    out.training_json = training.dump();
+    if (best != nullptr) {
+      nlohmann::json validation = {{"epoch", best->epoch},
+                                   {"loss", best->validation_loss},
+                                   {"normalized_gini_rescore", best->validation_gini}};
+      out.validation_json = validation.dump();
+    }
+    out.version = LstmModelVersion(out);
+    return out;
+  };
+
+  EpochReport best_report;
+  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
+    auto started = std::chrono::steady_clock::now();
+    std::vector<size_t> order(train_batches.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+    std::shuffle(order.begin(), order.end(), random);
+    for (auto& group : optimizer.param_groups()) {
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(learning_rate);
+    }
+    PassResult train = RunPass(net, train_batches, order, options.hidden_size, options.bptt_steps,
+                               &optimizer, options.clip_grad_norm);
+    PassResult validation;
+    {
+      torch::NoGradGuard no_grad;
+      validation = RunPass(net, validation_batches, validation_order, options.hidden_size,
+                           options.bptt_steps, nullptr, options.clip_grad_norm);
+    }
+    EpochReport report;
+    report.epoch = epoch;
+    report.train_loss = train.count > 0 ? train.loss_sum / train.count : 0;
+    report.validation_loss = validation.count > 0 ? validation.loss_sum / validation.count : 0;
+    report.validation_gini = NormalizedGini(validation.predicted, validation.actual);
+    report.learning_rate = learning_rate;
+    report.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    report.improved = report.validation_loss < best_loss;
+    if (report.improved) {
+      best_loss = report.validation_loss;
+      ExportWeights(net, &best_weights);
+      result.best_epoch = epoch;
+      best_report = report;
+      since_best = 0;
+    } else {
+      ++since_best;
+    }
+    result.epochs.push_back(report);
+    if (on_epoch) {
+      on_epoch(report);
+    } else {
+      PrintEpoch(report);
+    }
+    if (report.improved && !options.checkpoint_path.empty()) {
+      std::string error;
+      if (!SaveLstmModel(finish_model(best_weights, &best_report), options.checkpoint_path,
+                         &error)) {
+        result.error = "TrainLstm: checkpoint: " + error;
+        return result;
+      }
+    }
+    if (!std::isfinite(report.train_loss)) {
+      result.error = "TrainLstm: loss is not finite at epoch " + std::to_string(epoch) +
+                     " (lower the learning rate)";
+      return result;
+    }
+    if (since_best >= options.patience) break;
+    learning_rate *= options.lr_decay;
+  }
+  result.model = finish_model(best_weights, &best_report);
+  result.train_users = train_users.size();
+  result.validation_users = validation_users.size();
+  result.labelled_examples = labelled;
+  return result;
+}
+
+}  // namespace clv::models

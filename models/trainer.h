@@ -1,0 +1,99 @@
+// Trainer for the incremental LSTM scorer (lstm.h).
+//
+// TrainLstm() replays every user's events in time order through the same
+// vectorizer the service uses (features.h + UpdateHistory) and builds two
+// kinds of examples per event k of a user:
+//   * step example: the state right after event k, aggregates at t_k;
+//   * rescore example: the same (h, c) seen at a random time t' in
+//     (t_k, t_{k+1}] (or (t_k, data end] after the last event), aggregates
+//     recomputed at t' -- exactly what Rescore() computes for quiet users and
+//     what `clv eval` asks at its cutoff.
+// Labels: spend (purchases minus refunds, floored at 0) in (t, t + horizon)
+// after the example's time, and churn = no event at all in that window.
+// Censoring: an example whose window runs past the end of the data is NOT
+// labelled (masked out of the loss; it still advances the recurrent state),
+// so no label is ever biased low by a window cut short. With a horizon as long
+// as the data, nothing is labelled: TrainLstm() refuses, naming the numbers.
+//
+// Loss: ZILN (BCE on "any spend" + lognormal NLL on positive spend) + churn
+// BCE, averaged over labelled examples. Truncated BPTT over chunks of
+// `bptt_steps` events (state carried across chunks, detached), Adam,
+// exponential learning-rate decay per epoch, gradient-norm clipping, early
+// stopping on the loss of a user-disjoint validation split (best epoch's
+// weights are kept), checkpoint of the best model after every improving
+// epoch. Deterministic for a given seed and thread count.
+//
+// Thread-safety: one training at a time per process (sets torch's global
+// thread count and seed).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "models/dataset.h"
+#include "models/lstm.h"
+
+namespace clv::models {
+
+struct TrainOptions {
+  // Spend is predicted over this many days after each example.
+  double horizon_days = 365;
+  int hidden_size = 64;
+  int head_hidden = 32;
+  // Upper bound on passes over the training users.
+  int epochs = 30;
+  // Users per mini-batch (sequences padded to the longest; users are grouped
+  // by length to keep padding low).
+  int batch_users = 256;
+  // Truncated BPTT chunk length, events.
+  int bptt_steps = 32;
+  double learning_rate = 3e-3;
+  // Learning rate multiplier applied after every epoch.
+  double lr_decay = 0.92;
+  // Stop after this many epochs without a better validation loss.
+  int patience = 4;
+  // Share of users (by a seeded hash) held out for validation.
+  double validation_fraction = 0.2;
+  double clip_grad_norm = 1.0;
+  uint64_t seed = 1;
+  // torch intra-op threads while training.
+  int threads = 2;
+  // Best model so far is written here after every improving epoch ("" = off).
+  std::string checkpoint_path = "";
+  // Recorded in the model file (how to reproduce it), e.g. the command line.
+  std::string command = "";
+  // Free-form description of the data (file names), recorded in the model.
+  std::string data_description = "";
+};
+
+struct EpochReport {
+  int epoch = 0;  // 1-based
+  double train_loss = 0;
+  double validation_loss = 0;
+  double validation_gini = 0;  // normalized Gini of clv on labelled rescore examples
+  double learning_rate = 0;
+  double seconds = 0;
+  bool improved = false;
+};
+
+struct TrainResult {
+  std::string error;  // empty on success
+  bool ok() const { return error.empty(); }
+  LstmModel model;  // best epoch's weights, norm, metadata
+  std::vector<EpochReport> epochs;
+  int best_epoch = 0;
+  size_t train_users = 0;
+  size_t validation_users = 0;
+  size_t labelled_examples = 0;
+};
+
+// Called after every epoch (progress bars, logs). Default (empty): one line
+// per epoch on stderr.
+using EpochCallback = std::function<void(const EpochReport&)>;
+
+TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
+                      const EpochCallback& on_epoch = {});
+
+}  // namespace clv::models
