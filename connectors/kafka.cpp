@@ -426,10 +426,32 @@ class KafkaSinkImpl final : public KafkaSink {
 
 // ---------------------------------------------------------------- broker
 
+// Embedded brokers of this process by bootstrap string. librdkafka 2.0.2's
+// mock cluster reports no controller, so the Admin API cannot create topics
+// on it; EnsureTopics creates them through the mock API instead.
+std::mutex& RegistryMutex() {
+  static std::mutex mu;
+  return mu;
+}
+std::map<std::string, rd_kafka_mock_cluster_t*>& Registry() {
+  static std::map<std::string, rd_kafka_mock_cluster_t*> registry;
+  return registry;
+}
+rd_kafka_mock_cluster_t* FindEmbedded(const std::string& bootstrap) {
+  std::lock_guard lock(RegistryMutex());
+  auto it = Registry().find(bootstrap);
+  return it == Registry().end() ? nullptr : it->second;
+}
+
 class EmbeddedBrokerImpl final : public EmbeddedBroker {
  public:
   ~EmbeddedBrokerImpl() override {
-    if (cluster_ != nullptr) rd_kafka_mock_cluster_destroy(cluster_);
+    if (cluster_ == nullptr) return;
+    {
+      std::lock_guard lock(RegistryMutex());
+      Registry().erase(bootstrap_);
+    }
+    rd_kafka_mock_cluster_destroy(cluster_);
   }
 
   Status Init(int brokers, int partitions) {
@@ -438,10 +460,14 @@ class EmbeddedBrokerImpl final : public EmbeddedBroker {
     brokers_ = brokers;
     ConfPtr conf(rd_kafka_conf_new());
     if (auto s = SetProperty(conf.get(), "log.connection.close", "false"); !s.ok()) return s;
+    // This handle only hosts the cluster; hide its "no bootstrap.servers" notice.
+    if (auto s = SetProperty(conf.get(), "log_level", "4"); !s.ok()) return s;
     if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk_); !s.ok()) return s;
     cluster_ = rd_kafka_mock_cluster_new(rk_.get(), brokers);
     if (cluster_ == nullptr) return Status::Error("EmbeddedBroker: could not start mock cluster");
     bootstrap_ = rd_kafka_mock_cluster_bootstraps(cluster_);
+    std::lock_guard lock(RegistryMutex());
+    Registry()[bootstrap_] = cluster_;
     return Status::Ok();
   }
 
@@ -499,6 +525,16 @@ Status EmbeddedBroker::Start(int brokers, int partitions, std::unique_ptr<Embedd
 Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>& topics,
                     int partitions, int replication_factor) {
   if (topics.empty()) return Status::Ok();
+  if (rd_kafka_mock_cluster_t* cluster = FindEmbedded(options.bootstrap_servers)) {
+    for (const auto& topic : topics) {
+      auto err = rd_kafka_mock_topic_create(cluster, topic.c_str(), partitions, replication_factor);
+      if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        return Status::Error("EnsureTopics: embedded broker topic '" + topic +
+                             "': " + rd_kafka_err2str(err));
+      }
+    }
+    return Status::Ok();
+  }
   static constexpr const char* kAdminDefaults[][2] = {{"log.connection.close", "false"}};
   ConfPtr conf;
   if (auto s = MakeConf(options, kAdminDefaults, &conf); !s.ok()) return s;

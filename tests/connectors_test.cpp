@@ -1,0 +1,352 @@
+// Connectors against the embedded broker (librdkafka mock cluster on
+// 127.0.0.1) and event files on disk.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "connectors/file_source.h"
+#include "connectors/kafka.h"
+#include "tests/test_support.h"
+
+namespace clv::connectors {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class EmbeddedBrokerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = EmbeddedBroker::Start(1, 4, &broker_);
+    ASSERT_TRUE(s.ok()) << s.message;
+    options_.bootstrap_servers = broker_->bootstrap_servers();
+    options_.group_id = "connectors-test";
+    options_.properties = MockFriendlyConsumerProperties();
+  }
+
+  std::unique_ptr<KafkaSink> MakeSink() {
+    ClientOptions producer = options_;
+    producer.properties.clear();
+    std::unique_ptr<KafkaSink> sink;
+    auto s = KafkaSink::Create(producer, &sink);
+    EXPECT_TRUE(s.ok()) << s.message;
+    return sink;
+  }
+
+  void Produce(const std::string& topic, int count, int32_t partition = -1) {
+    auto sink = MakeSink();
+    for (int i = 0; i < count; ++i) {
+      auto s = sink->Send(topic, "user-" + std::to_string(i % 7), "m" + std::to_string(i), partition);
+      ASSERT_TRUE(s.ok()) << s.message;
+    }
+    auto s = sink->Flush(10000);
+    ASSERT_TRUE(s.ok()) << s.message;
+    ASSERT_EQ(sink->delivered(), static_cast<uint64_t>(count));
+  }
+
+  // Polls until `count` messages arrived (or 20 s passed).
+  static std::vector<Message> PollN(KafkaSource* source, size_t count) {
+    std::vector<Message> out;
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    while (out.size() < count && Clock::now() < deadline) {
+      auto s = source->Poll(static_cast<int>(count - out.size()), 100, &out);
+      EXPECT_TRUE(s.ok()) << s.message;
+      if (!s.ok()) break;
+    }
+    return out;
+  }
+
+  std::unique_ptr<EmbeddedBroker> broker_;
+  ClientOptions options_;
+};
+
+TEST_F(EmbeddedBrokerTest, RoundTripKeepsKeysValuesAndPerKeyPartition) {
+  ASSERT_TRUE(broker_->CreateTopic("events", 4).ok());
+  Produce("events", 200);
+
+  std::unique_ptr<KafkaSource> source;
+  auto s = KafkaSource::Create(options_, {"events"}, {}, &source);
+  ASSERT_TRUE(s.ok()) << s.message;
+  auto messages = PollN(source.get(), 200);
+  ASSERT_EQ(messages.size(), 200u);
+
+  std::set<std::string> values;
+  std::map<std::string, int32_t> partition_of_key;
+  std::map<int32_t, int64_t> last_offset;
+  for (const auto& m : messages) {
+    EXPECT_EQ(m.topic, "events");
+    values.insert(m.value);
+    int index = std::stoi(m.value.substr(1));
+    EXPECT_EQ(m.key, "user-" + std::to_string(index % 7));
+    auto [it, inserted] = partition_of_key.emplace(m.key, m.partition);
+    EXPECT_EQ(it->second, m.partition) << "key " << m.key << " spread over partitions";
+    if (last_offset.contains(m.partition)) {
+      EXPECT_GT(m.offset, last_offset[m.partition]);
+    }
+    last_offset[m.partition] = m.offset;
+    EXPECT_GT(m.timestamp_ms, 0);
+  }
+  EXPECT_EQ(values.size(), 200u);
+  EXPECT_TRUE(source->Close().ok());
+}
+
+TEST_F(EmbeddedBrokerTest, AssignmentStartsAtStoredOffsetAndRevokesOnClose) {
+  ASSERT_TRUE(broker_->CreateTopic("orders", 1).ok());
+  Produce("orders", 10);
+
+  std::vector<TopicPartition> assigned;
+  std::vector<TopicPartition> revoked;
+  SourceCallbacks callbacks;
+  callbacks.start_offset = [](const TopicPartition& tp) -> std::optional<int64_t> {
+    return tp.topic == "orders" && tp.partition == 0 ? std::optional<int64_t>(5) : std::nullopt;
+  };
+  callbacks.on_assigned = [&](const std::vector<TopicPartition>& tps) {
+    assigned.insert(assigned.end(), tps.begin(), tps.end());
+  };
+  callbacks.on_revoked = [&](const std::vector<TopicPartition>& tps) {
+    revoked.insert(revoked.end(), tps.begin(), tps.end());
+  };
+  std::unique_ptr<KafkaSource> source;
+  auto s = KafkaSource::Create(options_, {"orders"}, callbacks, &source);
+  ASSERT_TRUE(s.ok()) << s.message;
+
+  auto messages = PollN(source.get(), 5);
+  ASSERT_EQ(messages.size(), 5u);
+  EXPECT_EQ(messages.front().offset, 5);
+  EXPECT_EQ(messages.front().value, "m5");
+  EXPECT_EQ(messages.back().offset, 9);
+  ASSERT_EQ(assigned.size(), 1u);
+  EXPECT_EQ(assigned[0], (TopicPartition{"orders", 0}));
+  EXPECT_EQ(source->Assignment(), assigned);
+  EXPECT_TRUE(revoked.empty());
+
+  ASSERT_TRUE(source->Close().ok());
+  ASSERT_EQ(revoked.size(), 1u);
+  EXPECT_EQ(revoked[0], (TopicPartition{"orders", 0}));
+}
+
+TEST_F(EmbeddedBrokerTest, LagIsHighWatermarkMinusPosition) {
+  ASSERT_TRUE(broker_->CreateTopic("clicks", 1).ok());
+  Produce("clicks", 20);
+  std::unique_ptr<KafkaSource> source;
+  ASSERT_TRUE(KafkaSource::Create(options_, {"clicks"}, {}, &source).ok());
+  auto messages = PollN(source.get(), 8);
+  ASSERT_EQ(messages.size(), 8u);
+  auto lag = source->Lag();
+  ASSERT_EQ(lag.size(), 1u);
+  EXPECT_EQ(lag[(TopicPartition{"clicks", 0})], 12);
+  messages = PollN(source.get(), 12);
+  ASSERT_EQ(messages.size(), 12u);
+  EXPECT_EQ(source->Lag()[(TopicPartition{"clicks", 0})], 0);
+}
+
+TEST_F(EmbeddedBrokerTest, FlushReportsDeliveryFailureWithTopic) {
+  ASSERT_TRUE(broker_->CreateTopic("scores", 1).ok());
+  auto sink = MakeSink();
+  // Warm up: the producer knows the topic and its leader.
+  ASSERT_TRUE(sink->Send("scores", "u1", "ok").ok());
+  ASSERT_TRUE(sink->Flush(10000).ok());
+
+  // Topic authorization failed (29) is not retriable: the message fails.
+  ASSERT_TRUE(broker_->FailNextProduceRequests(5, 29).ok());
+  ASSERT_TRUE(sink->Send("scores", "u2", "lost").ok());
+  auto s = sink->Flush(10000);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message.find("scores"), std::string::npos) << s.message;
+  EXPECT_NE(s.message.find("uthoriz"), std::string::npos) << s.message;
+  EXPECT_EQ(sink->delivered(), 1u);
+}
+
+TEST_F(EmbeddedBrokerTest, SendOfTooLargeMessageNamesTopic) {
+  auto sink = MakeSink();
+  auto s = sink->Send("big", "k", std::string(2'000'000, 'x'));
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message.find("'big'"), std::string::npos) << s.message;
+}
+
+TEST_F(EmbeddedBrokerTest, EnsureTopicsIsIdempotentAndPartitionCountReadsMetadata) {
+  auto s = EnsureTopics(options_, {"a", "b"}, 3, 1);
+  ASSERT_TRUE(s.ok()) << s.message;
+  s = EnsureTopics(options_, {"a", "b", "c"}, 3, 1);
+  ASSERT_TRUE(s.ok()) << s.message;
+  for (const char* topic : {"a", "b", "c"}) {
+    int partitions = 0;
+    s = PartitionCount(options_, topic, &partitions);
+    ASSERT_TRUE(s.ok()) << s.message;
+    EXPECT_EQ(partitions, 3) << topic;
+  }
+}
+
+TEST_F(EmbeddedBrokerTest, ConsumeOnlyPassCountsEveryMessage) {
+  ASSERT_TRUE(broker_->CreateTopic("bench", 4).ok());
+  Produce("bench", 1000);
+  ConsumeStats stats;
+  ClientOptions options = options_;
+  options.group_id.clear();
+  auto s = ConsumeOnlyPass(options, {"bench"}, 1000, 20000, &stats);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(stats.messages, 1000);
+  EXPECT_GT(stats.bytes, 1000 * 2);
+  // Asking for more than exists fails and names the topic.
+  s = ConsumeOnlyPass(options, {"bench"}, 1001, 2000, &stats);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message.find("bench"), std::string::npos) << s.message;
+}
+
+// Any Kafka client can use the embedded broker: kcat reads what we wrote.
+TEST_F(EmbeddedBrokerTest, ExternalClientKcatReadsOurMessages) {
+  if (std::system("command -v kcat >/dev/null 2>&1") != 0) {
+    if (clv::testing::InCi()) FAIL() << "kcat missing under CI";
+    GTEST_SKIP() << "kcat not installed (apt-get install kcat)";
+  }
+  ASSERT_TRUE(broker_->CreateTopic("ext", 1).ok());
+  Produce("ext", 3);
+  std::string command = "kcat -b " + options_.bootstrap_servers +
+                        " -C -t ext -o beginning -e -q -f '%k=%s\\n' 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[256];
+  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+  ASSERT_EQ(pclose(pipe), 0) << output;
+  EXPECT_EQ(output, "user-0=m0\nuser-1=m1\nuser-2=m2\n");
+}
+
+// ------------------------------------------------------------ event files
+
+std::string WriteFile(const clv::testing::TempDir& dir, const std::string& name,
+                      const std::string& text) {
+  std::string path = (dir.path() / name).string();
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(EventFileReaderTest, JsonlReturnsRawLinesWithLineNumbers) {
+  clv::testing::TempDir dir;
+  auto path = WriteFile(dir, "events.jsonl", "{\"user_id\":\"a\"}\n\n{\"user_id\":\"b\"}\r\nnot json\n");
+  std::unique_ptr<EventFileReader> reader;
+  ASSERT_TRUE(EventFileReader::Open(path, "auto", {}, &reader).ok());
+  std::vector<std::pair<std::string, int64_t>> rows;
+  std::string json;
+  int64_t line = 0;
+  while (reader->Next(&json, &line)) rows.emplace_back(json, line);
+  EXPECT_TRUE(reader->status().ok()) << reader->status().message;
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0], (std::pair<std::string, int64_t>{"{\"user_id\":\"a\"}", 1}));
+  EXPECT_EQ(rows[1], (std::pair<std::string, int64_t>{"{\"user_id\":\"b\"}", 3}));
+  EXPECT_EQ(rows[2], (std::pair<std::string, int64_t>{"not json", 4}));  // the decoder's job
+}
+
+TEST(EventFileReaderTest, CsvRowsBecomeObjectsKeyedByHeader) {
+  clv::testing::TempDir dir;
+  auto path = WriteFile(dir, "orders.csv",
+                        "user_id,ts,amount,note,zip\n"
+                        "00042,1700000000,12.50,\"hello, \"\"world\"\"\",\n"
+                        "7,1700000001,-3,plain,0\n");
+  std::unique_ptr<EventFileReader> reader;
+  auto s = EventFileReader::Open(path, "auto", {}, &reader);
+  ASSERT_TRUE(s.ok()) << s.message;
+  std::string json;
+  int64_t line = 0;
+  ASSERT_TRUE(reader->Next(&json, &line));
+  EXPECT_EQ(line, 2);
+  auto row = nlohmann::json::parse(json);
+  EXPECT_EQ(row["user_id"], "00042");  // leading zeros: an id, kept as text
+  EXPECT_EQ(row["ts"], 1700000000);
+  EXPECT_DOUBLE_EQ(row["amount"].get<double>(), 12.5);
+  EXPECT_EQ(row["note"], "hello, \"world\"");
+  EXPECT_FALSE(row.contains("zip"));  // empty field left out
+  ASSERT_TRUE(reader->Next(&json, &line));
+  row = nlohmann::json::parse(json);
+  EXPECT_EQ(row["user_id"], 7);
+  EXPECT_EQ(row["amount"], -3);
+  EXPECT_EQ(row["zip"], 0);
+  EXPECT_FALSE(reader->Next(&json, &line));
+  EXPECT_TRUE(reader->status().ok());
+}
+
+TEST(EventFileReaderTest, CsvErrorsNameFileAndLine) {
+  clv::testing::TempDir dir;
+  auto path = WriteFile(dir, "bad.csv", "a,b\n1,2\n1,2,3\n");
+  std::unique_ptr<EventFileReader> reader;
+  ASSERT_TRUE(EventFileReader::Open(path, "csv", {}, &reader).ok());
+  std::string json;
+  int64_t line = 0;
+  ASSERT_TRUE(reader->Next(&json, &line));
+  ASSERT_FALSE(reader->Next(&json, &line));
+  ASSERT_FALSE(reader->status().ok());
+  EXPECT_NE(reader->status().message.find("bad.csv:3"), std::string::npos)
+      << reader->status().message;
+  EXPECT_NE(reader->status().message.find("expected 2 fields, found 3"), std::string::npos);
+
+  path = WriteFile(dir, "quote.csv", "a,b\n\"open,2\n");
+  ASSERT_TRUE(EventFileReader::Open(path, "csv", {}, &reader).ok());
+  ASSERT_FALSE(reader->Next(&json, &line));
+  EXPECT_NE(reader->status().message.find("quote.csv:2: unterminated"), std::string::npos)
+      << reader->status().message;
+
+  EXPECT_FALSE(EventFileReader::Open((dir.path() / "missing.csv").string(), "csv", {}, &reader).ok());
+  auto s = EventFileReader::Open(path, "parquet", {}, &reader);
+  EXPECT_NE(s.message.find("parquet"), std::string::npos);
+}
+
+TEST(EventFileReaderTest, CdnowWhitespaceTableWithGivenColumns) {
+  auto path = clv::testing::SharedDataPath("cdnow/CDNOW_sample.txt");
+  CLV_REQUIRE_SHARED_DATA(path);
+  CsvOptions csv;
+  csv.delimiter = ' ';
+  csv.header = false;
+  csv.columns = {"user_id", "cohort_id", "date", "cds", "amount"};
+  csv.string_columns = {"date"};
+  std::unique_ptr<EventFileReader> reader;
+  auto s = EventFileReader::Open(path.string(), "csv", csv, &reader);
+  ASSERT_TRUE(s.ok()) << s.message;
+  std::string json;
+  int64_t line = 0;
+  int64_t rows = 0;
+  nlohmann::json first;
+  while (reader->Next(&json, &line)) {
+    if (rows++ == 0) first = nlohmann::json::parse(json);
+  }
+  ASSERT_TRUE(reader->status().ok()) << reader->status().message;
+  EXPECT_EQ(rows, 6919);
+  EXPECT_EQ(first["user_id"], "00004");
+  EXPECT_EQ(first["date"], "19970101");
+  EXPECT_EQ(first["cds"], 2);
+  EXPECT_DOUBLE_EQ(first["amount"].get<double>(), 29.33);
+}
+
+TEST_F(EmbeddedBrokerTest, ReplayFileProducesEveryRowKeyedByField) {
+  ASSERT_TRUE(broker_->CreateTopic("replay", 2).ok());
+  clv::testing::TempDir dir;
+  auto path = WriteFile(dir, "orders.csv", "user_id,amount\nu1,10\nu2,20\nu1,30\n");
+  std::unique_ptr<EventFileReader> reader;
+  ASSERT_TRUE(EventFileReader::Open(path, "auto", {}, &reader).ok());
+  auto sink = MakeSink();
+  ReplayOptions replay;
+  replay.topic = "replay";
+  replay.key_field = "user_id";
+  int64_t events = 0;
+  auto s = ReplayFile(reader.get(), sink.get(), replay, &events);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(events, 3);
+
+  std::unique_ptr<KafkaSource> source;
+  ASSERT_TRUE(KafkaSource::Create(options_, {"replay"}, {}, &source).ok());
+  auto messages = PollN(source.get(), 3);
+  ASSERT_EQ(messages.size(), 3u);
+  std::multiset<std::pair<std::string, std::string>> got;
+  for (const auto& m : messages) got.emplace(m.key, m.value);
+  std::multiset<std::pair<std::string, std::string>> want = {
+      {"u1", "{\"user_id\":\"u1\",\"amount\":10}"},
+      {"u2", "{\"user_id\":\"u2\",\"amount\":20}"},
+      {"u1", "{\"user_id\":\"u1\",\"amount\":30}"}};
+  EXPECT_EQ(got, want);
+}
+
+}  // namespace
+}  // namespace clv::connectors
