@@ -1,0 +1,201 @@
+#include "stream/top_users.h"
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+namespace clv::stream {
+namespace {
+
+constexpr double kLowest = -std::numeric_limits<double>::infinity();
+
+double Normalized(double score) { return std::isnan(score) ? kLowest : score; }
+
+using Key = std::pair<double, std::string>;  // (score, user id)
+
+// Best first: higher score, then smaller user id (deterministic ties).
+struct Better {
+  bool operator()(const Key& a, const Key& b) const {
+    if (a.first != b.first) return a.first > b.first;
+    return a.second < b.second;
+  }
+};
+
+}  // namespace
+
+std::optional<TopBy> ParseTopBy(std::string_view text) {
+  if (text == "clv") return TopBy::kClv;
+  if (text == "churn_risk") return TopBy::kChurnRisk;
+  return std::nullopt;
+}
+
+const char* TopByName(TopBy by) { return by == TopBy::kClv ? "clv" : "churn_risk"; }
+
+struct TopUsers::Ranking {
+  explicit Ranking(TopBy by) : by(by) {}
+
+  double ScoreOf(const TopEntry& entry) const {
+    return Normalized(by == TopBy::kClv ? entry.clv : entry.churn_risk);
+  }
+
+  void Forget(double score) { exact_above = std::max(exact_above, score); }
+
+  void Update(const TopEntry& entry, size_t capacity) {
+    const double score = ScoreOf(entry);
+    auto found = entries.find(entry.user_id);
+    if (found != entries.end()) {
+      // A candidate: move it to its new place (it stays a candidate).
+      order.erase(Key(ScoreOf(found->second), entry.user_id));
+      found->second = entry;
+      order.emplace(score, entry.user_id);
+      return;
+    }
+    if (order.size() < capacity) {
+      order.emplace(score, entry.user_id);
+      entries.emplace(entry.user_id, entry);
+      return;
+    }
+    const auto worst = std::prev(order.end());
+    if (!Better()(Key(score, entry.user_id), *worst)) {
+      Forget(score);  // does not make the cut
+      return;
+    }
+    Forget(worst->first);
+    entries.erase(worst->second);
+    order.erase(worst);
+    order.emplace(score, entry.user_id);
+    entries.emplace(entry.user_id, entry);
+  }
+
+  void Remove(const std::string& user_id) {
+    auto found = entries.find(user_id);
+    if (found == entries.end()) return;
+    order.erase(Key(ScoreOf(found->second), user_id));
+    entries.erase(found);
+  }
+
+  const TopBy by;
+  std::set<Key, Better> order;
+  std::unordered_map<std::string, TopEntry> entries;
+  double exact_above = kLowest;
+};
+
+TopUsers::TopUsers(size_t capacity)
+    : capacity_(std::max<size_t>(capacity, 1)),
+      by_clv_(std::make_unique<Ranking>(TopBy::kClv)),
+      by_churn_(std::make_unique<Ranking>(TopBy::kChurnRisk)) {}
+
+TopUsers::~TopUsers() = default;
+
+void TopUsers::UpdateLocked(const TopEntry& entry) {
+  by_clv_->Update(entry, capacity_);
+  by_churn_->Update(entry, capacity_);
+}
+
+void TopUsers::Update(const TopEntry& entry) {
+  std::unique_lock lock(mutex_);
+  UpdateLocked(entry);
+}
+
+void TopUsers::UpdateBatch(std::span<const TopEntry> entries) {
+  std::unique_lock lock(mutex_);
+  for (const TopEntry& entry : entries) UpdateLocked(entry);
+}
+
+void TopUsers::Remove(std::string_view user_id) {
+  const std::string id(user_id);
+  std::unique_lock lock(mutex_);
+  by_clv_->Remove(id);
+  by_churn_->Remove(id);
+}
+
+TopSnapshot TopUsers::Top(size_t n, TopBy by) const {
+  std::shared_lock lock(mutex_);
+  const Ranking& ranking = by == TopBy::kClv ? *by_clv_ : *by_churn_;
+  TopSnapshot snapshot;
+  snapshot.by = by;
+  snapshot.exact_above = ranking.exact_above;
+  snapshot.candidates = ranking.order.size();
+  snapshot.users.reserve(std::min(n, ranking.order.size()));
+  for (auto it = ranking.order.begin(); it != ranking.order.end() && snapshot.users.size() < n; ++it) {
+    snapshot.users.push_back(ranking.entries.at(it->second));
+  }
+  return snapshot;
+}
+
+std::string TopUsers::ToJson(const TopSnapshot& snapshot) {
+  nlohmann::json users = nlohmann::json::array();
+  int rank = 0;
+  for (const TopEntry& entry : snapshot.users) {
+    users.push_back({{"rank", ++rank},
+                     {"user_id", entry.user_id},
+                     {"clv", entry.clv},
+                     {"churn_risk", entry.churn_risk},
+                     {"stage", entry.stage}});
+  }
+  nlohmann::json out = {{"by", TopByName(snapshot.by)},
+                        {"n", snapshot.users.size()},
+                        {"exact_above", nullptr},
+                        {"candidates", snapshot.candidates},
+                        {"users", std::move(users)}};
+  if (std::isfinite(snapshot.exact_above)) out["exact_above"] = snapshot.exact_above;
+  // User ids are arbitrary bytes: invalid UTF-8 becomes U+FFFD, never a throw.
+  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// --- ClvDistribution ---------------------------------------------------------
+
+std::vector<double> ClvDistribution::DefaultEdges() {
+  std::vector<double> edges = {0};
+  for (double decade = 1; decade <= 100000; decade *= 10) {
+    for (double step : {1.0, 2.0, 5.0}) {
+      if (decade * step <= 100000) edges.push_back(decade * step);
+    }
+  }
+  return edges;
+}
+
+ClvDistribution::ClvDistribution(std::vector<double> edges)
+    : edges_(std::move(edges)), counts_(std::make_unique<std::atomic<int64_t>[]>(edges_.size())) {
+  if (edges_.empty()) throw std::invalid_argument("ClvDistribution: needs at least one edge");
+  for (size_t i = 1; i < edges_.size(); ++i) {
+    if (!(edges_[i] > edges_[i - 1])) throw std::invalid_argument("ClvDistribution: edges must increase");
+  }
+}
+
+size_t ClvDistribution::Bucket(double clv) const {
+  if (std::isnan(clv)) return 0;
+  const auto after = std::upper_bound(edges_.begin(), edges_.end(), clv);
+  return after == edges_.begin() ? 0 : static_cast<size_t>(after - edges_.begin()) - 1;
+}
+
+void ClvDistribution::Move(std::optional<double> previous, double current) {
+  const size_t to = Bucket(current);
+  if (previous) {
+    const size_t from = Bucket(*previous);
+    if (from == to) return;
+    counts_[from].fetch_sub(1, std::memory_order_relaxed);
+  }
+  counts_[to].fetch_add(1, std::memory_order_relaxed);
+}
+
+void ClvDistribution::Remove(double clv) { counts_[Bucket(clv)].fetch_sub(1, std::memory_order_relaxed); }
+
+ClvDistribution::Snapshot ClvDistribution::Collect() const {
+  Snapshot snapshot;
+  snapshot.edges = edges_;
+  snapshot.counts.resize(edges_.size());
+  for (size_t i = 0; i < edges_.size(); ++i) {
+    snapshot.counts[i] = std::max<int64_t>(0, counts_[i].load(std::memory_order_relaxed));
+  }
+  return snapshot;
+}
+
+std::string ClvDistribution::ToJson() const {
+  const Snapshot snapshot = Collect();
+  return nlohmann::json{{"edges", snapshot.edges}, {"counts", snapshot.counts}}.dump();
+}
+
+}  // namespace clv::stream
