@@ -1,0 +1,231 @@
+#include "models/dataset.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string_view>
+
+namespace clv::models {
+
+namespace {
+
+int64_t DayOf(int64_t ts_ms) {
+  int64_t day = ts_ms / kMsPerDay;
+  if (ts_ms % kMsPerDay < 0) --day;
+  return day;
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (era-based civil count).
+int64_t DaysFromCivil(int year, int month, int day) {
+  const int64_t y = static_cast<int64_t>(year) - (month <= 2 ? 1 : 0);
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const int64_t year_of_era = y - era * 400;
+  const int64_t shifted_month = month > 2 ? month - 3 : month + 9;  // March = 0
+  const int64_t day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+  const int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+  return era * 146097 + day_of_era - 719468;
+}
+
+void CivilFromDays(int64_t days, int* year, int* month, int* day) {
+  const int64_t z = days + 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const int64_t day_of_era = z - era * 146097;
+  const int64_t year_of_era =
+      (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
+  const int64_t day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+  const int64_t shifted_month = (5 * day_of_year + 2) / 153;
+  *day = static_cast<int>(day_of_year - (153 * shifted_month + 2) / 5 + 1);
+  *month = static_cast<int>(shifted_month < 10 ? shifted_month + 3 : shifted_month - 9);
+  *year = static_cast<int>(year_of_era + era * 400 + (*month <= 2 ? 1 : 0));
+}
+
+bool IsLeap(int year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
+
+int DaysInMonth(int year, int month) {
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return month == 2 && IsLeap(year) ? 29 : kDays[month - 1];
+}
+
+// "YYYYMMDD" -> epoch ms of that day, false when not a valid date.
+bool ParseCompactDate(std::string_view text, int64_t* ts_ms) {
+  if (text.size() != 8) return false;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+  }
+  auto number = [&](size_t begin, size_t length) {
+    int value = 0;
+    for (size_t i = begin; i < begin + length; ++i) value = value * 10 + (text[i] - '0');
+    return value;
+  };
+  const int year = number(0, 4), month = number(4, 2), day = number(6, 2);
+  if (month < 1 || month > 12 || day < 1 || day > DaysInMonth(year, month)) return false;
+  *ts_ms = DateToMs(year, month, day);
+  return true;
+}
+
+bool ParseDouble(std::string_view text, double* value) {
+  const char* end = text.data() + text.size();
+  auto result = std::from_chars(text.data(), end, *value);
+  return result.ec == std::errc() && result.ptr == end && std::isfinite(*value);
+}
+
+std::vector<std::string_view> SplitWhitespace(std::string_view line) {
+  std::vector<std::string_view> fields;
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r')) ++i;
+    const size_t begin = i;
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t' && line[i] != '\r') ++i;
+    if (i > begin) fields.push_back(line.substr(begin, i - begin));
+  }
+  return fields;
+}
+
+}  // namespace
+
+int64_t DateToMs(int year, int month, int day) {
+  return DaysFromCivil(year, month, day) * kMsPerDay;
+}
+
+std::string MsToDate(int64_t ts_ms) {
+  int year = 0, month = 0, day = 0;
+  CivilFromDays(DayOf(ts_ms), &year, &month, &day);
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%04d-%02d-%02d", year, month, day);
+  return buffer;
+}
+
+Dataset Dataset::SliceBefore(int64_t cutoff_ms) const {
+  Dataset slice;
+  slice.start_ms = start_ms;
+  slice.end_ms = std::min(end_ms, cutoff_ms);
+  for (const UserSequence& user : users) {
+    // Events are in time order, so the kept ones are a prefix.
+    auto end = std::partition_point(user.events.begin(), user.events.end(),
+                                    [&](const StepEvent& e) { return e.ts_ms < cutoff_ms; });
+    if (end == user.events.begin()) continue;
+    slice.users.push_back(UserSequence{user.user_id, {user.events.begin(), end}});
+  }
+  return slice;
+}
+
+size_t Dataset::EventCount() const {
+  size_t count = 0;
+  for (const UserSequence& user : users) count += user.events.size();
+  return count;
+}
+
+std::vector<WindowOutcome> ActualInWindow(const Dataset& data, int64_t begin_ms,
+                                          int64_t horizon_ms) {
+  std::vector<WindowOutcome> outcomes(data.users.size());
+  const int64_t end_ms = begin_ms + horizon_ms;
+  for (size_t u = 0; u < data.users.size(); ++u) {
+    WindowOutcome& outcome = outcomes[u];
+    int64_t last_day = 0;
+    bool any_day = false;
+    for (const StepEvent& event : data.users[u].events) {
+      if (event.ts_ms < begin_ms || event.ts_ms >= end_ms) continue;
+      if (event.kind == EventKind::kPurchase) {
+        outcome.spend += event.amount;
+        ++outcome.purchases;
+        const int64_t day = DayOf(event.ts_ms);
+        if (!any_day || day != last_day) ++outcome.purchase_days;  // events are time ordered
+        any_day = true;
+        last_day = day;
+      } else if (event.kind == EventKind::kRefund) {
+        outcome.spend -= event.amount;
+      }
+    }
+  }
+  return outcomes;
+}
+
+Dataset MakeDataset(std::vector<UserEvent> events) {
+  Dataset dataset;
+  std::map<std::string, std::vector<StepEvent>> by_user;
+  bool first = true;
+  for (UserEvent& item : events) {
+    if (first || item.event.ts_ms < dataset.start_ms) dataset.start_ms = item.event.ts_ms;
+    if (first || item.event.ts_ms >= dataset.end_ms) {
+      dataset.end_ms = (DayOf(item.event.ts_ms) + 1) * kMsPerDay;
+    }
+    first = false;
+    by_user[item.user_id].push_back(item.event);
+  }
+  dataset.users.reserve(by_user.size());
+  for (auto& [user_id, user_events] : by_user) {
+    std::stable_sort(user_events.begin(), user_events.end(),
+                     [](const StepEvent& a, const StepEvent& b) { return a.ts_ms < b.ts_ms; });
+    dataset.users.push_back(UserSequence{user_id, std::move(user_events)});
+  }
+  return dataset;
+}
+
+bool LoadCdnow(const std::string& path, Dataset* dataset, std::string* error) {
+  std::ifstream in(path);
+  if (!in) {
+    *error = path + ": cannot open CDNOW file";
+    return false;
+  }
+  std::vector<UserEvent> events;
+  std::string line;
+  int line_number = 0;
+  size_t columns = 0;  // 4 (master) or 5 (sample), fixed by the first data row
+  bool seen_content = false;
+  auto fail = [&](const std::string& what) {
+    *error = path + ":" + std::to_string(line_number) + ": " + what;
+    return false;
+  };
+  while (std::getline(in, line)) {
+    ++line_number;
+    auto fields = SplitWhitespace(line);
+    if (fields.empty()) continue;
+    const bool first_content = !seen_content;
+    seen_content = true;
+    if (first_content) {
+      double ignored = 0;
+      if (!ParseDouble(fields[0], &ignored)) continue;  // the master file's header line
+    }
+    if (columns == 0) {
+      if (fields.size() != 4 && fields.size() != 5) {
+        return fail("expected 4 columns (id date qty value) or 5 (id id2 date qty value), got " +
+                    std::to_string(fields.size()));
+      }
+      columns = fields.size();
+    } else if (fields.size() != columns) {
+      return fail("expected " + std::to_string(columns) + " columns like the rows above, got " +
+                  std::to_string(fields.size()));
+    }
+    const size_t date_column = columns - 3;
+    UserEvent item;
+    item.user_id = std::string(fields[0]);
+    item.event.kind = EventKind::kPurchase;
+    if (!ParseCompactDate(fields[date_column], &item.event.ts_ms)) {
+      return fail("bad date '" + std::string(fields[date_column]) + "' (want YYYYMMDD)");
+    }
+    double quantity = 0;
+    if (!ParseDouble(fields[columns - 2], &quantity) || quantity < 0) {
+      return fail("bad number_of_cds '" + std::string(fields[columns - 2]) + "'");
+    }
+    if (!ParseDouble(fields[columns - 1], &item.event.amount) || item.event.amount < 0) {
+      return fail("bad dollar_value '" + std::string(fields[columns - 1]) + "'");
+    }
+    events.push_back(std::move(item));
+  }
+  if (in.bad()) {
+    *error = path + ": read error after line " + std::to_string(line_number);
+    return false;
+  }
+  if (events.empty()) {
+    *error = path + ": no transactions found";
+    return false;
+  }
+  *dataset = MakeDataset(std::move(events));
+  return true;
+}
+
+}  // namespace clv::models

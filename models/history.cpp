@@ -1,0 +1,112 @@
+// UpdateHistory(): the single fold of one event into a user's aggregates
+// (models/scorer.h). Used by training, evaluation and the service alike, so it
+// must stay deterministic and cheap (a handful of integer and float ops).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "models/scorer.h"
+
+namespace clv::models {
+
+namespace {
+
+constexpr int64_t kMsPerDay = 24LL * 3600 * 1000;
+// A gap between two events longer than this starts a new session.
+constexpr int64_t kSessionGapMs = 30LL * 60 * 1000;
+// Weight of the newest gap in ewma_gap_days (the older mean keeps 1 - this).
+constexpr double kGapEwmaWeight = 0.3;
+
+// UTC day number (floor division, so times before 1970 also land right).
+int64_t DayOf(int64_t ts_ms) {
+  int64_t day = ts_ms / kMsPerDay;
+  if (ts_ms % kMsPerDay < 0) --day;
+  return day;
+}
+
+void FoldPurchaseDay(History& history, int64_t ts_ms) {
+  if (history.purchases == 1) {  // this is the first purchase
+    history.first_purchase_ms = ts_ms;
+    history.last_purchase_ms = ts_ms;
+    history.purchase_days = 1;
+    return;
+  }
+  const int64_t day = DayOf(ts_ms);
+  const int64_t last_day = DayOf(history.last_purchase_ms);
+  const int64_t first_day = DayOf(history.first_purchase_ms);
+  if (day > last_day) {
+    // A new purchase day after the last one: the usual, in-order case.
+    const double gap_days = static_cast<double>(day - last_day);
+    history.ewma_gap_days = history.purchase_days == 1
+                                ? gap_days
+                                : kGapEwmaWeight * gap_days +
+                                      (1 - kGapEwmaWeight) * history.ewma_gap_days;
+    ++history.purchase_days;
+    history.last_purchase_ms = ts_ms;
+  } else if (day != last_day && day != first_day) {
+    // A late event on an earlier day. Without the full list of days we count
+    // it as a new day unless it hits the first or last one; the gap mean is
+    // left alone (it describes the in-order rhythm).
+    ++history.purchase_days;
+    history.first_purchase_ms = std::min(history.first_purchase_ms, ts_ms);
+  } else {
+    // Same day as an existing purchase day: one more order on that day.
+    history.first_purchase_ms = std::min(history.first_purchase_ms, ts_ms);
+    history.last_purchase_ms = std::max(history.last_purchase_ms, ts_ms);
+  }
+}
+
+}  // namespace
+
+void UpdateHistory(History& history, const StepEvent& event) {
+  const int64_t ts = event.ts_ms;
+  if (history.events == 0) {
+    history.first_event_ms = ts;
+    history.last_event_ms = ts;
+    history.sessions = 1;
+    history.recent_activity = 1;
+  } else {
+    if (ts - history.last_event_ms > kSessionGapMs) {
+      ++history.sessions;
+      history.recent_activity = 1;
+    } else {
+      ++history.recent_activity;  // same session (late events included)
+    }
+    history.first_event_ms = std::min(history.first_event_ms, ts);
+    history.last_event_ms = std::max(history.last_event_ms, ts);
+  }
+  ++history.events;
+
+  switch (event.kind) {
+    case EventKind::kPageView:
+    case EventKind::kSearch:
+      ++history.views;
+      break;
+    case EventKind::kAddToCart:
+      ++history.cart_adds;
+      break;
+    case EventKind::kPurchase: {
+      ++history.purchases;
+      history.monetary_total += event.amount;
+      history.purchase_value_sum += event.amount;
+      if (event.amount > 0) {  // log sums skip zero-value orders (log 0)
+        const double log_amount = std::log(event.amount);
+        history.log_value_sum += log_amount;
+        history.log_value_sq_sum += log_amount * log_amount;
+      }
+      FoldPurchaseDay(history, ts);
+      break;
+    }
+    case EventKind::kRefund:
+      ++history.refunds;
+      history.monetary_total -= event.amount;
+      break;
+    case EventKind::kRemoveFromCart:
+    case EventKind::kWishlist:
+    case EventKind::kAdClick:
+    case EventKind::kProfile:
+      break;
+  }
+}
+
+}  // namespace clv::models
