@@ -1,0 +1,488 @@
+// Feature vectorizer, incremental LSTM scorer, model file and trainer, on the
+// real libtorch. Small sizes: the whole suite runs in seconds.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "models/dataset.h"
+#include "models/features.h"
+#include "models/lstm.h"
+#include "models/trainer.h"
+#include "tests/test_support.h"
+
+namespace clv::models {
+namespace {
+
+constexpr int64_t kHour = 3600 * 1000LL;
+// 2024-01-03 (a Wednesday) 00:00 UTC.
+constexpr int64_t kWednesday = 1704240000000LL;
+
+StepEvent Event(EventKind kind, int64_t ts_ms, double amount = 0) {
+  return StepEvent{kind, ts_ms, amount};
+}
+
+// A user's events replayed through UpdateHistory, with the before/after pairs.
+struct Replay {
+  std::vector<StepEvent> events;
+  std::vector<History> before, after;
+  explicit Replay(std::vector<StepEvent> list) : events(std::move(list)) {
+    History h;
+    for (const auto& e : events) {
+      before.push_back(h);
+      UpdateHistory(h, e);
+      after.push_back(h);
+    }
+  }
+  StepInput Input(size_t k, float* state) const { return {&before[k], &after[k], events[k], state}; }
+};
+
+Replay ShopperA() {
+  return Replay({Event(EventKind::kPageView, kWednesday + 10 * kHour),
+                 Event(EventKind::kAddToCart, kWednesday + 10 * kHour + 60000),
+                 Event(EventKind::kPurchase, kWednesday + 10 * kHour + 120000, 42.5),
+                 Event(EventKind::kPageView, kWednesday + 48 * kHour),
+                 Event(EventKind::kPurchase, kWednesday + 30 * 24 * kHour, 17)});
+}
+
+TEST(Features, KnownValuesOfAFirstPurchaseAfterBrowsing) {
+  Replay r = ShopperA();
+  std::vector<float> x(kFeatureCount);
+  RawStepFeatures(r.events[2], r.before[2], r.after[2], x.data());
+  for (int k = 0; k < kEventKindCount; ++k) {
+    EXPECT_EQ(x[k], k == static_cast<int>(EventKind::kPurchase) ? 1.0f : 0.0f) << FeatureName(k);
+  }
+  EXPECT_FLOAT_EQ(x[9], std::log1p(42.5f));                 // amount
+  EXPECT_FLOAT_EQ(x[10], std::log1p(1.0f / 60));            // one minute since the cart add
+  EXPECT_EQ(x[11], 0.0f);                                   // no purchase before
+  EXPECT_EQ(x[12], 0.0f);                                   // not the first event
+  EXPECT_EQ(x[13], 1.0f);                                   // no purchase yet (before it)
+  double hour = 10 + 2.0 / 60;
+  EXPECT_NEAR(x[14], std::sin(2 * M_PI * hour / 24), 1e-6);
+  EXPECT_NEAR(x[15], std::cos(2 * M_PI * hour / 24), 1e-6);
+  EXPECT_NEAR(x[16], std::sin(2 * M_PI * 3 / 7), 1e-6);     // Wednesday = 3 (Sunday = 0)
+  EXPECT_NEAR(x[17], std::cos(2 * M_PI * 3 / 7), 1e-6);
+  EXPECT_STREQ(FeatureName(kAggregateBegin + 1), "purchases");
+  EXPECT_FLOAT_EQ(x[kAggregateBegin + 1], std::log1p(1.0f));
+  EXPECT_FLOAT_EQ(x[kAggregateBegin + 2], std::log1p(42.5f));  // avg order value
+  EXPECT_EQ(x[kAggregateBegin + 16], 1.0f);                    // has_purchased
+
+  // The aggregate tail equals RawAggregateFeatures at the event's time, and
+  // recency grows when the same history is seen later.
+  std::vector<float> agg(kAggregateCount), later(kAggregateCount);
+  RawAggregateFeatures(r.after[2], r.events[2].ts_ms, agg.data());
+  for (int i = 0; i < kAggregateCount; ++i) EXPECT_EQ(agg[i], x[kAggregateBegin + i]);
+  RawAggregateFeatures(r.after[2], r.events[2].ts_ms + 10 * 24 * kHour, later.data());
+  EXPECT_FLOAT_EQ(later[5], std::log1p(10.0f));  // recency_days
+  EXPECT_GT(later[6], agg[6]);                   // idle_days
+}
+
+TEST(Features, DeterministicAndNamed) {
+  Replay r = ShopperA();
+  std::vector<float> a(kFeatureCount), b(kFeatureCount);
+  std::set<std::string> names;
+  for (size_t k = 0; k < r.events.size(); ++k) {
+    RawStepFeatures(r.events[k], r.before[k], r.after[k], a.data());
+    RawStepFeatures(r.events[k], r.before[k], r.after[k], b.data());
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), sizeof(float) * kFeatureCount));
+    for (float v : a) EXPECT_TRUE(std::isfinite(v));
+  }
+  for (int i = 0; i < kFeatureCount; ++i) {
+    names.insert(FeatureName(i));
+    EXPECT_LT(std::strlen(FeatureName(i)), sizeof(Factor::name));
+  }
+  EXPECT_EQ(names.size(), size_t(kFeatureCount));
+}
+
+TEST(Features, NormalizationStandardizesAndClips) {
+  FeatureStatsAccumulator stats;
+  std::vector<float> row(kFeatureCount);
+  for (int v : {1, 2, 3}) {
+    std::fill(row.begin(), row.end(), float(v));
+    stats.Add(row.data());
+  }
+  FeatureNorm norm = stats.Finish();
+  EXPECT_FLOAT_EQ(norm.mean[0], 2.0f);
+  EXPECT_FLOAT_EQ(norm.scale[0], 1.0f);  // sample sd of 1,2,3
+  float values[2] = {3.0f, 1000.0f};
+  norm.Apply(values, 2);
+  EXPECT_FLOAT_EQ(values[0], 1.0f);
+  EXPECT_FLOAT_EQ(values[1], FeatureNorm::kClip);
+}
+
+double Sigmoid(double v) { return 1 / (1 + std::exp(-v)); }
+
+// An LSTM cell and the heads computed by hand in double from the model's
+// weights (the reference the scorer must match).
+struct Manual {
+  std::vector<double> h, c;
+  double clv = 0, p = 0, churn = 0;
+};
+Manual ManualStep(const LstmModel& m, const std::vector<float>& x, const float* state) {
+  const LstmWeights& w = m.weights;
+  const int hs = w.hidden_size;
+  std::vector<double> gates(4 * hs);
+  for (int g = 0; g < 4 * hs; ++g) {
+    double v = w.b_ih[g] + w.b_hh[g];
+    for (int i = 0; i < w.input_size; ++i) v += double(w.w_ih[g * w.input_size + i]) * x[i];
+    for (int j = 0; j < hs; ++j) v += double(w.w_hh[g * hs + j]) * state[j];
+    gates[g] = v;
+  }
+  Manual out;
+  out.h.resize(hs);
+  out.c.resize(hs);
+  for (int j = 0; j < hs; ++j) {
+    double i = Sigmoid(gates[j]), f = Sigmoid(gates[hs + j]);
+    double g = std::tanh(gates[2 * hs + j]), o = Sigmoid(gates[3 * hs + j]);
+    out.c[j] = f * state[hs + j] + i * g;
+    out.h[j] = o * std::tanh(out.c[j]);
+  }
+  std::vector<double> z(out.h);
+  for (int a = 0; a < kAggregateCount; ++a) z.push_back(x[kAggregateBegin + a]);
+  std::vector<double> hidden(w.head_hidden);
+  for (int k = 0; k < w.head_hidden; ++k) {
+    double v = w.head1_b[k];
+    for (size_t i = 0; i < z.size(); ++i) v += double(w.head1_w[k * z.size() + i]) * z[i];
+    hidden[k] = std::max(0.0, v);
+  }
+  double o[4];
+  for (int r = 0; r < 4; ++r) {
+    o[r] = w.head2_b[r];
+    for (int k = 0; k < w.head_hidden; ++k) o[r] += double(w.head2_w[r * w.head_hidden + k]) * hidden[k];
+  }
+  out.p = Sigmoid(o[0]);
+  double sigma = std::log1p(std::exp(o[2])) + 0.01;
+  out.clv = out.p * std::exp(o[1] + 0.5 * sigma * sigma);
+  out.churn = Sigmoid(o[3]);
+  return out;
+}
+
+std::unique_ptr<Scorer> MakeScorer(const LstmModel& model, bool top_factors = true) {
+  std::string error;
+  LstmScorerOptions options;
+  options.top_factors = top_factors;
+  auto scorer = MakeLstmScorer(model, options, &error);
+  EXPECT_NE(scorer, nullptr) << error;
+  return scorer;
+}
+
+TEST(LstmScorer, StepMatchesAHandComputedLstmCell) {
+  LstmModel model = RandomLstmModel(8, 7, 5);
+  auto scorer = MakeScorer(model);
+  ASSERT_EQ(scorer->state_size(), 16);
+  Replay r = ShopperA();
+  std::vector<float> state(16);
+  scorer->InitState(state.data());
+  // A non-zero starting state exercises w_hh and the forget gate.
+  for (int i = 0; i < 16; ++i) state[i] = 0.1f * float(i % 5) - 0.2f;
+  for (size_t k = 0; k < r.events.size(); ++k) {
+    std::vector<float> x(kFeatureCount);
+    StepFeatures(model.norm, r.events[k], r.before[k], r.after[k], x.data());
+    Manual expected = ManualStep(model, x, state.data());
+    StepInput in = r.Input(k, state.data());
+    Score score;
+    scorer->Step({&in, 1}, {&score, 1});
+    for (int j = 0; j < 8; ++j) {
+      EXPECT_NEAR(state[j], expected.h[j], 1e-5) << "h[" << j << "] at event " << k;
+      EXPECT_NEAR(state[8 + j], expected.c[j], 1e-5) << "c[" << j << "] at event " << k;
+    }
+    EXPECT_NEAR(score.clv, expected.clv, 1e-4 * std::max(1.0, expected.clv));
+    EXPECT_NEAR(score.p_purchase, expected.p, 1e-5);
+    EXPECT_NEAR(score.churn_risk, expected.churn, 1e-5);
+    EXPECT_GT(score.clv, 0);
+  }
+}
+
+// Several users with different histories, stepped together and one by one.
+std::vector<Replay> SomeUsers(int count) {
+  std::mt19937_64 random(3);
+  std::vector<Replay> users;
+  for (int u = 0; u < count; ++u) {
+    std::vector<StepEvent> events;
+    int64_t t = kWednesday + int64_t(random() % 1000) * kHour;
+    int n = 1 + int(random() % 6);
+    for (int k = 0; k < n; ++k) {
+      t += int64_t(random() % 200) * kHour;
+      auto kind = static_cast<EventKind>(random() % 8);
+      double amount = kind == EventKind::kPurchase || kind == EventKind::kRefund
+                          ? 5.0 + double(random() % 100)
+                          : 0.0;
+      events.push_back(Event(kind, t, amount));
+    }
+    users.emplace_back(std::move(events));
+  }
+  return users;
+}
+
+TEST(LstmScorer, BatchedStepEqualsOneByOne) {
+  LstmModel model = RandomLstmModel(16, 11);
+  auto batched = MakeScorer(model);
+  auto single = MakeScorer(model);
+  auto users = SomeUsers(37);
+  const int s = batched->state_size();
+  std::vector<std::vector<float>> state_batched(users.size(), std::vector<float>(s, 0.0f));
+  auto state_single = state_batched;
+  for (size_t k = 0; k < 6; ++k) {
+    std::vector<StepInput> inputs;
+    std::vector<size_t> who;
+    for (size_t u = 0; u < users.size(); ++u) {
+      if (k < users[u].events.size()) {
+        inputs.push_back(users[u].Input(k, state_batched[u].data()));
+        who.push_back(u);
+      }
+    }
+    std::vector<Score> scores(inputs.size());
+    batched->Step(inputs, scores);
+    for (size_t i = 0; i < who.size(); ++i) {
+      StepInput in = users[who[i]].Input(k, state_single[who[i]].data());
+      Score score;
+      single->Step({&in, 1}, {&score, 1});
+      EXPECT_NEAR(score.clv, scores[i].clv, 1e-5 * std::max(1.0, score.clv));
+      EXPECT_NEAR(score.churn_risk, scores[i].churn_risk, 1e-6);
+      for (int j = 0; j < s; ++j) {
+        ASSERT_NEAR(state_single[who[i]][j], state_batched[who[i]][j], 1e-6);
+      }
+      EXPECT_STREQ(score.top_factors[0].name.data(), scores[i].top_factors[0].name.data());
+    }
+  }
+}
+
+TEST(LstmScorer, SameInputGivesByteIdenticalScores) {
+  LstmModel model = RandomLstmModel(16, 5);
+  auto users = SomeUsers(20);
+  auto run = [&]() {
+    auto scorer = MakeScorer(model);
+    std::vector<std::vector<float>> states(users.size(), std::vector<float>(32, 0.0f));
+    std::vector<Score> all;
+    for (size_t k = 0; k < 6; ++k) {
+      std::vector<StepInput> inputs;
+      for (size_t u = 0; u < users.size(); ++u) {
+        if (k < users[u].events.size()) inputs.push_back(users[u].Input(k, states[u].data()));
+      }
+      std::vector<Score> scores(inputs.size());
+      scorer->Step(inputs, scores);
+      all.insert(all.end(), scores.begin(), scores.end());
+    }
+    return all;
+  };
+  auto a = run(), b = run();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(0, std::memcmp(&a[i].clv, &b[i].clv, sizeof(double)));
+    EXPECT_EQ(0, std::memcmp(&a[i].churn_risk, &b[i].churn_risk, sizeof(double)));
+    EXPECT_EQ(0, std::memcmp(&a[i].top_factors, &b[i].top_factors, sizeof(a[i].top_factors)));
+  }
+}
+
+TEST(LstmScorer, TopFactorsNameFeaturesAndSumTowardTheScore) {
+  LstmModel model = RandomLstmModel(16, 2);
+  auto scorer = MakeScorer(model);
+  Replay r = ShopperA();
+  std::vector<float> state(32, 0.0f);
+  StepInput in = r.Input(2, state.data());
+  Score score;
+  scorer->Step({&in, 1}, {&score, 1});
+  std::set<std::string> valid;
+  for (int i = 0; i < kFeatureCount; ++i) valid.insert(FeatureName(i));
+  for (const auto& factor : score.top_factors) {
+    EXPECT_TRUE(valid.count(factor.name.data())) << factor.name.data();
+  }
+  EXPECT_NE(score.top_factors[0].contribution, 0.0f);
+  EXPECT_GE(std::fabs(score.top_factors[0].contribution), std::fabs(score.top_factors[1].contribution));
+  EXPECT_GE(std::fabs(score.top_factors[1].contribution), std::fabs(score.top_factors[2].contribution));
+
+  // Without top_factors the scores themselves are unchanged.
+  auto plain = MakeScorer(model, /*top_factors=*/false);
+  std::vector<float> state2(32, 0.0f);
+  StepInput in2 = r.Input(2, state2.data());
+  Score score2;
+  plain->Step({&in2, 1}, {&score2, 1});
+  EXPECT_NEAR(score2.clv, score.clv, 1e-6 * std::max(1.0, score.clv));
+  EXPECT_EQ(score2.top_factors[0].name[0], '\0');
+}
+
+TEST(LstmScorer, RescoreKeepsStateAndSeesTimePass) {
+  LstmModel model = RandomLstmModel(16, 9);
+  auto scorer = MakeScorer(model);
+  Replay r = ShopperA();
+  std::vector<float> state(32, 0.0f);
+  Score at_event;
+  for (size_t k = 0; k < r.events.size(); ++k) {
+    StepInput in = r.Input(k, state.data());
+    scorer->Step({&in, 1}, {&at_event, 1});
+  }
+  std::vector<float> kept = state;
+  const int64_t last = r.events.back().ts_ms;
+  RescoreInput same{&r.after.back(), last, state.data()};
+  RescoreInput later{&r.after.back(), last + 200 * 24 * kHour, state.data()};
+  Score scores[2];
+  RescoreInput inputs[2] = {same, later};
+  scorer->Rescore(inputs, scores);
+  EXPECT_EQ(kept, state);
+  EXPECT_NEAR(scores[0].clv, at_event.clv, 1e-5 * std::max(1.0, at_event.clv));
+  EXPECT_NE(scores[1].clv, scores[0].clv);
+}
+
+TEST(LstmModelFile, SaveLoadRoundTripGivesIdenticalScores) {
+  testing::TempDir dir;
+  LstmModel model = RandomLstmModel(16, 4);
+  model.norm.mean[3] = 0.25f;
+  model.norm.scale[3] = 1.7f;
+  model.horizon_days = 90;
+  model.training_json = R"({"users": 3})";
+  std::string error;
+  const std::string path = dir.str() + "/model.json";
+  ASSERT_TRUE(SaveLstmModel(model, path, &error)) << error;
+  LstmModel loaded;
+  ASSERT_TRUE(LoadLstmModel(path, &loaded, &error)) << error;
+  EXPECT_EQ(loaded.version, LstmModelVersion(model));
+  EXPECT_EQ(loaded.weights.w_ih, model.weights.w_ih);
+  EXPECT_EQ(loaded.weights.head2_w, model.weights.head2_w);
+  EXPECT_EQ(loaded.norm.mean, model.norm.mean);
+  EXPECT_EQ(loaded.horizon_days, 90);
+  EXPECT_NE(loaded.training_json.find("\"users\":3"), std::string::npos);
+
+  auto a = MakeScorer(model), b = MakeScorer(loaded);
+  auto users = SomeUsers(10);
+  for (auto& user : users) {
+    std::vector<float> sa(32, 0.0f), sb(32, 0.0f);
+    for (size_t k = 0; k < user.events.size(); ++k) {
+      StepInput ia = user.Input(k, sa.data()), ib = user.Input(k, sb.data());
+      Score ra, rb;
+      a->Step({&ia, 1}, {&ra, 1});
+      b->Step({&ib, 1}, {&rb, 1});
+      EXPECT_EQ(0, std::memcmp(&ra.clv, &rb.clv, sizeof(double)));
+    }
+    EXPECT_EQ(sa, sb);
+  }
+}
+
+TEST(LstmModelFile, BadFilesAreRejectedWithTheirPath) {
+  testing::TempDir dir;
+  std::string error;
+  LstmModel model;
+  EXPECT_FALSE(LoadLstmModel(dir.str() + "/missing.json", &model, &error));
+  EXPECT_NE(error.find("missing.json"), std::string::npos) << error;
+
+  const std::string path = dir.str() + "/edited.json";
+  ASSERT_TRUE(SaveLstmModel(RandomLstmModel(4, 1, 3), path, &error)) << error;
+  std::string text;
+  {
+    std::ifstream in(path);
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  auto at = text.find("\"b_hh\":[");
+  ASSERT_NE(at, std::string::npos);
+  text.insert(at + 8, "0.5,");  // one float too many
+  std::ofstream(path) << text;
+  EXPECT_FALSE(LoadLstmModel(path, &model, &error));
+  EXPECT_NE(error.find("b_hh"), std::string::npos) << error;
+  EXPECT_NE(error.find("edited.json"), std::string::npos) << error;
+}
+
+TEST(LstmScorer, UnknownDeviceIsAnError) {
+  std::string error;
+  LstmScorerOptions options;
+  options.device = "tpu";
+  EXPECT_EQ(MakeLstmScorer(RandomLstmModel(4, 1), options, &error), nullptr);
+  EXPECT_NE(error.find("tpu"), std::string::npos);
+  if (!CudaAvailable()) {
+    options.device = "cuda";
+    EXPECT_EQ(MakeLstmScorer(RandomLstmModel(4, 1), options, &error), nullptr);
+    EXPECT_NE(error.find("cuda"), std::string::npos);
+    options.device = "auto";
+    EXPECT_NE(MakeLstmScorer(RandomLstmModel(4, 1), options, &error), nullptr) << error;
+  }
+}
+
+// Two kinds of users: "regulars" who browse a lot and buy every ~2 weeks, and
+// "tourists" who buy once and vanish. Spend after a step is learnable.
+Dataset TinyShop(int users, uint64_t seed) {
+  std::mt19937_64 random(seed);
+  std::vector<UserEvent> events;
+  const int64_t day = 24 * kHour;
+  const int64_t start = kWednesday;
+  for (int u = 0; u < users; ++u) {
+    std::string id = "u" + std::to_string(u);
+    bool regular = u % 3 == 0;
+    int64_t t = start + int64_t(random() % 30) * day;
+    int purchases = regular ? 8 : 1;
+    for (int p = 0; p < purchases; ++p) {
+      if (regular) {
+        events.push_back({id, Event(EventKind::kPageView, t)});
+        events.push_back({id, Event(EventKind::kAddToCart, t + 60000)});
+      }
+      events.push_back({id, Event(EventKind::kPurchase, t + 120000, regular ? 40.0 : 15.0)});
+      t += (10 + int64_t(random() % 8)) * day;
+    }
+  }
+  Dataset data = MakeDataset(std::move(events));
+  data.end_ms = start + 150 * day;
+  return data;
+}
+
+TEST(Trainer, TinyTrainingRunReducesLossAndRanksUsers) {
+  Dataset data = TinyShop(240, 1);
+  TrainOptions options;
+  options.horizon_days = 30;
+  options.hidden_size = 8;
+  options.head_hidden = 8;
+  options.epochs = 6;
+  options.patience = 10;
+  options.batch_users = 32;
+  options.learning_rate = 1e-2;
+  options.threads = 1;
+  testing::TempDir dir;
+  options.checkpoint_path = dir.str() + "/checkpoint.json";
+  std::vector<EpochReport> seen;
+  TrainResult result = TrainLstm(data, options, [&](const EpochReport& r) { seen.push_back(r); });
+  ASSERT_TRUE(result.ok()) << result.error;
+  ASSERT_EQ(seen.size(), 6u);
+  EXPECT_LT(seen.back().train_loss, seen.front().train_loss);
+  EXPECT_LT(seen[result.best_epoch - 1].validation_loss, seen.front().validation_loss);
+  EXPECT_GT(seen[result.best_epoch - 1].validation_gini, 0.5);
+  EXPECT_GT(result.validation_users, 0u);
+  EXPECT_EQ(result.model.horizon_days, 30);
+
+  // The checkpoint holds the best epoch's model, and it scores: a regular
+  // mid-history is worth more than a tourist after their only purchase.
+  LstmModel checkpoint;
+  std::string error;
+  ASSERT_TRUE(LoadLstmModel(options.checkpoint_path, &checkpoint, &error)) << error;
+  EXPECT_EQ(checkpoint.version, result.model.version);
+  EXPECT_NE(checkpoint.validation_json.find("loss"), std::string::npos);
+  auto scorer = MakeScorer(checkpoint);
+  auto final_score = [&](const UserSequence& user, size_t steps) {
+    Replay r(std::vector<StepEvent>(user.events.begin(), user.events.begin() + steps));
+    std::vector<float> state(scorer->state_size(), 0.0f);
+    Score score;
+    for (size_t k = 0; k < steps; ++k) {
+      StepInput in = r.Input(k, state.data());
+      scorer->Step({&in, 1}, {&score, 1});
+    }
+    return score.clv;
+  };
+  double regular = 0, tourist = 0;
+  for (const auto& user : data.users) {
+    if (user.events.size() > 1) regular = final_score(user, 9);
+    if (user.events.size() == 1) tourist = final_score(user, 1);
+  }
+  EXPECT_GT(regular, tourist);
+}
+
+TEST(Trainer, RefusesWhenNoStepCanBeLabelled) {
+  Dataset data = TinyShop(30, 2);
+  TrainOptions options;
+  options.horizon_days = 400;  // longer than the data
+  TrainResult result = TrainLstm(data, options, [](const EpochReport&) {});
+  EXPECT_FALSE(result.ok());
+  EXPECT_NE(result.error.find("horizon"), std::string::npos) << result.error;
+}
+
+}  // namespace
+}  // namespace clv::models
