@@ -1,0 +1,262 @@
+#include "models/evaluate.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "models/baseline_scorer.h"
+#include "models/chart.h"
+#include "models/lstm.h"
+
+namespace clv::models {
+
+std::vector<size_t> EvalPopulation(const Dataset& data, int64_t cutoff_ms) {
+  std::vector<size_t> population;
+  for (size_t i = 0; i < data.users.size(); ++i) {
+    const auto& events = data.users[i].events;
+    if (!events.empty() && events.front().ts_ms < cutoff_ms) population.push_back(i);
+  }
+  return population;
+}
+
+std::vector<double> ScoreAtCutoff(Scorer& scorer, const Dataset& data,
+                                  const std::vector<size_t>& population, int64_t cutoff_ms,
+                                  int batch_users) {
+  std::vector<double> result(population.size(), 0.0);
+  const int state_size = scorer.state_size();
+  batch_users = std::max(1, batch_users);
+  for (size_t begin = 0; begin < population.size(); begin += batch_users) {
+    const size_t end = std::min(population.size(), begin + size_t(batch_users));
+    const size_t n = end - begin;
+    std::vector<History> histories(n), befores(n);
+    std::vector<float> states(n * std::max(1, state_size), 0.0f);
+    std::vector<size_t> counts(n);
+    size_t rounds = 0;
+    for (size_t j = 0; j < n; ++j) {
+      if (state_size > 0) scorer.InitState(&states[j * state_size]);
+      const auto& events = data.users[population[begin + j]].events;
+      auto stop = std::lower_bound(events.begin(), events.end(), cutoff_ms,
+                                   [](const StepEvent& e, int64_t t) { return e.ts_ms < t; });
+      counts[j] = static_cast<size_t>(stop - events.begin());
+      rounds = std::max(rounds, counts[j]);
+    }
+    std::vector<StepInput> inputs;
+    std::vector<Score> scores;
+    for (size_t k = 0; k < rounds; ++k) {
+      inputs.clear();
+      for (size_t j = 0; j < n; ++j) {
+        if (k >= counts[j]) continue;
+        const StepEvent& event = data.users[population[begin + j]].events[k];
+        befores[j] = histories[j];
+        UpdateHistory(histories[j], event);
+        inputs.push_back({&befores[j], &histories[j], event,
+                          state_size > 0 ? &states[j * state_size] : nullptr});
+      }
+      scores.resize(inputs.size());
+      scorer.Step(inputs, scores);
+    }
+    std::vector<RescoreInput> rescore(n);
+    for (size_t j = 0; j < n; ++j) {
+      rescore[j] = {&histories[j], cutoff_ms, state_size > 0 ? &states[j * state_size] : nullptr};
+    }
+    scores.resize(n);
+    scorer.Rescore(rescore, scores);
+    for (size_t j = 0; j < n; ++j) result[begin + j] = scores[j].clv;
+  }
+  return result;
+}
+
+EvalReport Evaluate(const Dataset& data, int64_t cutoff_ms, double horizon_days,
+                    std::vector<EvalCandidate> candidates, const std::string& title) {
+  EvalReport report;
+  report.cutoff_ms = cutoff_ms;
+  report.horizon_days = horizon_days;
+  report.title = title;
+  report.population = EvalPopulation(data, cutoff_ms);
+  const int64_t horizon_ms = static_cast<int64_t>(horizon_days * double(kMsPerDay));
+  auto outcomes = ActualInWindow(data, cutoff_ms, horizon_ms);
+  for (size_t index : report.population) report.actual.push_back(outcomes[index].spend);
+  report.perfect_gain = GainCurve(report.actual, report.actual);
+  for (auto& candidate : candidates) {
+    EvalModelResult model;
+    model.name = candidate.name;
+    if (candidate.scorer != nullptr) {
+      model.predicted = ScoreAtCutoff(*candidate.scorer, data, report.population, cutoff_ms);
+    } else if (candidate.formula) {
+      for (size_t index : report.population) {
+        History history;
+        for (const auto& event : data.users[index].events) {
+          if (event.ts_ms >= cutoff_ms) break;
+          UpdateHistory(history, event);
+        }
+        model.predicted.push_back(candidate.formula(history, cutoff_ms));
+      }
+    } else {
+      for (size_t index : report.population) {
+        model.predicted.push_back(index < candidate.given.size() ? candidate.given[index] : 0.0);
+      }
+    }
+    model.metrics = ComputeMetrics(model.predicted, report.actual);
+    model.gain = GainCurve(model.predicted, report.actual);
+    report.models.push_back(std::move(model));
+  }
+  return report;
+}
+
+std::string EvalReportText(const EvalReport& report) {
+  std::string out;
+  char line[512];
+  if (!report.title.empty()) out += report.title + "\n";
+  std::snprintf(line, sizeof(line), "cutoff %s, horizon %.0f days, %zu users, actual spend %.2f\n\n",
+                MsToDate(report.cutoff_ms).c_str(), report.horizon_days, report.population.size(),
+                report.models.empty() ? 0.0 : report.models[0].metrics.total_actual);
+  out += line;
+  std::snprintf(line, sizeof(line), "%-22s %10s %9s %8s %8s %8s %8s %8s %8s %8s %12s\n", "model",
+                "MSE", "MAE", "R2", "MAPE*", "Gini(n)", "Spearman", "Top10 P", "Top10 R",
+                "Top10 F1", "sum pred");
+  out += line;
+  for (const auto& m : report.models) {
+    const Metrics& x = m.metrics;
+    std::snprintf(line, sizeof(line),
+                  "%-22s %10.2f %9.3f %8.4f %8.3f %8.4f %8.4f %8.3f %8.3f %8.3f %12.1f\n",
+                  m.name.c_str(), x.mse, x.mae, x.r2, x.mape_buyers, x.normalized_gini, x.spearman,
+                  x.top_decile_precision, x.top_decile_recall, x.top_decile_f1, x.total_predicted);
+    out += line;
+  }
+  out += "(*MAPE over buyers only)\n\nDecile calibration (mean predicted / mean actual, decile 1 = "
+         "highest predicted)\n";
+  std::snprintf(line, sizeof(line), "%-22s", "decile");
+  out += line;
+  for (int d = 1; d <= 10; ++d) {
+    std::snprintf(line, sizeof(line), " %15d", d);
+    out += line;
+  }
+  out += "\n";
+  for (const auto& m : report.models) {
+    std::snprintf(line, sizeof(line), "%-22s", m.name.c_str());
+    out += line;
+    for (const auto& row : m.metrics.deciles) {
+      std::snprintf(line, sizeof(line), " %7.1f/%-7.1f", row.mean_predicted, row.mean_actual);
+      out += line;
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+namespace {
+nlohmann::json GainJson(const std::vector<GainPoint>& gain) {
+  nlohmann::json points = nlohmann::json::array();
+  for (const auto& p : gain) points.push_back({p.user_share, p.value_share});
+  return points;
+}
+}  // namespace
+
+std::string EvalReportJson(const EvalReport& report) {
+  nlohmann::json json;
+  json["title"] = report.title;
+  json["cutoff"] = MsToDate(report.cutoff_ms);
+  json["cutoff_ms"] = report.cutoff_ms;
+  json["horizon_days"] = report.horizon_days;
+  json["users"] = report.population.size();
+  json["perfect_gain"] = GainJson(report.perfect_gain);
+  nlohmann::json models = nlohmann::json::array();
+  for (const auto& m : report.models) {
+    const Metrics& x = m.metrics;
+    nlohmann::json deciles = nlohmann::json::array();
+    for (const auto& row : x.deciles) {
+      deciles.push_back({{"decile", row.decile},
+                         {"users", row.users},
+                         {"mean_predicted", row.mean_predicted},
+                         {"mean_actual", row.mean_actual}});
+    }
+    models.push_back({{"name", m.name},
+                      {"users", x.users},
+                      {"buyers", x.buyers},
+                      {"mse", x.mse},
+                      {"mae", x.mae},
+                      {"r2", x.r2},
+                      {"mape_buyers", x.mape_buyers},
+                      {"gini", x.gini},
+                      {"normalized_gini", x.normalized_gini},
+                      {"spearman", x.spearman},
+                      {"top_decile_precision", x.top_decile_precision},
+                      {"top_decile_recall", x.top_decile_recall},
+                      {"top_decile_f1", x.top_decile_f1},
+                      {"total_predicted", x.total_predicted},
+                      {"total_actual", x.total_actual},
+                      {"deciles", deciles},
+                      {"gain", GainJson(m.gain)}});
+  }
+  json["models"] = models;
+  return json.dump(2);
+}
+
+bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalReport* report,
+                   std::string* error) {
+  if (!(options.horizon_days > 0)) {
+    *error = "eval: horizon_days must be > 0";
+    return false;
+  }
+  LstmModel lstm_model;
+  std::string path = options.lstm_model_path.empty() ? DefaultLstmModelPath()
+                                                     : options.lstm_model_path;
+  if (!LoadLstmModel(path, &lstm_model, error)) return false;
+  LstmScorerOptions lstm_options;
+  lstm_options.device = options.device;
+  lstm_options.top_factors = false;
+  lstm_options.horizon_days = options.horizon_days;
+  auto lstm = MakeLstmScorer(lstm_model, lstm_options, error);
+  if (!lstm) return false;
+
+  BaselineModel baseline_model;
+  if (options.baseline_model_path.empty()) {
+    if (!FitBaseline(data, options.cutoff_ms, &baseline_model, error)) {
+      *error = "eval: fitting BG/NBD + Gamma-Gamma before the cutoff: " + *error;
+      return false;
+    }
+  } else if (!LoadBaselineModel(options.baseline_model_path, &baseline_model, error)) {
+    return false;
+  }
+  BaselineScorer baseline(baseline_model, options.horizon_days);
+
+  std::vector<EvalCandidate> candidates;
+  char lstm_name[64];
+  std::snprintf(lstm_name, sizeof(lstm_name), "LSTM %s", lstm_model.version.c_str());
+  candidates.push_back({lstm_name, lstm.get(), {}, {}});
+  candidates.push_back({"BG/NBD + Gamma-Gamma", &baseline, {}, {}});
+  candidates.push_back({"simple formula", nullptr,
+                        [&](const History& h, int64_t now) { return baseline.SimpleClvAt(h, now); },
+                        {}});
+  if (!options.oracle.empty()) {
+    EvalCandidate oracle;
+    oracle.name = "oracle (true expected)";
+    for (const auto& user : data.users) {
+      auto it = options.oracle.find(user.user_id);
+      oracle.given.push_back(it != options.oracle.end() ? it->second : 0.0);
+    }
+    candidates.push_back(std::move(oracle));
+  }
+  std::string title = options.title;
+  if (lstm_model.horizon_days != options.horizon_days) {
+    char note[160];
+    std::snprintf(note, sizeof(note),
+                  "%snote: LSTM trained for %.0f days, scaled linearly to %.0f days",
+                  title.empty() ? "" : "\n", lstm_model.horizon_days, options.horizon_days);
+    title += note;
+  }
+  *report = Evaluate(data, options.cutoff_ms, options.horizon_days, std::move(candidates), title);
+  if (!options.json_path.empty()) {
+    std::ofstream out(options.json_path, std::ios::trunc);
+    out << EvalReportJson(*report) << '\n';
+    if (!out) {
+      *error = "eval: cannot write " + options.json_path;
+      return false;
+    }
+  }
+  if (!options.svg_path.empty() && !WriteEvalChart(*report, options.svg_path, error)) return false;
+  return true;
+}
+
+}  // namespace clv::models

@@ -1,0 +1,140 @@
+// CLV metrics on hand-computed examples, the evaluation harness, the chart.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "models/chart.h"
+#include "models/evaluate.h"
+#include "models/metrics.h"
+
+namespace clv::models {
+namespace {
+
+TEST(Metrics, PerfectRankingHasNormalizedGiniOne) {
+  std::vector<double> actual = {0, 10, 0, 50, 5, 0, 0, 100};
+  std::vector<double> predicted = {0.1, 2, 0.2, 3, 1, 0.05, 0.3, 9};
+  Metrics m = ComputeMetrics(predicted, actual);
+  EXPECT_NEAR(m.normalized_gini, 1.0, 1e-12);
+  // Inverting the ranking makes it negative.
+  std::vector<double> inverted;
+  for (double p : predicted) inverted.push_back(-p);
+  EXPECT_LT(NormalizedGini(inverted, actual), -0.5);
+}
+
+TEST(Metrics, GiniByHand) {
+  // 4 users, actual 0,0,0,4. Gain area by the trapezoid rule over users,
+  // Gini = 2 * area - 1. Perfect order (buyer first): cumulative shares
+  // 1,1,1,1 -> area (0.5 + 1 + 1 + 1) / 4 = 0.875, Gini 0.75.
+  // Prediction {4,3,1,2} orders users 0,1,3,2: shares 0,0,1,1 ->
+  // area (0 + 0 + 0.5 + 1) / 4 = 0.375, Gini -0.25.
+  std::vector<double> actual = {0, 0, 0, 4};
+  std::vector<double> predicted = {4, 3, 1, 2};
+  Metrics m = ComputeMetrics(predicted, actual);
+  EXPECT_NEAR(m.gini, -0.25, 1e-12);
+  EXPECT_NEAR(m.normalized_gini, -0.25 / 0.75, 1e-12);
+  // Buyer ranked second: shares 0,1,1,1 -> area 0.625, Gini 0.25.
+  std::vector<double> second = {4, 1, 0, 3};
+  EXPECT_NEAR(NormalizedGini(second, actual), 0.25 / 0.75, 1e-12);
+}
+
+TEST(Metrics, SpearmanKnownValues) {
+  // Classic example: ranks differ by d = (0, 1, -1, 0, 0) ... computed with
+  // 1 - 6 sum d^2 / (n (n^2 - 1)) = 1 - 6 * 2 / 120 = 0.9 (no ties).
+  std::vector<double> a = {1, 2, 3, 4, 5};
+  std::vector<double> b = {10, 30, 20, 40, 50};
+  EXPECT_NEAR(SpearmanCorrelation(a, b), 0.9, 1e-12);
+  std::vector<double> reversed = {5, 4, 3, 2, 1};
+  EXPECT_NEAR(SpearmanCorrelation(a, reversed), -1.0, 1e-12);
+  // Ties get average ranks.
+  auto ranks = AverageRanks(std::vector<double>{7, 3, 7, 1});
+  EXPECT_EQ(ranks, (std::vector<double>{3.5, 2, 3.5, 1}));
+}
+
+TEST(Metrics, ErrorsAndR2ByHand) {
+  std::vector<double> actual = {0, 2, 4};
+  std::vector<double> predicted = {1, 2, 2};
+  Metrics m = ComputeMetrics(predicted, actual);
+  EXPECT_NEAR(m.mse, (1.0 + 0 + 4) / 3, 1e-12);
+  EXPECT_NEAR(m.mae, (1.0 + 0 + 2) / 3, 1e-12);
+  // mean actual 2: ss_tot = 4 + 0 + 4 = 8, ss_res = 5 -> R2 = 3/8.
+  EXPECT_NEAR(m.r2, 0.375, 1e-12);
+  // MAPE over buyers (2 and 4): (0/2 + 2/4) / 2 = 0.25; the non-buyer is ignored.
+  EXPECT_NEAR(m.mape_buyers, 0.25, 1e-12);
+  EXPECT_EQ(m.buyers, 2u);
+}
+
+TEST(Metrics, DecilesAndTopDecile) {
+  // 20 users: actual = i, predictions rank the top two correctly except one swap.
+  std::vector<double> actual, predicted;
+  for (int i = 0; i < 20; ++i) {
+    actual.push_back(i);
+    predicted.push_back(i);
+  }
+  std::swap(predicted[19], predicted[10]);  // user 19 now predicted mid-pack
+  Metrics m = ComputeMetrics(predicted, actual);
+  ASSERT_EQ(m.deciles.size(), 10u);
+  // Decile 1 = users 10 (pred 19) and 18 (pred 18): actual mean (10+18)/2.
+  EXPECT_EQ(m.deciles[0].users, 2u);
+  EXPECT_NEAR(m.deciles[0].mean_actual, 14.0, 1e-12);
+  EXPECT_NEAR(m.deciles[0].mean_predicted, 18.5, 1e-12);
+  // Top decile = 2 users; true top = {19, 18}; hits = {18}.
+  EXPECT_NEAR(m.top_decile_precision, 0.5, 1e-12);
+  EXPECT_NEAR(m.top_decile_recall, 0.5, 1e-12);
+  EXPECT_NEAR(m.top_decile_f1, 0.5, 1e-12);
+  size_t users = 0;
+  for (const auto& row : m.deciles) users += row.users;
+  EXPECT_EQ(users, 20u);
+}
+
+TEST(Metrics, GainCurveEndsAtOne) {
+  std::vector<double> actual = {0, 1, 3};
+  auto curve = GainCurve(std::vector<double>{1, 2, 3}, actual, 3);
+  ASSERT_EQ(curve.size(), 4u);
+  EXPECT_DOUBLE_EQ(curve[0].value_share, 0);
+  EXPECT_DOUBLE_EQ(curve[1].value_share, 0.75);
+  EXPECT_DOUBLE_EQ(curve[3].value_share, 1);
+}
+
+// The evaluation harness on a hand-made dataset with formula and given
+// candidates (no torch needed).
+TEST(Evaluate, ScoresUsersSeenBeforeTheCutoffAgainstTheirLaterSpend) {
+  const int64_t day = kMsPerDay;
+  const int64_t t0 = DateToMs(2020, 1, 1);
+  std::vector<UserEvent> events = {
+      {"a", {EventKind::kPurchase, t0, 10}},           {"a", {EventKind::kPurchase, t0 + 20 * day, 30}},
+      {"b", {EventKind::kPageView, t0 + day, 0}},      {"b", {EventKind::kPurchase, t0 + 25 * day, 5}},
+      {"c", {EventKind::kPurchase, t0 + 2 * day, 50}}, {"late", {EventKind::kPurchase, t0 + 15 * day, 9}},
+  };
+  Dataset data = MakeDataset(events);
+  const int64_t cutoff = t0 + 10 * day;
+  EvalCandidate by_spend{"spend so far", nullptr,
+                         [](const History& h, int64_t) { return h.monetary_total; }, {}};
+  EvalCandidate given{"given", nullptr, {}, {}};
+  for (const auto& user : data.users) given.given.push_back(user.user_id == "a" ? 100 : 1);
+  EvalReport report = Evaluate(data, cutoff, 30, {by_spend, given}, "tiny");
+  ASSERT_EQ(report.population.size(), 3u);  // "late" starts after the cutoff
+  ASSERT_EQ(report.models.size(), 2u);
+  // Actual after the cutoff: a 30, b 5, c 0.
+  std::vector<double> expected_actual;
+  for (size_t index : report.population) {
+    const auto& id = data.users[index].user_id;
+    expected_actual.push_back(id == "a" ? 30 : id == "b" ? 5 : 0);
+  }
+  EXPECT_EQ(report.actual, expected_actual);
+  EXPECT_NEAR(report.models[1].metrics.total_predicted, 102, 1e-9);
+  EXPECT_NEAR(report.models[1].metrics.normalized_gini, 1.0, 1e-9);
+  std::string text = EvalReportText(report);
+  EXPECT_NE(text.find("spend so far"), std::string::npos);
+  EXPECT_NE(text.find("Gini"), std::string::npos);
+  std::string json = EvalReportJson(report);
+  EXPECT_NE(json.find("\"normalized_gini\""), std::string::npos);
+  std::string svg = EvalChartSvg(report);
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_NE(svg.find("given (Gini 1.000)"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace clv::models
