@@ -13,12 +13,11 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string_view>
 #include <variant>
-
-#include <nlohmann/json.hpp>
 
 extern char** environ;
 
@@ -69,13 +68,14 @@ struct Option {
   bool secret = false;
 };
 
-constexpr std::string_view kCanonicalTypes[] = {"page_view", "search",   "add_to_cart",
+constexpr std::string_view kCanonicalTypes[] = {"page_view",        "search",   "add_to_cart",
                                                 "remove_from_cart", "wishlist", "ad_click",
-                                                "purchase",  "refund",   "profile"};
+                                                "purchase",         "refund",   "profile"};
 
 // Environment variables that start with CLV_ but are not options.
-constexpr std::string_view kEnvironmentAllowList[] = {
-    "CLV_CONFIG", "CLV_SOURCE_DIR", "CLV_BINARY", "CLV_REAL_KAFKA", "CLV_KAFKA_HOME", "CLV_DATA_DIR"};
+constexpr std::string_view kEnvironmentAllowList[] = {"CLV_CONFIG",     "CLV_SOURCE_DIR",
+                                                      "CLV_BINARY",     "CLV_REAL_KAFKA",
+                                                      "CLV_KAFKA_HOME", "CLV_DATA_DIR"};
 constexpr std::string_view kEnvironmentAllowPrefixes[] = {"CLV_TEST_", "CLV_BENCH_"};
 
 // Keys of kafka.properties that have an option of their own.
@@ -119,7 +119,8 @@ std::string CheckTopic(const std::string& topic, const Config& config, std::stri
   if (auto problem = TopicNameProblem(topic); !problem.empty()) return problem;
   const auto& inputs = config.kafka.input_topics;
   if (std::find(inputs.begin(), inputs.end(), topic) != inputs.end()) {
-    return "must differ from every kafka.input_topics entry (the service would read its own output)";
+    return "must differ from every kafka.input_topics entry (the service would read its own "
+           "output)";
   }
   const std::pair<std::string_view, const std::string*> outputs[] = {
       {"kafka.scores_topic", &config.kafka.scores_topic},
@@ -167,7 +168,8 @@ std::string CheckKafkaProperties(const Config& config) {
   return "";
 }
 
-// Accepts the strptime conversions; requires something that fixes the date.
+// The conversions the stream decoder implements (stream/decoder.cpp); the
+// pattern must fix the date (a year, %F, or %s).
 std::string CheckTsFormat(const Config& config) {
   const std::string& format = config.mapping.ts_format;
   if (format == "auto" || format == "epoch_s" || format == "epoch_ms" || format == "rfc3339") {
@@ -176,20 +178,19 @@ std::string CheckTsFormat(const Config& config) {
   if (format.find('%') == std::string::npos) {
     return "must be auto, epoch_s, epoch_ms, rfc3339 or a strftime pattern such as \"%Y%m%d\"";
   }
-  constexpr std::string_view kConversions = "aAbBcCdDeFgGhHIjmMnprRsStTuUVwWxXyYzZ%";
-  constexpr std::string_view kDateConversions = "YyGgFDcxs";
+  constexpr std::string_view kConversions = "YmdeHMSzyFTs%";
+  constexpr std::string_view kDateConversions = "YyFs";
   bool has_date = false;
   for (size_t i = 0; i < format.size(); ++i) {
     if (format[i] != '%') continue;
-    size_t at = i + 1;
-    if (at < format.size() && (format[at] == 'E' || format[at] == 'O')) ++at;
-    if (at >= format.size() || kConversions.find(format[at]) == std::string_view::npos) {
-      return "'" + format.substr(i, at + 1 - i) + "' is not a strftime conversion";
+    if (i + 1 >= format.size() || kConversions.find(format[i + 1]) == std::string_view::npos) {
+      return "'" + format.substr(i, 2) +
+             "' is not a supported conversion (%Y %m %d %e %H %M %S %z %y %F %T %s %%)";
     }
-    if (kDateConversions.find(format[at]) != std::string_view::npos) has_date = true;
-    i = at;
+    if (kDateConversions.find(format[i + 1]) != std::string_view::npos) has_date = true;
+    ++i;
   }
-  if (!has_date) return "pattern has no year (%Y, %y, %F, %D) or epoch (%s) conversion";
+  if (!has_date) return "pattern has no year (%Y, %y, %F) or epoch (%s) conversion";
   return "";
 }
 
@@ -197,8 +198,8 @@ std::string CheckTypeAliases(const Config& config) {
   for (const auto& [alias, target] : config.mapping.type_aliases) {
     if (alias.empty()) return "has an empty source type name";
     if (!IsCanonicalType(target)) {
-      return "alias " + Quote(alias) + " -> " + Quote(target) +
-             ": target must be one of " + Join(kCanonicalTypes);
+      return "alias " + Quote(alias) + " -> " + Quote(target) + ": target must be one of " +
+             Join(kCanonicalTypes);
     }
   }
   return "";
@@ -208,16 +209,6 @@ std::string CheckDefaultType(const Config& config) {
   const std::string& type = config.mapping.default_type;
   if (type.empty() || IsCanonicalType(type)) return "";
   return "must be empty or one of " + Join(kCanonicalTypes);
-}
-
-std::string CheckCsvDelimiter(const Config& config) {
-  const std::string& delimiter = config.mapping.csv_delimiter;
-  if (delimiter == "whitespace") return "";
-  if (delimiter.size() != 1) return "must be one character or \"whitespace\"";
-  if (delimiter == "\"" || delimiter == "\n" || delimiter == "\r") {
-    return "cannot be a quote or a line break";
-  }
-  return "";
 }
 
 std::string CheckCsvColumns(const Config& config) {
@@ -231,7 +222,8 @@ std::string CheckCsvColumns(const Config& config) {
 
 std::string CheckDormantDays(const Config& config) {
   if (config.lifecycle.dormant_days <= config.lifecycle.at_risk_default_days) {
-    return "must be greater than lifecycle.at_risk_default_days (a user turns at_risk before dormant)";
+    return "must be greater than lifecycle.at_risk_default_days (a user turns at_risk before "
+           "dormant)";
   }
   return "";
 }
@@ -272,13 +264,21 @@ const std::vector<Option>& OptionTable() {
       {.key = "kafka.scores_topic",
        .access = MemberOf<&Config::kafka, &KafkaOptions::scores_topic>,
        .description = "Topic the scores are written to (key = user id).",
-       .check = [](const Config& c) { return CheckTopic(c.kafka.scores_topic, c, "kafka.scores_topic"); },
-       .check_doc = "a valid topic name, not an input topic, distinct from the other output topics"},
+       .check =
+           [](const Config& c) {
+             return CheckTopic(c.kafka.scores_topic, c, "kafka.scores_topic");
+           },
+       .check_doc =
+           "a valid topic name, not an input topic, distinct from the other output topics"},
       {.key = "kafka.alerts_topic",
        .access = MemberOf<&Config::kafka, &KafkaOptions::alerts_topic>,
        .description = "Topic the alerts are written to (churn risk, stage changes, anomalies).",
-       .check = [](const Config& c) { return CheckTopic(c.kafka.alerts_topic, c, "kafka.alerts_topic"); },
-       .check_doc = "a valid topic name, not an input topic, distinct from the other output topics"},
+       .check =
+           [](const Config& c) {
+             return CheckTopic(c.kafka.alerts_topic, c, "kafka.alerts_topic");
+           },
+       .check_doc =
+           "a valid topic name, not an input topic, distinct from the other output topics"},
       {.key = "kafka.dead_letter_topic",
        .access = MemberOf<&Config::kafka, &KafkaOptions::dead_letter_topic>,
        .description = "Topic malformed events go to, with the original bytes and a reason.",
@@ -286,7 +286,8 @@ const std::vector<Option>& OptionTable() {
            [](const Config& c) {
              return CheckTopic(c.kafka.dead_letter_topic, c, "kafka.dead_letter_topic");
            },
-       .check_doc = "a valid topic name, not an input topic, distinct from the other output topics"},
+       .check_doc =
+           "a valid topic name, not an input topic, distinct from the other output topics"},
       {.key = "kafka.group_id",
        .access = MemberOf<&Config::kafka, &KafkaOptions::group_id>,
        .description = "Consumer group of all instances of this service.",
@@ -357,7 +358,8 @@ const std::vector<Option>& OptionTable() {
        .description = "\"auto\" (epoch s or ms by magnitude, or RFC 3339), \"epoch_s\", "
                       "\"epoch_ms\", \"rfc3339\", or a strftime pattern such as \"%Y%m%d\" (UTC).",
        .check = CheckTsFormat,
-       .check_doc = "auto, epoch_s, epoch_ms, rfc3339, or a strptime pattern with a year or %s"},
+       .check_doc = "auto, epoch_s, epoch_ms, rfc3339, or a pattern of %Y %m %d %e %H %M %S %z %y "
+                    "%F %T %s %% and literal text that has a year or %s"},
       {.key = "mapping.type_aliases",
        .access = MemberOf<&Config::mapping, &MappingOptions::type_aliases>,
        .description = "Source type name -> canonical type (page_view, search, add_to_cart, "
@@ -373,11 +375,11 @@ const std::vector<Option>& OptionTable() {
        .check_doc = "empty or a canonical type name"},
       {.key = "mapping.csv_delimiter",
        .access = MemberOf<&Config::mapping, &MappingOptions::csv_delimiter>,
-       .description = "CSV input (clv replay): column separator, one character, or "
-                      "\"whitespace\" for runs of spaces/tabs with leading ones ignored (as in "
-                      "CDNOW).",
-       .check = CheckCsvDelimiter,
-       .check_doc = "one character (not a quote or line break) or \"whitespace\""},
+       .description = "CSV input (clv replay, clv train): column separator. \"auto\" (by file "
+                      "extension: .csv \",\", .tsv \"tab\", anything else \"whitespace\"), "
+                      "\",\", \"tab\", or \"whitespace\" (runs of spaces/tabs, leading ones "
+                      "ignored, as in CDNOW).",
+       .choices = {"auto", ",", "tab", "whitespace"}},
       {.key = "mapping.csv_header",
        .access = MemberOf<&Config::mapping, &MappingOptions::csv_header>,
        .description = "CSV input: true when the first line is a header (it is skipped, and names "
@@ -567,7 +569,8 @@ bool IsSecretProperty(std::string_view name) {
 std::string EnvironmentName(std::string_view key) {
   std::string name = "CLV_";
   for (char c : key) {
-    name += (c == '.' || c == '-') ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    name += (c == '.' || c == '-') ? '_'
+                                   : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   }
   return name;
 }
@@ -671,7 +674,8 @@ std::string RangeText(const Option& option) {
     return "between " + FormatNumber(*option.min) + " and " + FormatNumber(*option.max);
   }
   std::string low;
-  if (option.min) low = (option.min_exclusive ? "greater than " : "at least ") + FormatNumber(*option.min);
+  if (option.min)
+    low = (option.min_exclusive ? "greater than " : "at least ") + FormatNumber(*option.min);
   std::string high = option.max ? "at most " + FormatNumber(*option.max) : "";
   if (!low.empty() && !high.empty()) return low + " and " + high;
   return low + high;
@@ -697,8 +701,8 @@ std::string IntegerFromJson(const Json& value, Int* out) {
     return "expected an integer, got " + Shorten(value.dump());
   }
   if (number < std::numeric_limits<Int>::min() || number > std::numeric_limits<Int>::max()) {
-    return "integer " + value.dump() + " does not fit in " +
-           std::to_string(sizeof(Int) * 8) + " bits";
+    return "integer " + value.dump() + " does not fit in " + std::to_string(sizeof(Int) * 8) +
+           " bits";
   }
   *out = static_cast<Int>(number);
   return "";
@@ -709,7 +713,8 @@ std::string IntegerFromString(std::string_view text, Int* out) {
   Int number = 0;
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), number);
   if (error == std::errc::result_out_of_range) {
-    return "integer " + Quote(text) + " does not fit in " + std::to_string(sizeof(Int) * 8) + " bits";
+    return "integer " + Quote(text) + " does not fit in " + std::to_string(sizeof(Int) * 8) +
+           " bits";
   }
   if (error != std::errc() || end != text.data() + text.size() || text.empty()) {
     return "expected an integer, got " + Shorten(Quote(text));
@@ -927,7 +932,8 @@ std::vector<Problem> Problems(const Config& config) {
     if (auto* v = std::get_if<int64_t*>(&ref)) number = static_cast<double>(**v);
     if (auto* v = std::get_if<double*>(&ref)) number = **v;
     if (number) {
-      bool too_low = option.min && (option.min_exclusive ? *number <= *option.min : *number < *option.min);
+      bool too_low =
+          option.min && (option.min_exclusive ? *number <= *option.min : *number < *option.min);
       bool too_high = option.max && *number > *option.max;
       if (!std::isfinite(*number) || too_low || too_high) {
         report("out of range, must be " + RangeText(option));
@@ -946,7 +952,9 @@ std::vector<Problem> Problems(const Config& config) {
     if (!option.choices.empty()) {
       const std::string& value = **std::get_if<std::string*>(&ref);
       if (std::find(option.choices.begin(), option.choices.end(), value) == option.choices.end()) {
-        report("must be one of " + Join(option.choices));
+        std::vector<std::string> quoted;
+        for (auto choice : option.choices) quoted.push_back(Quote(choice));
+        report("must be one of " + Join(quoted));
         continue;
       }
     }
@@ -975,8 +983,8 @@ struct Loader {
           if (value.is_object()) {
             ApplyJsonObject(value, key, file, seen);
           } else {
-            errors.push_back("option group '" + key + "' in " + file + ": expected an object, got " +
-                             Shorten(value.dump()));
+            errors.push_back("option group '" + key + "' in " + file +
+                             ": expected an object, got " + Shorten(value.dump()));
           }
         } else {
           errors.push_back(UnknownKeyMessage(key, file));
@@ -1020,19 +1028,22 @@ struct Loader {
     } catch (const Json::parse_error& error) {
       // error.byte is the 1-based offset of the character that failed.
       size_t offset = std::min<size_t>(error.byte > 0 ? error.byte - 1 : 0, text.size());
-      size_t line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(offset), '\n');
+      size_t line =
+          1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(offset), '\n');
       size_t last_newline = offset == 0 ? std::string::npos : text.rfind('\n', offset - 1);
       size_t column = last_newline == std::string::npos ? offset + 1 : offset - last_newline;
       std::string reason = error.what();
       if (size_t at = reason.find("column"); at != std::string::npos) {
-        if (size_t colon = reason.find(": ", at); colon != std::string::npos) reason = reason.substr(colon + 2);
+        if (size_t colon = reason.find(": ", at); colon != std::string::npos)
+          reason = reason.substr(colon + 2);
       }
       errors.push_back(path + ":" + std::to_string(line) + ":" + std::to_string(column) +
                        ": JSON syntax error: " + reason);
       return;
     }
     if (!root.is_object()) {
-      errors.push_back(path + ": expected a JSON object at the top level, got " + Shorten(root.dump()));
+      errors.push_back(path + ": expected a JSON object at the top level, got " +
+                       Shorten(root.dump()));
       return;
     }
     std::set<std::string> seen;
@@ -1048,9 +1059,10 @@ struct Loader {
     }
     for (const auto& [name, value] : environment) {
       if (!name.starts_with("CLV_")) continue;
-      bool allowed = std::find(std::begin(kEnvironmentAllowList), std::end(kEnvironmentAllowList), name) !=
-                     std::end(kEnvironmentAllowList);
-      for (std::string_view prefix : kEnvironmentAllowPrefixes) allowed = allowed || name.starts_with(prefix);
+      bool allowed = std::find(std::begin(kEnvironmentAllowList), std::end(kEnvironmentAllowList),
+                               name) != std::end(kEnvironmentAllowList);
+      for (std::string_view prefix : kEnvironmentAllowPrefixes)
+        allowed = allowed || name.starts_with(prefix);
       if (allowed) continue;
       auto found = by_name.find(name);
       if (found == by_name.end()) {
@@ -1159,7 +1171,8 @@ LoadResult Load(const std::string& json_path, const std::vector<std::string>& ov
   Loader loader;
   std::string path = json_path;
   if (path.empty()) {
-    if (auto found = environment.find("CLV_CONFIG"); found != environment.end()) path = found->second;
+    if (auto found = environment.find("CLV_CONFIG"); found != environment.end())
+      path = found->second;
   }
   if (!path.empty()) loader.ApplyFile(path);
   loader.ApplyEnvironment(environment);
@@ -1167,9 +1180,9 @@ LoadResult Load(const std::string& json_path, const std::vector<std::string>& ov
   if (loader.errors.empty()) {
     for (const Problem& problem : Problems(loader.config)) {
       auto origin = loader.origins.find(problem.key);
-      loader.errors.push_back(problem.message + " (set in " +
-                              (origin == loader.origins.end() ? std::string("defaults") : origin->second) +
-                              ")");
+      loader.errors.push_back(
+          problem.message + " (set in " +
+          (origin == loader.origins.end() ? std::string("defaults") : origin->second) + ")");
     }
   }
   LoadResult result;
@@ -1272,7 +1285,8 @@ into the file's map). For mutual TLS use `ssl.certificate.location`, `ssl.key.lo
 `ssl.key.password` instead of the SASL entries.
 )";
   for (const Section& section : Sections()) {
-    out += "\n## `" + std::string(section.name) + "`\n\n" + std::string(section.description) + "\n\n";
+    out +=
+        "\n## `" + std::string(section.name) + "`\n\n" + std::string(section.description) + "\n\n";
     out += "| key | type | default | description |\n|---|---|---|---|\n";
     Config defaults;
     for (const Option& option : OptionTable()) {

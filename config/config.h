@@ -81,9 +81,10 @@ struct MappingOptions {
   // When the input has no type field at all (e.g. an orders-only CSV), every
   // event gets this canonical type. Empty = type is required.
   std::string default_type = "";
-  // CSV input (clv replay): column separator, one character, or "whitespace"
-  // for runs of spaces/tabs with leading ones ignored (as in CDNOW).
-  std::string csv_delimiter = ",";
+  // CSV input (clv replay, clv train): column separator. "auto" (by file
+  // extension: .csv ",", .tsv "tab", anything else "whitespace"), ",", "tab",
+  // or "whitespace" (runs of spaces/tabs, leading ones ignored, as in CDNOW).
+  std::string csv_delimiter = "auto";
   // CSV input: true when the first line is a header (it is skipped, and names
   // the columns unless csv_columns is set).
   bool csv_header = true;

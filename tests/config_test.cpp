@@ -7,9 +7,8 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "tests/test_support.h"
 
@@ -21,7 +20,8 @@ using Environment = std::map<std::string, std::string>;
 // Passes when `text` contains `part`; the failure shows both.
 ::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
   if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "expected to contain:\n  " << part << "\nactual:\n  " << text;
+  return ::testing::AssertionFailure()
+         << "expected to contain:\n  " << part << "\nactual:\n  " << text;
 }
 
 class ConfigFile {
@@ -61,11 +61,12 @@ TEST(ConfigDefaults, NoFileNoEnvironmentGivesTheHeaderDefaults) {
   Config config = LoadOk("", {}, {});
   EXPECT_EQ(config.stream.batch_max_events, 10000);
   EXPECT_EQ(config.stream.emit, "per_batch");
-  EXPECT_EQ(config.kafka.input_topics, (std::vector<std::string>{"clickstream", "orders", "profiles"}));
+  EXPECT_EQ(config.kafka.input_topics,
+            (std::vector<std::string>{"clickstream", "orders", "profiles"}));
   EXPECT_EQ(config.kafka.bootstrap_servers, "");
   EXPECT_TRUE(config.kafka.properties.empty());
   EXPECT_EQ(config.validation.max_future_ms, 24LL * 3600 * 1000);
-  EXPECT_EQ(config.mapping.csv_delimiter, ",");
+  EXPECT_EQ(config.mapping.csv_delimiter, "auto");
   EXPECT_EQ(config.log.level, "info");
   EXPECT_EQ(Validate(Config{}), "");
   EXPECT_EQ(ToJson(config), ToJson(Config{}));
@@ -96,8 +97,8 @@ TEST(ConfigPrecedence, FileThenEnvironmentThenFlags) {
   EXPECT_EQ(with_env.http.port, 9090);
   EXPECT_EQ(with_env.stream.emit, "per_event");
 
-  Config with_flags =
-      LoadOk(file.path(), {"stream.batch_max_events=7000", "stream.batch_max_events=7001"}, environment);
+  Config with_flags = LoadOk(
+      file.path(), {"stream.batch_max_events=7000", "stream.batch_max_events=7001"}, environment);
   EXPECT_EQ(with_flags.stream.batch_max_events, 7001);  // flags apply in order
   EXPECT_EQ(with_flags.http.port, 9090);
   EXPECT_EQ(with_flags.stream.emit, "per_event");
@@ -117,7 +118,8 @@ TEST(ConfigFileFormat, DottedKeysAtTopLevelAndInsideSections) {
   Config config = LoadOk(file.path(), {}, {});
   EXPECT_EQ(config.stream.batch_max_events, 42);
   EXPECT_EQ(config.kafka.properties,
-            (std::map<std::string, std::string>{{"acks", "all"}, {"client.id", "me"}, {"linger.ms", "5"}}));
+            (std::map<std::string, std::string>{
+                {"acks", "all"}, {"client.id", "me"}, {"linger.ms", "5"}}));
   EXPECT_FALSE(config.state.fp16_hidden);
 }
 
@@ -138,83 +140,129 @@ TEST(ConfigErrors, UnknownKeySuggestsTheNearestOption) {
   ConfigFile file(R"({"stream": {"batch_max_event": 5000}})");
   std::string error = LoadError(file.path(), {}, {});
   EXPECT_TRUE(Contains(error, "unknown option 'stream.batch_max_event' in " + file.path() +
-                               " (did you mean 'stream.batch_max_events'?)"));
+                                  " (did you mean 'stream.batch_max_events'?)"));
 }
 
 TEST(ConfigErrors, KeyOutsideItsSectionSuggestsTheSection) {
   ConfigFile file(R"({"batch_max_events": 5000})");
   EXPECT_TRUE(Contains(LoadError(file.path(), {}, {}), "did you mean 'stream.batch_max_events'?"));
-  EXPECT_TRUE(Contains(LoadError("", {"stream.emitt=per_event"}, {}), "unknown option 'stream.emitt' in --set (did you mean 'stream.emit'?)"));
+  EXPECT_TRUE(Contains(LoadError("", {"stream.emitt=per_event"}, {}),
+                       "unknown option 'stream.emitt' in --set (did you mean 'stream.emit'?)"));
 }
 
 TEST(ConfigErrors, WrongTypeNamesKeyFileAndValue) {
   ConfigFile file(R"({"stream": {"batch_max_events": "abc"}})");
-  EXPECT_TRUE(Contains(LoadError(file.path(), {}, {}), "option 'stream.batch_max_events' in " + file.path() +
-                        ": expected an integer, got \"abc\""));
+  EXPECT_TRUE(Contains(
+      LoadError(file.path(), {}, {}),
+      "option 'stream.batch_max_events' in " + file.path() + ": expected an integer, got \"abc\""));
   ConfigFile fraction(R"({"stream": {"batch_max_events": 10.5}, "state": {"fp16_hidden": "yes"}})");
   std::string error = LoadError(fraction.path(), {}, {});
-  EXPECT_TRUE(Contains(error, "'stream.batch_max_events' in " + fraction.path() + ": expected an integer, got 10.5"));
-  EXPECT_TRUE(Contains(error, "'state.fp16_hidden' in " + fraction.path() + ": expected true or false"));
+  EXPECT_TRUE(Contains(error, "'stream.batch_max_events' in " + fraction.path() +
+                                  ": expected an integer, got 10.5"));
+  EXPECT_TRUE(
+      Contains(error, "'state.fp16_hidden' in " + fraction.path() + ": expected true or false"));
   ConfigFile list(R"({"kafka": {"input_topics": "orders"}})");
-  EXPECT_TRUE(Contains(LoadError(list.path(), {}, {}), "'kafka.input_topics' in " + list.path() + ": expected a list of strings"));
+  EXPECT_TRUE(Contains(LoadError(list.path(), {}, {}),
+                       "'kafka.input_topics' in " + list.path() + ": expected a list of strings"));
   ConfigFile section(R"({"stream": 5})");
-  EXPECT_TRUE(Contains(LoadError(section.path(), {}, {}), "'stream' in " + section.path() + ": expected an object"));
+  EXPECT_TRUE(Contains(LoadError(section.path(), {}, {}),
+                       "'stream' in " + section.path() + ": expected an object"));
 }
 
 TEST(ConfigErrors, WrongTypeFromEnvironmentAndFlagsNamesTheSource) {
-  EXPECT_TRUE(Contains(LoadError("", {}, {{"CLV_STREAM_BATCH_MAX_EVENTS", "lots"}}), "option 'stream.batch_max_events' in environment variable "
-                        "CLV_STREAM_BATCH_MAX_EVENTS: expected an integer, got \"lots\""));
-  EXPECT_TRUE(Contains(LoadError("", {"model.horizon_days=1y"}, {}), "option 'model.horizon_days' in --set: expected a number, got \"1y\""));
-  EXPECT_TRUE(Contains(LoadError("", {"state.fp16_hidden=maybe"}, {}), "option 'state.fp16_hidden' in --set: expected true or false"));
-  EXPECT_TRUE(Contains(LoadError("", {"stream.max_events=99999999999999999999"}, {}), "does not fit in 64 bits"));
-  EXPECT_TRUE(Contains(LoadError("", {"stream.emit"}, {}), "override 'stream.emit' is not key=value"));
+  EXPECT_TRUE(Contains(LoadError("", {}, {{"CLV_STREAM_BATCH_MAX_EVENTS", "lots"}}),
+                       "option 'stream.batch_max_events' in environment variable "
+                       "CLV_STREAM_BATCH_MAX_EVENTS: expected an integer, got \"lots\""));
+  EXPECT_TRUE(Contains(LoadError("", {"model.horizon_days=1y"}, {}),
+                       "option 'model.horizon_days' in --set: expected a number, got \"1y\""));
+  EXPECT_TRUE(Contains(LoadError("", {"state.fp16_hidden=maybe"}, {}),
+                       "option 'state.fp16_hidden' in --set: expected true or false"));
+  EXPECT_TRUE(Contains(LoadError("", {"stream.max_events=99999999999999999999"}, {}),
+                       "does not fit in 64 bits"));
+  EXPECT_TRUE(
+      Contains(LoadError("", {"stream.emit"}, {}), "override 'stream.emit' is not key=value"));
 }
 
 TEST(ConfigErrors, OutOfRangeNamesKeyValueAndWhereItWasSet) {
   std::string error = LoadError("", {"stream.batch_max_events=0"}, {});
-  EXPECT_TRUE(Contains(error, "option 'stream.batch_max_events' = 0: out of range, must be between 1 and 1000000"));
+  EXPECT_TRUE(Contains(
+      error, "option 'stream.batch_max_events' = 0: out of range, must be between 1 and 1000000"));
   EXPECT_TRUE(Contains(error, "(set in --set)"));
 
   error = LoadError("", {}, {{"CLV_HTTP_PORT", "70000"}, {"CLV_STREAM_DEDUP_WINDOW", "5000"}});
-  EXPECT_TRUE(Contains(error, "option 'http.port' = 70000: out of range, must be between 0 and 65535 "
-                               "(set in environment variable CLV_HTTP_PORT)"));
+  EXPECT_TRUE(Contains(error,
+                       "option 'http.port' = 70000: out of range, must be between 0 and 65535 "
+                       "(set in environment variable CLV_HTTP_PORT)"));
   EXPECT_TRUE(Contains(error, "option 'stream.dedup_window' = 5000"));  // every problem at once
 
   ConfigFile file(R"({"model": {"horizon_days": 0}, "stream": {"batch_max_wait_ms": 60001}})");
   error = LoadError(file.path(), {}, {});
-  EXPECT_TRUE(Contains(error, "option 'model.horizon_days' = 0.0: out of range, must be greater than 0"));
+  EXPECT_TRUE(
+      Contains(error, "option 'model.horizon_days' = 0.0: out of range, must be greater than 0"));
   EXPECT_TRUE(Contains(error, "option 'stream.batch_max_wait_ms' = 60001"));
   EXPECT_TRUE(Contains(error, "(set in " + file.path() + ")"));
 }
 
 TEST(ConfigErrors, BadEnumListsTheChoices) {
-  EXPECT_TRUE(Contains(LoadError("", {"stream.emit=per_user"}, {}), "option 'stream.emit' = \"per_user\": must be one of per_batch, per_event"));
-  EXPECT_TRUE(Contains(LoadError("", {"model.device=tpu"}, {}), "'model.device' = \"tpu\": must be one of cpu, cuda, auto"));
-  EXPECT_TRUE(Contains(LoadError("", {"model.scorer=xgboost"}, {}), "'model.scorer' = \"xgboost\""));
+  EXPECT_TRUE(
+      Contains(LoadError("", {"stream.emit=per_user"}, {}),
+               "option 'stream.emit' = \"per_user\": must be one of \"per_batch\", \"per_event\""));
+  EXPECT_TRUE(Contains(LoadError("", {"model.device=tpu"}, {}),
+                       "'model.device' = \"tpu\": must be one of \"cpu\", \"cuda\", \"auto\""));
+  EXPECT_TRUE(
+      Contains(LoadError("", {"model.scorer=xgboost"}, {}), "'model.scorer' = \"xgboost\""));
   EXPECT_TRUE(Contains(LoadError("", {"log.level=verbose"}, {}), "'log.level' = \"verbose\""));
 }
 
 TEST(ConfigErrors, CrossFieldRulesNameTheOption) {
-  EXPECT_TRUE(Contains(LoadError("", {"kafka.scores_topic=orders"}, {}), "option 'kafka.scores_topic' = \"orders\": must differ from every kafka.input_topics entry"));
-  EXPECT_TRUE(Contains(LoadError("", {"kafka.alerts_topic=clv.scores"}, {}), "option 'kafka.alerts_topic' = \"clv.scores\": must differ from kafka.scores_topic"));
-  EXPECT_TRUE(Contains(LoadError("", {"kafka.input_topics=orders,orders"}, {}), "'kafka.input_topics' = [\"orders\",\"orders\"]: topic \"orders\" is listed twice"));
-  EXPECT_TRUE(Contains(LoadError("", {"kafka.input_topics="}, {}), "'kafka.input_topics' = []: must not be empty"));
-  EXPECT_TRUE(Contains(LoadError("", {"kafka.group_id="}, {}), "'kafka.group_id' = \"\": must not be empty"));
-  EXPECT_TRUE(Contains(LoadError("", {"kafka.dead_letter_topic=bad topic"}, {}), "'kafka.dead_letter_topic'"));
-  EXPECT_TRUE(Contains(LoadError("", {"mapping.type_aliases.buy=purchased"}, {}), "option 'mapping.type_aliases' = {\"buy\":\"purchased\"}: alias \"buy\" -> \"purchased\""));
-  EXPECT_TRUE(Contains(LoadError("", {"mapping.default_type=order"}, {}), "option 'mapping.default_type' = \"order\": must be empty or one of page_view"));
-  EXPECT_TRUE(Contains(LoadError("", {"mapping.ts_format=%Y-%m-%Q"}, {}), "option 'mapping.ts_format' = \"%Y-%m-%Q\": '%Q' is not a strftime conversion"));
-  EXPECT_TRUE(Contains(LoadError("", {"mapping.ts_format=%H:%M"}, {}), "'mapping.ts_format' = \"%H:%M\": pattern has no year"));
-  EXPECT_TRUE(Contains(LoadError("", {"mapping.ts_format=iso"}, {}), "'mapping.ts_format' = \"iso\""));
-  EXPECT_TRUE(Contains(LoadError("", {"mapping.csv_delimiter=;;"}, {}), "'mapping.csv_delimiter' = \";;\""));
-  EXPECT_TRUE(Contains(LoadError("", {"lifecycle.dormant_days=30"}, {}), "'lifecycle.dormant_days' = 30.0: must be greater than lifecycle.at_risk_default_days"));
-  EXPECT_TRUE(Contains(LoadError("", {"kafka.properties.group.id=other"}, {}), "property \"group.id\" is set through option 'kafka.group_id' instead"));
-  EXPECT_TRUE(Contains(LoadError("", {"kafka.bootstrap_servers=a:9092,,b:9092"}, {}), "'kafka.bootstrap_servers' = \"a:9092,,b:9092\": has an empty host:port entry"));
+  EXPECT_TRUE(Contains(
+      LoadError("", {"kafka.scores_topic=orders"}, {}),
+      "option 'kafka.scores_topic' = \"orders\": must differ from every kafka.input_topics entry"));
+  EXPECT_TRUE(Contains(
+      LoadError("", {"kafka.alerts_topic=clv.scores"}, {}),
+      "option 'kafka.alerts_topic' = \"clv.scores\": must differ from kafka.scores_topic"));
+  EXPECT_TRUE(
+      Contains(LoadError("", {"kafka.input_topics=orders,orders"}, {}),
+               "'kafka.input_topics' = [\"orders\",\"orders\"]: topic \"orders\" is listed twice"));
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.input_topics="}, {}),
+                       "'kafka.input_topics' = []: must not be empty"));
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.group_id="}, {}),
+                       "'kafka.group_id' = \"\": must not be empty"));
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.dead_letter_topic=bad topic"}, {}),
+                       "'kafka.dead_letter_topic'"));
+  EXPECT_TRUE(Contains(
+      LoadError("", {"mapping.type_aliases.buy=purchased"}, {}),
+      "option 'mapping.type_aliases' = {\"buy\":\"purchased\"}: alias \"buy\" -> \"purchased\""));
+  EXPECT_TRUE(
+      Contains(LoadError("", {"mapping.default_type=order"}, {}),
+               "option 'mapping.default_type' = \"order\": must be empty or one of page_view"));
+  EXPECT_TRUE(
+      Contains(LoadError("", {"mapping.ts_format=%Y-%m-%Q"}, {}),
+               "option 'mapping.ts_format' = \"%Y-%m-%Q\": '%Q' is not a supported conversion"));
+  EXPECT_TRUE(Contains(LoadError("", {"mapping.ts_format=%H:%M"}, {}),
+                       "'mapping.ts_format' = \"%H:%M\": pattern has no year"));
+  EXPECT_TRUE(
+      Contains(LoadError("", {"mapping.ts_format=iso"}, {}), "'mapping.ts_format' = \"iso\""));
+  EXPECT_TRUE(Contains(
+      LoadError("", {"mapping.csv_delimiter=;"}, {}),
+      "'mapping.csv_delimiter' = \";\": must be one of \"auto\", \",\", \"tab\", \"whitespace\""));
+  EXPECT_TRUE(Contains(LoadError("", {"mapping.ts_format=%d %b %Y"}, {}),
+                       "'%b' is not a supported conversion"));
+  EXPECT_TRUE(Contains(
+      LoadError("", {"lifecycle.dormant_days=30"}, {}),
+      "'lifecycle.dormant_days' = 30.0: must be greater than lifecycle.at_risk_default_days"));
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.properties.group.id=other"}, {}),
+                       "property \"group.id\" is set through option 'kafka.group_id' instead"));
+  EXPECT_TRUE(
+      Contains(LoadError("", {"kafka.bootstrap_servers=a:9092,,b:9092"}, {}),
+               "'kafka.bootstrap_servers' = \"a:9092,,b:9092\": has an empty host:port entry"));
   // Valid non-default forms pass.
-  Config config = LoadOk("", {"mapping.ts_format=%d/%m/%Y %H:%M", "mapping.type_aliases.buy=purchase",
-                              "mapping.csv_delimiter=\t", "kafka.bootstrap_servers=a:9092,b:9092"}, {});
+  Config config = LoadOk("",
+                         {"mapping.ts_format=%d/%m/%Y %H:%M", "mapping.type_aliases.buy=purchase",
+                          "mapping.csv_delimiter=tab", "kafka.bootstrap_servers=a:9092,b:9092"},
+                         {});
   EXPECT_EQ(config.mapping.type_aliases.at("buy"), "purchase");
-  EXPECT_EQ(config.mapping.csv_delimiter, "\t");
+  EXPECT_EQ(config.mapping.csv_delimiter, "tab");
 }
 
 TEST(ConfigErrors, SyntaxErrorGivesFileLineAndColumn) {
@@ -224,21 +272,30 @@ TEST(ConfigErrors, SyntaxErrorGivesFileLineAndColumn) {
   ConfigFile truncated("{\"stream\": {\"emit\": \"per_event\"");
   EXPECT_TRUE(Contains(LoadError(truncated.path(), {}, {}), truncated.path() + ":1:"));
   ConfigFile top_level("[1, 2]");
-  EXPECT_TRUE(Contains(LoadError(top_level.path(), {}, {}), "expected a JSON object at the top level"));
-  EXPECT_TRUE(Contains(LoadError("/nonexistent/clv.json", {}, {}), "cannot read config file '/nonexistent/clv.json'"));
+  EXPECT_TRUE(
+      Contains(LoadError(top_level.path(), {}, {}), "expected a JSON object at the top level"));
+  EXPECT_TRUE(Contains(LoadError("/nonexistent/clv.json", {}, {}),
+                       "cannot read config file '/nonexistent/clv.json'"));
 }
 
 TEST(ConfigErrors, OptionSetTwiceInOneFile) {
   ConfigFile file(R"({"stream": {"emit": "per_event"}, "stream.emit": "per_batch"})");
-  EXPECT_TRUE(Contains(LoadError(file.path(), {}, {}), "option 'stream.emit' is set twice in " + file.path()));
+  EXPECT_TRUE(Contains(LoadError(file.path(), {}, {}),
+                       "option 'stream.emit' is set twice in " + file.path()));
 }
 
 TEST(ConfigEnvironment, UnknownClvVariableIsNamedButToolVariablesAreAllowed) {
-  EXPECT_TRUE(Contains(LoadError("", {}, {{"CLV_STREAM_BATCH_MAX_EVENT", "5"}}), "unknown environment variable CLV_STREAM_BATCH_MAX_EVENT"));
-  EXPECT_TRUE(Contains(LoadError("", {}, {{"CLV_STREAM_BATCH_MAX_EVENT", "5"}}), "did you mean CLV_STREAM_BATCH_MAX_EVENTS?"));
+  EXPECT_TRUE(Contains(LoadError("", {}, {{"CLV_STREAM_BATCH_MAX_EVENT", "5"}}),
+                       "unknown environment variable CLV_STREAM_BATCH_MAX_EVENT"));
+  EXPECT_TRUE(Contains(LoadError("", {}, {{"CLV_STREAM_BATCH_MAX_EVENT", "5"}}),
+                       "did you mean CLV_STREAM_BATCH_MAX_EVENTS?"));
   Config config = LoadOk("", {},
-                         {{"CLV_SOURCE_DIR", "/src"}, {"CLV_BINARY", "/bin/clv"}, {"CLV_REAL_KAFKA", "1"},
-                          {"CLV_TEST_SEED", "7"}, {"PATH", "/usr/bin"}, {"KAFKA_HOME", "/opt"}});
+                         {{"CLV_SOURCE_DIR", "/src"},
+                          {"CLV_BINARY", "/bin/clv"},
+                          {"CLV_REAL_KAFKA", "1"},
+                          {"CLV_TEST_SEED", "7"},
+                          {"PATH", "/usr/bin"},
+                          {"KAFKA_HOME", "/opt"}});
   EXPECT_EQ(config.stream.batch_max_events, 10000);
 }
 
@@ -265,19 +322,21 @@ TEST(ConfigListsAndMaps, ParsedFromEnvironmentAndFlags) {
   EXPECT_EQ(config.kafka.input_topics, (std::vector<std::string>{"clicks", "orders"}));
   EXPECT_EQ(config.mapping.csv_columns, (std::vector<std::string>{"a,b", "c"}));
   // Maps merge across layers; an empty value removes the entry.
-  EXPECT_EQ(config.kafka.properties, (std::map<std::string, std::string>{
-                                         {"client.id", "from-file"},
-                                         {"sasl.jaas.config", "a=b,c"},
-                                         {"sasl.mechanism", "PLAIN"},
-                                         {"security.protocol", "SASL_SSL"}}));
+  EXPECT_EQ(config.kafka.properties,
+            (std::map<std::string, std::string>{{"client.id", "from-file"},
+                                                {"sasl.jaas.config", "a=b,c"},
+                                                {"sasl.mechanism", "PLAIN"},
+                                                {"security.protocol", "SASL_SSL"}}));
 
-  Config flags = LoadOk("", {"kafka.input_topics=one", "mapping.type_aliases=buy=purchase,view=page_view"}, {});
+  Config flags = LoadOk(
+      "", {"kafka.input_topics=one", "mapping.type_aliases=buy=purchase,view=page_view"}, {});
   EXPECT_EQ(flags.kafka.input_topics, (std::vector<std::string>{"one"}));
   EXPECT_EQ(flags.mapping.type_aliases,
             (std::map<std::string, std::string>{{"buy", "purchase"}, {"view", "page_view"}}));
 
-  EXPECT_TRUE(Contains(LoadError("", {}, {{"CLV_KAFKA_PROPERTIES", "security.protocol"}}), "option 'kafka.properties' in environment variable CLV_KAFKA_PROPERTIES: "
-                        "expected name=value pairs"));
+  EXPECT_TRUE(Contains(LoadError("", {}, {{"CLV_KAFKA_PROPERTIES", "security.protocol"}}),
+                       "option 'kafka.properties' in environment variable CLV_KAFKA_PROPERTIES: "
+                       "expected name=value pairs"));
   EXPECT_TRUE(Contains(LoadError("", {"kafka.input_topics=a,,b"}, {}), "empty item"));
 }
 
@@ -300,7 +359,8 @@ TEST(ConfigSecrets, TokenAndKafkaSecretsAreMasked) {
   std::string plain = ToJson(config, /*mask_secrets=*/false);
   EXPECT_TRUE(Contains(plain, "s3cr3t-token"));
   EXPECT_TRUE(Contains(plain, "pw-1"));
-  EXPECT_EQ(nlohmann::json::parse(ToJson(Config{}))["http"]["token"], "");  // unset stays visibly unset
+  EXPECT_EQ(nlohmann::json::parse(ToJson(Config{}))["http"]["token"],
+            "");  // unset stays visibly unset
 }
 
 TEST(ConfigSamples, EverySampleFileLoads) {
@@ -324,7 +384,8 @@ TEST(ConfigSamples, EverySampleFileLoads) {
 TEST(ConfigSamples, CdnowSampleMatchesTheRealFile) {
   auto data = testing::SharedDataPath("cdnow/CDNOW_master.txt");
   CLV_REQUIRE_SHARED_DATA(data);
-  Config config = LoadOk((testing::SourceDir() / "config" / "samples" / "cdnow.json").string(), {}, {});
+  Config config =
+      LoadOk((testing::SourceDir() / "config" / "samples" / "cdnow.json").string(), {}, {});
   EXPECT_EQ(config.mapping.csv_delimiter, "whitespace");
   EXPECT_EQ(config.mapping.default_type, "purchase");
   EXPECT_EQ(config.mapping.ts_format, "%Y%m%d");
@@ -351,9 +412,9 @@ TEST(ConfigDocs, ConfigurationMdIsGeneratedFromTheOptionTable) {
   // picks it up while `clv config --markdown` is not available.
   auto fresh = std::filesystem::temp_directory_path() / "clv-CONFIGURATION.md";
   if (actual != expected) std::ofstream(fresh) << expected;
-  EXPECT_TRUE(actual == expected) << path << " is out of date with the option table in "
-                                  << "config/config.cpp: run scripts/gen-config-docs.sh (fresh text: "
-                                  << fresh << ")";
+  EXPECT_TRUE(actual == expected)
+      << path << " is out of date with the option table in "
+      << "config/config.cpp: run scripts/gen-config-docs.sh (fresh text: " << fresh << ")";
 }
 
 TEST(ConfigDocs, EveryOptionIsDocumentedWithItsEnvironmentNameDerivable) {
