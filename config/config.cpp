@@ -73,10 +73,13 @@ constexpr std::string_view kCanonicalTypes[] = {"page_view",        "search",   
                                                 "purchase",         "refund",   "profile"};
 
 // Environment variables that start with CLV_ but are not options.
-constexpr std::string_view kEnvironmentAllowList[] = {"CLV_CONFIG",     "CLV_SOURCE_DIR",
-                                                      "CLV_BINARY",     "CLV_REAL_KAFKA",
-                                                      "CLV_KAFKA_HOME", "CLV_DATA_DIR"};
-constexpr std::string_view kEnvironmentAllowPrefixes[] = {"CLV_TEST_", "CLV_BENCH_"};
+// Environment variables that start with CLV_ but are not options: the config
+// file, and what tests, scripts, benchmarks and the CMake options use.
+constexpr std::string_view kEnvironmentAllowList[] = {
+    "CLV_CONFIG",   "CLV_SOURCE_DIR", "CLV_BINARY", "CLV_REAL_KAFKA", "CLV_KAFKA_HOME",
+    "CLV_DATA_DIR", "CLV_SANITIZE",   "CLV_FUZZ",   "CLV_MODELS_ONLY"};
+constexpr std::string_view kEnvironmentAllowPrefixes[] = {"CLV_TEST_", "CLV_BENCH_", "CLV_BUILD_",
+                                                          "CLV_REAL_KAFKA_"};
 
 // Keys of kafka.properties that have an option of their own.
 constexpr std::pair<std::string_view, std::string_view> kReservedKafkaProperties[] = {
@@ -1235,10 +1238,8 @@ Later layers override earlier ones:
    same option twice in one file is an error.
 3. **Environment**: `CLV_<SECTION>_<NAME>`, the key upper-cased with dots and dashes turned into
    underscores: `CLV_STREAM_BATCH_MAX_EVENTS=5000` sets `stream.batch_max_events`. A `CLV_*`
-   variable that names no option is an error, except these, which are not options:
-   `CLV_CONFIG` (the config file), `CLV_SOURCE_DIR`, `CLV_BINARY`, `CLV_REAL_KAFKA`,
-   `CLV_KAFKA_HOME`, `CLV_DATA_DIR` and anything starting with `CLV_TEST_` or `CLV_BENCH_`
-   (tests, scripts and benchmarks).
+   variable that names no option is an error, except the variables listed under "Other `CLV_*`
+   variables" at the end of this page.
 4. **Flags**: `--set key=value`, repeatable, applied in order: `--set stream.emit=per_event`.
 
 Values in the environment and in flags are text:
@@ -1296,6 +1297,20 @@ into the file's map). For mutual TLS use `ssl.certificate.location`, `ssl.key.lo
              MarkdownEscape(std::string(option.description) + AllowedText(option)) + " |\n";
     }
   }
+  out +=
+      "\n## Other `CLV_*` variables\n\nThese are not options and are ignored by the option "
+      "loader: `CLV_CONFIG` (the config file when no `--config` is given), and what tests, "
+      "scripts, benchmarks and CMake use:";
+  std::vector<std::string> names;
+  for (std::string_view name : kEnvironmentAllowList) {
+    if (name != "CLV_CONFIG") names.push_back("`" + std::string(name) + "`");
+  }
+  std::vector<std::string> prefixes;
+  for (std::string_view prefix : kEnvironmentAllowPrefixes) {
+    prefixes.push_back("`" + std::string(prefix) + "`");
+  }
+  out += " " + Join(names) + ", and every name starting with " + Join(prefixes);
+  out += ".\n";
   return out;
 }
 

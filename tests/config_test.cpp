@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -294,9 +295,19 @@ TEST(ConfigEnvironment, UnknownClvVariableIsNamedButToolVariablesAreAllowed) {
                           {"CLV_BINARY", "/bin/clv"},
                           {"CLV_REAL_KAFKA", "1"},
                           {"CLV_TEST_SEED", "7"},
+                          {"CLV_SANITIZE", "1"},
+                          {"CLV_REAL_KAFKA_PORT", "19092"},
                           {"PATH", "/usr/bin"},
                           {"KAFKA_HOME", "/opt"}});
   EXPECT_EQ(config.stream.batch_max_events, 10000);
+}
+
+TEST(ConfigEnvironment, TwoArgumentLoadReadsTheProcessEnvironment) {
+  ASSERT_EQ(setenv("CLV_STREAM_EMIT", "per_event", 1), 0);
+  LoadResult result = Load("", {});
+  unsetenv("CLV_STREAM_EMIT");
+  ASSERT_TRUE(result.ok()) << result.error;
+  EXPECT_EQ(result.config->stream.emit, "per_event");
 }
 
 TEST(ConfigEnvironment, NamesAreUpperCasedWithUnderscores) {
