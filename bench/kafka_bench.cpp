@@ -10,11 +10,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <librdkafka/rdkafka.h>
 #include <string>
+#include <map>
 #include <vector>
 
 #include "connectors/kafka.h"
