@@ -460,7 +460,8 @@ bool ParsePattern(std::string_view pattern, std::string_view text, int64_t* ms,
     *ms = epoch_seconds * 1000;
     return true;
   }
-  if (!CivilToMs(time, ms, why)) return fail(*why);
+  std::string range_error;
+  if (!CivilToMs(time, ms, &range_error)) return fail(range_error);
   return true;
 }
 
@@ -731,7 +732,10 @@ bool Decoder::Impl::ReadAttrs(element value, Event* event, std::string* reason) 
     AppendInt(what, object.size());
     return Fail(reason, Field::kAttrs, what);
   }
-  for (auto [key, entry] : object) {
+  for (auto field : object) {
+    // Named copies, not a structured binding: lambdas may capture these.
+    std::string_view key = field.key;
+    element entry = field.value;
     auto fail_key = [&](std::string_view what) {
       std::string message = "entry ";
       AppendSnippet(message, key);

@@ -194,6 +194,7 @@ TEST(DecoderTest, RejectsBadTimestamps) {
       {"%Y%m%d", "\"20260101x\""},
       {"%Y%m%d", "1.5"},
       {"%Q", "\"2026\""},                              // unsupported directive
+      {"%Y-%m-%dT%H:%M:%S%z", "\"2025-12-31T46:59:59+0100\""},  // found by the fuzzer
   };
   for (const auto& [format, ts_json] : cases) {
     config::MappingOptions mapping;
@@ -203,6 +204,20 @@ TEST(DecoderTest, RejectsBadTimestamps) {
     EXPECT_FALSE(result.ok) << format << " " << ts_json;
     EXPECT_NE(result.reason.find("'ts'"), std::string::npos) << result.reason;
   }
+}
+
+TEST(DecoderTest, PatternRangeErrorsSayWhatIsOutOfRange) {
+  // Regression: the fuzzer found a use-after-free building this very reason.
+  config::MappingOptions mapping;
+  mapping.ts_format = "%Y-%m-%dT%H:%M:%S%z";
+  auto result = DecodeWith(mapping, {},
+                           R"({"user_id":"u","type":"page_view","ts":"2025-12-31T46:59:59+0100"})");
+  EXPECT_FALSE(result.ok);
+  EXPECT_NE(result.reason.find("time of day out of range"), std::string::npos) << result.reason;
+  mapping.ts_format = "%Y%m%d";
+  auto day = DecodeWith(mapping, {}, R"({"user_id":"u","type":"page_view","ts":"20250230"})");
+  EXPECT_FALSE(day.ok);
+  EXPECT_NE(day.reason.find("day out of range"), std::string::npos) << day.reason;
 }
 
 TEST(DecoderTest, RejectsTimestampsOutsideTheAcceptedWindow) {
