@@ -53,7 +53,15 @@ void AddRunCommand(CLI::App& root, int* exit_code) {
       *exit_code = 1;
       return;
     }
-    std::fprintf(stderr, "clv run: stopped cleanly (state and offsets committed)\n");
+    auto p = service->progress();
+    std::fprintf(stderr,
+                 "clv run: stopped cleanly (state and offsets committed): consumed=%lld "
+                 "processed=%lld dead_lettered=%lld duplicates=%lld scores=%lld alerts=%lld "
+                 "timer_rescores=%lld\n",
+                 static_cast<long long>(p.consumed), static_cast<long long>(p.processed),
+                 static_cast<long long>(p.dead_lettered), static_cast<long long>(p.duplicates),
+                 static_cast<long long>(p.scores), static_cast<long long>(p.alerts),
+                 static_cast<long long>(p.timer_rescores));
     *exit_code = 0;
   });
 }

@@ -25,8 +25,8 @@ bool LoadDataset(const std::vector<std::string>& paths, const config::Config& co
   const int64_t now_ms = INT64_MAX / 4;
   for (const auto& path : paths) {
     connectors::CsvOptions csv;
-    csv.columns = columns;
-    csv.header = columns.empty();
+    csv.columns = columns.empty() ? config.mapping.csv_columns : columns;
+    csv.header = columns.empty() ? config.mapping.csv_header : false;
     // Ids and pattern-formatted dates must stay strings.
     csv.string_columns = {config.mapping.user_id_field, config.mapping.event_id_field};
     if (config.mapping.ts_format != "auto" && config.mapping.ts_format != "epoch_s" &&
@@ -34,9 +34,16 @@ bool LoadDataset(const std::vector<std::string>& paths, const config::Config& co
       csv.string_columns.insert(config.mapping.ts_field);
     }
     std::string reader_format = format;
-    if (format == "ws") {
+    const auto& delimiter = config.mapping.csv_delimiter;
+    if (format == "ws" || (format == "auto" && delimiter == "whitespace")) {
       reader_format = "csv";
       csv.delimiter = ' ';
+    } else if (format == "auto" && delimiter == "tab") {
+      reader_format = "csv";
+      csv.delimiter = '\t';
+    } else if (format == "auto" && delimiter == ",") {
+      reader_format = "csv";
+      csv.delimiter = ',';
     }
     std::unique_ptr<connectors::EventFileReader> reader;
     auto status = connectors::EventFileReader::Open(path, reader_format, csv, &reader);

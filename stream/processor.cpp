@@ -305,6 +305,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
   for (const auto& message : messages) {
     if (!assigned_.count({message.topic, message.partition})) continue;
     counters_.consumed.fetch_add(1, std::memory_order_relaxed);
+    if (message.timestamp_ms > 0) uncommitted_timestamps_ms_.push_back(message.timestamp_ms);
     Decoded d;
     d.message = &message;
     d.ok = decoder_->Decode(message.value, now_wall_ms, &d.event, &d.reason);
@@ -585,6 +586,11 @@ Status Processor::Commit() {
     failed_ = "waiting for the producer before commit: " + status.message;
     return Status::Error(failed_);
   }
+  const int64_t acked_ms = WallClockMs();
+  for (int64_t ts : uncommitted_timestamps_ms_) {
+    latency_.Record(static_cast<double>(std::max<int64_t>(0, acked_ms - ts)));
+  }
+  uncommitted_timestamps_ms_.clear();
   state::CommitBatch batch;
   batch.users.reserve(dirty_.size());
   for (const auto& id : dirty_) {
@@ -637,6 +643,34 @@ void Processor::EvictIfNeeded() {
   std::nth_element(by_age.begin(), by_age.begin() + static_cast<std::ptrdiff_t>(drop),
                    by_age.end());
   for (size_t i = 0; i < drop; ++i) cache_.erase(by_age[i].second);
+}
+
+double LatencyHistogram::BucketUpperMs(int bucket) {
+  // 0.1 ms * 1.3^bucket: bucket 63 is ~1.5e6 ms.
+  return 0.1 * std::pow(1.3, bucket);
+}
+
+void LatencyHistogram::Record(double millis) {
+  int bucket = 0;
+  while (bucket < kBuckets - 1 && millis > BucketUpperMs(bucket)) ++bucket;
+  ++counts_[bucket];
+  ++count_;
+}
+
+double LatencyHistogram::Quantile(double q) const {
+  if (count_ == 0) return 0;
+  auto rank = static_cast<int64_t>(std::ceil(q * static_cast<double>(count_)));
+  int64_t seen = 0;
+  for (int bucket = 0; bucket < kBuckets; ++bucket) {
+    seen += counts_[bucket];
+    if (seen >= rank) return BucketUpperMs(bucket);
+  }
+  return BucketUpperMs(kBuckets - 1);
+}
+
+void LatencyHistogram::Reset() {
+  counts_.fill(0);
+  count_ = 0;
 }
 
 state::Stage NextStage(state::Stage current, const state::Aggregates& a,

@@ -23,6 +23,7 @@
 // any thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -58,6 +59,23 @@ struct ProcessorCounters {
   std::atomic<int64_t> users_seen{0};  // users created
   std::atomic<int64_t> scorer_steps{0};
   std::atomic<int64_t> scorer_nanos{0};
+};
+
+// Event-to-score latency: from the input message's timestamp to the moment
+// the broker acknowledged the score (measured at commit, after the flush).
+// Log-scale buckets from 0.1 ms to ~100 s; quantiles are bucket upper bounds.
+class LatencyHistogram {
+ public:
+  static constexpr int kBuckets = 64;
+  void Record(double millis);
+  double Quantile(double q) const;  // ms; 0 when empty
+  int64_t count() const { return count_; }
+  void Reset();
+  static double BucketUpperMs(int bucket);
+
+ private:
+  std::array<int64_t, kBuckets> counts_{};
+  int64_t count_ = 0;
 };
 
 // One published score, also kept for the terminal view.
@@ -102,6 +120,8 @@ class Processor {
   void OnRevoked(const std::vector<connectors::TopicPartition>& partitions);
 
   const ProcessorCounters& counters() const { return counters_; }
+  // Latency of everything committed since the last Reset() (processing thread only).
+  LatencyHistogram& latency() { return latency_; }
   const std::string& model_version() const { return model_version_; }
   // The first error met inside a rebalance callback (those cannot return one).
   const std::string& callback_error() const { return callback_error_; }
@@ -142,6 +162,8 @@ class Processor {
   uint64_t batch_number_ = 0;
   std::string callback_error_;
   std::string failed_;  // first processing/commit error; the processor is stopped
+  std::vector<int64_t> uncommitted_timestamps_ms_;  // input message timestamps since last commit
+  LatencyHistogram latency_;
   ProcessorCounters counters_;
 };
 

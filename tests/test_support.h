@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace clv::testing {
 
@@ -31,6 +32,35 @@ std::filesystem::path SourceDir();
 std::filesystem::path SharedDataPath(const std::string& relative);
 // Path to the built `clv` executable.
 std::filesystem::path ClvBinary();
+
+// A child process (fork + exec), stdout and stderr to files. Killed (SIGKILL)
+// at destruction if still running.
+class Subprocess {
+ public:
+  Subprocess(const std::vector<std::string>& argv, const std::filesystem::path& log_prefix);
+  ~Subprocess();
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+  bool running();
+  // Waits up to timeout_ms; returns the exit status (signal n -> 128+n), or
+  // -1 on timeout.
+  int Wait(int timeout_ms);
+  void Signal(int signal_number);
+  int pid() const { return pid_; }
+  std::string Stdout() const;
+  std::string Stderr() const;
+
+ private:
+  int pid_ = -1;
+  int status_ = -1;
+  std::filesystem::path stdout_path_, stderr_path_;
+};
+
+// Runs a command to completion (timeout -> killed, returns -1).
+int RunCommand(const std::vector<std::string>& argv, const std::filesystem::path& log_prefix,
+               int timeout_ms, std::string* output = nullptr);
+
+std::string ReadFile(const std::filesystem::path& path);
 
 }  // namespace clv::testing
 

@@ -1,0 +1,291 @@
+// clv bench: the whole pipeline on the embedded broker, end to end.
+// Prints the machine and every parameter first (like db_bench), then:
+//   1. produce: the synthetic shop's events into one topic;
+//   2. ceiling: a consume-only pass over the same topic (same consumer code);
+//   3. pipeline: the service over the same topic: events/s, as a ratio of the ceiling;
+//   4. latency: a second topic fed at a fixed rate while the service runs:
+//      event-to-score latency p50/p99 (message timestamp -> score acknowledged);
+//   5. state bytes per user.
+// Throughput excludes the consumer-group join (the mock broker waits ~3 s).
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <librdkafka/rdkafka.h>
+#include <thread>
+
+#include "apps/commands.h"
+#include "apps/common.h"
+#include "apps/shop_flags.h"
+#include "stream/service.h"
+
+namespace clv::apps {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown";
+}
+
+struct BenchFlags {
+  ConfigFlags config;
+  ShopFlags shop;
+  int partitions = 8;
+  int brokers = 1;
+  double latency_rate = 0;  // events/s in the latency phase; 0 = half the measured throughput
+  double latency_seconds = 10;
+  double target_events_per_second = 100000;
+  double target_ceiling_ratio = 0.40;
+};
+
+struct PhaseResult {
+  int64_t events = 0;
+  double seconds = 0;  // first event consumed -> end
+  double p50_ms = 0, p99_ms = 0;
+  std::string error;
+};
+
+// Runs the service over `topic` until `events` were consumed.
+PhaseResult RunPipeline(config::Config config, const std::string& topic, int64_t events,
+                        const std::string& state_dir, std::atomic<int64_t>* produced = nullptr,
+                        std::atomic<bool>* producer_done = nullptr) {
+  PhaseResult result;
+  config.kafka.input_topics = {topic};
+  config.kafka.group_id = "bench-" + topic;
+  config.state.dir = state_dir;
+  config.stream.max_events = producer_done ? 0 : events;
+  std::unique_ptr<stream::Service> service;
+  auto status = stream::Service::Create(config, &service);
+  if (!status.ok()) {
+    result.error = status.message;
+    return result;
+  }
+  std::atomic<bool> stop{false};
+  connectors::Status run_status = connectors::Status::Ok();
+  std::thread runner([&] { run_status = service->Run(stop); });
+  const auto& counters = service->processor().counters();
+  Clock::time_point first{};
+  auto last_print = Clock::now();
+  bool running = true;
+  while (running) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    int64_t consumed = counters.consumed.load();
+    if (consumed > 0 && first == Clock::time_point{}) first = Clock::now();
+    if (producer_done) {
+      if (producer_done->load() && consumed >= produced->load()) stop.store(true);
+    }
+    if (Clock::now() - last_print > std::chrono::seconds(1)) {
+      last_print = Clock::now();
+      std::fprintf(stderr, "\r  ... %s events consumed", WithThousands(consumed).c_str());
+    }
+    running = !stop.load() && consumed < events;
+    if (!producer_done && consumed >= events) running = false;
+    if (!running && !producer_done) break;
+  }
+  stop.store(true);
+  runner.join();
+  auto end = Clock::now();
+  std::fprintf(stderr, "\r");
+  if (!run_status.ok()) result.error = run_status.message;
+  result.events = counters.consumed.load();
+  result.seconds = std::chrono::duration<double>(end - first).count();
+  result.p50_ms = service->processor().latency().Quantile(0.5);
+  result.p99_ms = service->processor().latency().Quantile(0.99);
+  return result;
+}
+
+}  // namespace
+
+void AddBenchCommand(CLI::App& root, int* exit_code) {
+  auto* cmd = root.add_subcommand("bench", "End-to-end throughput and latency on the embedded broker");
+  auto flags = std::make_shared<BenchFlags>();
+  flags->shop.options.users = 20000;
+  flags->shop.options.days = 120;
+  AddConfigFlags(*cmd, flags->config);
+  AddShopFlags(*cmd, flags->shop);
+  cmd->add_option("--partitions", flags->partitions, "Partitions of the bench topics")->check(CLI::Range(1, 256));
+  cmd->add_option("--brokers", flags->brokers, "Mock brokers")->check(CLI::Range(1, 8));
+  cmd->add_option("--latency-rate", flags->latency_rate,
+                  "Events/s fed in the latency phase (0 = half the measured throughput)");
+  cmd->add_option("--latency-seconds", flags->latency_seconds, "Length of the latency phase");
+  cmd->callback([flags, exit_code] {
+    config::Config config;
+    if (!LoadConfigOrReport(flags->config, &config) || !ResolveShopFlags(flags->shop, "clv bench")) {
+      *exit_code = 2;
+      return;
+    }
+    auto dir = std::filesystem::temp_directory_path() / ("clv-bench-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    std::printf("clvstream bench\n");
+    std::printf("  date:        %s", [] {
+      std::time_t t = std::time(nullptr);
+      return std::string(std::asctime(std::gmtime(&t)));
+    }().c_str());
+    std::printf("  cpu:         %s, %u cores\n", CpuModel().c_str(), std::thread::hardware_concurrency());
+#ifdef NDEBUG
+    std::printf("  build:       optimized, assertions off\n");
+#else
+    std::printf("  build:       WARNING: assertions on (not an optimized build)\n");
+#endif
+    std::printf("  librdkafka:  %s (embedded mock broker, %d broker(s), %d partitions)\n",
+                rd_kafka_version_str(), flags->brokers, flags->partitions);
+    std::printf("  scorer:      %s  (model.path '%s')\n", config.model.scorer.c_str(), config.model.path.c_str());
+    std::printf("  shop:        %s users, %.0f days, seed %llu\n", WithThousands(flags->shop.options.users).c_str(),
+                flags->shop.options.days, static_cast<unsigned long long>(flags->shop.options.seed));
+    std::printf("  stream:      batch_max_events %d, batch_max_wait_ms %d, commit_interval_ms %d, emit %s\n",
+                config.stream.batch_max_events, config.stream.batch_max_wait_ms,
+                config.stream.commit_interval_ms, config.stream.emit.c_str());
+    std::fflush(stdout);
+
+    std::unique_ptr<connectors::EmbeddedBroker> broker;
+    auto status = connectors::EmbeddedBroker::Start(flags->brokers, flags->partitions, &broker);
+    if (!status.ok()) {
+      std::fprintf(stderr, "clv bench: %s\n", status.message.c_str());
+      *exit_code = 1;
+      return;
+    }
+    config.kafka.bootstrap_servers = broker->bootstrap_servers();
+    const std::string topic = "bench.events", paced_topic = "bench.paced";
+    for (const auto& t : {topic, paced_topic}) {
+      status = broker->CreateTopic(t, flags->partitions);
+      if (!status.ok()) {
+        std::fprintf(stderr, "clv bench: %s\n", status.message.c_str());
+        *exit_code = 1;
+        return;
+      }
+    }
+    // 1. produce
+    std::unique_ptr<connectors::KafkaSink> producer;
+    status = connectors::KafkaSink::Create(ClientOptionsFrom(config), &producer);
+    if (!status.ok()) {
+      std::fprintf(stderr, "clv bench: %s\n", status.message.c_str());
+      *exit_code = 1;
+      return;
+    }
+    auto started = Clock::now();
+    int64_t events = 0;
+    {
+      stream::SyntheticShop shop(flags->shop.options);
+      stream::GeneratedEvent event;
+      while (shop.Next(&event)) {
+        status = producer->Send(topic, event.user_id, event.json);
+        if (!status.ok()) break;
+        if ((++events & 0x3FFFF) == 0) std::fprintf(stderr, "\r  producing: %s events", WithThousands(events).c_str());
+      }
+    }
+    if (status.ok()) status = producer->Flush(120000);
+    if (!status.ok()) {
+      std::fprintf(stderr, "clv bench: producing: %s\n", status.message.c_str());
+      *exit_code = 1;
+      return;
+    }
+    double produce_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    std::printf("\nproduce        %12s events in %6.2fs  %12s events/s (synthetic shop + producer)\n",
+                WithThousands(events).c_str(), produce_seconds,
+                WithThousands(static_cast<int64_t>(events / produce_seconds)).c_str());
+    std::fflush(stdout);
+
+    // 2. ceiling
+    connectors::ConsumeStats ceiling;
+    auto client = ClientOptionsFrom(config);
+    client.group_id = "bench-ceiling";
+    status = connectors::ConsumeOnlyPass(client, {topic}, events, 300000, &ceiling);
+    if (!status.ok()) {
+      std::fprintf(stderr, "clv bench: consume-only pass: %s\n", status.message.c_str());
+      *exit_code = 1;
+      return;
+    }
+    double ceiling_rate = ceiling.messages / std::max(ceiling.seconds, 1e-9);
+    std::printf("ceiling        %12s events in %6.2fs  %12s events/s (consume only, same topic; join %.1fs excluded)\n",
+                WithThousands(ceiling.messages).c_str(), ceiling.seconds,
+                WithThousands(static_cast<int64_t>(ceiling_rate)).c_str(), ceiling.join_seconds);
+    std::fflush(stdout);
+
+    // 3. pipeline
+    auto pipeline = RunPipeline(config, topic, events, (dir / "state").string());
+    if (!pipeline.error.empty()) {
+      std::fprintf(stderr, "clv bench: pipeline: %s\n", pipeline.error.c_str());
+      *exit_code = 1;
+      return;
+    }
+    double pipeline_rate = pipeline.events / std::max(pipeline.seconds, 1e-9);
+    std::printf("pipeline       %12s events in %6.2fs  %12s events/s = %.0f%% of the ceiling  "
+                "(target >= %s events/s and >= %.0f%%: %s)\n",
+                WithThousands(pipeline.events).c_str(), pipeline.seconds,
+                WithThousands(static_cast<int64_t>(pipeline_rate)).c_str(), 100 * pipeline_rate / ceiling_rate,
+                WithThousands(static_cast<int64_t>(flags->target_events_per_second)).c_str(),
+                100 * flags->target_ceiling_ratio,
+                pipeline_rate >= flags->target_events_per_second &&
+                        pipeline_rate >= flags->target_ceiling_ratio * ceiling_rate
+                    ? "met"
+                    : "NOT met");
+    std::fflush(stdout);
+
+    // 5. state bytes per user (before the latency phase adds a second store)
+    {
+      std::unique_ptr<state::StateStore> store;
+      config::StateOptions state_options = config.state;
+      state_options.dir = (dir / "state").string();
+      auto open_status = state::OpenRocksDbStoreReadOnly(state_options, &store);
+      if (open_status.ok()) {
+        int64_t users = 0, bytes = 0;
+        auto snapshot = store->Snapshot();
+        (void)snapshot->ForEachUser([&](std::string_view id, const state::UserState& s) {
+          std::string encoded;
+          state::Encode(s, &encoded);
+          bytes += static_cast<int64_t>(encoded.size() + id.size());
+          ++users;
+          return true;
+        });
+        std::printf("state          %12s users, %6.0f bytes/user encoded (key + value), %s bytes on disk\n",
+                    WithThousands(users).c_str(), users ? static_cast<double>(bytes) / users : 0.0,
+                    WithThousands(static_cast<int64_t>(store->ApproximateBytes())).c_str());
+      }
+    }
+
+    // 4. latency at a fixed rate
+    double rate = flags->latency_rate > 0 ? flags->latency_rate : std::min(pipeline_rate / 2, 200000.0);
+    auto paced_events = static_cast<int64_t>(rate * flags->latency_seconds);
+    std::atomic<int64_t> produced{0};
+    std::atomic<bool> producer_done{false};
+    std::thread paced([&] {
+      stream::SyntheticShop shop(flags->shop.options);
+      stream::GeneratedEvent event;
+      // Let the consumer join the group first.
+      std::this_thread::sleep_for(std::chrono::seconds(5));
+      auto t0 = Clock::now();
+      while (produced.load() < paced_events && shop.Next(&event)) {
+        if (!producer->Send(paced_topic, event.user_id, event.json).ok()) break;
+        int64_t n = produced.fetch_add(1) + 1;
+        if (n % 64 == 0) std::this_thread::sleep_until(t0 + std::chrono::duration<double>(n / rate));
+      }
+      (void)producer->Flush(60000);
+      producer_done.store(true);
+    });
+    auto latency = RunPipeline(config, paced_topic, paced_events, (dir / "state-paced").string(), &produced,
+                               &producer_done);
+    paced.join();
+    if (!latency.error.empty()) {
+      std::fprintf(stderr, "clv bench: latency phase: %s\n", latency.error.c_str());
+      *exit_code = 1;
+      return;
+    }
+    std::printf("latency        %12s events at %s events/s: event-to-score p50 %.1f ms, p99 %.1f ms "
+                "(producer timestamp -> score acknowledged by the broker)\n",
+                WithThousands(latency.events).c_str(), WithThousands(static_cast<int64_t>(rate)).c_str(),
+                latency.p50_ms, latency.p99_ms);
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+    *exit_code = 0;
+  });
+}
+
+}  // namespace clv::apps

@@ -1,0 +1,28 @@
+// Flags of the synthetic shop, shared by `clv gen`, `clv demo` and `clv bench`.
+#pragma once
+
+#include <string>
+
+#include "stream/synthetic_shop.h"
+
+namespace CLI {
+class App;
+}
+
+namespace clv::apps {
+
+struct ShopFlags {
+  stream::ShopOptions options;
+  std::string start;    // YYYY-MM-DD, overrides options.start_ms
+  std::string horizon;  // "365d", overrides options.horizon_days
+};
+void AddShopFlags(CLI::App& cmd, ShopFlags& flags);
+// Applies start/horizon and validates; prints the error and returns false.
+bool ResolveShopFlags(ShopFlags& flags, const char* command);
+
+// The input topic an event goes to when events are split by kind:
+// purchases and refunds -> orders, profile -> profiles, the rest -> clickstream.
+const std::string& TopicForKind(models::EventKind kind, const std::string& clickstream,
+                                const std::string& orders, const std::string& profiles);
+
+}  // namespace clv::apps
