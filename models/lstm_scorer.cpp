@@ -87,7 +87,19 @@ class LstmScorer final : public Scorer {
   std::string version() const override { return model_.version; }
   int state_size() const override { return 2 * hidden_; }
 
+  // Large batches run in chunks that keep the working set in cache (on CPU
+  // throughput drops by half past ~4k rows); each row's result does not
+  // depend on the chunking.
+  static constexpr size_t kCpuChunkRows = 1024;
+
   void Step(std::span<const StepInput> inputs, std::span<Score> outputs) override {
+    if (!cuda_ && inputs.size() > kCpuChunkRows) {
+      for (size_t begin = 0; begin < inputs.size(); begin += kCpuChunkRows) {
+        size_t n = std::min(kCpuChunkRows, inputs.size() - begin);
+        Step(inputs.subspan(begin, n), outputs.subspan(begin, n));
+      }
+      return;
+    }
     const int64_t batch = static_cast<int64_t>(inputs.size());
     if (batch == 0) return;
     // Host staging: [x | h | c] per user, one buffer, one copy to the device.

@@ -400,6 +400,38 @@ TEST(LstmScorer, UnknownDeviceIsAnError) {
   }
 }
 
+TEST(LstmScorer, CudaAgreesWithCpuToOneInTenThousand) {
+  if (!CudaAvailable()) GTEST_SKIP() << "no CUDA device (scripts/gpu-check.sh runs this on a GPU)";
+  LstmModel model = RandomLstmModel(64, 21);
+  LstmScorerOptions cpu_options, cuda_options;
+  cuda_options.device = "cuda";
+  std::string error;
+  auto cpu = MakeLstmScorer(model, cpu_options, &error);
+  auto cuda = MakeLstmScorer(model, cuda_options, &error);
+  ASSERT_NE(cuda, nullptr) << error;
+  auto users = SomeUsers(300);
+  std::vector<std::vector<float>> sc(users.size(), std::vector<float>(128, 0.0f)), sg = sc;
+  for (size_t k = 0; k < 6; ++k) {
+    std::vector<StepInput> ic, ig;
+    for (size_t u = 0; u < users.size(); ++u) {
+      if (k < users[u].events.size()) {
+        ic.push_back(users[u].Input(k, sc[u].data()));
+        ig.push_back(users[u].Input(k, sg[u].data()));
+      }
+    }
+    std::vector<Score> rc(ic.size()), rg(ig.size());
+    cpu->Step(ic, rc);
+    cuda->Step(ig, rg);
+    for (size_t i = 0; i < rc.size(); ++i) {
+      EXPECT_NEAR(rc[i].clv, rg[i].clv, 1e-4 * std::max(1.0, rc[i].clv));
+      EXPECT_NEAR(rc[i].churn_risk, rg[i].churn_risk, 1e-4);
+    }
+  }
+  for (size_t u = 0; u < users.size(); ++u) {
+    for (size_t j = 0; j < 128; ++j) ASSERT_NEAR(sc[u][j], sg[u][j], 1e-4);
+  }
+}
+
 // Two kinds of users: "regulars" who browse a lot and buy every ~2 weeks, and
 // "tourists" who buy once and vanish. Spend after a step is learnable.
 Dataset TinyShop(int users, uint64_t seed) {
