@@ -68,7 +68,8 @@ std::vector<double> ScoreAtCutoff(Scorer& scorer, const Dataset& data,
 }
 
 EvalReport Evaluate(const Dataset& data, int64_t cutoff_ms, double horizon_days,
-                    std::vector<EvalCandidate> candidates, const std::string& title) {
+                    std::vector<EvalCandidate> candidates, const std::string& title,
+                    const std::vector<double>* actual_by_user) {
   EvalReport report;
   report.cutoff_ms = cutoff_ms;
   report.horizon_days = horizon_days;
@@ -76,7 +77,11 @@ EvalReport Evaluate(const Dataset& data, int64_t cutoff_ms, double horizon_days,
   report.population = EvalPopulation(data, cutoff_ms);
   const int64_t horizon_ms = static_cast<int64_t>(horizon_days * double(kMsPerDay));
   auto outcomes = ActualInWindow(data, cutoff_ms, horizon_ms);
-  for (size_t index : report.population) report.actual.push_back(outcomes[index].spend);
+  for (size_t index : report.population) {
+    report.actual.push_back(actual_by_user != nullptr && index < actual_by_user->size()
+                                ? (*actual_by_user)[index]
+                                : outcomes[index].spend);
+  }
   report.perfect_gain = GainCurve(report.actual, report.actual);
   for (auto& candidate : candidates) {
     EvalModelResult model;
@@ -246,7 +251,15 @@ bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalRepor
                   title.empty() ? "" : "\n", lstm_model.horizon_days, options.horizon_days);
     title += note;
   }
-  *report = Evaluate(data, options.cutoff_ms, options.horizon_days, std::move(candidates), title);
+  std::vector<double> actual_by_user;
+  if (!options.actual.empty()) {
+    for (const auto& user : data.users) {
+      auto it = options.actual.find(user.user_id);
+      actual_by_user.push_back(it != options.actual.end() ? it->second : 0.0);
+    }
+  }
+  *report = Evaluate(data, options.cutoff_ms, options.horizon_days, std::move(candidates), title,
+                     options.actual.empty() ? nullptr : &actual_by_user);
   if (!options.json_path.empty()) {
     std::ofstream out(options.json_path, std::ios::trunc);
     out << EvalReportJson(*report) << '\n';

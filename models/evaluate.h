@@ -59,8 +59,12 @@ std::vector<double> ScoreAtCutoff(Scorer& scorer, const Dataset& data,
                                   const std::vector<size_t>& population, int64_t cutoff_ms,
                                   int batch_users = 8192);
 
+// `actual_by_user` (one per data.users entry), when given, replaces the spend
+// found in the events after the cutoff (e.g. the synthetic truth's realized
+// spend when the event log ends at the cutoff).
 EvalReport Evaluate(const Dataset& data, int64_t cutoff_ms, double horizon_days,
-                    std::vector<EvalCandidate> candidates, const std::string& title = "");
+                    std::vector<EvalCandidate> candidates, const std::string& title = "",
+                    const std::vector<double>* actual_by_user = nullptr);
 
 // Readable table, models side by side, then decile calibration.
 std::string EvalReportText(const EvalReport& report);
@@ -81,6 +85,10 @@ struct EvalRunOptions {
   // user_id -> true expected spend in the horizon (synthetic data); shown as
   // "oracle" when not empty.
   std::map<std::string, double> oracle;
+  // user_id -> actual spend in the horizon; when not empty it replaces the
+  // spend found in the events after the cutoff (synthetic truth's
+  // realized_spend, for an event log that ends at the cutoff).
+  std::map<std::string, double> actual;
   // Outputs ("" = skip).
   std::string json_path = "";
   std::string svg_path = "";
