@@ -18,6 +18,8 @@ namespace clv::models {
 namespace {
 
 constexpr int kHeadOutputs = 4;
+// Snapshot examples per user (see BuildUserExamples).
+constexpr int kSnapshotsPerUser = 8;
 
 // One user's examples, raw features (standardized later).
 struct UserExamples {
@@ -55,25 +57,48 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, int64_t horizon
                   &out->rescore_mask, &out->rescore_churn}) {
     v->assign(n, 0.0f);
   }
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
   History before, after;
+  std::vector<History> afters(n);
   for (size_t k = 0; k < n; ++k) {
     const StepEvent& event = events[k];
     before = after;
     UpdateHistory(after, event);
+    afters[k] = after;
     RawStepFeatures(event, before, after, &out->step_x[k * kFeatureCount]);
     if (event.ts_ms + horizon_ms <= end_ms) {
       out->step_mask[k] = 1;
       label(k, event.ts_ms + horizon_ms, &out->step_y[k], &out->step_churn[k]);
     }
-    int64_t gap_end = k + 1 < n ? events[k + 1].ts_ms : end_ms;
-    int64_t at = event.ts_ms + static_cast<int64_t>(uniform(random) * double(gap_end - event.ts_ms));
-    at = std::max(at, after.last_event_ms);
-    RawAggregateFeatures(after, at, &out->rescore_x[k * kAggregateCount]);
-    if (at + horizon_ms <= end_ms) {
-      out->rescore_mask[k] = 1;
-      label(k, at + horizon_ms, &out->rescore_y[k], &out->rescore_churn[k]);
+  }
+  // Step examples of one user weigh kSnapshotsPerUser in all at most, so
+  // heavy browsers do not drown everyone else.
+  float labelled_steps = 0;
+  for (float m : out->step_mask) labelled_steps += m;
+  if (labelled_steps > kSnapshotsPerUser) {
+    float weight = kSnapshotsPerUser / labelled_steps;
+    for (float& m : out->step_mask) m *= weight;
+  }
+  // Snapshot (rescore) examples: times drawn uniformly over the user's
+  // labelled life [first event, end - horizon]; each is attached to the last
+  // event at or before it (its (h, c) is what the service would hold), with
+  // aggregates recomputed at that time. Two draws in one gap share a slot
+  // (weight 2).
+  if (n == 0) return;
+  const int64_t first = events.front().ts_ms, last_time = end_ms - horizon_ms;
+  if (last_time < first) return;
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (int s = 0; s < kSnapshotsPerUser; ++s) {
+    int64_t at = first + static_cast<int64_t>(uniform(random) * double(last_time - first));
+    auto after_it = std::upper_bound(events.begin(), events.end(), at,
+                                     [](int64_t t, const StepEvent& e) { return t < e.ts_ms; });
+    size_t k = static_cast<size_t>(after_it - events.begin()) - 1;
+    if (out->rescore_mask[k] > 0) {
+      out->rescore_mask[k] += 1;
+      continue;
     }
+    RawAggregateFeatures(afters[k], at, &out->rescore_x[k * kAggregateCount]);
+    out->rescore_mask[k] = 1;
+    label(k, at + horizon_ms, &out->rescore_y[k], &out->rescore_churn[k]);
   }
 }
 
@@ -298,7 +323,7 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     const UserExamples& u = examples[i];
     events += u.length();
     for (size_t k = 0; k < u.length(); ++k) {
-      labelled += size_t(u.step_mask[k] + u.rescore_mask[k]);
+      labelled += size_t(u.step_mask[k] > 0) + size_t(u.rescore_mask[k] > 0);
       if (is_validation) continue;
       stats.Add(&u.step_x[k * kFeatureCount]);
       for (auto [y, m, ch] : {std::tuple{u.step_y[k], u.step_mask[k], u.step_churn[k]},

@@ -2,12 +2,15 @@
 //
 // TrainLstm() replays every user's events in time order through the same
 // vectorizer the service uses (features.h + UpdateHistory) and builds two
-// kinds of examples per event k of a user:
-//   * step example: the state right after event k, aggregates at t_k;
-//   * rescore example: the same (h, c) seen at a random time t' in
-//     (t_k, t_{k+1}] (or (t_k, data end] after the last event), aggregates
-//     recomputed at t' -- exactly what Rescore() computes for quiet users and
-//     what `clv eval` asks at its cutoff.
+// kinds of examples:
+//   * step examples: the state right after each event k, aggregates at t_k;
+//     one user's step examples weigh 8 in all at most (heavy browsers do not
+//     drown everyone else);
+//   * snapshot (rescore) examples: 8 times per user drawn uniformly over
+//     [first event, data end - horizon]; each takes the (h, c) after the last
+//     event before it and aggregates recomputed at that time -- exactly what
+//     Rescore() computes for quiet users and what `clv eval` asks at its
+//     cutoff, so the heads learn how value decays while a user is quiet.
 // Labels: spend (purchases minus refunds, floored at 0) in (t, t + horizon)
 // after the example's time, and churn = no event at all in that window.
 // Censoring: an example whose window runs past the end of the data is NOT
@@ -72,7 +75,7 @@ struct EpochReport {
   int epoch = 0;  // 1-based
   double train_loss = 0;
   double validation_loss = 0;
-  double validation_gini = 0;  // normalized Gini of clv on labelled rescore examples
+  double validation_gini = 0;  // normalized Gini of clv on labelled snapshot examples
   double learning_rate = 0;
   double seconds = 0;
   bool improved = false;
