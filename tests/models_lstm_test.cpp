@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "config/config.h"
 #include "models/dataset.h"
 #include "models/features.h"
 #include "models/lstm.h"
@@ -383,6 +384,26 @@ TEST(LstmModelFile, BadFilesAreRejectedWithTheirPath) {
   EXPECT_FALSE(LoadLstmModel(path, &model, &error));
   EXPECT_NE(error.find("b_hh"), std::string::npos) << error;
   EXPECT_NE(error.find("edited.json"), std::string::npos) << error;
+}
+
+TEST(LstmModelFile, ShippedDefaultModelLoadsAndScores) {
+  config::ModelOptions options;
+  options.scorer = "lstm";
+  std::string error;
+  auto scorer = LoadScorer(options, &error);
+  ASSERT_NE(scorer, nullptr) << error;
+  EXPECT_EQ(scorer->version().rfind("lstm/", 0), 0u);
+  Replay r = ShopperA();
+  std::vector<float> state(scorer->state_size(), 0.0f);
+  Score score;
+  for (size_t k = 0; k < r.events.size(); ++k) {
+    StepInput in = r.Input(k, state.data());
+    scorer->Step({&in, 1}, {&score, 1});
+  }
+  EXPECT_GT(score.clv, 0);
+  EXPECT_TRUE(std::isfinite(score.clv));
+  EXPECT_GT(score.p_purchase, 0);
+  EXPECT_LT(score.p_purchase, 1);
 }
 
 TEST(LstmScorer, UnknownDeviceIsAnError) {
