@@ -33,6 +33,7 @@ struct DemoFlags {
   int bad_every = 5000;
   int duplicate_every = 2000;
   int show_scores = 3;
+  bool http = false;
 };
 
 std::string ShortScore(const std::string& json) {
@@ -62,12 +63,18 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
   cmd->add_option("--rate", flags->rate, "Events per second the shop sends (0 = as fast as it can)");
   cmd->add_option("--bad-every", flags->bad_every, "Send a malformed message every N events (0 = never)");
   cmd->add_option("--duplicate-every", flags->duplicate_every, "Re-send an event every N events (0 = never)");
+  cmd->add_flag("--http", flags->http,
+                "Serve the HTTP API and the live dashboard (port 8080 unless http.port is set) "
+                "and keep serving after the demo until Ctrl-C");
   cmd->callback([flags, exit_code] {
     config::Config config;
     if (!LoadConfigOrReport(flags->config, &config) || !ResolveShopFlags(flags->shop, "clv demo")) {
       *exit_code = 2;
       return;
     }
+    if (flags->http && config.http.port == 0) config.http.port = 8080;
+    SetupLogging(config);
+    LogEffectiveConfig(config, "demo");
     InstallStopSignals();
     std::filesystem::path temp_state;
     if (flags->state_dir.empty()) {
@@ -119,6 +126,11 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
                  WithThousands(flags->shop.options.users).c_str(), flags->shop.options.days,
                  topics[0].c_str(), topics[1].c_str(), topics[2].c_str(), config.state.dir.c_str(),
                  service->processor().model_version().c_str());
+    if (service->http_port() != 0) {
+      std::fprintf(stderr, "clv demo: dashboard at http://%s:%d/  (API: /top, /users/{id}, /metrics, /readyz)\n",
+                   config.http.bind == "0.0.0.0" ? "127.0.0.1" : config.http.bind.c_str(),
+                   service->http_port());
+    }
     std::thread shop_thread([&] {
       stream::SyntheticShop shop(flags->shop.options);
       stream::GeneratedEvent event;
@@ -238,6 +250,12 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
       std::fprintf(stdout, "\n");
     }
     snapshot.reset();
+    if (service->http_port() != 0 && !StopRequested()) {
+      std::fprintf(stderr, "clv demo: done; the dashboard stays at http://%s:%d/ until Ctrl-C\n",
+                   config.http.bind == "0.0.0.0" ? "127.0.0.1" : config.http.bind.c_str(),
+                   service->http_port());
+      while (!StopRequested()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
     service.reset();
     if (!temp_state.empty()) {
       std::error_code ignored;

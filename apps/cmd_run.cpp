@@ -1,6 +1,8 @@
 // clv run: the service against any Kafka cluster (or the embedded broker when
 // kafka.bootstrap_servers is empty).
 #include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
 
 #include "apps/commands.h"
@@ -21,7 +23,8 @@ void AddRunCommand(CLI::App& root, int* exit_code) {
       *exit_code = 2;
       return;
     }
-    std::fprintf(stderr, "clv run: effective configuration %s\n", config::ToJson(config).c_str());
+    SetupLogging(config);
+    LogEffectiveConfig(config, "run");
     const auto& stop = InstallStopSignals();
     std::unique_ptr<connectors::EmbeddedBroker> broker;
     if (!EnsureBroker(&config, &broker)) {
@@ -31,37 +34,31 @@ void AddRunCommand(CLI::App& root, int* exit_code) {
     std::unique_ptr<stream::Service> service;
     auto status = stream::Service::Create(config, &service);
     if (!status.ok()) {
-      std::fprintf(stderr, "clv run: %s\n", status.message.c_str());
+      spdlog::error("msg=\"clv run: could not start\" error=\"{}\"", status.message);
       *exit_code = 1;
       return;
     }
     if (!*quiet) {
       service->set_progress_observer([](const stream::ServiceProgress& p) {
-        std::fprintf(stderr,
-                     "[%6.1fs] events %s (%s/s)  lag %s  users +%s  scores %s  dead-letter %s  "
-                     "duplicates %s  partitions %d\n",
-                     p.seconds, WithThousands(p.consumed).c_str(),
-                     WithThousands(static_cast<int64_t>(p.events_per_second)).c_str(),
-                     WithThousands(p.lag).c_str(), WithThousands(p.users).c_str(),
-                     WithThousands(p.scores).c_str(), WithThousands(p.dead_lettered).c_str(),
-                     WithThousands(p.duplicates).c_str(), p.partitions);
+        spdlog::info("msg=progress seconds={:.1f} events={} events_per_second={:.0f} lag={} "
+                     "new_users={} scores={} dead_lettered={} duplicates={} partitions={}",
+                     p.seconds, p.consumed, p.events_per_second, p.lag, p.users, p.scores,
+                     p.dead_lettered, p.duplicates, p.partitions);
       });
     }
     status = service->Run(stop);
     if (!status.ok()) {
-      std::fprintf(stderr, "clv run: stopped on error: %s\n", status.message.c_str());
+      spdlog::error("msg=\"clv run: stopped on error\" error=\"{}\"", status.message);
       *exit_code = 1;
       return;
     }
     auto p = service->progress();
-    std::fprintf(stderr,
-                 "clv run: stopped cleanly (state and offsets committed): consumed=%lld "
-                 "processed=%lld dead_lettered=%lld duplicates=%lld scores=%lld alerts=%lld "
-                 "timer_rescores=%lld\n",
-                 static_cast<long long>(p.consumed), static_cast<long long>(p.processed),
-                 static_cast<long long>(p.dead_lettered), static_cast<long long>(p.duplicates),
-                 static_cast<long long>(p.scores), static_cast<long long>(p.alerts),
-                 static_cast<long long>(p.timer_rescores));
+    // The e2e tests read the counters of this line.
+    spdlog::info("msg=\"clv run: stopped cleanly (state and offsets committed)\" consumed={} "
+                 "processed={} dead_lettered={} duplicates={} scores={} alerts={} "
+                 "timer_rescores={} ",
+                 p.consumed, p.processed, p.dead_lettered, p.duplicates, p.scores, p.alerts,
+                 p.timer_rescores);
     *exit_code = 0;
   });
 }

@@ -1,6 +1,9 @@
 #include "apps/common.h"
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -37,6 +40,25 @@ bool LoadConfigOrReport(const ConfigFlags& flags, config::Config* config) {
   }
   *config = *result.config;
   return true;
+}
+
+void SetupLogging(const config::Config& config) {
+  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("clv", std::move(sink)));
+  // logfmt: one event per line, easy for people and for log shippers.
+  spdlog::set_pattern("ts=%Y-%m-%dT%H:%M:%S.%eZ level=%l %v", spdlog::pattern_time_type::utc);
+  auto level = spdlog::level::from_str(config.log.level);
+  if (config.log.level != "off" && level == spdlog::level::off) level = spdlog::level::info;
+  spdlog::set_level(level);
+  spdlog::flush_on(spdlog::level::trace);  // stderr, and tests read it after a SIGKILL
+}
+
+void LogEffectiveConfig(const config::Config& config, const std::string& command) {
+  // ToJson masks the secrets; compact it to one line.
+  auto json = nlohmann::json::parse(config::ToJson(config), nullptr, false);
+  std::string text = json.is_discarded() ? config::ToJson(config) : json.dump();
+  spdlog::info("msg=\"effective configuration\" command={} log_level={} config={}", command,
+               config.log.level, text);
 }
 
 const std::atomic<bool>& InstallStopSignals() {

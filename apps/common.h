@@ -26,6 +26,12 @@ void AddConfigFlags(CLI::App& app, ConfigFlags& flags);
 // Loads the config or prints the error (naming the key) and returns false.
 bool LoadConfigOrReport(const ConfigFlags& flags, config::Config* config);
 
+// Structured logs: logfmt lines on stderr (`ts=... level=info msg="..." key=value`)
+// through spdlog's default logger, at config.log.level. Call once, early.
+void SetupLogging(const config::Config& config);
+// One log line with the effective configuration (secrets masked).
+void LogEffectiveConfig(const config::Config& config, const std::string& command);
+
 // SIGINT/SIGTERM: the first sets the stop flag (finish the batch, commit,
 // leave the group); the second exits at once with status 130 (the state is
 // still consistent: the next start resumes from the stored offsets).

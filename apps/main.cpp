@@ -3,12 +3,15 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/commands.h"
+#include "apps/common.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"clvstream: live customer-lifetime-value scores from Kafka event streams"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "clv 0.1.0");
   int exit_code = 0;
+  // Logs on stderr from the start (commands that load a config set its level).
+  clv::apps::SetupLogging(clv::config::Config{});
   clv::apps::AddDemoCommand(app, &exit_code);
   clv::apps::AddRunCommand(app, &exit_code);
   clv::apps::AddBrokerCommand(app, &exit_code);

@@ -8,6 +8,7 @@
 
 #include "state/half.h"
 #include "stream/json_text.h"
+#include "stream/metrics.h"
 
 namespace clv::stream {
 
@@ -105,6 +106,24 @@ struct Processor::UserWork {
   CachedUser* user = nullptr;
   std::vector<Op> ops;
 };
+
+struct Processor::TopicMetrics {
+  Counter* consumed = nullptr;
+  Counter* processed = nullptr;
+  Counter* dead_lettered = nullptr;
+  Counter* deduplicated = nullptr;
+};
+
+Processor::TopicMetrics& Processor::MetricsFor(const std::string& topic) {
+  auto it = topic_metrics_.find(topic);
+  if (it != topic_metrics_.end()) return *it->second;
+  auto series = std::make_unique<TopicMetrics>();
+  series->consumed = &metrics_->events_consumed.WithLabels({topic});
+  series->processed = &metrics_->events_processed.WithLabels({topic});
+  series->dead_lettered = &metrics_->events_dead_lettered.WithLabels({topic});
+  series->deduplicated = &metrics_->events_deduplicated.WithLabels({topic});
+  return *topic_metrics_.emplace(topic, std::move(series)).first->second;
+}
 
 Processor::Processor(const config::Config& config, state::StateStore& store,
                      models::Scorer& scorer, connectors::KafkaSink& sink)
@@ -232,6 +251,7 @@ Status Processor::SendDeadLetter(const connectors::Message& message, const std::
   }
   json += "}";
   counters_.dead_lettered.fetch_add(1, std::memory_order_relaxed);
+  if (metrics_) MetricsFor(message.topic).dead_lettered->Inc();
   return sink_.Send(config_.kafka.dead_letter_topic, message.key, json);
 }
 
@@ -275,7 +295,10 @@ Status Processor::EmitAlert(const std::string& user_id, const std::string& kind,
   AppendJsonString(json, user_id);
   json += ",\"detail\":" + detail + ",\"score\":" + score_json + "}";
   counters_.alerts_emitted.fetch_add(1, std::memory_order_relaxed);
-  return sink_.Send(config_.kafka.alerts_topic, user_id, json);
+  if (metrics_) metrics_->alerts_emitted.WithLabels({kind}).Inc();
+  auto sent = sink_.Send(config_.kafka.alerts_topic, user_id, json);
+  if (sent.ok() && alert_observer_) alert_observer_(AlertRecord{kind, user_id, detail, score_json});
+  return sent;
 }
 
 Status Processor::ProcessBatch(const std::vector<connectors::Message>& messages) {
@@ -305,6 +328,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
   for (const auto& message : messages) {
     if (!assigned_.count({message.topic, message.partition})) continue;
     counters_.consumed.fetch_add(1, std::memory_order_relaxed);
+    if (metrics_) MetricsFor(message.topic).consumed->Inc();
     if (message.timestamp_ms > 0) uncommitted_timestamps_ms_.push_back(message.timestamp_ms);
     Decoded d;
     d.message = &message;
@@ -411,6 +435,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
     auto& ids = s.recent_event_ids;
     if (std::find(ids.begin(), ids.end(), d.event.event_id_hash) != ids.end()) {
       counters_.duplicates.fetch_add(1, std::memory_order_relaxed);
+      if (metrics_) MetricsFor(message.topic).deduplicated->Inc();
       continue;
     }
     if (config_.stream.dedup_window > 0) {
@@ -440,6 +465,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
     work_for(user).ops.push_back(op);
     set_timer(user, partition, NextTimerMs(*user));
     counters_.processed.fetch_add(1, std::memory_order_relaxed);
+    if (metrics_) MetricsFor(message.topic).processed->Inc();
   }
 
   // Pass 2: run the scorer in rounds; round k holds the k-th op of every user.
@@ -482,6 +508,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
         std::memory_order_relaxed);
     counters_.scorer_steps.fetch_add(static_cast<int64_t>(step_inputs.size()),
                                      std::memory_order_relaxed);
+    if (metrics_) metrics_->scorer_user_steps.Inc(step_inputs.size());
 
     auto finish = [&](UserWork& w, const models::Score& score) -> Status {
       const Op& op = w.ops[round];
@@ -527,6 +554,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
           return st;
         }
         counters_.scores_emitted.fetch_add(1, std::memory_order_relaxed);
+        if (metrics_) metrics_->scores_emitted.Inc();
         if (score_observer_) {
           score_observer_(ScoreRecord{w.user->user_id, op.seq, score.clv, score.churn_risk,
                                       score_json});
@@ -561,6 +589,11 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
         st = EmitAlert(w.user->user_id, "spend_anomaly", detail, score_json);
         if (!st.ok()) return st;
       }
+      if (user_observer_) {
+        // seq 1 is the first op of a user that had no stored state.
+        user_observer_(UserScoreChange{w.user->user_id, op.seq == 1, prev_stage, s.stage, prev_clv,
+                                       score.clv, score.churn_risk});
+      }
       s.aggregates = saved;
       return Status::Ok();
     };
@@ -589,6 +622,10 @@ Status Processor::Commit() {
   const int64_t acked_ms = WallClockMs();
   for (int64_t ts : uncommitted_timestamps_ms_) {
     latency_.Record(static_cast<double>(std::max<int64_t>(0, acked_ms - ts)));
+    if (metrics_) {
+      metrics_->event_to_score_seconds.Observe(
+          static_cast<double>(std::max<int64_t>(0, acked_ms - ts)) / 1000.0);
+    }
   }
   uncommitted_timestamps_ms_.clear();
   state::CommitBatch batch;
@@ -628,6 +665,7 @@ Status Processor::Commit() {
   pending_offsets_.clear();
   stream_time_dirty_.clear();
   counters_.commits.fetch_add(1, std::memory_order_relaxed);
+  if (metrics_) metrics_->commits.Inc();
   EvictIfNeeded();
   return Status::Ok();
 }

@@ -32,6 +32,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -78,6 +79,29 @@ class LatencyHistogram {
   int64_t count_ = 0;
 };
 
+// A user's score was computed (every event and timer re-score, emitted or
+// not), for the service's live population views (stage counts, CLV
+// distribution, top users). Views into the processor's memory: valid only
+// during the callback.
+struct UserScoreChange {
+  std::string_view user_id;
+  bool new_user = false;  // the user had no state before this score
+  state::Stage previous_stage = state::Stage::kPotential;  // meaningless when new_user
+  state::Stage stage = state::Stage::kPotential;
+  double previous_clv = 0;  // meaningless when new_user
+  double clv = 0;
+  double churn_risk = 0;
+};
+
+// An alert the processor sent to the alerts topic. Views valid only during
+// the callback; `detail_json` and `score_json` are JSON texts.
+struct AlertRecord {
+  std::string_view kind;  // stage_change, churn_risk, spend_anomaly
+  std::string_view user_id;
+  std::string_view detail_json;
+  std::string_view score_json;
+};
+
 // One published score, also kept for the terminal view.
 struct ScoreRecord {
   std::string user_id;
@@ -101,6 +125,13 @@ class Processor {
   // Called with each emitted score (on the processing thread).
   void set_score_observer(std::function<void(const ScoreRecord&)> observer) {
     score_observer_ = std::move(observer);
+  }
+  // Called for every computed score, and for every alert sent (processing thread).
+  void set_user_observer(std::function<void(const UserScoreChange&)> observer) {
+    user_observer_ = std::move(observer);
+  }
+  void set_alert_observer(std::function<void(const AlertRecord&)> observer) {
+    alert_observer_ = std::move(observer);
   }
 
   // Processes one micro-batch. Messages of partitions not assigned any more
@@ -147,6 +178,12 @@ class Processor {
   connectors::KafkaSink& sink_;
   ServiceMetrics* metrics_ = nullptr;
   std::function<void(const ScoreRecord&)> score_observer_;
+  std::function<void(const UserScoreChange&)> user_observer_;
+  std::function<void(const AlertRecord&)> alert_observer_;
+  // Per input topic series of metrics_, looked up once (MetricsFor).
+  struct TopicMetrics;
+  TopicMetrics& MetricsFor(const std::string& topic);
+  std::map<std::string, std::unique_ptr<TopicMetrics>, std::less<>> topic_metrics_;
   std::unique_ptr<Decoder> decoder_;
   std::string model_version_;
   int state_size_ = 0;

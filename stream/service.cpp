@@ -1,6 +1,15 @@
 #include "stream/service.h"
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "connectors/http_server.h"
+#include "stream/metrics.h"
+#include "stream/service_http.h"
+#include "stream/top_users.h"
 
 namespace clv::stream {
 
@@ -9,6 +18,17 @@ using connectors::Status;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -24,7 +44,15 @@ connectors::ClientOptions ClientOptionsFrom(const config::Config& config) {
 
 }  // namespace
 
-Service::~Service() = default;
+Service::Service()
+    : metrics_(std::make_unique<ServiceMetrics>()),
+      live_(std::make_unique<LiveViews>()),
+      events_rate_(std::make_unique<RateMeter>()),
+      scores_rate_(std::make_unique<RateMeter>()) {}
+
+Service::~Service() {
+  if (http_server_) http_server_->Stop();
+}
 
 Status Service::Create(const config::Config& config, std::unique_ptr<Service>* out) {
   if (config.kafka.bootstrap_servers.empty()) {
@@ -37,6 +65,13 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   std::string error;
   service->scorer_ = models::LoadScorer(config.model, &error);
   if (!service->scorer_) return Status::Error("loading the model: " + error);
+  service->scorer_name_ = config.model.scorer;
+  service->model_version_ = service->scorer_->version();
+  service->metrics_->SetModelInfo(service->scorer_name_, service->model_version_);
+  spdlog::info("msg=\"model loaded\" scorer={} version={} device={}", service->scorer_name_,
+               service->model_version_, config.model.device);
+  auto restore_status = service->RestoreLiveViews();
+  if (!restore_status.ok()) return restore_status;
 
   auto client = ClientOptionsFrom(config);
   auto status = connectors::EnsureTopics(
@@ -50,26 +85,199 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
                                                     *service->sink_);
   Processor* processor = service->processor_.get();
   Service* self = service.get();
+  processor->set_metrics(self->metrics_.get());
+  LiveViews* live = self->live_.get();
+  processor->set_user_observer([live](const UserScoreChange& change) { live->OnUserScored(change); });
+  processor->set_alert_observer([live](const AlertRecord& alert) { live->OnAlert(alert, WallMs()); });
+  processor->set_score_observer([self](const ScoreRecord& record) {
+    self->live_->OnScore(record);
+    if (self->external_score_observer_) self->external_score_observer_(record);
+  });
   connectors::SourceCallbacks callbacks;
   callbacks.start_offset = [processor](const connectors::TopicPartition& tp) {
     return processor->StartOffset(tp);
   };
   callbacks.on_assigned = [processor, self](const std::vector<connectors::TopicPartition>& tps) {
     processor->OnAssigned(tps);
-    self->ready_.store(true);
+    size_t assigned = 0;
+    {
+      std::lock_guard lock(self->partitions_mutex_);
+      self->assigned_.insert(tps.begin(), tps.end());
+      assigned = self->assigned_.size();
+    }
+    spdlog::info("msg=\"partitions assigned\" added={} assigned={}", tps.size(), assigned);
   };
-  callbacks.on_revoked = [processor](const std::vector<connectors::TopicPartition>& tps) {
+  callbacks.on_revoked = [processor, self](const std::vector<connectors::TopicPartition>& tps) {
     processor->OnRevoked(tps);
+    size_t assigned = 0;
+    {
+      std::lock_guard lock(self->partitions_mutex_);
+      for (const auto& tp : tps) {
+        self->assigned_.erase(tp);
+        if (self->lag_.erase(tp)) {
+          self->metrics_->consumer_lag.Remove({tp.topic, std::to_string(tp.partition)});
+        }
+      }
+      assigned = self->assigned_.size();
+    }
+    spdlog::info("msg=\"partitions revoked\" removed={} assigned={}", tps.size(), assigned);
   };
   status = connectors::KafkaSource::Create(client, config.kafka.input_topics, std::move(callbacks),
                                            &service->source_);
+  if (!status.ok()) return status;
+  status = service->StartHttp();
   if (!status.ok()) return status;
   *out = std::move(service);
   return Status::Ok();
 }
 
+Status Service::RestoreLiveViews() {
+  const auto started = Clock::now();
+  auto snapshot = store_->Snapshot();
+  int64_t users = 0;
+  auto status = snapshot->ForEachUser([&](std::string_view user_id, const state::UserState& s) {
+    live_->Seed(user_id, s);
+    ++users;
+    return true;
+  });
+  if (!status.ok()) return Status::Error("scanning the stored users: " + status.message);
+  live_->FlushPending();
+  restored_.store(true);
+  spdlog::info("msg=\"state restored\" dir={} users={} seconds={:.3f}", config_.state.dir, users,
+               SecondsSince(started));
+  return Status::Ok();
+}
+
+Status Service::StartHttp() {
+  auto options = connectors::FromConfig(config_.http);
+  if (!options) return Status::Ok();
+  connectors::HttpHandlers handlers;
+  handlers.user_json = [this](std::string_view user_id) { return UserJson(user_id); };
+  handlers.top_json = [this](int n, std::string_view by) { return TopJson(n, by); };
+  handlers.metrics_text = [this] { return MetricsText(); };
+  handlers.ready = [this] { return ready(); };
+  handlers.ready_detail = [this] { return ReadyDetail(); };
+  handlers.summary_json = [this] { return SummaryJson(); };
+  auto status = connectors::HttpServer::Start(*options, std::move(handlers), &http_server_);
+  if (!status.ok()) return Status::Error("starting the HTTP server: " + status.message);
+  spdlog::info("msg=\"http listening\" url=http://{}:{}/ token={}", options->bind,
+               http_server_->port(), options->token.empty() ? "none" : "required");
+  return Status::Ok();
+}
+
+int Service::http_port() const { return http_server_ ? http_server_->port() : 0; }
+
 void Service::set_score_observer(std::function<void(const ScoreRecord&)> observer) {
-  processor_->set_score_observer(std::move(observer));
+  external_score_observer_ = std::move(observer);
+}
+
+bool Service::ready() const {
+  std::lock_guard lock(partitions_mutex_);
+  return !assigned_.empty() && restored_.load() && scorer_ != nullptr && !stopped_.load();
+}
+
+std::string Service::ReadyDetail() const {
+  size_t assigned = 0;
+  {
+    std::lock_guard lock(partitions_mutex_);
+    assigned = assigned_.size();
+  }
+  nlohmann::json json = {
+      {"ready", ready()},
+      {"partitions_assigned", assigned},
+      {"state_restored", restored_.load()},
+      {"model_loaded", scorer_ != nullptr},
+      {"stopped", stopped_.load()},
+      {"model", {{"scorer", scorer_name_}, {"version", model_version_}}},
+  };
+  return json.dump();
+}
+
+std::optional<std::string> Service::UserJson(std::string_view user_id) const {
+  auto snapshot = store_->Snapshot();
+  std::optional<state::UserState> state;
+  auto status = snapshot->GetUser(user_id, &state);
+  // The HTTP server turns an exception into a 500 JSON error.
+  if (!status.ok()) throw std::runtime_error("reading user state: " + status.message);
+  if (!state) return std::nullopt;
+  return stream::UserJson(user_id, *state, live_->LastScore(user_id), config_.lifecycle,
+                          model_version_);
+}
+
+std::string Service::TopJson(int n, std::string_view by) const {
+  auto ranking = ParseTopBy(by).value_or(TopBy::kClv);
+  return TopUsers::ToJson(live_->top().Top(static_cast<size_t>(std::max(0, n)), ranking));
+}
+
+void Service::RefreshLag() {
+  auto lag = source_->Lag();
+  std::lock_guard lock(partitions_mutex_);
+  for (auto it = lag_.begin(); it != lag_.end();) {
+    if (lag.count(it->first)) {
+      ++it;
+    } else {
+      metrics_->consumer_lag.Remove({it->first.topic, std::to_string(it->first.partition)});
+      it = lag_.erase(it);
+    }
+  }
+  for (const auto& [tp, value] : lag) {
+    if (!assigned_.count(tp)) continue;
+    lag_[tp] = std::max<int64_t>(0, value);
+    metrics_->consumer_lag.WithLabels({tp.topic, std::to_string(tp.partition)})
+        .Set(static_cast<double>(std::max<int64_t>(0, value)));
+  }
+}
+
+std::string Service::MetricsText() {
+  // Refreshed at scrape time; the rest is kept up to date by the processor.
+  metrics_->users_in_state.Set(static_cast<double>(live_->Users()));
+  metrics_->state_disk_bytes.Set(static_cast<double>(store_->ApproximateBytes()));
+  metrics_->ready.Set(ready() ? 1 : 0);
+  return metrics_->registry.Render();
+}
+
+std::string Service::SummaryJson() {
+  const auto& c = processor_->counters();
+  const int64_t now = SteadyMs();
+  nlohmann::json lag_partitions = nlohmann::json::array();
+  int64_t lag_total = 0;
+  {
+    std::lock_guard lock(partitions_mutex_);
+    for (const auto& [tp, value] : lag_) {
+      lag_partitions.push_back({{"topic", tp.topic}, {"partition", tp.partition}, {"lag", value}});
+      lag_total += value;
+    }
+  }
+  nlohmann::json top = nlohmann::json::array();
+  for (const auto& entry : live_->top().Top(10, TopBy::kClv).users) {
+    top.push_back({{"user_id", entry.user_id},
+                   {"clv", entry.clv},
+                   {"churn_risk", entry.churn_risk},
+                   {"stage", entry.stage}});
+  }
+  nlohmann::json json = {
+      {"ts_ms", WallMs()},
+      {"ready", ready()},
+      {"model", {{"scorer", scorer_name_}, {"version", model_version_}}},
+      {"events_per_second", events_rate_->Update(now, static_cast<double>(c.consumed.load()))},
+      {"scores_per_second", scores_rate_->Update(now, static_cast<double>(c.scores_emitted.load()))},
+      {"totals",
+       {{"events_consumed", c.consumed.load()},
+        {"events_processed", c.processed.load()},
+        {"dead_lettered", c.dead_lettered.load()},
+        {"deduplicated", c.duplicates.load()},
+        {"scores_emitted", c.scores_emitted.load()},
+        {"alerts_emitted", c.alerts_emitted.load()},
+        {"timer_rescores", c.timer_rescores.load()},
+        {"commits", c.commits.load()}}},
+      {"lag", {{"total", lag_total}, {"partitions", std::move(lag_partitions)}}},
+      {"users", live_->Users()},
+      {"clv_histogram", nlohmann::json::parse(live_->distribution().ToJson())},
+      {"stages", nlohmann::json::parse(live_->StagesJson())},
+      {"top", std::move(top)},
+      {"alerts", nlohmann::json::parse(live_->AlertsJson(20))},
+  };
+  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 ServiceProgress Service::progress() const {
@@ -101,9 +309,12 @@ Status Service::Run(const std::atomic<bool>& stop) {
     p.alerts = counters.alerts_emitted.load();
     p.timer_rescores = counters.timer_rescores.load();
     p.users = counters.users_seen.load();
-    auto lag = source_->Lag();
-    p.partitions = static_cast<int>(lag.size());
-    for (const auto& [tp, value] : lag) p.lag += std::max<int64_t>(0, value);
+    RefreshLag();
+    {
+      std::lock_guard lock(partitions_mutex_);
+      p.partitions = static_cast<int>(lag_.size());
+      for (const auto& [tp, value] : lag_) p.lag += value;
+    }
     p.events_per_second = since > 0 ? (p.consumed - consumed_at_last_progress) / since : 0;
     consumed_at_last_progress = p.consumed;
     last_progress = Clock::now();
@@ -144,39 +355,63 @@ Status Service::Run(const std::atomic<bool>& stop) {
       result = Status::Error(processor_->callback_error());
       break;
     }
+    const auto batch_started = Clock::now();
     if (!batch.empty()) {
       last_event = Clock::now();
+      const int64_t steps_before = counters.scorer_steps.load();
+      const int64_t nanos_before = counters.scorer_nanos.load();
       status = processor_->ProcessBatch(batch);
+      live_->FlushPending();
       if (!status.ok()) {
         result = status;
         break;
+      }
+      metrics_->batch_events.Observe(static_cast<double>(batch.size()));
+      const int64_t steps = counters.scorer_steps.load() - steps_before;
+      const int64_t nanos = counters.scorer_nanos.load() - nanos_before;
+      if (steps > 0 && nanos > 0) {
+        metrics_->scorer_user_steps_per_second.Set(static_cast<double>(steps) * 1e9 /
+                                                   static_cast<double>(nanos));
       }
     }
     bool commit_due = options.commit_interval_ms <= 0 ||
                       SecondsSince(last_commit) * 1000 >= options.commit_interval_ms;
     if (commit_due && processor_->HasUncommitted()) {
+      const auto commit_started = Clock::now();
       status = processor_->Commit();
       if (!status.ok()) {
         result = status;
         break;
       }
       last_commit = Clock::now();
+      metrics_->commit_duration_seconds.Observe(SecondsSince(commit_started));
     }
+    if (!batch.empty()) metrics_->batch_duration_seconds.Observe(SecondsSince(batch_started));
     publish_progress(false);
     if (options.max_events > 0 && counters.consumed.load() >= options.max_events) break;
     if (options.idle_exit_ms > 0 && SecondsSince(last_event) * 1000 >= options.idle_exit_ms) {
       break;
     }
   }
+  if (stop.load()) spdlog::info("msg=\"stop requested: finishing the micro-batch\"");
   if (result.ok()) {
     auto status = processor_->Commit();
     if (!status.ok()) result = status;
   }
+  live_->FlushPending();
   auto close_status = source_->Close();
   if (result.ok() && !close_status.ok()) result = close_status;
   auto flush_status = sink_->Flush(30000);
   if (result.ok() && !flush_status.ok()) result = flush_status;
+  stopped_.store(true);
   publish_progress(true);
+  if (result.ok()) {
+    spdlog::info("msg=\"stopped: committed, left the group, flushed the producer\" consumed={} "
+                 "commits={}",
+                 counters.consumed.load(), counters.commits.load());
+  } else {
+    spdlog::error("msg=\"stopped on error\" error=\"{}\"", result.message);
+  }
   return result;
 }
 

@@ -12,7 +12,16 @@
 // An empty kafka.bootstrap_servers is not handled here: the caller starts an
 // EmbeddedBroker and puts its address into the config (apps/ does that).
 //
-// Thread-safety: Run() on one thread; Snapshot()/Status() from any thread.
+// Operations (docs/OPERATIONS.md): Create() scans the stored users once to
+// seed the live views (users per stage, CLV distribution, top users), keeps
+// the Prometheus metrics (metrics()), and, when config.http.port != 0,
+// starts the read-only HTTP server (/users/{id}, /top, /metrics, /healthz,
+// /readyz, /api/summary, the dashboard) on its own threads; it stops when
+// the Service is destroyed, so it keeps answering after Run() returns.
+// Logs go to spdlog's default logger (apps/ sets it up).
+//
+// Thread-safety: Run() on one thread; progress(), ready(), metrics() and the
+// HTTP handlers from any thread. Set observers before Run().
 #pragma once
 
 #include <atomic>
@@ -20,13 +29,24 @@
 #include <map>
 #include <mutex>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
+#include <string_view>
 
 #include "config/config.h"
 #include "connectors/kafka.h"
 #include "stream/processor.h"
 
+namespace clv::connectors {
+class HttpServer;
+}
+
 namespace clv::stream {
+
+struct ServiceMetrics;
+class LiveViews;
+class RateMeter;
 
 struct ServiceProgress {
   double seconds = 0;          // since Run() started
@@ -54,6 +74,7 @@ class Service {
   void set_progress_observer(std::function<void(const ServiceProgress&)> observer) {
     progress_observer_ = std::move(observer);
   }
+  // Called with each emitted score, after the service's own views.
   void set_score_observer(std::function<void(const ScoreRecord&)> observer);
 
   connectors::Status Run(const std::atomic<bool>& stop);
@@ -64,10 +85,26 @@ class Service {
   const config::Config& config() const { return config_; }
   // Latest progress (thread-safe copy).
   ServiceProgress progress() const;
-  bool ready() const { return ready_.load(); }
+  // Partitions assigned, state restored, model loaded, not stopped.
+  bool ready() const;
+  // JSON for /readyz: {"ready":..,"partitions_assigned":..,"state_restored":..,
+  // "model_loaded":..,"stopped":..,"model":{"scorer":..,"version":..}}.
+  std::string ReadyDetail() const;
+  ServiceMetrics& metrics() { return *metrics_; }
+  LiveViews& live() { return *live_; }
+  // The HTTP server's port; 0 when it is disabled.
+  int http_port() const;
+  // Bodies of the HTTP endpoints (thread-safe; see docs/OPERATIONS.md).
+  std::optional<std::string> UserJson(std::string_view user_id) const;
+  std::string TopJson(int n, std::string_view by) const;
+  std::string MetricsText();
+  std::string SummaryJson();
 
  private:
-  Service() = default;
+  Service();
+  connectors::Status RestoreLiveViews();
+  connectors::Status StartHttp();
+  void RefreshLag();
 
   config::Config config_;
   std::unique_ptr<state::StateStore> store_;
@@ -78,7 +115,21 @@ class Service {
   std::function<void(const ServiceProgress&)> progress_observer_;
   mutable std::mutex progress_mutex_;
   ServiceProgress progress_;
-  std::atomic<bool> ready_{false};
+  std::unique_ptr<ServiceMetrics> metrics_;
+  std::unique_ptr<LiveViews> live_;
+  std::function<void(const ScoreRecord&)> external_score_observer_;
+  std::string scorer_name_;
+  std::string model_version_;
+  std::atomic<bool> restored_{false};
+  std::atomic<bool> stopped_{false};
+  // Assignment and lag, written on the polling thread, read by HTTP threads.
+  mutable std::mutex partitions_mutex_;
+  std::set<connectors::TopicPartition> assigned_;
+  std::map<connectors::TopicPartition, int64_t> lag_;
+  std::unique_ptr<RateMeter> events_rate_;
+  std::unique_ptr<RateMeter> scores_rate_;
+  // Last: destroyed first, so no handler runs on a half-destroyed Service.
+  std::unique_ptr<connectors::HttpServer> http_server_;
 };
 
 }  // namespace clv::stream
