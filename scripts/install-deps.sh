@@ -7,6 +7,7 @@ packages=(
   nlohmann-json3-dev libsimdjson-dev libcpp-httplib-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
   kcat maven openjdk-17-jre-headless
+  chromium
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -74,10 +74,18 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   if (!restore_status.ok()) return restore_status;
 
   auto client = ClientOptionsFrom(config);
-  auto status = connectors::EnsureTopics(
-      client,
-      {config.kafka.scores_topic, config.kafka.alerts_topic, config.kafka.dead_letter_topic},
-      config.kafka.embedded_partitions, 1);
+  // Create only the output topics that are missing: an out-of-process
+  // embedded broker (`clv broker`) has no controller to answer CreateTopics,
+  // and a real cluster may not allow it; existing topics need neither.
+  std::vector<std::string> missing_topics;
+  for (const auto& topic :
+       {config.kafka.scores_topic, config.kafka.alerts_topic, config.kafka.dead_letter_topic}) {
+    int partitions = 0;
+    if (!connectors::PartitionCount(client, topic, &partitions).ok() || partitions <= 0) {
+      missing_topics.push_back(topic);
+    }
+  }
+  auto status = connectors::EnsureTopics(client, missing_topics, config.kafka.embedded_partitions, 1);
   if (!status.ok()) return status;
   status = connectors::KafkaSink::Create(client, &service->sink_);
   if (!status.ok()) return status;
@@ -99,6 +107,7 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   };
   callbacks.on_assigned = [processor, self](const std::vector<connectors::TopicPartition>& tps) {
     processor->OnAssigned(tps);
+    self->last_assigned_ = Clock::now();
     size_t assigned = 0;
     {
       std::lock_guard lock(self->partitions_mutex_);
@@ -389,8 +398,20 @@ Status Service::Run(const std::atomic<bool>& stop) {
     if (!batch.empty()) metrics_->batch_duration_seconds.Observe(SecondsSince(batch_started));
     publish_progress(false);
     if (options.max_events > 0 && counters.consumed.load() >= options.max_events) break;
-    if (options.idle_exit_ms > 0 && SecondsSince(last_event) * 1000 >= options.idle_exit_ms) {
-      break;
+    if (options.idle_exit_ms > 0) {
+      // Idle means no input while partitions are assigned: joining the group
+      // (seconds, more when a static member's session must expire first)
+      // does not count, unless no assignment comes for a minute or more.
+      bool assigned = false;
+      {
+        std::lock_guard lock(partitions_mutex_);
+        assigned = !assigned_.empty();
+      }
+      const auto idle_since = std::max(last_event, last_assigned_);
+      if (assigned ? SecondsSince(idle_since) * 1000 >= options.idle_exit_ms
+                   : SecondsSince(idle_since) * 1000 >= std::max(options.idle_exit_ms, 60000)) {
+        break;
+      }
     }
   }
   if (stop.load()) spdlog::info("msg=\"stop requested: finishing the micro-batch\"");

@@ -25,6 +25,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -120,6 +121,8 @@ class Service {
   std::function<void(const ScoreRecord&)> external_score_observer_;
   std::string scorer_name_;
   std::string model_version_;
+  // When partitions were last assigned (polling thread only; idle exit).
+  std::chrono::steady_clock::time_point last_assigned_{};
   std::atomic<bool> restored_{false};
   std::atomic<bool> stopped_{false};
   // Assignment and lag, written on the polling thread, read by HTTP threads.
