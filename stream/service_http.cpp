@@ -23,7 +23,7 @@ size_t StageIndex(state::Stage stage) {
 std::string AlertMessage(const std::string& kind, const Json& detail) {
   char text[200];
   if (kind == "stage_change") {
-    std::snprintf(text, sizeof text, "stage %s -> %s", detail.value("from", "?").c_str(),
+    std::snprintf(text, sizeof text, "stage %s \u2192 %s", detail.value("from", "?").c_str(),
                   detail.value("to", "?").c_str());
   } else if (kind == "churn_risk") {
     std::snprintf(text, sizeof text, "churn risk %.2f crossed %.2f", detail.value("to", 0.0),
