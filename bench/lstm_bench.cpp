@@ -13,7 +13,7 @@
 // ceiling = peak / FLOPs per step; real kernels reach a fraction of it at
 // large batches (memory traffic of x, h, c and the feature vectorizer are not
 // counted). Step() includes feature vectorization from History; variants
-// with and without top_factors (autograd over the batch).
+// with and without top_factors (hand-written backward on CPU, autograd on CUDA).
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -26,6 +26,7 @@
 
 #include "models/features.h"
 #include "models/lstm.h"
+#include "models/lstm_kernel.h"
 
 namespace {
 
@@ -180,6 +181,9 @@ int main(int argc, char** argv) {
               kFeatureCount, kHeadHidden);
   std::printf("device:     %s (cuda available: %s); torch threads: 1 (Step sets it)\n",
               Device().c_str(), CudaAvailable() ? "yes" : "no");
+  std::printf("cpu kernel: %s (deterministic per row, tiles of %d rows; lstm_kernel.h)\n",
+              LstmCpuKernel(RandomLstmModel(kHidden, 1, kHeadHidden).weights).isa(),
+              LstmCpuKernel::kTileRows);
   std::printf("cpu:        %s, %.0f MHz now, %s, %u hardware threads\n", cpu.model.c_str(), cpu.mhz,
               cpu.simd.c_str(), std::thread::hardware_concurrency());
 #ifdef NDEBUG

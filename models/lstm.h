@@ -17,11 +17,14 @@
 // mean, scale}], "training":{...}, "validation":{...}, "weights":{"w_ih":[...],
 // ...}}. Floats are written with enough digits to read back bit-exactly.
 //
-// Determinism: on CPU the scorer sets at::set_num_threads(threads) (default 1,
-// a process-wide torch setting) and gives byte-identical scores for the same
-// inputs and batch. top_factors = gradient x input of clv w.r.t. the
-// standardized features of this step (autograd over the batch).
-//
+// Determinism: on CPU the scorer runs a hand-written kernel (lstm_kernel.h),
+// not torch: a user's new (h, c), score and top_factors depend only on that
+// user's inputs, bit for bit, whatever the batch size and the user's position
+// in it (tests: ScoresAndStatesDoNotDependOnTheBatchAroundAUser), so a replay
+// in other micro-batches reproduces the same bytes. CUDA runs torch (agrees
+// with the CPU to 1e-4; not bit-exact). top_factors = gradient x input of clv
+// w.r.t. the standardized features of this step (hand-written backward on
+// CPU, autograd on CUDA).
 // Thread-safety: a scorer is used from one thread at a time (Scorer contract).
 #pragma once
 
@@ -84,10 +87,10 @@ std::string DefaultLstmModelPath();
 struct LstmScorerOptions {
   // "cpu", "cuda", or "auto" (cuda when torch sees a GPU).
   std::string device = "cpu";
-  // Intra-op threads for CPU torch (process-wide). 1 = deterministic and what
-  // the service wants: one scoring thread per instance.
+  // Intra-op threads for torch (process-wide; the CPU kernel is single-threaded
+  // and deterministic whatever this is). 1 = one scoring thread per instance.
   int threads = 1;
-  // Compute top_factors (gradient x input, about 2-3x the cost of a step).
+  // Compute top_factors (gradient x input, about 1.6x the cost of a step on CPU).
   bool top_factors = true;
   // Horizon the caller asks for; clv and expected_purchases are scaled
   // linearly by horizon_days / model.horizon_days (0 = the model's horizon).

@@ -12,6 +12,7 @@
 
 #include "config/config.h"
 #include "models/lstm.h"
+#include "models/lstm_kernel.h"
 
 namespace clv::models {
 
@@ -82,22 +83,15 @@ class LstmScorer final : public Scorer {
     head2_b_ = to_device(w.head2_b, {kHeadOutputs});
     horizon_scale_ = options.horizon_days > 0 ? options.horizon_days / model.horizon_days : 1.0;
     cuda_ = device_.is_cuda();
+    if (!cuda_) kernel_ = std::make_unique<LstmCpuKernel>(w);
   }
 
   std::string version() const override { return model_.version; }
   int state_size() const override { return 2 * hidden_; }
 
-  // Large batches run in chunks that keep the working set in cache (on CPU
-  // throughput drops by half past ~4k rows); each row's result does not
-  // depend on the chunking.
-  static constexpr size_t kCpuChunkRows = 1024;
-
   void Step(std::span<const StepInput> inputs, std::span<Score> outputs) override {
-    if (!cuda_ && inputs.size() > kCpuChunkRows) {
-      for (size_t begin = 0; begin < inputs.size(); begin += kCpuChunkRows) {
-        size_t n = std::min(kCpuChunkRows, inputs.size() - begin);
-        Step(inputs.subspan(begin, n), outputs.subspan(begin, n));
-      }
+    if (!cuda_) {
+      StepCpu(inputs, outputs);
       return;
     }
     const int64_t batch = static_cast<int64_t>(inputs.size());
@@ -154,6 +148,10 @@ class LstmScorer final : public Scorer {
   }
 
   void Rescore(std::span<const RescoreInput> inputs, std::span<Score> outputs) override {
+    if (!cuda_) {
+      RescoreCpu(inputs, outputs);
+      return;
+    }
     const int64_t batch = static_cast<int64_t>(inputs.size());
     if (batch == 0) return;
     const int64_t width = hidden_ + kAggregateCount;
@@ -181,6 +179,65 @@ class LstmScorer final : public Scorer {
   }
 
  private:
+  // CPU: the deterministic kernel, tile by tile (lstm_kernel.h): a row's
+  // results do not depend on the batch around it.
+  void StepCpu(std::span<const StepInput> inputs, std::span<Score> outputs) {
+    constexpr int kTile = LstmCpuKernel::kTileRows;
+    const int state_floats = 2 * hidden_;
+    tile_state_.resize(size_t(kTile) * state_floats);
+    for (size_t begin = 0; begin < inputs.size(); begin += kTile) {
+      const int rows = static_cast<int>(std::min<size_t>(kTile, inputs.size() - begin));
+      for (int i = 0; i < rows; ++i) {
+        const StepInput& in = inputs[begin + i];
+        StepFeatures(model_.norm, in.event, *in.before, *in.after, &tile_x_[i * kFeatureCount]);
+        float* state = &tile_state_[size_t(i) * state_floats];
+        if (in.state != nullptr) {
+          std::memcpy(state, in.state, sizeof(float) * state_floats);
+        } else {
+          std::fill(state, state + state_floats, 0.0f);
+        }
+      }
+      kernel_->Step(rows, tile_x_.data(), tile_state_.data(), tile_heads_.data(),
+                    options_.top_factors ? tile_factors_.data() : nullptr);
+      for (int i = 0; i < rows; ++i) {
+        const StepInput& in = inputs[begin + i];
+        Score& score = outputs[begin + i];
+        if (in.state != nullptr) {
+          std::memcpy(in.state, &tile_state_[size_t(i) * state_floats],
+                      sizeof(float) * state_floats);
+        }
+        FillScore(&tile_heads_[i * LstmCpuKernel::kHeadValues], *in.after, &score);
+        score.top_factors = {};
+        if (options_.top_factors) FillFactors(&tile_factors_[i * kFeatureCount], &score);
+      }
+    }
+  }
+
+  void RescoreCpu(std::span<const RescoreInput> inputs, std::span<Score> outputs) {
+    constexpr int kTile = LstmCpuKernel::kTileRows;
+    tile_state_.resize(size_t(kTile) * 2 * hidden_);
+    float* h = tile_state_.data();
+    for (size_t begin = 0; begin < inputs.size(); begin += kTile) {
+      const int rows = static_cast<int>(std::min<size_t>(kTile, inputs.size() - begin));
+      for (int i = 0; i < rows; ++i) {
+        const RescoreInput& in = inputs[begin + i];
+        float* row = h + size_t(i) * hidden_;
+        if (in.state != nullptr) {
+          std::memcpy(row, in.state, sizeof(float) * hidden_);
+        } else {
+          std::fill(row, row + hidden_, 0.0f);
+        }
+        AggregateFeatures(model_.norm, *in.history, in.now_ms, &tile_x_[i * kAggregateCount]);
+      }
+      kernel_->Heads(rows, h, tile_x_.data(), tile_heads_.data());
+      for (int i = 0; i < rows; ++i) {
+        FillScore(&tile_heads_[i * LstmCpuKernel::kHeadValues], *inputs[begin + i].history,
+                  &outputs[begin + i]);
+        outputs[begin + i].top_factors = {};
+      }
+    }
+  }
+
   std::pair<torch::Tensor, torch::Tensor> Cell(const torch::Tensor& x, const torch::Tensor& h,
                                                const torch::Tensor& c) {
     auto [h1, c1] = torch::lstm_cell(x, {h, c}, w_ih_, w_hh_, b_ih_, b_hh_);
@@ -243,6 +300,12 @@ class LstmScorer final : public Scorer {
   double horizon_scale_ = 1.0;
   torch::Tensor w_ih_, w_hh_, b_ih_, b_hh_, head1_w_, head1_b_, head2_w_, head2_b_;
   torch::Tensor step_host_, rescore_host_;
+  // CPU path.
+  std::unique_ptr<LstmCpuKernel> kernel_;
+  std::array<float, LstmCpuKernel::kTileRows * kFeatureCount> tile_x_{};
+  std::array<float, LstmCpuKernel::kTileRows * LstmCpuKernel::kHeadValues> tile_heads_{};
+  std::array<float, LstmCpuKernel::kTileRows * kFeatureCount> tile_factors_{};
+  std::vector<float> tile_state_;
 };
 
 nlohmann::json FloatsToJson(const std::vector<float>& values) {

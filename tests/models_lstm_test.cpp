@@ -2,7 +2,9 @@
 // real libtorch. Small sizes: the whole suite runs in seconds.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -277,6 +279,126 @@ TEST(LstmScorer, SameInputGivesByteIdenticalScores) {
     EXPECT_EQ(0, std::memcmp(&a[i].clv, &b[i].clv, sizeof(double)));
     EXPECT_EQ(0, std::memcmp(&a[i].churn_risk, &b[i].churn_risk, sizeof(double)));
     EXPECT_EQ(0, std::memcmp(&a[i].top_factors, &b[i].top_factors, sizeof(a[i].top_factors)));
+  }
+}
+
+// Exactly-once replay: after a crash the service replays events in other
+// micro-batches, so a user's state and score must not depend on the batch
+// around it -- bit for bit, not just to 1e-6.
+struct ReplayOutcome {
+  std::vector<std::vector<float>> states;       // per user, after all steps
+  std::vector<std::vector<Score>> step_scores;  // per user, per event
+  std::vector<Score> rescored;                  // per user, 30 days after the last event
+};
+
+ReplayOutcome ReplayInBatches(Scorer& scorer, const std::vector<Replay>& users, size_t batch,
+                              uint64_t shuffle_seed) {
+  ReplayOutcome outcome;
+  const int s = scorer.state_size();
+  outcome.states.assign(users.size(), std::vector<float>(s));
+  for (auto& state : outcome.states) scorer.InitState(state.data());
+  outcome.step_scores.resize(users.size());
+  std::vector<size_t> order(users.size());
+  for (size_t u = 0; u < order.size(); ++u) order[u] = u;
+  std::mt19937_64 random(shuffle_seed);
+  for (size_t k = 0;; ++k) {
+    if (shuffle_seed != 0) std::shuffle(order.begin(), order.end(), random);
+    std::vector<size_t> who;
+    for (size_t u : order) {
+      if (k < users[u].events.size()) who.push_back(u);
+    }
+    if (who.empty()) break;
+    for (size_t begin = 0; begin < who.size(); begin += batch) {
+      size_t n = std::min(batch, who.size() - begin);
+      std::vector<StepInput> inputs;
+      for (size_t i = 0; i < n; ++i) {
+        size_t u = who[begin + i];
+        inputs.push_back(users[u].Input(k, outcome.states[u].data()));
+      }
+      std::vector<Score> scores(n);
+      scorer.Step(inputs, scores);
+      for (size_t i = 0; i < n; ++i) outcome.step_scores[who[begin + i]].push_back(scores[i]);
+    }
+  }
+  if (shuffle_seed != 0) std::shuffle(order.begin(), order.end(), random);
+  outcome.rescored.resize(users.size());
+  for (size_t begin = 0; begin < order.size(); begin += batch) {
+    size_t n = std::min(batch, order.size() - begin);
+    std::vector<RescoreInput> inputs;
+    for (size_t i = 0; i < n; ++i) {
+      const Replay& r = users[order[begin + i]];
+      inputs.push_back({&r.after.back(), r.events.back().ts_ms + 30 * 24 * kHour,
+                        outcome.states[order[begin + i]].data()});
+    }
+    std::vector<Score> scores(n);
+    scorer.Rescore(inputs, scores);
+    for (size_t i = 0; i < n; ++i) outcome.rescored[order[begin + i]] = scores[i];
+  }
+  return outcome;
+}
+
+void ExpectSameBytes(const Score& a, const Score& b, const std::string& where) {
+  EXPECT_EQ(0, std::memcmp(&a.clv, &b.clv, sizeof(double))) << where << " clv " << a.clv << " vs " << b.clv;
+  EXPECT_EQ(0, std::memcmp(&a.p_purchase, &b.p_purchase, sizeof(double))) << where;
+  EXPECT_EQ(0, std::memcmp(&a.churn_risk, &b.churn_risk, sizeof(double))) << where;
+  EXPECT_EQ(0, std::memcmp(&a.expected_purchases, &b.expected_purchases, sizeof(double))) << where;
+  EXPECT_EQ(0, std::memcmp(&a.expected_order_value, &b.expected_order_value, sizeof(double)))
+      << where;
+  EXPECT_EQ(0, std::memcmp(&a.top_factors, &b.top_factors, sizeof(a.top_factors))) << where;
+}
+
+void ExpectSameOutcome(const ReplayOutcome& a, const ReplayOutcome& b, const std::string& what) {
+  ASSERT_EQ(a.states.size(), b.states.size());
+  size_t differing = 0;
+  for (size_t u = 0; u < a.states.size(); ++u) {
+    if (std::memcmp(a.states[u].data(), b.states[u].data(), sizeof(float) * a.states[u].size()) != 0) {
+      ++differing;
+    }
+    ASSERT_EQ(a.step_scores[u].size(), b.step_scores[u].size());
+    for (size_t k = 0; k < a.step_scores[u].size(); ++k) {
+      ExpectSameBytes(a.step_scores[u][k], b.step_scores[u][k],
+                      what + ": user " + std::to_string(u) + " step " + std::to_string(k));
+    }
+    ExpectSameBytes(a.rescored[u], b.rescored[u], what + ": user " + std::to_string(u) + " rescore");
+  }
+  EXPECT_EQ(differing, 0u) << what << ": users whose (h, c) differ in some bit";
+}
+
+TEST(LstmScorer, ScoresAndStatesDoNotDependOnTheBatchAroundAUser) {
+  // Hidden 64 (the shipped size) and an odd size that exercises padding.
+  for (int hidden : {64, 20}) {
+    LstmModel model = RandomLstmModel(hidden, 17, hidden == 64 ? 32 : 7);
+    auto scorer = MakeScorer(model);
+    auto users = SomeUsers(2500);
+    ReplayOutcome alone = ReplayInBatches(*scorer, users, 1, 0);
+    ASSERT_GT(alone.rescored[0].clv, 0);
+    const std::string h = "hidden " + std::to_string(hidden);
+    ExpectSameOutcome(alone, ReplayInBatches(*scorer, users, 7, 101), h + ", batches of 7");
+    ExpectSameOutcome(alone, ReplayInBatches(*scorer, users, 1000, 202), h + ", batches of 1000");
+    ExpectSameOutcome(alone, ReplayInBatches(*scorer, users, 2500, 303), h + ", batches of 2500");
+  }
+}
+
+// The CPU kernel exists in AVX-512, AVX2+FMA and baseline builds (picked from
+// the CPU; CLV_LSTM_KERNEL forces a lower one). AVX-512 and AVX2 give the
+// same bits; the baseline one (no FMA) agrees closely.
+TEST(LstmScorer, KernelIsaLevelsAgree) {
+  LstmModel model = RandomLstmModel(64, 23);
+  auto users = SomeUsers(300);
+  auto run = [&](const char* isa) {
+    if (isa != nullptr) setenv("CLV_LSTM_KERNEL", isa, 1);
+    auto scorer = MakeScorer(model);
+    unsetenv("CLV_LSTM_KERNEL");
+    return ReplayInBatches(*scorer, users, 64, 5);
+  };
+  ReplayOutcome best = run(nullptr);
+  ExpectSameOutcome(best, run("avx2"), "avx2 kernel");
+  ReplayOutcome generic = run("generic");
+  for (size_t u = 0; u < users.size(); ++u) {
+    for (size_t j = 0; j < best.states[u].size(); ++j) {
+      ASSERT_NEAR(best.states[u][j], generic.states[u][j], 1e-5) << "user " << u;
+    }
+    EXPECT_NEAR(best.rescored[u].clv, generic.rescored[u].clv, 1e-5 * std::max(1.0, best.rescored[u].clv));
   }
 }
 
