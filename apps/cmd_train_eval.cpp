@@ -1,14 +1,296 @@
 // clv train / clv eval: see models/trainer.h and models/evaluate.h.
+//
+//   clv train --events FILE... --horizon 365d --out MODEL [--epochs N --hidden N
+//             --batch-users N --bptt N --lr X --lr-decay X --patience N
+//             --validation X --seed N --threads N --checkpoint FILE
+//             --calibration-end DATE]
+//   clv eval  --events FILE... --cutoff DATE [--horizon 273d] [--model MODEL]
+//             [--baseline MODEL] [--truth FILE] [--json OUT] [--svg OUT] [--device D]
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
 
 #include "apps/commands.h"
 #include "apps/model_commands.h"
+#include "models/evaluate.h"
+#include "models/trainer.h"
 
 namespace clv::apps {
 
+namespace {
+
+struct TrainFlags {
+  EventFileFlags events;
+  std::string horizon = "365d";
+  std::string out;
+  std::string calibration_end;
+  models::TrainOptions options;
+};
+
+struct EvalFlags {
+  EventFileFlags events;
+  std::string cutoff;
+  std::string horizon = "273d";
+  std::string model;
+  std::string baseline;
+  std::string truth;
+  std::string json;
+  std::string svg;
+  std::string device = "cpu";
+  std::string title;
+};
+
+// One line per epoch, drawn as a bar of the epoch budget.
+void PrintProgress(const models::EpochReport& r, int max_epochs) {
+  constexpr int kWidth = 20;
+  int filled = max_epochs > 0 ? std::min(kWidth, r.epoch * kWidth / max_epochs) : kWidth;
+  std::string bar(filled, '#');
+  bar.resize(kWidth, '.');
+  std::fprintf(stderr,
+               "[%s] epoch %d/%d  loss %.4f  val loss %.4f  val gini %.4f  lr %.2e  %.1fs%s\n",
+               bar.c_str(), r.epoch, max_epochs, r.train_loss, r.validation_loss,
+               r.validation_gini, r.learning_rate, r.seconds, r.improved ? "  *best*" : "");
+}
+
+// Synthetic ground truth (clv gen --truth, JSONL): user_id -> expected and
+// realized spend over the truth's horizon after the generated period.
+bool LoadTruth(const std::string& path, std::map<std::string, double>* expected,
+               std::map<std::string, double>* realized, std::string* error) {
+  std::ifstream in(path);
+  if (!in) {
+    *error = "--truth " + path + ": cannot open";
+    return false;
+  }
+  std::string line;
+  size_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.empty()) continue;
+    auto json = nlohmann::json::parse(line, nullptr, false);
+    if (json.is_discarded() || !json.is_object() || !json.contains("user_id") ||
+        !json.contains("expected_spend") || !json.contains("realized_spend")) {
+      *error = "--truth " + path + ":" + std::to_string(line_no) +
+               ": not a clv gen truth line (JSON with user_id, expected_spend, realized_spend)";
+      return false;
+    }
+    std::string user = json["user_id"].get<std::string>();
+    (*expected)[user] = json["expected_spend"].get<double>();
+    (*realized)[user] = json["realized_spend"].get<double>();
+  }
+  if (expected->empty()) {
+    *error = "--truth " + path + ": no users";
+    return false;
+  }
+  return true;
+}
+
+void RunTrain(TrainFlags& flags, const std::string& command, int* exit_code) {
+  config::Config config;
+  if (!LoadConfigOrReport(flags.events.config, &config)) {
+    *exit_code = 2;
+    return;
+  }
+  if (!ParseDurationDays(flags.horizon, &flags.options.horizon_days)) {
+    std::fprintf(stderr, "clv train: --horizon '%s' is not a duration (e.g. 365d, 39w)\n",
+                 flags.horizon.c_str());
+    *exit_code = 2;
+    return;
+  }
+  int64_t calibration_end = 0;
+  if (!flags.calibration_end.empty() && !ParseDateMs(flags.calibration_end, &calibration_end)) {
+    std::fprintf(stderr, "clv train: --calibration-end '%s' is not a date (YYYY-MM-DD)\n",
+                 flags.calibration_end.c_str());
+    *exit_code = 2;
+    return;
+  }
+  models::Dataset data;
+  if (!LoadEvents(flags.events, config, &data)) {
+    *exit_code = 1;
+    return;
+  }
+  if (calibration_end != 0) {
+    data = data.SliceBefore(calibration_end);
+    std::fprintf(stderr, "training on events before %s: %s users\n",
+                 flags.calibration_end.c_str(), WithThousands(data.users.size()).c_str());
+  }
+  flags.options.command = command;
+  std::string files;
+  for (const auto& f : flags.events.files) files += (files.empty() ? "" : " ") + f;
+  flags.options.data_description = files + (calibration_end ? " before " + flags.calibration_end : "");
+  const int max_epochs = flags.options.epochs;
+  std::fprintf(stderr,
+               "training LSTM: horizon %.0f days, hidden %d, up to %d epochs, %d users per batch, "
+               "TBPTT %d events, %d thread(s)\n",
+               flags.options.horizon_days, flags.options.hidden_size, max_epochs,
+               flags.options.batch_users, flags.options.bptt_steps, flags.options.threads);
+  models::TrainResult result = models::TrainLstm(
+      data, flags.options, [&](const models::EpochReport& r) { PrintProgress(r, max_epochs); });
+  if (!result.ok()) {
+    std::fprintf(stderr, "clv train: %s\n", result.error.c_str());
+    *exit_code = 1;
+    return;
+  }
+  std::string error;
+  if (!models::SaveLstmModel(result.model, flags.out, &error)) {
+    std::fprintf(stderr, "clv train: --out: %s\n", error.c_str());
+    *exit_code = 1;
+    return;
+  }
+  models::LstmModel saved;
+  if (!models::LoadLstmModel(flags.out, &saved, &error)) {
+    std::fprintf(stderr, "clv train: reading back --out: %s\n", error.c_str());
+    *exit_code = 1;
+    return;
+  }
+  const auto& best = result.epochs.at(result.best_epoch - 1);
+  std::printf(
+      "model %s written to %s\nbest epoch %d of %zu: validation loss %.4f, validation gini %.4f "
+      "(%zu training users, %zu validation users, %zu labelled examples)\n",
+      saved.version.c_str(), flags.out.c_str(), result.best_epoch, result.epochs.size(),
+      best.validation_loss, best.validation_gini, result.train_users, result.validation_users,
+      result.labelled_examples);
+  *exit_code = 0;
+}
+
+void RunEval(EvalFlags& flags, int* exit_code) {
+  config::Config config;
+  if (!LoadConfigOrReport(flags.events.config, &config)) {
+    *exit_code = 2;
+    return;
+  }
+  models::EvalRunOptions options;
+  if (!ParseDateMs(flags.cutoff, &options.cutoff_ms)) {
+    std::fprintf(stderr, "clv eval: --cutoff '%s' is not a date (YYYY-MM-DD)\n",
+                 flags.cutoff.c_str());
+    *exit_code = 2;
+    return;
+  }
+  if (!ParseDurationDays(flags.horizon, &options.horizon_days)) {
+    std::fprintf(stderr, "clv eval: --horizon '%s' is not a duration (e.g. 273d, 39w)\n",
+                 flags.horizon.c_str());
+    *exit_code = 2;
+    return;
+  }
+  std::string error;
+  if (!flags.truth.empty() && !LoadTruth(flags.truth, &options.oracle, &options.actual, &error)) {
+    std::fprintf(stderr, "clv eval: %s\n", error.c_str());
+    *exit_code = 2;
+    return;
+  }
+  models::Dataset data;
+  if (!LoadEvents(flags.events, config, &data)) {
+    *exit_code = 1;
+    return;
+  }
+  if (!flags.truth.empty() && data.end_ms > options.cutoff_ms + models::kMsPerDay) {
+    std::fprintf(stderr,
+                 "clv eval: --truth describes the horizon after the generated period, but the "
+                 "events run to %s, past --cutoff %s; use the period's end as the cutoff\n",
+                 models::MsToDate(data.end_ms - 1).c_str(), flags.cutoff.c_str());
+    *exit_code = 2;
+    return;
+  }
+  if (flags.truth.empty() && data.end_ms < options.cutoff_ms +
+                                               int64_t(options.horizon_days * models::kMsPerDay)) {
+    std::fprintf(stderr,
+                 "clv eval: warning: the events end on %s, before --cutoff + --horizon; spend "
+                 "after the data's end counts as 0\n",
+                 models::MsToDate(data.end_ms - 1).c_str());
+  }
+  options.lstm_model_path = flags.model;
+  options.baseline_model_path = flags.baseline;
+  options.device = flags.device;
+  options.json_path = flags.json;
+  options.svg_path = flags.svg;
+  options.title = flags.title;
+  models::EvalReport report;
+  std::fprintf(stderr, "scoring %s users at %s...\n", WithThousands(data.users.size()).c_str(),
+               flags.cutoff.c_str());
+  if (!models::RunEvaluation(data, options, &report, &error)) {
+    std::fprintf(stderr, "clv eval: %s\n", error.c_str());
+    *exit_code = 1;
+    return;
+  }
+  std::printf("%s", models::EvalReportText(report).c_str());
+  if (!flags.json.empty()) std::printf("JSON written to %s\n", flags.json.c_str());
+  if (!flags.svg.empty()) std::printf("chart written to %s\n", flags.svg.c_str());
+  *exit_code = 0;
+}
+
+}  // namespace
+
 void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
-  (void)root;
-  (void)exit_code;
+  auto* train = root.add_subcommand(
+      "train", "Train the incremental LSTM scorer on an event log and write a model file");
+  auto train_flags = std::make_shared<TrainFlags>();
+  auto& t = *train_flags;
+  AddEventFileFlags(*train, t.events);
+  train->add_option("--horizon", t.horizon, "Spend is predicted over this window, e.g. 365d, 39w")
+      ->capture_default_str();
+  train->add_option("--out", t.out, "Model file to write (JSON)")->required();
+  train->add_option("--calibration-end", t.calibration_end,
+                    "Train only on events before this date (YYYY-MM-DD)");
+  train->add_option("--epochs", t.options.epochs, "Most passes over the training users")
+      ->capture_default_str()->check(CLI::Range(1, 10000));
+  train->add_option("--hidden", t.options.hidden_size, "LSTM hidden size")
+      ->capture_default_str()->check(CLI::Range(1, 4096));
+  train->add_option("--head-hidden", t.options.head_hidden, "Head hidden layer size")
+      ->capture_default_str()->check(CLI::Range(1, 4096));
+  train->add_option("--batch-users", t.options.batch_users, "Users per mini-batch")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
+  train->add_option("--bptt", t.options.bptt_steps, "Truncated BPTT chunk, events")
+      ->capture_default_str()->check(CLI::Range(1, 100000));
+  train->add_option("--lr", t.options.learning_rate, "Adam learning rate")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  train->add_option("--lr-decay", t.options.lr_decay, "Learning-rate multiplier per epoch")
+      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  train->add_option("--patience", t.options.patience,
+                    "Stop after this many epochs without a better validation loss")
+      ->capture_default_str()->check(CLI::Range(1, 10000));
+  train->add_option("--validation", t.options.validation_fraction,
+                    "Share of users held out for validation")
+      ->capture_default_str()->check(CLI::Range(0.01, 0.9));
+  train->add_option("--seed", t.options.seed, "Random seed")->capture_default_str();
+  train->add_option("--threads", t.options.threads, "torch threads while training")
+      ->capture_default_str()->check(CLI::Range(1, 256));
+  train->add_option("--checkpoint", t.options.checkpoint_path,
+                    "Write the best model so far here after every improving epoch");
+  train->callback([train_flags, exit_code, train] {
+    // The command line as typed, recorded in the model file.
+    std::string command = "clv train";
+    for (const auto& opt : train->get_options()) {
+      if (opt->count() == 0 || opt->get_name() == "--help") continue;
+      for (const auto& value : opt->results()) command += " " + opt->get_name() + " " + value;
+    }
+    RunTrain(*train_flags, command, exit_code);
+  });
+
+  auto* eval = root.add_subcommand(
+      "eval", "Score every user at a cutoff and compare LSTM, BG/NBD+GG, simple formula (and "
+              "the oracle) with what they really spent");
+  auto eval_flags = std::make_shared<EvalFlags>();
+  auto& e = *eval_flags;
+  AddEventFileFlags(*eval, e.events);
+  eval->add_option("--cutoff", e.cutoff, "Score at this date (YYYY-MM-DD); events before it are "
+                                         "history, spend after it is the truth")->required();
+  eval->add_option("--horizon", e.horizon, "Window after the cutoff, e.g. 273d, 39w")
+      ->capture_default_str();
+  eval->add_option("--model", e.model, "LSTM model file (default: the shipped model)");
+  eval->add_option("--baseline", e.baseline,
+                   "BG/NBD + Gamma-Gamma model file (default: fit on the events before the cutoff)");
+  eval->add_option("--truth", e.truth,
+                   "clv gen ground truth (JSONL): realized spend is the actual, expected spend the "
+                   "oracle; the cutoff must be the generated period's end");
+  eval->add_option("--json", e.json, "Write the report as JSON");
+  eval->add_option("--svg", e.svg, "Write the gain curve and decile calibration chart (SVG)");
+  eval->add_option("--device", e.device, "cpu | cuda | auto")
+      ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  eval->add_option("--title", e.title, "Title of the table and chart");
+  eval->callback([eval_flags, exit_code] { RunEval(*eval_flags, exit_code); });
 }
 
 }  // namespace clv::apps
