@@ -56,8 +56,11 @@ void PrintProgress(const models::EpochReport& r, int max_epochs) {
                r.validation_gini, r.learning_rate, r.seconds, r.improved ? "  *best*" : "");
 }
 
-// Synthetic ground truth (clv gen --truth, JSONL): user_id -> expected and
-// realized spend over the truth's horizon after the generated period.
+// Synthetic ground truth (clv gen --truth, JSONL): user_id -> oracle and
+// realized spend over the truth's horizon after the generated period. The
+// oracle is oracle_expected_spend: the expected spend knowing each user's
+// latent purchase rate, dropout probability and order value, weighted by
+// P(alive | purchase history) -- the best ranking from the purchase record.
 bool LoadTruth(const std::string& path, std::map<std::string, double>* expected,
                std::map<std::string, double>* realized, std::string* error) {
   std::ifstream in(path);
@@ -72,13 +75,13 @@ bool LoadTruth(const std::string& path, std::map<std::string, double>* expected,
     if (line.empty()) continue;
     auto json = nlohmann::json::parse(line, nullptr, false);
     if (json.is_discarded() || !json.is_object() || !json.contains("user_id") ||
-        !json.contains("expected_spend") || !json.contains("realized_spend")) {
+        !json.contains("oracle_expected_spend") || !json.contains("realized_spend")) {
       *error = "--truth " + path + ":" + std::to_string(line_no) +
-               ": not a clv gen truth line (JSON with user_id, expected_spend, realized_spend)";
+               ": not a clv gen truth line (JSON with user_id, oracle_expected_spend, realized_spend)";
       return false;
     }
     std::string user = json["user_id"].get<std::string>();
-    (*expected)[user] = json["expected_spend"].get<double>();
+    (*expected)[user] = json["oracle_expected_spend"].get<double>();
     (*realized)[user] = json["realized_spend"].get<double>();
   }
   if (expected->empty()) {
@@ -283,8 +286,8 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
   eval->add_option("--baseline", e.baseline,
                    "BG/NBD + Gamma-Gamma model file (default: fit on the events before the cutoff)");
   eval->add_option("--truth", e.truth,
-                   "clv gen ground truth (JSONL): realized spend is the actual, expected spend the "
-                   "oracle; the cutoff must be the generated period's end");
+                   "clv gen ground truth (JSONL): realized_spend is the actual, "
+                   "oracle_expected_spend the oracle; the cutoff must be the generated period's end");
   eval->add_option("--json", e.json, "Write the report as JSON");
   eval->add_option("--svg", e.svg, "Write the gain curve and decile calibration chart (SVG)");
   eval->add_option("--device", e.device, "cpu | cuda | auto")

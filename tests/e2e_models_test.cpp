@@ -1,0 +1,137 @@
+// End to end through the `clv` binary: gen -> train -> eval on a small
+// synthetic shop, and fit-baseline on the CDNOW sample (published estimates).
+// Small sizes: the whole suite runs in well under a minute on 2 cores.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+
+#include "tests/test_support.h"
+
+namespace clv {
+namespace {
+
+using testing::ClvBinary;
+using testing::ReadFile;
+using testing::RunCommand;
+using testing::TempDir;
+
+constexpr int kTimeoutMs = 180000;
+
+int Clv(const TempDir& dir, const std::string& name, std::vector<std::string> args,
+        std::string* output) {
+  args.insert(args.begin(), ClvBinary().string());
+  return RunCommand(args, dir.path() / name, kTimeoutMs, output);
+}
+
+TEST(E2eModels, GenTrainEvalWritesTableJsonAndChart) {
+  TempDir dir;
+  const auto events = (dir.path() / "events.jsonl").string();
+  const auto truth = (dir.path() / "truth.jsonl").string();
+  const auto model = (dir.path() / "lstm.json").string();
+  const auto report = (dir.path() / "report.json").string();
+  const auto chart = (dir.path() / "chart.svg").string();
+  std::string out;
+  // 200 days from 2025-01-01: the period ends on 2025-07-20.
+  ASSERT_EQ(0, Clv(dir, "gen",
+                   {"gen", "--users", "600", "--days", "200", "--seed", "3", "--start",
+                    "2025-01-01", "--horizon", "60d", "--out", events, "--truth", truth},
+                   &out))
+      << out;
+  ASSERT_EQ(0, Clv(dir, "train",
+                   {"train", "--events", events, "--horizon", "60d", "--out", model, "--epochs",
+                    "2", "--hidden", "16", "--head-hidden", "8", "--batch-users", "64",
+                    "--threads", "1"},
+                   &out))
+      << out;
+  EXPECT_NE(out.find("epoch 2/2"), std::string::npos) << "progress per epoch on stderr:\n" << out;
+  EXPECT_NE(out.find("written to " + model), std::string::npos) << out;
+  auto saved = nlohmann::json::parse(ReadFile(model));
+  EXPECT_EQ(saved["format"], "clvstream-lstm");
+  EXPECT_EQ(saved["horizon_days"], 60);
+  EXPECT_EQ(saved["hidden_size"], 16);
+  EXPECT_NE(saved["training"].dump().find("--epochs 2"), std::string::npos)
+      << "the command line is recorded: " << saved["training"].dump();
+
+  ASSERT_EQ(0, Clv(dir, "eval",
+                   {"eval", "--events", events, "--cutoff", "2025-07-20", "--horizon", "60d",
+                    "--model", model, "--truth", truth, "--json", report, "--svg", chart},
+                   &out))
+      << out;
+  // The side-by-side table names every candidate.
+  for (const char* name : {"LSTM lstm/", "BG/NBD + Gamma-Gamma", "simple formula", "oracle"}) {
+    EXPECT_NE(out.find(name), std::string::npos) << name << " missing from\n" << out;
+  }
+  auto json = nlohmann::json::parse(ReadFile(report));
+  EXPECT_EQ(json["cutoff"], "2025-07-20");
+  EXPECT_EQ(json["horizon_days"], 60);
+  ASSERT_EQ(json["models"].size(), 4u);
+  const auto& lstm = json["models"][0];
+  EXPECT_EQ(lstm["name"].get<std::string>().rfind("LSTM lstm/", 0), 0u);
+  EXPECT_GT(lstm["users"].get<int>(), 300);
+  EXPECT_EQ(lstm["deciles"].size(), 10u);
+  for (const char* metric : {"mse", "mae", "r2", "normalized_gini", "spearman", "top_decile_f1"}) {
+    ASSERT_TRUE(lstm[metric].is_number()) << metric;
+    EXPECT_TRUE(std::isfinite(lstm[metric].get<double>())) << metric;
+  }
+  // Even two epochs rank buyers better than chance.
+  EXPECT_GT(lstm["normalized_gini"].get<double>(), 0.2);
+  std::string svg = ReadFile(chart);
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u) << svg.substr(0, 200);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_NE(svg.find("LSTM"), std::string::npos) << "the chart has a legend";
+}
+
+TEST(E2eModels, BadFlagsAreNamed) {
+  TempDir dir;
+  std::string out;
+  EXPECT_EQ(2, Clv(dir, "cutoff", {"eval", "--events", "x.jsonl", "--cutoff", "tomorrow"}, &out));
+  EXPECT_NE(out.find("--cutoff 'tomorrow'"), std::string::npos) << out;
+  EXPECT_EQ(2, Clv(dir, "horizon",
+                   {"train", "--events", "x.jsonl", "--out", "m.json", "--horizon", "a year"}, &out));
+  EXPECT_NE(out.find("--horizon 'a year'"), std::string::npos) << out;
+  EXPECT_NE(0, Clv(dir, "missing",
+                   {"train", "--events", (dir.path() / "nope.jsonl").string(), "--out", "m.json"},
+                   &out));
+  EXPECT_NE(out.find("nope.jsonl"), std::string::npos) << out;
+}
+
+double Parameter(const std::string& text, const std::string& name) {
+  std::smatch match;
+  std::regex pattern("\\b" + name + "=([0-9.]+)");
+  if (!std::regex_search(text, match, pattern)) return NAN;
+  return std::stod(match[1]);
+}
+
+TEST(E2eModels, FitBaselinePrintsThePublishedCdnowEstimates) {
+  auto sample = testing::SharedDataPath("cdnow/CDNOW_sample.txt");
+  CLV_REQUIRE_SHARED_DATA(sample);
+  TempDir dir;
+  std::string out;
+  ASSERT_EQ(0, Clv(dir, "fit",
+                   {"fit-baseline", "--events", sample.string(), "--config",
+                    (testing::SourceDir() / "config/samples/cdnow.json").string(),
+                    // The sample has no header and a cohort-id column.
+                    "--columns", "customer_id,cohort_id,date,number_of_cds,dollar_value",
+                    "--calibration-end", "1997-10-01", "--out",
+                    (dir.path() / "baseline.json").string()},
+                   &out))
+      << out;
+  // Fader, Hardie & Lee (2005): r 0.243, alpha 4.414, a 0.793, b 2.426;
+  // Fader & Hardie's Gamma-Gamma note: p 6.25, q 3.74, gamma 15.44.
+  const std::pair<const char*, double> published[] = {{"r", 0.243},   {"alpha", 4.414},
+                                                      {"a", 0.793},   {"b", 2.426},
+                                                      {"p", 6.25},    {"q", 3.74},
+                                                      {"gamma", 15.44}};
+  for (const auto& [name, value] : published) {
+    double fitted = Parameter(out, name);
+    EXPECT_NEAR(fitted, value, 0.01 * value) << name << " in\n" << out;
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "baseline.json"));
+}
+
+}  // namespace
+}  // namespace clv
