@@ -1,5 +1,6 @@
 // TrainLstm (torch). See trainer.h for the method; the network math here must
-// match LstmScorer in lstm_scorer.cpp exactly (same torch ops, same order).
+// match LstmScorer (lstm_scorer.cpp on CUDA, lstm_kernel.cpp on CPU: the same
+// functions, evaluated in another order, so equal to ~1e-6, not bit for bit).
 #include <torch/torch.h>
 
 #include <algorithm>
