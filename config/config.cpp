@@ -444,6 +444,13 @@ const std::vector<Option>& OptionTable() {
        .description = "Event ids remembered per user for dedup.",
        .min = 0,
        .max = 4096},
+      {.key = "stream.dedup_retention_days",
+       .access = MemberOf<&Config::stream, &StreamOptions::dedup_retention_days>,
+       .description = "Every event id is also kept in RocksDB for this many days of event time "
+                      "(behind the largest event time seen), so a re-send is caught however late "
+                      "it comes within that time. 0 keeps only the per-user window.",
+       .min = 0,
+       .max = 3650},
       {.key = "stream.cache_max_users",
        .access = MemberOf<&Config::stream, &StreamOptions::cache_max_users>,
        .description = "Users kept in the write-back cache.",

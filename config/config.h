@@ -117,8 +117,12 @@ struct StreamOptions {
   // "per_event": one score per event. Either way (user_id, seq) identifies
   // one deterministic score.
   std::string emit = "per_batch";
-  // Event ids remembered per user for dedup.
+  // Event ids remembered per user for dedup (a fast in-memory check).
   int dedup_window = 64;
+  // Every event id is also kept in RocksDB for this many days of event time
+  // (behind the largest event time seen), so a re-send is caught however late
+  // it comes within that time. 0 keeps only the per-user window.
+  int dedup_retention_days = 30;
   // Users kept in the write-back cache.
   int cache_max_users = 200000;
   // Stop after this many input events (0 = run forever). For tests/bench.

@@ -222,6 +222,20 @@ class KafkaSourceImpl final : public KafkaSource {
         m.value.assign(static_cast<const char*>(msg->payload), msg->len);
       }
       m.timestamp_ms = rd_kafka_message_timestamp(msg.get(), nullptr);
+      rd_kafka_headers_t* record_headers = nullptr;
+      if (rd_kafka_message_headers(msg.get(), &record_headers) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char* name = nullptr;
+        const void* header_value = nullptr;
+        size_t size = 0;
+        for (size_t i = 0;
+             rd_kafka_header_get_all(record_headers, i, &name, &header_value, &size) ==
+             RD_KAFKA_RESP_ERR_NO_ERROR;
+             ++i) {
+          m.headers.emplace_back(name, header_value != nullptr
+                                           ? std::string(static_cast<const char*>(header_value), size)
+                                           : std::string());
+        }
+      }
       next_offset_[{m.topic, m.partition}] = m.offset + 1;
       ++taken;
     }
@@ -353,14 +367,38 @@ class KafkaSinkImpl final : public KafkaSink {
 
   Status Send(std::string_view topic, std::string_view key, std::string_view value,
               int32_t partition) override {
+    return Produce(topic, key, value, partition, nullptr);
+  }
+
+  Status SendWithHeaders(std::string_view topic, std::string_view key, std::string_view value,
+                         const std::vector<std::pair<std::string, std::string>>& headers) override {
+    return Produce(topic, key, value, -1, &headers);
+  }
+
+  Status Produce(std::string_view topic, std::string_view key, std::string_view value,
+                 int32_t partition,
+                 const std::vector<std::pair<std::string, std::string>>* headers) {
     const std::string topic_name(topic);
     for (;;) {
+      // Ownership of the header list passes to librdkafka on success only.
+      rd_kafka_headers_t* record_headers = nullptr;
+      if (headers != nullptr) {
+        record_headers = rd_kafka_headers_new(headers->size());
+        for (const auto& [name, header_value] : *headers) {
+          rd_kafka_header_add(record_headers, name.data(), static_cast<ssize_t>(name.size()),
+                              header_value.data(), static_cast<ssize_t>(header_value.size()));
+        }
+      }
       rd_kafka_resp_err_t err = rd_kafka_producev(
           rk_.get(), RD_KAFKA_V_TOPIC(topic_name.c_str()),
           RD_KAFKA_V_PARTITION(partition >= 0 ? partition : RD_KAFKA_PARTITION_UA),
           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
           RD_KAFKA_V_KEY(key.empty() ? nullptr : const_cast<char*>(key.data()), key.size()),
-          RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_END);
+          RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+          RD_KAFKA_V_HEADERS(record_headers), RD_KAFKA_V_END);
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR && record_headers != nullptr) {
+        rd_kafka_headers_destroy(record_headers);
+      }
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
       if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
         rd_kafka_poll(rk_.get(), 50);  // serve delivery reports, frees queue space

@@ -41,6 +41,8 @@ struct Message {
   std::string key;
   std::string value;
   int64_t timestamp_ms = 0;  // broker/producer timestamp
+  // Kafka record headers, in order (name, value bytes).
+  std::vector<std::pair<std::string, std::string>> headers;
 };
 
 struct TopicPartition {
@@ -105,6 +107,10 @@ class KafkaSink {
   // Blocks while the local queue is full.
   virtual Status Send(std::string_view topic, std::string_view key, std::string_view value,
                       int32_t partition = -1) = 0;
+  // The same, with record headers.
+  virtual Status SendWithHeaders(std::string_view topic, std::string_view key,
+                                 std::string_view value,
+                                 const std::vector<std::pair<std::string, std::string>>& headers) = 0;
   // Waits until every queued message is acknowledged by the broker. Error if
   // any delivery failed since the last Flush (names topic and reason).
   virtual Status Flush(int timeout_ms) = 0;

@@ -39,6 +39,8 @@ namespace {
 struct Tuning {
   // Memtable of the users column family (the hot one), bytes.
   static constexpr size_t kUsersWriteBufferBytes = 64u << 20;
+  // Memtable of the event_ids column family (12-byte keys), bytes.
+  static constexpr size_t kEventIdsWriteBufferBytes = 32u << 20;
   // Memtable of the small column families (offsets, timers, meta), bytes.
   static constexpr size_t kSmallWriteBufferBytes = 4u << 20;
   // Memtables per column family before writes stall.
@@ -91,6 +93,13 @@ rocksdb::ColumnFamilyOptions MakeColumnFamilyOptions(std::string_view name,
   } else {
     options.write_buffer_size = Tuning::kSmallWriteBufferBytes;
   }
+  if (name == kEventIdsColumnFamily) {
+    // Almost every lookup is for an id never seen: the bloom filter answers.
+    options.write_buffer_size = Tuning::kEventIdsWriteBufferBytes;
+    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(Tuning::kUsersBloomBitsPerKey));
+    table.cache_index_and_filter_blocks = true;
+    table.pin_l0_filter_and_index_blocks_in_cache = true;
+  }
   if (name == kTimersColumnFamily) {
     options.prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(Tuning::kTimersPrefixBytes));
   }
@@ -137,6 +146,14 @@ std::string OffsetValue(int64_t offset) {
   return value;
 }
 
+std::string EventIdKey(const EventIdEntry& id) {
+  std::string key;
+  key.reserve(12);
+  PutOrdered32(id.day, &key);
+  for (int shift = 56; shift >= 0; shift -= 8) key.push_back(static_cast<char>(id.hash >> shift));
+  return key;
+}
+
 std::string TimerKey(const TimerEntry& timer) {
   std::string key;
   key.reserve(12 + timer.user_id.size());
@@ -161,6 +178,7 @@ struct Engine {
   rocksdb::ColumnFamilyHandle* offsets = nullptr;
   rocksdb::ColumnFamilyHandle* timers = nullptr;
   rocksdb::ColumnFamilyHandle* meta = nullptr;
+  rocksdb::ColumnFamilyHandle* event_ids = nullptr;
 
   Engine() = default;
   Engine(const Engine&) = delete;
@@ -350,6 +368,26 @@ class RocksDbStore final : public StateStore {
     return Status::Ok();
   }
 
+  Status SeenEventIds(const std::vector<EventIdEntry>& ids, std::vector<bool>* seen) override {
+    const size_t count = ids.size();
+    seen->assign(count, false);
+    if (count == 0) return Status::Ok();
+    std::vector<std::string> key_bytes;
+    key_bytes.reserve(count);
+    for (const auto& id : ids) key_bytes.push_back(EventIdKey(id));
+    std::vector<rocksdb::Slice> keys(key_bytes.begin(), key_bytes.end());
+    std::vector<rocksdb::PinnableSlice> values(count);
+    std::vector<rocksdb::Status> statuses(count);
+    engine_->db->MultiGet(rocksdb::ReadOptions(), engine_->event_ids, count, keys.data(),
+                          values.data(), statuses.data());
+    for (size_t i = 0; i < count; ++i) {
+      if (statuses[i].IsNotFound()) continue;
+      if (!statuses[i].ok()) return engine_->Error("multi-get event ids", statuses[i]);
+      (*seen)[i] = true;
+    }
+    return Status::Ok();
+  }
+
   Status Commit(const CommitBatch& batch) override {
     if (engine_->read_only) {
       return Status::Error("state store " + engine_->dir + ": commit: store is open read-only");
@@ -389,6 +427,22 @@ class RocksDbStore final : public StateStore {
       if (Status s = check(write_batch.Put(engine_->offsets, OffsetKey(offset.topic, offset.partition),
                                            OffsetValue(offset.offset)),
                            "put offset");
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (batch.event_ids_expire_before_day != INT32_MIN) {
+      std::string begin, end;
+      PutOrdered32(INT32_MIN, &begin);
+      PutOrdered32(batch.event_ids_expire_before_day, &end);
+      if (Status s = check(write_batch.DeleteRange(engine_->event_ids, begin, end),
+                           "expire event ids");
+          !s.ok()) {
+        return s;
+      }
+    }
+    for (const EventIdEntry& id : batch.event_ids_added) {
+      if (Status s = check(write_batch.Put(engine_->event_ids, EventIdKey(id), ""), "put event id");
           !s.ok()) {
         return s;
       }
@@ -497,7 +551,7 @@ Status OpenStore(const config::StateOptions& options, bool read_only,
   }
   const std::vector<std::string_view> ours = {kDefaultColumnFamily, kUsersColumnFamily,
                                               kOffsetsColumnFamily, kTimersColumnFamily,
-                                              kMetaColumnFamily};
+                                              kMetaColumnFamily, kEventIdsColumnFamily};
   std::vector<std::string> names(existing);
   for (std::string_view name : ours) {
     if (std::find(names.begin(), names.end(), name) == names.end()) {
@@ -536,6 +590,7 @@ Status OpenStore(const config::StateOptions& options, bool read_only,
     if (names[i] == kOffsetsColumnFamily) engine->offsets = handle;
     if (names[i] == kTimersColumnFamily) engine->timers = handle;
     if (names[i] == kMetaColumnFamily) engine->meta = handle;
+    if (names[i] == kEventIdsColumnFamily) engine->event_ids = handle;
   }
   Status schema_status = CheckSchemaVersion(*engine);
   if (!schema_status.ok()) return schema_status;

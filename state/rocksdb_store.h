@@ -26,5 +26,7 @@ inline constexpr std::string_view kUsersColumnFamily = "users";
 inline constexpr std::string_view kOffsetsColumnFamily = "offsets";
 inline constexpr std::string_view kTimersColumnFamily = "timers";
 inline constexpr std::string_view kMetaColumnFamily = "meta";
+// Event ids seen within the dedup retention: day (BE int32) + id hash (BE u64) -> "".
+inline constexpr std::string_view kEventIdsColumnFamily = "event_ids";
 
 }  // namespace clv::state

@@ -6,6 +6,9 @@
 //   timers   partition (BE int32) + due ms (BE int64) + user id -> "" (index of
 //            users whose re-score is due at that stream time)
 //   meta     schema version, model version, free-form keys
+//   event_ids  day (BE int32, days since epoch of the event time) + event id
+//            hash (BE uint64) -> "" : every event id folded in during the
+//            dedup retention, so a re-send is caught however late it comes
 // Integers in keys and the offset value are big-endian with the sign bit
 // flipped, so byte order is numeric order (state/rocksdb_store.cpp).
 //
@@ -65,6 +68,14 @@ struct TimerEntry {
   bool operator==(const TimerEntry&) const = default;
 };
 
+// One event id, filed under the UTC day of its event time (the same event
+// always lands on the same key; old days are dropped as a whole).
+struct EventIdEntry {
+  int32_t day = 0;
+  uint64_t hash = 0;
+  bool operator==(const EventIdEntry&) const = default;
+};
+
 struct CommitBatch {
   struct UserWrite {
     std::string user_id;
@@ -76,6 +87,9 @@ struct CommitBatch {
   std::vector<TimerEntry> timers_removed;
   std::vector<TopicPartitionOffset> offsets;
   std::vector<std::pair<std::string, std::string>> meta;
+  std::vector<EventIdEntry> event_ids_added;
+  // When > INT32_MIN: drop every stored event id of a day before this one.
+  int32_t event_ids_expire_before_day = INT32_MIN;
 };
 
 // Read-only consistent view (RocksDB snapshot), for readers on other threads.
@@ -107,6 +121,9 @@ class StateStore {
                            std::vector<TimerEntry>* timers) = 0;
 
   virtual Status GetMeta(std::string_view key, std::optional<std::string>* value) = 0;
+
+  // (*seen)[i] is true when ids[i] was committed before (and not expired).
+  virtual Status SeenEventIds(const std::vector<EventIdEntry>& ids, std::vector<bool>* seen) = 0;
 
   virtual Status Commit(const CommitBatch& batch) = 0;
 

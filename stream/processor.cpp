@@ -81,6 +81,10 @@ double NormalQuantile(double p) {
   return 0.5 * (lo + hi);
 }
 
+int32_t EventDay(int64_t ts_ms) {
+  return static_cast<int32_t>(ts_ms >= 0 ? ts_ms / kMsPerDay : (ts_ms - kMsPerDay + 1) / kMsPerDay);
+}
+
 std::string StreamTimeKey(int32_t partition) { return "stream_time/" + std::to_string(partition); }
 
 }  // namespace
@@ -233,26 +237,19 @@ int64_t Processor::NextTimerMs(const CachedUser& user) const {
 }
 
 Status Processor::SendDeadLetter(const connectors::Message& message, const std::string& reason) {
-  std::string json;
-  json.reserve(message.value.size() * 2 + 200);
-  json += "{\"reason\":";
-  AppendJsonString(json, reason);
-  json += ",\"topic\":";
-  AppendJsonString(json, message.topic);
-  json += ",\"partition\":" + std::to_string(message.partition);
-  json += ",\"offset\":" + std::to_string(message.offset);
-  json += ",\"timestamp_ms\":" + std::to_string(message.timestamp_ms);
-  json += ",\"key\":";
-  AppendJsonString(json, IsValidUtf8(message.key) ? message.key : Base64(message.key));
-  json += ",\"original_base64\":\"" + Base64(message.value) + "\"";
-  if (IsValidUtf8(message.value) && message.value.size() <= 65536) {
-    json += ",\"original\":";
-    AppendJsonString(json, message.value);
-  }
-  json += "}";
+  // The record is the original, byte for byte (key and value); where it came
+  // from and why it was refused travel in headers, as Kafka Connect does.
+  std::vector<std::pair<std::string, std::string>> headers = {
+      {"clv.dlq.reason", reason},
+      {"clv.dlq.topic", message.topic},
+      {"clv.dlq.partition", std::to_string(message.partition)},
+      {"clv.dlq.offset", std::to_string(message.offset)},
+      {"clv.dlq.timestamp_ms", std::to_string(message.timestamp_ms)},
+  };
   counters_.dead_lettered.fetch_add(1, std::memory_order_relaxed);
   if (metrics_) MetricsFor(message.topic).dead_lettered->Inc();
-  return sink_.Send(config_.kafka.dead_letter_topic, message.key, json);
+  return sink_.SendWithHeaders(config_.kafka.dead_letter_topic, message.key, message.value,
+                               headers);
 }
 
 std::string Processor::BuildScoreJson(const std::string& user_id, const CachedUser& user,
@@ -363,6 +360,19 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
   Status status = LoadUsers(user_ids);
   if (!status.ok()) return status;
 
+  // Event ids committed before (a late re-send): one MultiGet for the batch.
+  const bool keep_ids = config_.stream.dedup_retention_days > 0;
+  std::vector<state::EventIdEntry> id_entries;
+  std::vector<bool> id_seen;
+  if (keep_ids) {
+    for (const auto& d : decoded) {
+      if (d.ok) id_entries.push_back({EventDay(d.event.ts_ms), d.event.event_id_hash});
+    }
+    auto store_status = store_.SeenEventIds(id_entries, &id_seen);
+    if (!store_status.ok()) return Status::Error("reading event ids: " + store_status.message);
+  }
+  size_t id_index = 0;
+
   // Pass 1, in message order: stream time, timers, dedup, aggregates, seq.
   std::unordered_map<std::string, UserWork> work;
   std::vector<std::string> work_order;  // users in order of first op
@@ -396,6 +406,25 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
     }
     const int32_t partition = message.partition;
     auto& stream_time = stream_time_ms_[partition];
+    state::EventIdEntry id_entry;
+    bool id_seen_before = false;
+    if (keep_ids) {
+      id_entry = id_entries[id_index];
+      id_seen_before = id_seen[id_index++];
+      // Ids older than the retention are gone: such an event cannot be checked
+      // for duplicates, so it is refused (deterministically, by stream time).
+      const int32_t oldest_day = EventDay(stream_time) - config_.stream.dedup_retention_days;
+      if (stream_time > 0 && id_entry.day < oldest_day) {
+        status = SendDeadLetter(
+            message, "event time " + std::to_string(d.event.ts_ms) + " is more than " +
+                         std::to_string(config_.stream.dedup_retention_days) +
+                         " days behind the stream time " + std::to_string(stream_time) +
+                         " of partition " + std::to_string(partition) +
+                         " (stream.dedup_retention_days): too late to check for duplicates");
+        if (!status.ok()) return status;
+        continue;
+      }
+    }
     if (d.event.ts_ms > stream_time) {
       stream_time = d.event.ts_ms;
       stream_time_dirty_.insert(partition);
@@ -433,7 +462,12 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
     user->last_used_batch = batch_number_;
     auto& s = user->state;
     auto& ids = s.recent_event_ids;
-    if (std::find(ids.begin(), ids.end(), d.event.event_id_hash) != ids.end()) {
+    bool duplicate = std::find(ids.begin(), ids.end(), d.event.event_id_hash) != ids.end();
+    if (keep_ids) {
+      duplicate = duplicate || id_seen_before ||
+                  !pending_event_ids_.emplace(id_entry.day, id_entry.hash).second;
+    }
+    if (duplicate) {
       counters_.duplicates.fetch_add(1, std::memory_order_relaxed);
       if (metrics_) MetricsFor(message.topic).deduplicated->Inc();
       continue;
@@ -649,6 +683,22 @@ Status Processor::Commit() {
   for (int32_t partition : stream_time_dirty_) {
     batch.meta.emplace_back(StreamTimeKey(partition), std::to_string(stream_time_ms_[partition]));
   }
+  for (const auto& [day, hash] : pending_event_ids_) batch.event_ids_added.push_back({day, hash});
+  if (config_.stream.dedup_retention_days > 0 && !stream_time_ms_.empty()) {
+    // Every partition refuses events older than its own stream time minus the
+    // retention, so ids before the slowest partition's horizon are never needed.
+    int64_t min_stream_time = INT64_MAX;
+    for (const auto& [partition, ts] : stream_time_ms_) {
+      if (ts > 0) min_stream_time = std::min(min_stream_time, ts);
+    }
+    int32_t expire_before = min_stream_time == INT64_MAX
+                                ? INT32_MIN
+                                : EventDay(min_stream_time) - config_.stream.dedup_retention_days;
+    if (expire_before > expired_before_day_ + 1) {
+      batch.event_ids_expire_before_day = expire_before;
+      expired_before_day_ = expire_before;
+    }
+  }
   auto store_status = store_.Commit(batch);
   if (!store_status.ok()) {
     failed_ = "committing state: " + store_status.message;
@@ -661,6 +711,7 @@ Status Processor::Commit() {
     it->second->committed_partition = it->second->state.partition;
   }
   dirty_.clear();
+  pending_event_ids_.clear();
   pending_timers_.clear();
   pending_offsets_.clear();
   stream_time_dirty_.clear();

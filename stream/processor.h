@@ -199,7 +199,10 @@ class Processor {
   uint64_t batch_number_ = 0;
   std::string callback_error_;
   std::string failed_;  // first processing/commit error; the processor is stopped
-  std::vector<int64_t> uncommitted_timestamps_ms_;  // input message timestamps since last commit
+  std::vector<int64_t> uncommitted_timestamps_ms_;
+  // Event ids folded in since the last commit (not yet in the store).
+  std::set<std::pair<int32_t, uint64_t>> pending_event_ids_;
+  int32_t expired_before_day_ = INT32_MIN;  // input message timestamps since last commit
   LatencyHistogram latency_;
   ProcessorCounters counters_;
 };
