@@ -5,6 +5,7 @@
 # Set CLV_SANITIZE=1 to build and test under AddressSanitizer + UBSan instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo_root=$(pwd)
 scripts/install-deps.sh
 build_dir=build
 extra=()
@@ -21,7 +22,7 @@ else
   scripts/kafka-fetch.sh
   port=${CLV_REAL_KAFKA_PORT:-19092}
   scripts/kafka-start.sh "$port"
-  trap 'scripts/kafka-stop.sh "'"$port"'" || true' EXIT
+  trap '"$repo_root"/scripts/kafka-stop.sh "'"$port"'" || true' EXIT
   export CLV_REAL_KAFKA=127.0.0.1:$port
 fi
 scripts/build.sh "$build_dir" "${extra[@]}"
