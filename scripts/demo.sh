@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-CMAKE_BUILD_TYPE=Release scripts/build.sh build-release -DCLV_BUILD_TESTS=OFF -DCLV_BUILD_BENCH=OFF
+CMAKE_BUILD_TYPE=RelWithDebInfo scripts/build.sh build-release -DCLV_BUILD_TESTS=OFF -DCLV_BUILD_BENCH=OFF
 exec build-release/apps/clv demo "$@"
