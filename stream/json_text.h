@@ -13,7 +13,4 @@ void AppendJsonString(std::string& out, std::string_view value);
 
 bool IsValidUtf8(std::string_view bytes);
 
-// Standard base64 with padding.
-std::string Base64(std::string_view bytes);
-
 }  // namespace clv::stream

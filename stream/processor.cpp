@@ -85,6 +85,20 @@ int32_t EventDay(int64_t ts_ms) {
   return static_cast<int32_t>(ts_ms >= 0 ? ts_ms / kMsPerDay : (ts_ms - kMsPerDay + 1) / kMsPerDay);
 }
 
+}  // namespace
+
+// Quiet days after which a buyer is at risk: a multiple of the user's own
+// rhythm between purchase days, or the default until there is a rhythm.
+// The single rule behind both the timers and NextStage().
+double AtRiskQuietDays(const state::Aggregates& a, const config::LifecycleOptions& options) {
+  const double days = a.purchase_days >= 2 && a.ewma_gap_days > 0
+                          ? options.at_risk_gap_factor * a.ewma_gap_days
+                          : options.at_risk_default_days;
+  return std::max(1.0, days);
+}
+
+namespace {
+
 std::string StreamTimeKey(int32_t partition) { return "stream_time/" + std::to_string(partition); }
 
 }  // namespace
@@ -137,7 +151,8 @@ Processor::Processor(const config::Config& config, state::StateStore& store,
       sink_(sink),
       decoder_(std::make_unique<Decoder>(config.mapping, config.validation)),
       model_version_(scorer.version()),
-      state_size_(scorer.state_size()) {}
+      state_size_(scorer.state_size()),
+      anomaly_z_(NormalQuantile(config.lifecycle.anomaly_quantile)) {}
 
 Processor::~Processor() = default;
 
@@ -223,17 +238,11 @@ int64_t Processor::NextTimerMs(const CachedUser& user) const {
   const auto& a = user.state.aggregates;
   if (a.last_event_ms == 0) return 0;
   const auto& lc = config_.lifecycle;
-  std::vector<int64_t> due;
-  if (a.purchases > 0) {
-    double expected_gap_days =
-        a.purchase_days >= 2 && a.ewma_gap_days > 0 ? a.ewma_gap_days : lc.at_risk_default_days;
-    double quiet_days = std::max(1.0, lc.at_risk_gap_factor * expected_gap_days);
-    if (a.purchase_days < 2) quiet_days = lc.at_risk_default_days;
-    due.push_back(a.last_event_ms + static_cast<int64_t>(quiet_days * kMsPerDay));
-  }
-  due.push_back(a.last_event_ms + static_cast<int64_t>(lc.dormant_days * kMsPerDay));
-  std::sort(due.begin(), due.end());
-  return due.front();
+  const int64_t dormant_due = a.last_event_ms + static_cast<int64_t>(lc.dormant_days * kMsPerDay);
+  if (a.purchases == 0) return dormant_due;
+  const int64_t at_risk_due =
+      a.last_event_ms + static_cast<int64_t>(AtRiskQuietDays(a, lc) * kMsPerDay);
+  return std::min(at_risk_due, dormant_due);
 }
 
 Status Processor::SendDeadLetter(const connectors::Message& message, const std::string& reason) {
@@ -503,7 +512,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
   }
 
   // Pass 2: run the scorer in rounds; round k holds the k-th op of every user.
-  const double anomaly_z = NormalQuantile(config_.lifecycle.anomaly_quantile);
+  const double anomaly_z = anomaly_z_;
   size_t max_ops = 0;
   for (const auto& id : work_order) max_ops = std::max(max_ops, work.at(id).ops.size());
   std::vector<UserWork*> step_users, rescore_users;
@@ -775,13 +784,10 @@ state::Stage NextStage(state::Stage current, const state::Aggregates& a,
     return Stage::kActive;
   }
   if (quiet_days >= options.dormant_days) return Stage::kDormant;
-  double expected_gap_days = a.purchase_days >= 2 && a.ewma_gap_days > 0
-                                 ? options.at_risk_gap_factor * a.ewma_gap_days
-                                 : options.at_risk_default_days;
-  if (a.purchase_days < 2) expected_gap_days = options.at_risk_default_days;
+  const double expected_gap_days = AtRiskQuietDays(a, options);
   const double purchase_quiet_days = static_cast<double>(now_ms - a.last_purchase_ms) / kMsPerDay;
-  if (quiet_days >= std::max(1.0, expected_gap_days) ||
-      (purchase_quiet_days >= std::max(1.0, expected_gap_days) &&
+  if (quiet_days >= expected_gap_days ||
+      (purchase_quiet_days >= expected_gap_days &&
        score.churn_risk >= options.at_risk_churn)) {
     return current == Stage::kDormant ? Stage::kDormant : Stage::kAtRisk;
   }

@@ -187,6 +187,7 @@ class Processor {
   std::unique_ptr<Decoder> decoder_;
   std::string model_version_;
   int state_size_ = 0;
+  double anomaly_z_ = 0;  // standard-normal quantile of lifecycle.anomaly_quantile
 
   std::unordered_map<std::string, std::unique_ptr<CachedUser>> cache_;
   std::set<std::string> dirty_;
@@ -211,6 +212,9 @@ class Processor {
 state::Stage NextStage(state::Stage current, const state::Aggregates& aggregates,
                        const models::Score& score, int64_t now_ms, bool purchased_now,
                        const config::LifecycleOptions& options);
+
+// Quiet days after which a buyer counts as at risk (timers and NextStage).
+double AtRiskQuietDays(const state::Aggregates& aggregates, const config::LifecycleOptions& options);
 
 // Value segment of a score: "prospect" (never bought), "high_value",
 // "mid_value", "low_value" (clv against the lifecycle options' thresholds).
