@@ -50,6 +50,9 @@ struct PhaseResult {
   int64_t events = 0;
   double seconds = 0;  // first event consumed -> end
   double p50_ms = 0, p99_ms = 0;
+  // Seconds of the service loop spent in each stage.
+  double poll_s = 0, process_s = 0, scorer_s = 0, flush_s = 0, store_s = 0;
+  int64_t batches = 0, commits = 0;
   std::string error;
 };
 
@@ -99,6 +102,13 @@ PhaseResult RunPipeline(config::Config config, const std::string& topic, int64_t
   result.seconds = std::chrono::duration<double>(end - first).count();
   result.p50_ms = service->processor().latency().Quantile(0.5);
   result.p99_ms = service->processor().latency().Quantile(0.99);
+  result.poll_s = counters.poll_nanos.load() * 1e-9;
+  result.process_s = counters.process_nanos.load() * 1e-9;
+  result.scorer_s = counters.scorer_nanos.load() * 1e-9;
+  result.flush_s = counters.flush_nanos.load() * 1e-9;
+  result.store_s = counters.store_nanos.load() * 1e-9;
+  result.batches = counters.batches.load();
+  result.commits = counters.commits.load();
   return result;
 }
 
@@ -227,6 +237,10 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
                         pipeline_rate >= flags->target_ceiling_ratio * ceiling_rate
                     ? "met"
                     : "NOT met");
+    std::printf("  where the time goes: waiting for input %.2fs, processing %.2fs (scorer %.2fs), "
+                "waiting for score acks %.2fs, RocksDB commit %.2fs; %s batches, %s commits\n",
+                pipeline.poll_s, pipeline.process_s, pipeline.scorer_s, pipeline.flush_s, pipeline.store_s,
+                WithThousands(pipeline.batches).c_str(), WithThousands(pipeline.commits).c_str());
     std::fflush(stdout);
 
     // 5. state bytes per user (before the latency phase adds a second store)

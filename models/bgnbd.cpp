@@ -157,6 +157,45 @@ double Hyp2F1(double a, double b, double c, double z) {
   return sum;
 }
 
+namespace {
+
+// log|Gamma(v)| and its sign.
+double LogAbsGamma(double v, int* sign) {
+  int s = 1;
+  const double value = ::lgamma_r(v, &s);
+  *sign *= s;
+  return value;
+}
+
+bool NearNonPositiveInteger(double v) { return v <= 0 && std::abs(v - std::round(v)) < 1e-9; }
+
+}  // namespace
+
+double Hyp2F1NearOne(double a, double b, double c, double z) {
+  // The series converges like z^n: hundreds of terms once z > 0.9, more when
+  // its terms first grow (a + b - c large). Around z = 1 the connection
+  // formula (Abramowitz & Stegun 15.3.6) needs two series in 1 - z instead.
+  // It is singular when c - a - b is an integer (there the series is kept),
+  // and a terminating series (a or b a non-positive integer) is cheap anyway.
+  const double s = c - a - b;
+  // With c - a - b large the series' terms shrink fast from the start (and
+  // the 1 - z series would cancel catastrophically): keep it.
+  if (z <= 0.5 || s > 6 || s < -6 || std::abs(s - std::round(s)) < 0.02 || NearNonPositiveInteger(a) ||
+      NearNonPositiveInteger(b) || NearNonPositiveInteger(c - a) || NearNonPositiveInteger(c - b) ||
+      NearNonPositiveInteger(c)) {
+    return Hyp2F1(a, b, c, z);
+  }
+  const double w = 1 - z;
+  int sign1 = 1;
+  const double log1 = LogAbsGamma(c, &sign1) + LogAbsGamma(s, &sign1) -
+                      LogAbsGamma(c - a, &sign1) - LogAbsGamma(c - b, &sign1);
+  int sign2 = 1;
+  const double log2 = LogAbsGamma(c, &sign2) + LogAbsGamma(-s, &sign2) - LogAbsGamma(a, &sign2) -
+                      LogAbsGamma(b, &sign2) + s * std::log(w);
+  return sign1 * std::exp(log1) * Hyp2F1(a, b, 1 - s, w) +
+         sign2 * std::exp(log2) * Hyp2F1(c - a, c - b, 1 + s, w);
+}
+
 double BgNbdLogLikelihood(const BgNbdParams& p, std::span<const RfmSummary> customers) {
   const double log_beta_ab = LogBeta(p.a, p.b);
   const double common = -std::lgamma(p.r) + p.r * std::log(p.alpha);
@@ -251,8 +290,12 @@ double BgNbdConditionalExpectedPurchases(const BgNbdParams& p, double x, double 
   }
   const double base = p.alpha + T;
   const double z = t / (base + t);
-  const double hyp = Hyp2F1(p.r + x, p.b + x, c, z);
-  const double power = std::exp((p.r + x) * (std::log(base) - std::log(base + t)));
+  // The paper's ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; c; z), with
+  // Euler's transformation 2F1(A, B; C; z) = (1-z)^(C-A-B) 2F1(C-A, C-B; C; z)
+  // and 1 - z = (alpha+T)/(alpha+T+t): (1-z)^(a-1) 2F1(a+b-1-r, a-1; c; z).
+  // Its terms no longer grow with x before they fall.
+  const double hyp = Hyp2F1NearOne(p.a + p.b - 1 - p.r, p.a - 1, c, z);
+  const double power = std::exp((p.a - 1) * (std::log(base) - std::log(base + t)));
   const double given_alive = c / (p.a - 1) * (1 - power * hyp);
   return BgNbdProbabilityAlive(p, x, t_x, T) * given_alive;
 }

@@ -105,6 +105,9 @@ double BgNbdProbabilityAnyPurchase(const BgNbdParams& params, double x, double t
 
 // Gauss hypergeometric 2F1(a, b; c; z) for 0 <= z < 1 by its power series.
 double Hyp2F1(double a, double b, double c, double z);
+// The same, fast for z near 1 (connection formula in 1 - z); falls back to
+// the series where that formula is singular. Agrees with Hyp2F1 to ~1e-12.
+double Hyp2F1NearOne(double a, double b, double c, double z);
 
 // --- Gamma-Gamma --------------------------------------------------------
 

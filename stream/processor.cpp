@@ -17,6 +17,7 @@ using connectors::Status;
 namespace {
 
 constexpr int kFlushTimeoutMs = 60000;
+
 constexpr int64_t kMsPerDay = 86400000LL;
 
 int64_t WallClockMs() {
@@ -309,6 +310,7 @@ Status Processor::EmitAlert(const std::string& user_id, const std::string& kind,
 
 Status Processor::ProcessBatch(const std::vector<connectors::Message>& messages) {
   if (!failed_.empty()) return Status::Error("processor stopped after an error: " + failed_);
+  StageTimer timer(counters_.process_nanos);
   auto status = ProcessBatchImpl(messages);
   if (!status.ok()) failed_ = status.message;
   return status;
@@ -657,7 +659,11 @@ Status Processor::Commit() {
   if (!failed_.empty()) return Status::Error("not committing after an error: " + failed_);
   if (!HasUncommitted() && stream_time_dirty_.empty()) return Status::Ok();
   // Scores, alerts and dead letters first: acknowledged before the state moves.
-  auto status = sink_.Flush(kFlushTimeoutMs);
+  Status status = Status::Ok();
+  {
+    StageTimer timer(counters_.flush_nanos);
+    status = sink_.Flush(kFlushTimeoutMs);
+  }
   if (!status.ok()) {
     failed_ = "waiting for the producer before commit: " + status.message;
     return Status::Error(failed_);
@@ -708,7 +714,11 @@ Status Processor::Commit() {
       expired_before_day_ = expire_before;
     }
   }
-  auto store_status = store_.Commit(batch);
+  state::Status store_status;
+  {
+    StageTimer timer(counters_.store_nanos);
+    store_status = store_.Commit(batch);
+  }
   if (!store_status.ok()) {
     failed_ = "committing state: " + store_status.message;
     return Status::Error(failed_);

@@ -25,6 +25,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -60,6 +61,32 @@ struct ProcessorCounters {
   std::atomic<int64_t> users_seen{0};  // users created
   std::atomic<int64_t> scorer_steps{0};
   std::atomic<int64_t> scorer_nanos{0};
+  // Where the wall time of the service loop goes (nanoseconds, summed):
+  // waiting for input, processing batches, waiting for the producer's
+  // acknowledgements before a commit, and writing the RocksDB batch.
+  std::atomic<int64_t> poll_nanos{0};
+  std::atomic<int64_t> process_nanos{0};
+  std::atomic<int64_t> flush_nanos{0};
+  std::atomic<int64_t> store_nanos{0};
+};
+
+// Adds the nanoseconds since `started` to `counter` when it goes out of scope.
+class StageTimer {
+ public:
+  explicit StageTimer(std::atomic<int64_t>& counter)
+      : counter_(counter), started_(std::chrono::steady_clock::now()) {}
+  ~StageTimer() {
+    counter_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now() - started_)
+                           .count(),
+                       std::memory_order_relaxed);
+  }
+  StageTimer(const StageTimer&) = delete;
+  StageTimer& operator=(const StageTimer&) = delete;
+
+ private:
+  std::atomic<int64_t>& counter_;
+  std::chrono::steady_clock::time_point started_;
 };
 
 // Event-to-score latency: from the input message's timestamp to the moment
@@ -151,6 +178,8 @@ class Processor {
   void OnRevoked(const std::vector<connectors::TopicPartition>& partitions);
 
   const ProcessorCounters& counters() const { return counters_; }
+  // The service loop times its waits for input into the same counters.
+  std::atomic<int64_t>& mutable_poll_nanos() { return counters_.poll_nanos; }
   // Latency of everything committed since the last Reset() (processing thread only).
   LatencyHistogram& latency() { return latency_; }
   const std::string& model_version() const { return model_version_; }

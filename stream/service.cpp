@@ -338,6 +338,7 @@ Status Service::Run(const std::atomic<bool>& stop) {
     batch.clear();
     // A micro-batch: up to batch_max_events, closed batch_max_wait_ms after
     // its first message.
+    std::optional<StageTimer> poll_timer(std::in_place, processor_->mutable_poll_nanos());
     auto status = source_->Poll(options.batch_max_events, 100, &batch);
     if (!status.ok()) {
       result = status;
@@ -360,6 +361,7 @@ Status Service::Run(const std::atomic<bool>& stop) {
         break;
       }
     }
+    poll_timer.reset();
     if (!processor_->callback_error().empty()) {
       result = Status::Error(processor_->callback_error());
       break;

@@ -534,6 +534,31 @@ TEST(LoadScorer, RejectsAModelFileWhoseVersionDoesNotMatchItsParameters) {
   EXPECT_FALSE(LoadBaselineModel(path, &model, &error));
   EXPECT_NE(error.find("gamma_gamma"), std::string::npos) << error;
 }
+TEST(BgNbd, HypergeometricNearOneAgreesWithTheSeries) {
+  // The scorer's fast path against the plain power series, over the range it
+  // sees: parameters of CDNOW-like fits, buyers with 0..60 repeat purchases,
+  // z from 0 to 0.995.
+  int checked = 0;
+  for (const BgNbdParams& p : {kPaper, BgNbdParams{0.5, 5, 1.7, 2.5}, BgNbdParams{1.3, 12, 0.3, 9}}) {
+    for (double x = 0; x <= 60; x += 1) {
+      const double a = p.a + p.b - 1 - p.r, b = p.a - 1, c = p.a + p.b + x - 1;
+      for (double z : {0.0, 0.1, 0.49, 0.51, 0.7, 0.9, 0.97, 0.995}) {
+        const double series = Hyp2F1(a, b, c, z);
+        const double fast = Hyp2F1NearOne(a, b, c, z);
+        EXPECT_NEAR(fast, series, 1e-10 * std::max(1.0, std::abs(series)))
+            << "a=" << a << " b=" << b << " c=" << c << " z=" << z;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 3 * 61 * 8);
+  // And the conditional expectation through it still matches quadrature at a
+  // long horizon for a young customer (z close to 1).
+  const double series = BgNbdConditionalExpectedPurchases(kPaper, 3, 1, 1.5, 400);
+  const double quadrature = BgNbdConditionalExpectedPurchasesByQuadrature(kPaper, 3, 1, 1.5, 400);
+  EXPECT_NEAR(series, quadrature, 1e-4 * std::max(1.0, quadrature));
+}
+
 
 }  // namespace
 }  // namespace clv::models
