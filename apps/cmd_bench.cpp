@@ -14,6 +14,8 @@
 #include <fstream>
 #include <librdkafka/rdkafka.h>
 #include <thread>
+#include <pthread.h>
+#include <time.h>
 
 #include "apps/commands.h"
 #include "apps/common.h"
@@ -35,6 +37,18 @@ std::string CpuModel() {
   return "unknown";
 }
 
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
+
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
+
 struct BenchFlags {
   ConfigFlags config;
   ShopFlags shop;
@@ -53,6 +67,9 @@ struct PhaseResult {
   // Seconds of the service loop spent in each stage.
   double poll_s = 0, process_s = 0, scorer_s = 0, flush_s = 0, store_s = 0;
   int64_t batches = 0, commits = 0;
+  // CPU seconds of the whole process (service, Kafka clients and the
+  // embedded broker) and of the service's own thread while it ran.
+  double process_cpu_s = 0, service_cpu_s = 0;
   std::string error;
 };
 
@@ -73,7 +90,12 @@ PhaseResult RunPipeline(config::Config config, const std::string& topic, int64_t
   }
   std::atomic<bool> stop{false};
   connectors::Status run_status = connectors::Status::Ok();
-  std::thread runner([&] { run_status = service->Run(stop); });
+  const double cpu_before = ProcessCpuSeconds();
+  std::thread runner([&] {
+    pthread_setname_np(pthread_self(), "clv-service");  // for perf/top -H
+    run_status = service->Run(stop);
+    result.service_cpu_s = ThreadCpuSeconds();
+  });
   const auto& counters = service->processor().counters();
   Clock::time_point first{};
   auto last_print = Clock::now();
@@ -96,6 +118,7 @@ PhaseResult RunPipeline(config::Config config, const std::string& topic, int64_t
   stop.store(true);
   runner.join();
   auto end = Clock::now();
+  result.process_cpu_s = ProcessCpuSeconds() - cpu_before;
   std::fprintf(stderr, "\r");
   if (!run_status.ok()) result.error = run_status.message;
   result.events = counters.consumed.load();
@@ -241,6 +264,10 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
                 "waiting for score acks %.2fs, RocksDB commit %.2fs; %s batches, %s commits\n",
                 pipeline.poll_s, pipeline.process_s, pipeline.scorer_s, pipeline.flush_s, pipeline.store_s,
                 WithThousands(pipeline.batches).c_str(), WithThousands(pipeline.commits).c_str());
+    std::printf("  CPU: %.2fs in all threads (%.1f us/event; service thread %.2fs, the rest is Kafka "
+                "clients and the embedded broker)\n",
+                pipeline.process_cpu_s, 1e6 * pipeline.process_cpu_s / std::max<int64_t>(1, pipeline.events),
+                pipeline.service_cpu_s);
     std::fflush(stdout);
 
     // 5. state bytes per user (before the latency phase adds a second store)

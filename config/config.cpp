@@ -433,6 +433,14 @@ const std::vector<Option>& OptionTable() {
                       ">0: commit at most this often; dirty states stay in the write-back cache.",
        .min = 0,
        .max = 3600000},
+      {.key = "stream.commits_in_flight",
+       .access = MemberOf<&Config::stream, &StreamOptions::commits_in_flight>,
+       .description = "Commits whose scores may still await the broker's acknowledgement while "
+                      "the next micro-batch is processed (a commit is written only after "
+                      "everything produced before it is acknowledged, in order). 0: wait for the "
+                      "acknowledgements before reading more input.",
+       .min = 0,
+       .max = 16},
       {.key = "stream.emit",
        .access = MemberOf<&Config::stream, &StreamOptions::emit>,
        .description = "\"per_batch\": one score per user per micro-batch (the last one); "

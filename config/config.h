@@ -113,6 +113,12 @@ struct StreamOptions {
   // 0: commit (state + offsets in one WriteBatch) after every micro-batch.
   // >0: commit at most this often; dirty states stay in the write-back cache.
   int commit_interval_ms = 0;
+  // Commits whose outputs may still await the broker's acknowledgement while
+  // the next micro-batch is processed. A commit is written only once every
+  // score, alert and dead letter produced before it is acknowledged, in
+  // order, so this changes speed, never what is committed. 0: wait for the
+  // acknowledgements before reading more input.
+  int commits_in_flight = 1;
   // "per_batch": one score per user per micro-batch (the last one);
   // "per_event": one score per event. Either way (user_id, seq) identifies
   // one deterministic score.

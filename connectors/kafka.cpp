@@ -379,6 +379,11 @@ class KafkaSinkImpl final : public KafkaSink {
                  int32_t partition,
                  const std::vector<std::pair<std::string, std::string>>* headers) {
     const std::string topic_name(topic);
+    const uint64_t group = group_;
+    {
+      std::lock_guard lock(mu_);
+      ++outstanding_[group];
+    }
     for (;;) {
       // Ownership of the header list passes to librdkafka on success only.
       rd_kafka_headers_t* record_headers = nullptr;
@@ -395,11 +400,17 @@ class KafkaSinkImpl final : public KafkaSink {
           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
           RD_KAFKA_V_KEY(key.empty() ? nullptr : const_cast<char*>(key.data()), key.size()),
           RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-          RD_KAFKA_V_HEADERS(record_headers), RD_KAFKA_V_END);
+          RD_KAFKA_V_HEADERS(record_headers),
+          RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(group))),
+          RD_KAFKA_V_END);
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR && record_headers != nullptr) {
         rd_kafka_headers_destroy(record_headers);
       }
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        std::lock_guard lock(mu_);
+        Settle(group);  // never queued: nothing to wait for
+      }
       if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
         rd_kafka_poll(rk_.get(), 50);  // serve delivery reports, frees queue space
         continue;
@@ -435,19 +446,72 @@ class KafkaSinkImpl final : public KafkaSink {
     return result;
   }
 
+  uint64_t Mark() override { return group_++; }
+
+  Status WaitAcked(uint64_t mark, int timeout_ms, bool* done, int64_t* acked_ms) override {
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(std::max(0, timeout_ms));
+    *done = false;
+    for (;;) {
+      rd_kafka_poll(rk_.get(), 0);  // serves delivery reports on this thread
+      {
+        std::lock_guard lock(mu_);
+        if (failures_ > 0) {
+          Status error = Status::Error("KafkaSink: " + std::to_string(failures_) +
+                                       " message(s) failed delivery; first: " + first_failure_);
+          failures_ = 0;
+          first_failure_.clear();
+          return error;
+        }
+        if (outstanding_.empty() || outstanding_.begin()->first > mark) {
+          *done = true;
+          int64_t last = 0;
+          while (!settled_ms_.empty() && settled_ms_.begin()->first <= mark) {
+            last = std::max(last, settled_ms_.begin()->second);
+            settled_ms_.erase(settled_ms_.begin());
+          }
+          if (acked_ms != nullptr) *acked_ms = last > 0 ? last : WallMs();
+          return Status::Ok();
+        }
+      }
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) return Status::Ok();
+      rd_kafka_poll(rk_.get(), static_cast<int>(std::min<int64_t>(left, 5)));
+    }
+  }
+
   uint64_t delivered() const override { return delivered_.load(std::memory_order_relaxed); }
 
  private:
+  static int64_t WallMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
+  // One message of `group` is done (acknowledged, failed or never queued).
+  // Caller holds mu_.
+  void Settle(uint64_t group) {
+    auto it = outstanding_.find(group);
+    if (it == outstanding_.end()) return;
+    if (--it->second == 0) {
+      outstanding_.erase(it);
+      settled_ms_[group] = WallMs();
+    }
+  }
+
   static void DeliveryThunk(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
     static_cast<KafkaSinkImpl*>(opaque)->OnDelivery(msg);
   }
 
   void OnDelivery(const rd_kafka_message_t* msg) {
+    std::lock_guard lock(mu_);
+    Settle(static_cast<uint64_t>(reinterpret_cast<uintptr_t>(msg->_private)));
     if (!msg->err) {
       delivered_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    std::lock_guard lock(mu_);
     if (failures_++ == 0) {
       first_failure_ = PartitionName(rd_kafka_topic_name(msg->rkt), msg->partition) + ": " +
                        rd_kafka_err2str(msg->err);
@@ -460,6 +524,11 @@ class KafkaSinkImpl final : public KafkaSink {
   std::mutex mu_;
   uint64_t failures_ = 0;       // guarded by mu_
   std::string first_failure_;   // guarded by mu_
+  // Messages sent from now on belong to this group (Mark() closes it).
+  uint64_t group_ = 1;
+  // Messages not yet acknowledged, per group; when each group settled.
+  std::map<uint64_t, uint64_t> outstanding_;  // guarded by mu_
+  std::map<uint64_t, int64_t> settled_ms_;    // guarded by mu_
 };
 
 // ---------------------------------------------------------------- broker
@@ -541,7 +610,15 @@ class EmbeddedBrokerImpl final : public EmbeddedBroker {
 Status KafkaSource::Create(const ClientOptions& options, const std::vector<std::string>& topics,
                            SourceCallbacks callbacks, std::unique_ptr<KafkaSource>* source) {
   auto impl = std::make_unique<KafkaSourceImpl>(std::move(callbacks));
-  if (auto s = impl->Init(options, topics); !s.ok()) return s;
+  ClientOptions effective = options;
+  if (FindEmbedded(options.bootstrap_servers) != nullptr) {
+    // This process's embedded broker: its fetch handling wants short waits
+    // (the user's own properties still win).
+    for (const auto& [key, value] : MockFriendlyConsumerProperties()) {
+      effective.properties.try_emplace(key, value);
+    }
+  }
+  if (auto s = impl->Init(effective, topics); !s.ok()) return s;
   *source = std::move(impl);
   return Status::Ok();
 }

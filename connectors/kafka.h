@@ -114,6 +114,17 @@ class KafkaSink {
   // Waits until every queued message is acknowledged by the broker. Error if
   // any delivery failed since the last Flush (names topic and reason).
   virtual Status Flush(int timeout_ms) = 0;
+  // Acknowledgements without a flush, so that sending goes on while earlier
+  // messages are in flight. Mark() closes the current group of sent messages
+  // and returns its number: every message sent before the call belongs to a
+  // group <= that number. WaitAcked() serves delivery reports for up to
+  // timeout_ms (0: only those already there) and sets *done once every
+  // message of the groups <= mark is acknowledged; *acked_ms (if given) is
+  // then the wall-clock time the last of them was. Error if a delivery failed
+  // (names topic, partition and reason).
+  virtual uint64_t Mark() = 0;
+  virtual Status WaitAcked(uint64_t mark, int timeout_ms, bool* done,
+                           int64_t* acked_ms = nullptr) = 0;
   virtual uint64_t delivered() const = 0;
 };
 

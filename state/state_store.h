@@ -122,7 +122,10 @@ class StateStore {
 
   virtual Status GetMeta(std::string_view key, std::optional<std::string>* value) = 0;
 
-  // (*seen)[i] is true when ids[i] was committed before (and not expired).
+  // (*seen)[i] is true when ids[i] was committed before. Ids of days that a
+  // commit expired (CommitBatch::event_ids_expire_before_day) may still
+  // answer either way until compaction drops them: callers must refuse such
+  // events by their day, not by this answer.
   virtual Status SeenEventIds(const std::vector<EventIdEntry>& ids, std::vector<bool>* seen) = 0;
 
   virtual Status Commit(const CommitBatch& batch) = 0;

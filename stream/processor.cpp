@@ -110,6 +110,9 @@ struct Processor::CachedUser {
   int64_t committed_timer_ms = 0;
   int32_t committed_partition = -1;
   uint64_t last_used_batch = 0;
+  // This batch's work for the user (valid while work_batch == batch_number_).
+  UserWork* work = nullptr;
+  uint64_t work_batch = 0;
 };
 
 struct Processor::Op {
@@ -123,6 +126,9 @@ struct Processor::Op {
 
 struct Processor::UserWork {
   CachedUser* user = nullptr;
+  // The user's timer when the batch first touched it.
+  int64_t timer_before = 0;
+  int32_t partition_before = -1;
   std::vector<Op> ops;
 };
 
@@ -134,8 +140,14 @@ struct Processor::TopicMetrics {
 };
 
 Processor::TopicMetrics& Processor::MetricsFor(const std::string& topic) {
+  // Messages come in runs of one topic: the last one answers most lookups.
+  if (last_topic_metrics_ != nullptr && last_topic_ == topic) return *last_topic_metrics_;
   auto it = topic_metrics_.find(topic);
-  if (it != topic_metrics_.end()) return *it->second;
+  if (it != topic_metrics_.end()) {
+    last_topic_ = topic;
+    last_topic_metrics_ = it->second.get();
+    return *it->second;
+  }
   auto series = std::make_unique<TopicMetrics>();
   series->consumed = &metrics_->events_consumed.WithLabels({topic});
   series->processed = &metrics_->events_processed.WithLabels({topic});
@@ -158,6 +170,11 @@ Processor::Processor(const config::Config& config, state::StateStore& store,
 Processor::~Processor() = default;
 
 std::optional<int64_t> Processor::StartOffset(const connectors::TopicPartition& partition) {
+  // Offsets come from the store: everything sealed must be in it first.
+  if (!sealed_.empty()) {
+    auto written = WriteAcknowledged(0);
+    if (!written.ok() && callback_error_.empty()) callback_error_ = written.message;
+  }
   std::optional<int64_t> offset;
   auto status = store_.GetOffset(partition.topic, partition.partition, &offset);
   if (!status.ok() && callback_error_.empty()) callback_error_ = status.message;
@@ -352,8 +369,11 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
   // Timers that may fire in this batch: stored ones and uncommitted ones.
   using TimerKey = std::tuple<int64_t, std::string>;  // (due, user)
   std::map<int32_t, std::priority_queue<TimerKey, std::vector<TimerKey>, std::greater<>>> heaps;
+  // Stream time cannot pass this within the batch (per partition).
+  std::map<int32_t, int64_t> batch_up_to;
   for (const auto& [partition, max_ts] : batch_max_ts) {
     int64_t up_to = std::max(max_ts, stream_time_ms_[partition]);
+    batch_up_to[partition] = up_to;
     std::vector<state::TimerEntry> due;
     auto status = store_.DueTimers(partition, up_to, 1u << 30, &due);
     if (!status.ok()) return Status::Error("reading due timers: " + status.message);
@@ -388,28 +408,41 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
   std::unordered_map<std::string, UserWork> work;
   std::vector<std::string> work_order;  // users in order of first op
   auto work_for = [&](CachedUser* user) -> UserWork& {
+    if (user->work_batch == batch_number_) return *user->work;
     auto [it, inserted] = work.try_emplace(user->user_id);
+    user->work = &it->second;  // nodes of an unordered_map do not move
+    user->work_batch = batch_number_;
     if (inserted) {
       it->second.user = user;
+      it->second.timer_before = user->state.next_timer_ms;
+      it->second.partition_before = user->state.partition;
       work_order.push_back(user->user_id);
     }
     return it->second;
   };
+  // A user's next timer. Only one due within this batch's reach goes on the
+  // heap now; the uncommitted-timer index is brought up to date once per user
+  // after pass 1.
   auto set_timer = [&](CachedUser* user, int32_t partition, int64_t due) {
     auto& s = user->state;
-    if (s.next_timer_ms != 0) pending_timers_.erase({s.partition, s.next_timer_ms, user->user_id});
     s.partition = partition;
     s.next_timer_ms = due;
     if (due != 0) {
-      pending_timers_.insert({partition, due, user->user_id});
-      heaps[partition].emplace(due, user->user_id);
+      auto reach = batch_up_to.find(partition);
+      if (reach != batch_up_to.end() && due <= reach->second) {
+        heaps[partition].emplace(due, user->user_id);
+      }
     }
-    dirty_.insert(user->user_id);
   };
 
+  std::map<connectors::TopicPartition, int64_t>::iterator offset_it = pending_offsets_.end();
   for (auto& d : decoded) {
     const auto& message = *d.message;
-    pending_offsets_[{message.topic, message.partition}] = message.offset + 1;
+    if (offset_it == pending_offsets_.end() || offset_it->first.partition != message.partition ||
+        offset_it->first.topic != message.topic) {
+      offset_it = pending_offsets_.try_emplace({message.topic, message.partition}, 0).first;
+    }
+    offset_it->second = message.offset + 1;
     if (!d.ok) {
       status = SendDeadLetter(message, d.reason);
       if (!status.ok()) return status;
@@ -475,7 +508,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
     auto& ids = s.recent_event_ids;
     bool duplicate = std::find(ids.begin(), ids.end(), d.event.event_id_hash) != ids.end();
     if (keep_ids) {
-      duplicate = duplicate || id_seen_before ||
+      duplicate = duplicate || id_seen_before || InSealed({id_entry.day, id_entry.hash}) ||
                   !pending_event_ids_.emplace(id_entry.day, id_entry.hash).second;
     }
     if (duplicate) {
@@ -511,6 +544,15 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
     set_timer(user, partition, NextTimerMs(*user));
     counters_.processed.fetch_add(1, std::memory_order_relaxed);
     if (metrics_) MetricsFor(message.topic).processed->Inc();
+  }
+
+  for (const auto& id : work_order) {
+    const UserWork& w = work.at(id);
+    const auto& s = w.user->state;
+    dirty_.insert(id);
+    if (w.timer_before == s.next_timer_ms && w.partition_before == s.partition) continue;
+    if (w.timer_before != 0) pending_timers_.erase({w.partition_before, w.timer_before, id});
+    if (s.next_timer_ms != 0) pending_timers_.insert({s.partition, s.next_timer_ms, id});
   }
 
   // Pass 2: run the scorer in rounds; round k holds the k-th op of every user.
@@ -655,40 +697,32 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
 }
 
 Status Processor::Commit() {
+  auto status = Seal();
+  if (!status.ok()) return status;
+  return WriteAcknowledged(0);
+}
+
+Status Processor::Seal() {
   // After a failed batch the cache holds half-applied state: never write it.
   if (!failed_.empty()) return Status::Error("not committing after an error: " + failed_);
   if (!HasUncommitted() && stream_time_dirty_.empty()) return Status::Ok();
-  // Scores, alerts and dead letters first: acknowledged before the state moves.
-  Status status = Status::Ok();
-  {
-    StageTimer timer(counters_.flush_nanos);
-    status = sink_.Flush(kFlushTimeoutMs);
-  }
-  if (!status.ok()) {
-    failed_ = "waiting for the producer before commit: " + status.message;
-    return Status::Error(failed_);
-  }
-  const int64_t acked_ms = WallClockMs();
-  for (int64_t ts : uncommitted_timestamps_ms_) {
-    latency_.Record(static_cast<double>(std::max<int64_t>(0, acked_ms - ts)));
-    if (metrics_) {
-      metrics_->event_to_score_seconds.Observe(
-          static_cast<double>(std::max<int64_t>(0, acked_ms - ts)) / 1000.0);
-    }
-  }
-  uncommitted_timestamps_ms_.clear();
-  state::CommitBatch batch;
+  SealedCommit sealed;
+  state::CommitBatch& batch = sealed.batch;
   batch.users.reserve(dirty_.size());
   for (const auto& id : dirty_) {
     auto it = cache_.find(id);
     if (it == cache_.end()) continue;
     CachedUser& user = *it->second;
     const auto& s = user.state;
+    // Sealed commits are written in order, so the timer index moves from
+    // what the previous seal wrote.
     if (user.committed_timer_ms != s.next_timer_ms || user.committed_partition != s.partition) {
       if (user.committed_timer_ms != 0) {
         batch.timers_removed.push_back({user.committed_partition, user.committed_timer_ms, id});
       }
       if (s.next_timer_ms != 0) batch.timers_added.push_back({s.partition, s.next_timer_ms, id});
+      user.committed_timer_ms = s.next_timer_ms;
+      user.committed_partition = s.partition;
     }
     batch.users.push_back({id, s});
   }
@@ -714,30 +748,78 @@ Status Processor::Commit() {
       expired_before_day_ = expire_before;
     }
   }
-  state::Status store_status;
-  {
-    StageTimer timer(counters_.store_nanos);
-    store_status = store_.Commit(batch);
-  }
-  if (!store_status.ok()) {
-    failed_ = "committing state: " + store_status.message;
-    return Status::Error(failed_);
-  }
-  for (const auto& id : dirty_) {
-    auto it = cache_.find(id);
-    if (it == cache_.end()) continue;
-    it->second->committed_timer_ms = it->second->state.next_timer_ms;
-    it->second->committed_partition = it->second->state.partition;
-  }
-  dirty_.clear();
+  sealed.event_ids = std::move(pending_event_ids_);
+  sealed.timestamps_ms = std::move(uncommitted_timestamps_ms_);
   pending_event_ids_.clear();
-  pending_timers_.clear();
+  uncommitted_timestamps_ms_.clear();
+  dirty_.clear();
   pending_offsets_.clear();
   stream_time_dirty_.clear();
-  counters_.commits.fetch_add(1, std::memory_order_relaxed);
-  if (metrics_) metrics_->commits.Inc();
-  EvictIfNeeded();
+  // Everything sent so far (scores, alerts, dead letters of these events).
+  sealed.mark = sink_.Mark();
+  sealed_.push_back(std::move(sealed));
   return Status::Ok();
+}
+
+Status Processor::WriteAcknowledged(int max_pending) {
+  if (!failed_.empty()) return Status::Error("not committing after an error: " + failed_);
+  // A full cache is trimmed only when nothing is pending: an evicted user must
+  // be read back from the store with its latest state.
+  const size_t max_users = static_cast<size_t>(std::max(1, config_.stream.cache_max_users));
+  if (cache_.size() > max_users) max_pending = 0;
+  while (!sealed_.empty()) {
+    SealedCommit& front = sealed_.front();
+    const bool must_wait = static_cast<int>(sealed_.size()) > max_pending;
+    bool done = false;
+    int64_t acked_ms = 0;
+    Status status = Status::Ok();
+    {
+      StageTimer timer(counters_.flush_nanos);
+      status = sink_.WaitAcked(front.mark, must_wait ? kFlushTimeoutMs : 0, &done, &acked_ms);
+    }
+    if (!status.ok()) {
+      failed_ = "waiting for the producer before commit: " + status.message;
+      return Status::Error(failed_);
+    }
+    if (!done) {
+      if (!must_wait) break;
+      failed_ = "waiting for the producer before commit: outputs not acknowledged within " +
+                std::to_string(kFlushTimeoutMs) + " ms";
+      return Status::Error(failed_);
+    }
+    for (int64_t ts : front.timestamps_ms) {
+      latency_.Record(static_cast<double>(std::max<int64_t>(0, acked_ms - ts)));
+      if (metrics_) {
+        metrics_->event_to_score_seconds.Observe(
+            static_cast<double>(std::max<int64_t>(0, acked_ms - ts)) / 1000.0);
+      }
+    }
+    state::Status store_status;
+    {
+      StageTimer timer(counters_.store_nanos);
+      store_status = store_.Commit(front.batch);
+    }
+    if (!store_status.ok()) {
+      failed_ = "committing state: " + store_status.message;
+      return Status::Error(failed_);
+    }
+    sealed_.pop_front();
+    counters_.commits.fetch_add(1, std::memory_order_relaxed);
+    if (metrics_) metrics_->commits.Inc();
+  }
+  if (sealed_.empty() && !HasUncommitted()) {
+    // Everything is in the store: the uncommitted-timer index restarts empty.
+    pending_timers_.clear();
+    EvictIfNeeded();
+  }
+  return Status::Ok();
+}
+
+bool Processor::InSealed(const std::pair<int32_t, uint64_t>& id) const {
+  for (const auto& sealed : sealed_) {
+    if (sealed.event_ids.count(id)) return true;
+  }
+  return false;
 }
 
 void Processor::EvictIfNeeded() {
@@ -759,8 +841,15 @@ double LatencyHistogram::BucketUpperMs(int bucket) {
 }
 
 void LatencyHistogram::Record(double millis) {
+  // The first bucket whose upper bound is >= millis: log_1.3(millis / 0.1),
+  // rounded up, then nudged for rounding at the bounds.
   int bucket = 0;
-  while (bucket < kBuckets - 1 && millis > BucketUpperMs(bucket)) ++bucket;
+  if (millis > BucketUpperMs(0)) {
+    bucket = static_cast<int>(std::ceil(std::log(millis / 0.1) / std::log(1.3)));
+    bucket = std::clamp(bucket, 0, kBuckets - 1);
+    while (bucket > 0 && millis <= BucketUpperMs(bucket - 1)) --bucket;
+    while (bucket < kBuckets - 1 && millis > BucketUpperMs(bucket)) ++bucket;
+  }
   ++counts_[bucket];
   ++count_;
 }

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -171,6 +172,20 @@ class Processor {
   // states, timer changes, stream times and input offsets in one WriteBatch.
   connectors::Status Commit();
   bool HasUncommitted() const { return !dirty_.empty() || !pending_offsets_.empty(); }
+  // Commits are two steps so that the next micro-batch runs while the broker
+  // acknowledges the last one's outputs:
+  //  Seal() closes what was processed since the last seal into one pending
+  //  commit (states, timers, event ids, offsets, stream time), tagged with
+  //  the producer's Mark() of everything sent so far;
+  //  WriteAcknowledged(max_pending) writes, in order, each pending commit
+  //  whose outputs are all acknowledged, and waits (up to the flush timeout)
+  //  while more than max_pending remain. A commit is never written before
+  //  its outputs are acknowledged, so crash safety is that of Commit().
+  // Commit() is Seal() + WriteAcknowledged(0): everything written.
+  connectors::Status Seal();
+  connectors::Status WriteAcknowledged(int max_pending);
+  // Pending commits (sealed, not yet written).
+  size_t sealed_count() const { return sealed_.size(); }
 
   // Rebalance hooks (connectors::SourceCallbacks).
   std::optional<int64_t> StartOffset(const connectors::TopicPartition& partition);
@@ -200,6 +215,16 @@ class Processor {
                                const std::string& detail, const std::string& score_json);
   int64_t NextTimerMs(const CachedUser& user) const;
   void EvictIfNeeded();
+  // Whether an event id was folded into a sealed, not yet written commit.
+  bool InSealed(const std::pair<int32_t, uint64_t>& id) const;
+
+  struct SealedCommit {
+    uint64_t mark = 0;  // KafkaSink::Mark() after its outputs
+    state::CommitBatch batch;
+    std::set<std::pair<int32_t, uint64_t>> event_ids;
+    std::vector<int64_t> timestamps_ms;  // input timestamps, for the latency
+  };
+  std::deque<SealedCommit> sealed_;
 
   config::Config config_;
   state::StateStore& store_;
@@ -213,6 +238,8 @@ class Processor {
   struct TopicMetrics;
   TopicMetrics& MetricsFor(const std::string& topic);
   std::map<std::string, std::unique_ptr<TopicMetrics>, std::less<>> topic_metrics_;
+  std::string last_topic_;
+  TopicMetrics* last_topic_metrics_ = nullptr;
   std::unique_ptr<Decoder> decoder_;
   std::string model_version_;
   int state_size_ = 0;

@@ -338,8 +338,18 @@ Status Service::Run(const std::atomic<bool>& stop) {
     batch.clear();
     // A micro-batch: up to batch_max_events, closed batch_max_wait_ms after
     // its first message.
+    // Commits whose outputs the broker has acknowledged meanwhile go to the
+    // store first; while some are pending, input is polled in short waits.
+    if (processor_->sealed_count() > 0) {
+      auto written = processor_->WriteAcknowledged(options.commits_in_flight);
+      if (!written.ok()) {
+        result = written;
+        break;
+      }
+    }
     std::optional<StageTimer> poll_timer(std::in_place, processor_->mutable_poll_nanos());
-    auto status = source_->Poll(options.batch_max_events, 100, &batch);
+    auto status = source_->Poll(options.batch_max_events,
+                                processor_->sealed_count() > 0 ? 5 : 100, &batch);
     if (!status.ok()) {
       result = status;
       break;
@@ -389,7 +399,8 @@ Status Service::Run(const std::atomic<bool>& stop) {
                       SecondsSince(last_commit) * 1000 >= options.commit_interval_ms;
     if (commit_due && processor_->HasUncommitted()) {
       const auto commit_started = Clock::now();
-      status = processor_->Commit();
+      status = processor_->Seal();
+      if (status.ok()) status = processor_->WriteAcknowledged(options.commits_in_flight);
       if (!status.ok()) {
         result = status;
         break;

@@ -448,6 +448,48 @@ TEST(RocksDbStore, MultiGetWithMissingUsers) {
   EXPECT_TRUE(states.empty());
 }
 
+TEST(RocksDbStore, EventIdsAreSeenOnlyOnceCommittedAndSurviveReopenAndExpiry) {
+  testing::TempDir dir;
+  const auto options = OptionsFor(dir);
+  std::vector<EventIdEntry> committed, fresh;
+  for (uint64_t i = 0; i < 2000; ++i) {
+    // Same hashes on other days are other ids.
+    committed.push_back({static_cast<int32_t>(20000 + i % 3), i * 0x9E3779B97F4A7C15ULL});
+    fresh.push_back({static_cast<int32_t>(20003 + i % 3), i * 0x9E3779B97F4A7C15ULL});
+  }
+  std::vector<EventIdEntry> both = committed;
+  both.insert(both.end(), fresh.begin(), fresh.end());
+  auto expect_seen = [&](StateStore& store, const std::string& when) {
+    std::vector<bool> seen;
+    ASSERT_TRUE(store.SeenEventIds(both, &seen).ok()) << when;
+    ASSERT_EQ(seen.size(), both.size()) << when;
+    for (size_t i = 0; i < both.size(); ++i) {
+      ASSERT_EQ(seen[i], i < committed.size())
+          << when << ": id " << i << " day " << both[i].day << " hash " << both[i].hash;
+    }
+  };
+  {
+    auto store = OpenOrDie(options);
+    ASSERT_TRUE(store);
+    std::vector<bool> seen;
+    ASSERT_TRUE(store->SeenEventIds(committed, &seen).ok());
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), true), 0) << "nothing committed yet";
+    CommitBatch batch;
+    batch.event_ids_added = committed;
+    ASSERT_TRUE(store->Commit(batch).ok());
+    expect_seen(*store, "after the commit");
+    // Expiring days before 20000 (none of ours) changes no answer, also for
+    // the memtable that now holds a range tombstone.
+    CommitBatch expire;
+    expire.event_ids_expire_before_day = 20000;
+    ASSERT_TRUE(store->Commit(expire).ok());
+    expect_seen(*store, "after expiring older days");
+  }
+  auto store = OpenOrDie(options);
+  ASSERT_TRUE(store);
+  expect_seen(*store, "after reopening");
+}
+
 TEST(RocksDbStore, DueTimersOrderLimitPartitionsAndRemoval) {
   testing::TempDir dir;
   auto store = OpenOrDie(OptionsFor(dir));
