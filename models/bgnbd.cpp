@@ -186,14 +186,29 @@ double Hyp2F1NearOne(double a, double b, double c, double z) {
     return Hyp2F1(a, b, c, z);
   }
   const double w = 1 - z;
-  int sign1 = 1;
-  const double log1 = LogAbsGamma(c, &sign1) + LogAbsGamma(s, &sign1) -
-                      LogAbsGamma(c - a, &sign1) - LogAbsGamma(c - b, &sign1);
-  int sign2 = 1;
-  const double log2 = LogAbsGamma(c, &sign2) + LogAbsGamma(-s, &sign2) - LogAbsGamma(a, &sign2) -
-                      LogAbsGamma(b, &sign2) + s * std::log(w);
-  return sign1 * std::exp(log1) * Hyp2F1(a, b, 1 - s, w) +
-         sign2 * std::exp(log2) * Hyp2F1(c - a, c - b, 1 + s, w);
+  // The two Gamma ratios depend on (a, b, c) only: a scorer asks for the same
+  // few (its model's parameters, a user's purchase count) over and over.
+  struct GammaRatios {
+    double a = 0, b = 0, c = 0;
+    bool valid = false;
+    double coefficient1 = 0;  // G(c) G(s) / (G(c-a) G(c-b))
+    double coefficient2 = 0;  // G(c) G(-s) / (G(a) G(b))
+  };
+  static thread_local std::array<GammaRatios, 256> cache;
+  const size_t slot =
+      (std::hash<double>{}(a) * 31 + std::hash<double>{}(b) * 17 + std::hash<double>{}(c)) & 255;
+  GammaRatios& ratios = cache[slot];
+  if (!ratios.valid || ratios.a != a || ratios.b != b || ratios.c != c) {
+    int sign1 = 1;
+    const double log1 = LogAbsGamma(c, &sign1) + LogAbsGamma(s, &sign1) -
+                        LogAbsGamma(c - a, &sign1) - LogAbsGamma(c - b, &sign1);
+    int sign2 = 1;
+    const double log2 = LogAbsGamma(c, &sign2) + LogAbsGamma(-s, &sign2) -
+                        LogAbsGamma(a, &sign2) - LogAbsGamma(b, &sign2);
+    ratios = {a, b, c, true, sign1 * std::exp(log1), sign2 * std::exp(log2)};
+  }
+  return ratios.coefficient1 * Hyp2F1(a, b, 1 - s, w) +
+         ratios.coefficient2 * std::exp(s * std::log(w)) * Hyp2F1(c - a, c - b, 1 + s, w);
 }
 
 double BgNbdLogLikelihood(const BgNbdParams& p, std::span<const RfmSummary> customers) {
