@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
 #include <queue>
+#include <thread>
 
 #include "state/half.h"
 #include "stream/json_text.h"
@@ -166,6 +169,74 @@ Processor::Processor(const config::Config& config, state::StateStore& store,
       model_version_(scorer.version()),
       state_size_(scorer.state_size()),
       anomaly_z_(NormalQuantile(config.lifecycle.anomaly_quantile)) {}
+
+// The store writer: one thread, commits written in the order handed over.
+// A failed write stops it; the error is reported to the processing thread.
+class Processor::Writer {
+ public:
+  Writer(state::StateStore& store, std::atomic<int64_t>& store_nanos)
+      : store_(store), store_nanos_(store_nanos), thread_([this] { Loop(); }) {}
+  ~Writer() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  void Submit(const state::CommitBatch* batch) {
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(batch);
+    }
+    cv_.notify_all();
+  }
+  // Blocks until `count` commits are written (wait) or just reports how many
+  // are; the first error, if any, in *error.
+  uint64_t Written(uint64_t count, bool wait, std::string* error) {
+    std::unique_lock lock(mu_);
+    if (wait) cv_.wait(lock, [&] { return written_ >= count || !error_.empty(); });
+    *error = error_;
+    return written_;
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty() || !error_.empty()) return;  // stop, or nothing more may be written
+      const state::CommitBatch* batch = queue_.front();
+      lock.unlock();
+      state::Status status;
+      {
+        StageTimer timer(store_nanos_);
+        status = store_.Commit(*batch);
+      }
+      lock.lock();
+      queue_.pop_front();
+      if (status.ok()) {
+        ++written_;
+      } else {
+        error_ = "committing state: " + status.message;
+      }
+      cv_.notify_all();
+    }
+  }
+
+  state::StateStore& store_;
+  std::atomic<int64_t>& store_nanos_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<const state::CommitBatch*> queue_;  // guarded by mu_
+  uint64_t written_ = 0;                         // guarded by mu_
+  std::string error_;                            // guarded by mu_
+  bool stop_ = false;                            // guarded by mu_
+  std::thread thread_;  // last: starts after the members it uses
+};
 
 Processor::~Processor() = default;
 
@@ -761,48 +832,69 @@ Status Processor::Seal() {
   return Status::Ok();
 }
 
-Status Processor::WriteAcknowledged(int max_pending) {
-  if (!failed_.empty()) return Status::Error("not committing after an error: " + failed_);
-  // A full cache is trimmed only when nothing is pending: an evicted user must
-  // be read back from the store with its latest state.
-  const size_t max_users = static_cast<size_t>(std::max(1, config_.stream.cache_max_users));
-  if (cache_.size() > max_users) max_pending = 0;
-  while (!sealed_.empty()) {
-    SealedCommit& front = sealed_.front();
-    const bool must_wait = static_cast<int>(sealed_.size()) > max_pending;
+Status Processor::HandOver(bool wait) {
+  for (SealedCommit& sealed : sealed_) {
+    if (sealed.handed_over) continue;
     bool done = false;
     int64_t acked_ms = 0;
     Status status = Status::Ok();
     {
       StageTimer timer(counters_.flush_nanos);
-      status = sink_.WaitAcked(front.mark, must_wait ? kFlushTimeoutMs : 0, &done, &acked_ms);
+      status = sink_.WaitAcked(sealed.mark, wait ? kFlushTimeoutMs : 0, &done, &acked_ms);
     }
     if (!status.ok()) {
       failed_ = "waiting for the producer before commit: " + status.message;
       return Status::Error(failed_);
     }
     if (!done) {
-      if (!must_wait) break;
+      if (!wait) return Status::Ok();
       failed_ = "waiting for the producer before commit: outputs not acknowledged within " +
                 std::to_string(kFlushTimeoutMs) + " ms";
       return Status::Error(failed_);
     }
-    for (int64_t ts : front.timestamps_ms) {
+    for (int64_t ts : sealed.timestamps_ms) {
       latency_.Record(static_cast<double>(std::max<int64_t>(0, acked_ms - ts)));
       if (metrics_) {
         metrics_->event_to_score_seconds.Observe(
             static_cast<double>(std::max<int64_t>(0, acked_ms - ts)) / 1000.0);
       }
     }
-    state::Status store_status;
-    {
-      StageTimer timer(counters_.store_nanos);
-      store_status = store_.Commit(front.batch);
+    if (!writer_) writer_ = std::make_unique<Writer>(store_, counters_.store_nanos);
+    sealed.handed_over = true;
+    sealed.write_number = ++handed_over_;
+    writer_->Submit(&sealed.batch);
+    wait = false;  // only the oldest is waited for
+  }
+  return Status::Ok();
+}
+
+Status Processor::WriteAcknowledged(int max_pending) {
+  if (!failed_.empty()) return Status::Error("not committing after an error: " + failed_);
+  // A full cache is trimmed only when nothing is pending: an evicted user must
+  // be read back from the store with its latest state.
+  const size_t max_users = static_cast<size_t>(std::max(1, config_.stream.cache_max_users));
+  if (cache_.size() > max_users) max_pending = 0;
+  auto status = HandOver(false);
+  if (!status.ok()) return status;
+  while (!sealed_.empty()) {
+    SealedCommit& front = sealed_.front();
+    const bool must_wait = static_cast<int>(sealed_.size()) > max_pending;
+    if (!front.handed_over) {
+      if (!must_wait) break;
+      status = HandOver(true);
+      if (!status.ok()) return status;
     }
-    if (!store_status.ok()) {
-      failed_ = "committing state: " + store_status.message;
+    std::string error;
+    uint64_t written = 0;
+    {
+      StageTimer timer(counters_.flush_nanos);
+      written = writer_->Written(front.write_number, must_wait, &error);
+    }
+    if (!error.empty()) {
+      failed_ = error;
       return Status::Error(failed_);
     }
+    if (written < front.write_number) break;
     sealed_.pop_front();
     counters_.commits.fetch_add(1, std::memory_order_relaxed);
     if (metrics_) metrics_->commits.Inc();

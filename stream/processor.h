@@ -223,8 +223,20 @@ class Processor {
     state::CommitBatch batch;
     std::set<std::pair<int32_t, uint64_t>> event_ids;
     std::vector<int64_t> timestamps_ms;  // input timestamps, for the latency
+    // Given to the writer (its outputs are acknowledged) as its n-th commit.
+    bool handed_over = false;
+    uint64_t write_number = 0;
   };
+  // Pending commits, oldest first; popped once written.
   std::deque<SealedCommit> sealed_;
+  // Writes acknowledged commits to the store on its own thread, in order,
+  // while this one processes the next batch.
+  class Writer;
+  std::unique_ptr<Writer> writer_;
+  uint64_t handed_over_ = 0;
+  // Hands every acknowledged commit to the writer (in order); waits for the
+  // oldest one's acknowledgement when `wait` is set.
+  connectors::Status HandOver(bool wait);
 
   config::Config config_;
   state::StateStore& store_;
