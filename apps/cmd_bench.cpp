@@ -56,8 +56,11 @@ struct BenchFlags {
   int brokers = 1;
   double latency_rate = 0;  // events/s in the latency phase; 0 = half the measured throughput
   double latency_seconds = 10;
+  // The project's targets on a 2-core machine: the baseline scorer at least
+  // 100k events/s and 40% of the consume-only ceiling; the LSTM 60k events/s.
   double target_events_per_second = 100000;
   double target_ceiling_ratio = 0.40;
+  double target_lstm_events_per_second = 60000;
 };
 
 struct PhaseResult {
@@ -250,16 +253,17 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
       return;
     }
     double pipeline_rate = pipeline.events / std::max(pipeline.seconds, 1e-9);
-    std::printf("pipeline       %12s events in %6.2fs  %12s events/s = %.0f%% of the ceiling  "
-                "(target >= %s events/s and >= %.0f%%: %s)\n",
+    const bool lstm = config.model.scorer == "lstm";
+    const double target_rate = lstm ? flags->target_lstm_events_per_second : flags->target_events_per_second;
+    const double target_ratio = lstm ? 0.0 : flags->target_ceiling_ratio;
+    std::string target = "target >= " + WithThousands(static_cast<int64_t>(target_rate)) + " events/s";
+    if (target_ratio > 0) target += " and >= " + std::to_string(static_cast<int>(100 * target_ratio)) + "%";
+    target += std::string(" with the ") + config.model.scorer + " scorer: " +
+              (pipeline_rate >= target_rate && pipeline_rate >= target_ratio * ceiling_rate ? "met" : "NOT met");
+    std::printf("pipeline       %12s events in %6.2fs  %12s events/s = %.0f%% of the ceiling  (%s)\n",
                 WithThousands(pipeline.events).c_str(), pipeline.seconds,
                 WithThousands(static_cast<int64_t>(pipeline_rate)).c_str(), 100 * pipeline_rate / ceiling_rate,
-                WithThousands(static_cast<int64_t>(flags->target_events_per_second)).c_str(),
-                100 * flags->target_ceiling_ratio,
-                pipeline_rate >= flags->target_events_per_second &&
-                        pipeline_rate >= flags->target_ceiling_ratio * ceiling_rate
-                    ? "met"
-                    : "NOT met");
+                target.c_str());
     std::printf("  where the time goes: waiting for input %.2fs, processing %.2fs (scorer %.2fs), "
                 "waiting for score acks %.2fs, RocksDB commit %.2fs; %s batches, %s commits\n",
                 pipeline.poll_s, pipeline.process_s, pipeline.scorer_s, pipeline.flush_s, pipeline.store_s,
