@@ -1,6 +1,6 @@
 // clv train / clv eval: see models/trainer.h and models/evaluate.h.
 //
-//   clv train --events FILE... --horizon 365d --out MODEL [--epochs N --hidden N
+//   clv train --events FILE... --horizon 365d [--min-horizon 30d] --out MODEL [--epochs N --hidden N
 //             --batch-users N --bptt N --lr X --lr-decay X --patience N
 //             --validation X --seed N --threads N --checkpoint FILE
 //             --calibration-end DATE]
@@ -26,6 +26,7 @@ namespace {
 struct TrainFlags {
   EventFileFlags events;
   std::string horizon = "365d";
+  std::string min_horizon;
   std::string out;
   std::string calibration_end;
   models::TrainOptions options;
@@ -103,6 +104,13 @@ void RunTrain(TrainFlags& flags, const std::string& command, int* exit_code) {
     *exit_code = 2;
     return;
   }
+  if (!flags.min_horizon.empty() &&
+      !ParseDurationDays(flags.min_horizon, &flags.options.min_horizon_days)) {
+    std::fprintf(stderr, "clv train: --min-horizon '%s' is not a duration (e.g. 30d, 4w)\n",
+                 flags.min_horizon.c_str());
+    *exit_code = 2;
+    return;
+  }
   int64_t calibration_end = 0;
   if (!flags.calibration_end.empty() && !ParseDateMs(flags.calibration_end, &calibration_end)) {
     std::fprintf(stderr, "clv train: --calibration-end '%s' is not a date (YYYY-MM-DD)\n",
@@ -126,8 +134,10 @@ void RunTrain(TrainFlags& flags, const std::string& command, int* exit_code) {
   flags.options.data_description = files + (calibration_end ? " before " + flags.calibration_end : "");
   const int max_epochs = flags.options.epochs;
   std::fprintf(stderr,
-               "training LSTM: horizon %.0f days, hidden %d, up to %d epochs, %d users per batch, "
-               "TBPTT %d events, %d thread(s)\n",
+               "training LSTM: horizons %.0f..%.0f days, hidden %d, up to %d epochs, %d users per "
+               "batch, TBPTT %d events, %d thread(s)\n",
+               flags.options.min_horizon_days > 0 ? flags.options.min_horizon_days
+                                                  : flags.options.horizon_days,
                flags.options.horizon_days, flags.options.hidden_size, max_epochs,
                flags.options.batch_users, flags.options.bptt_steps, flags.options.threads);
   models::TrainResult result = models::TrainLstm(
@@ -234,6 +244,10 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
   AddEventFileFlags(*train, t.events);
   train->add_option("--horizon", t.horizon, "Spend is predicted over this window, e.g. 365d, 39w")
       ->capture_default_str();
+  train->add_option("--min-horizon", t.min_horizon,
+                    "Shortest horizon trained (default: --horizon only); each example draws its "
+                    "horizon log-uniformly from [--min-horizon, --horizon] where it fits, and the "
+                    "model answers any horizon in that range");
   train->add_option("--out", t.out, "Model file to write (JSON)")->required();
   train->add_option("--calibration-end", t.calibration_end,
                     "Train only on events before this date (YYYY-MM-DD)");
@@ -247,6 +261,9 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
       ->capture_default_str()->check(CLI::Range(1, 1000000));
   train->add_option("--bptt", t.options.bptt_steps, "Truncated BPTT chunk, events")
       ->capture_default_str()->check(CLI::Range(1, 100000));
+  train->add_option("--snapshots", t.options.snapshots_per_user,
+                    "Rescore examples per user (times drawn uniformly over the user's life)")
+      ->capture_default_str()->check(CLI::Range(0, 10000));
   train->add_option("--lr", t.options.learning_rate, "Adam learning rate")
       ->capture_default_str()->check(CLI::PositiveNumber);
   train->add_option("--lr-decay", t.options.lr_decay, "Learning-rate multiplier per epoch")
@@ -254,6 +271,9 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
   train->add_option("--patience", t.options.patience,
                     "Stop after this many epochs without a better validation loss")
       ->capture_default_str()->check(CLI::Range(1, 10000));
+  train->add_flag("--select-by-gini", t.options.select_by_gini,
+                  "Keep the epoch with the best validation Gini (ranking) instead of the best "
+                  "validation loss");
   train->add_option("--validation", t.options.validation_fraction,
                     "Share of users held out for validation")
       ->capture_default_str()->check(CLI::Range(0.01, 0.9));
@@ -267,6 +287,10 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
     std::string command = "clv train";
     for (const auto& opt : train->get_options()) {
       if (opt->count() == 0 || opt->get_name() == "--help") continue;
+      if (opt->get_type_size_max() == 0) {  // a flag: no value
+        command += " " + opt->get_name();
+        continue;
+      }
       for (const auto& value : opt->results()) command += " " + opt->get_name() + " " + value;
     }
     RunTrain(*train_flags, command, exit_code);

@@ -6,7 +6,9 @@
 // threads, sizes, and the arithmetic ceiling of one core:
 //   FLOPs per user-step = 2 * 4H * (F + H)      LSTM gate matmuls
 //                       + ~10 * 4H ... (elementwise, counted as 12H)
-//                       + 2 * K * (H + A) + 2 * 4 * K   heads
+//                       + 2 * K * (H + A + P) + 2 * 4 * K   heads
+// (not counted: the BG/NBD + Gamma-Gamma prior of the heads, per row in double,
+// a hypergeometric series; it is part of every measured Step and Rescore)
 //   core peak (fp32)    = clock * FMA units * SIMD lanes * 2
 // with clock from /proc/cpuinfo ("cpu MHz", the current clock; turbo may be
 // higher), 2 FMA units, and 16 lanes (AVX-512) or 8 (AVX2) from the flags. The
@@ -72,7 +74,7 @@ CpuInfo ReadCpuInfo() {
 
 double FlopsPerStep() {
   const double h = kHidden, f = kFeatureCount, a = kAggregateCount, k = kHeadHidden;
-  return 2 * 4 * h * (f + h) + 12 * h + 2 * k * (h + a) + 2 * 4 * k;
+  return 2 * 4 * h * (f + h) + 12 * h + 2 * k * (h + a + kPriorCount) + 2 * 4 * k;
 }
 
 struct Users {
@@ -161,6 +163,25 @@ void BM_LstmRescore(benchmark::State& state) {
       benchmark::Counter(double(batch) * state.iterations(), benchmark::Counter::kIsRate);
 }
 
+// The heads' BG/NBD + Gamma-Gamma prior alone (part of every Step and
+// Rescore above): P(alive), conditional expected purchases (hypergeometric
+// series), Gamma-Gamma order value, P(any purchase), per user at 365 days.
+void BM_LstmPrior(benchmark::State& state) {
+  const int batch = static_cast<int>(state.range(0));
+  LstmModel model = RandomLstmModel(kHidden, 1, kHeadHidden);
+  Users users = MakeUsers(batch, 0);
+  std::vector<float> prior(size_t(batch) * kPriorCount), offsets(size_t(batch) * kPriorOffsetCount);
+  for (auto _ : state) {
+    for (int i = 0; i < batch; ++i) {
+      RawPriorInputs(model.prior, users.after[i], users.events[i].ts_ms, 365.0,
+                     &prior[size_t(i) * kPriorCount], &offsets[size_t(i) * kPriorOffsetCount]);
+    }
+    benchmark::DoNotOptimize(prior.data());
+  }
+  state.counters["users/s"] =
+      benchmark::Counter(double(batch) * state.iterations(), benchmark::Counter::kIsRate);
+}
+
 void StepArgs(benchmark::internal::Benchmark* b) {
   for (int factors : {0, 1}) {
     for (int batch = 1; batch <= 65536; batch *= 4) b->Args({batch, factors});
@@ -171,6 +192,7 @@ void StepArgs(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_LstmStep)->Apply(StepArgs);
 BENCHMARK(BM_LstmRescore)->Arg(1024)->Arg(65536)->UseRealTime();
+BENCHMARK(BM_LstmPrior)->Arg(1024)->UseRealTime();
 
 }  // namespace
 

@@ -244,11 +244,14 @@ bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalRepor
     candidates.push_back(std::move(oracle));
   }
   std::string title = options.title;
-  if (lstm_model.horizon_days != options.horizon_days) {
-    char note[160];
+  if (options.horizon_days > lstm_model.horizon_days * 1.001 ||
+      options.horizon_days < lstm_model.min_horizon_days * 0.999) {
+    char note[200];
     std::snprintf(note, sizeof(note),
-                  "%snote: LSTM trained for %.0f days, scaled linearly to %.0f days",
-                  title.empty() ? "" : "\n", lstm_model.horizon_days, options.horizon_days);
+                  "%snote: LSTM trained for horizons of %.0f..%.0f days, asked for %.0f days "
+                  "(extrapolated)",
+                  title.empty() ? "" : "\n", lstm_model.min_horizon_days,
+                  lstm_model.horizon_days, options.horizon_days);
     title += note;
   }
   std::vector<double> actual_by_user;

@@ -3,19 +3,27 @@
 // Network (DESIGN.md "Model"): per event, x = StepFeatures(event, before,
 // after) (features.h, standardized with the model's FeatureNorm) advances the
 // user's LSTM cell one step from the stored (h, c); heads read
-// z = [h, aggregates] (aggregates = the tail of x):
+// z = [h, aggregates, prior] (aggregates = the tail of x; prior = the
+// BG/NBD + Gamma-Gamma quantities of the user at that time for the asked
+// horizon, see LstmPrior):
 //   hidden = relu(head1_w z + head1_b); out = head2_w hidden + head2_b (4 values)
+//   out0 += logit P(any purchase) (BG/NBD), out1 += log(E[spend] / P(any))
 //   p_purchase = sigmoid(out0), mu = out1, sigma = softplus(out2) + 0.01,
 //   clv = p * exp(mu + sigma^2 / 2)   (zero-inflated lognormal, ZILN)
 //   churn_risk = sigmoid(out3)
 // Rescore() runs the heads only, on aggregates recomputed at now_ms; (h, c) do
-// not change. The recurrent state is 2*hidden floats: h then c.
+// not change. The recurrent state is 2*hidden floats: h then c. With all head
+// weights at 0 the score is BG/NBD + Gamma-Gamma's (up to sigma); the network
+// learns the correction, and the horizon is an input (no linear scaling).
 //
 // Model file: ONE JSON file (version-proof across libtorch 1.13 and 2.x; no
-// torch::save): {"format":"clvstream-lstm","format_version":1,"version":...,
-// "horizon_days":..., "hidden_size":..., "head_hidden":..., "features":[{name,
-// mean, scale}], "training":{...}, "validation":{...}, "weights":{"w_ih":[...],
-// ...}}. Floats are written with enough digits to read back bit-exactly.
+// torch::save): {"format":"clvstream-lstm","format_version":2,"version":...,
+// "horizon_days":..., "min_horizon_days":..., "hidden_size":...,
+// "head_hidden":..., "features":[{name, mean, scale}], "prior":{"bgnbd":{r,
+// alpha, a, b}, "gamma_gamma":{p, q, gamma}, "inputs":[{name, mean, scale}]},
+// "training":{...}, "validation":{...}, "weights":{"w_ih":[...], ...}}. Floats
+// are written with enough digits to read back bit-exactly. format_version 1
+// files (no prior) are refused with a message naming the file.
 //
 // Determinism: on CPU the scorer runs a hand-written kernel (lstm_kernel.h),
 // not torch: a user's new (h, c), score and top_factors depend only on that
@@ -28,11 +36,13 @@
 // Thread-safety: a scorer is used from one thread at a time (Scorer contract).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "models/bgnbd.h"
 #include "models/features.h"
 #include "models/scorer.h"
 
@@ -42,17 +52,44 @@ struct ModelOptions;
 
 namespace clv::models {
 
+// Head inputs from the BG/NBD + Gamma-Gamma model of the user at a time
+// `now` for a horizon (RfmSummary as BaselineScorer builds it, weeks):
+//   0 P(alive), 1 logit P(alive), 2 log1p E[purchases in horizon],
+//   3 log1p E[purchases | alive], 4 log E[order value] (GG),
+//   5 log1p E[spend in horizon], 6 logit P(any purchase in horizon),
+//   7 log(horizon days).
+// Offsets added to the raw head outputs: logit P(any) to out0 and
+// log(E[spend] / P(any)) to out1. O(1) per user (a hypergeometric series).
+inline constexpr int kPriorCount = 8;
+inline constexpr int kPriorOffsetCount = 2;
+const char* PriorName(int index);
+
+struct LstmPrior {
+  BgNbdParams bgnbd;
+  GammaGammaParams gamma_gamma;
+  // Standardization of the raw prior inputs (scale 0 = 1), clipped to +-8.
+  std::array<float, kPriorCount> mean{};
+  std::array<float, kPriorCount> scale{};
+};
+
+// Raw prior inputs (kPriorCount) and offsets (kPriorOffsetCount) of `history`
+// at now_ms for horizon_days. Deterministic; pure.
+void RawPriorInputs(const LstmPrior& prior, const History& history, int64_t now_ms,
+                    double horizon_days, float* raw, float* offsets);
+// Standardizes kPriorCount raw values in place.
+void StandardizePrior(const LstmPrior& prior, float* values);
+
 // Weights, row-major, PyTorch LSTMCell gate order (input, forget, cell, output).
 struct LstmWeights {
   int input_size = kFeatureCount;
   int hidden_size = 64;
-  int head_input_size() const { return hidden_size + kAggregateCount; }
+  int head_input_size() const { return hidden_size + kAggregateCount + kPriorCount; }
   int head_hidden = 32;
   std::vector<float> w_ih;     // [4*hidden, input_size]
   std::vector<float> w_hh;     // [4*hidden, hidden]
   std::vector<float> b_ih;     // [4*hidden]
   std::vector<float> b_hh;     // [4*hidden]
-  std::vector<float> head1_w;  // [head_hidden, hidden + kAggregateCount]
+  std::vector<float> head1_w;  // [head_hidden, hidden + kAggregateCount + kPriorCount]
   std::vector<float> head1_b;  // [head_hidden]
   std::vector<float> head2_w;  // [4, head_hidden]
   std::vector<float> head2_b;  // [4]
@@ -63,7 +100,12 @@ struct LstmWeights {
 struct LstmModel {
   // "lstm/<12 hex digits of a hash of the weights>"; set by SaveLstmModel.
   std::string version;
+  // Default horizon (asked when the scorer's horizon is 0) and the longest
+  // horizon trained; min_horizon_days is the shortest (= horizon_days when
+  // trained on one horizon).
   double horizon_days = 365;
+  double min_horizon_days = 365;
+  LstmPrior prior;
   FeatureNorm norm = FeatureNorm::Identity();
   LstmWeights weights;
   // Free-form JSON objects (serialized), kept verbatim in the model file.
@@ -92,8 +134,7 @@ struct LstmScorerOptions {
   int threads = 1;
   // Compute top_factors (gradient x input, about 1.6x the cost of a step on CPU).
   bool top_factors = true;
-  // Horizon the caller asks for; clv and expected_purchases are scaled
-  // linearly by horizon_days / model.horizon_days (0 = the model's horizon).
+  // Horizon the caller asks for (a head input; 0 = the model's horizon_days).
   double horizon_days = 0;
 };
 

@@ -50,7 +50,7 @@ struct LstmCpuKernel::Packed {
   int h = 0, hp = 0;     // hidden, padded to 16
   int hh = 0, hhp = 0;   // head hidden, padded
   int k0 = 0, n0 = 0;    // gates: K = F + H, N = 4 * hp
-  int k1 = 0, k1p = 0;   // head input H + A, padded
+  int k1 = 0, k1p = 0;   // head input H + A + P, padded
   int fp = 0;            // features padded
   std::vector<float> wg, bg;   // [k0][n0], [n0]
   std::vector<float> w1, b1;   // [k1][hhp], [hhp]
@@ -180,7 +180,8 @@ void HeadRow(const float* raw, float* heads, float* dout) {
 
 // Heads from p.z (kTile rows of k1 floats); backward when dout_wanted.
 template <typename V, int kGroup, int kBlock>
-CLV_INLINE void HeadsBody(Packed& p, int rows, float* heads, bool dout_wanted) {
+CLV_INLINE void HeadsBody(Packed& p, int rows, const float* offsets, float* heads,
+                          bool dout_wanted) {
   Gemm<V, kGroup, kBlock>(p.z.data(), p.k1, p.k1, p.w1.data(), p.hhp, p.b1.data(), p.pre1.data(),
                        p.hhp);
   for (int i = 0; i < kTile * p.hhp; ++i) p.hid[i] = p.pre1[i] > 0.0f ? p.pre1[i] : 0.0f;
@@ -188,14 +189,17 @@ CLV_INLINE void HeadsBody(Packed& p, int rows, float* heads, bool dout_wanted) {
                   kLanes);
   std::fill(p.dout.begin(), p.dout.end(), 0.0f);
   for (int r = 0; r < rows; ++r) {
+    for (int o = 0; o < kPriorOffsetCount; ++o) {
+      p.out[r * kLanes + o] += offsets[r * kPriorOffsetCount + o];
+    }
     HeadRow(&p.out[r * kLanes], heads + r * LstmCpuKernel::kHeadValues,
             dout_wanted ? &p.dout[r * kLanes] : nullptr);
   }
 }
 
 template <typename V, int kGroup, int kBlock>
-CLV_INLINE void StepBody(Packed& p, int rows, const float* x, float* state, float* heads,
-                         float* contributions) {
+CLV_INLINE void StepBody(Packed& p, int rows, const float* x, const float* prior,
+                         const float* offsets, float* state, float* heads, float* contributions) {
   const int f = kFeatureCount, h = p.h, hp = p.hp, n0 = p.n0;
   // u = [x, h] and the previous c; rows past `rows` are zero.
   std::fill(p.u.begin(), p.u.end(), 0.0f);
@@ -234,12 +238,18 @@ CLV_INLINE void StepBody(Packed& p, int rows, const float* x, float* state, floa
     std::memcpy(&p.z[r * p.k1], &p.h1[r * hp], sizeof(float) * h);
     std::memcpy(&p.z[r * p.k1 + h], &p.u[r * p.k0 + kAggregateBegin],
                 sizeof(float) * kAggregateCount);
+    if (r < rows) {
+      std::memcpy(&p.z[r * p.k1 + h + kAggregateCount], prior + r * kPriorCount,
+                  sizeof(float) * kPriorCount);
+    } else {
+      std::fill_n(&p.z[r * p.k1 + h + kAggregateCount], kPriorCount, 0.0f);
+    }
   }
   for (int r = 0; r < rows; ++r) {
     std::memcpy(state + r * 2 * h, &p.h1[r * hp], sizeof(float) * h);
     std::memcpy(state + r * 2 * h + h, &p.c1[r * hp], sizeof(float) * h);
   }
-  HeadsBody<V, kGroup, kBlock>(p, rows, heads, contributions != nullptr);
+  HeadsBody<V, kGroup, kBlock>(p, rows, offsets, heads, contributions != nullptr);
   if (contributions == nullptr) return;
 
   // Backward of clv to the standardized x (gradient x input).
@@ -285,14 +295,16 @@ CLV_INLINE void StepBody(Packed& p, int rows, const float* x, float* state, floa
 
 template <typename V, int kGroup, int kBlock>
 CLV_INLINE void RescoreBody(Packed& p, int rows, const float* h, const float* aggregates,
-                            float* heads) {
+                            const float* prior, const float* offsets, float* heads) {
   std::fill(p.z.begin(), p.z.end(), 0.0f);
   for (int r = 0; r < rows; ++r) {
     std::memcpy(&p.z[r * p.k1], h + r * p.h, sizeof(float) * p.h);
     std::memcpy(&p.z[r * p.k1 + p.h], aggregates + r * kAggregateCount,
                 sizeof(float) * kAggregateCount);
+    std::memcpy(&p.z[r * p.k1 + p.h + kAggregateCount], prior + r * kPriorCount,
+                sizeof(float) * kPriorCount);
   }
-  HeadsBody<V, kGroup, kBlock>(p, rows, heads, false);
+  HeadsBody<V, kGroup, kBlock>(p, rows, offsets, heads, false);
 }
 
 #if defined(__x86_64__)
@@ -303,25 +315,29 @@ CLV_INLINE void RescoreBody(Packed& p, int rows, const float* h, const float* ag
 #define CLV_TARGET_AVX2
 #endif
 
-CLV_TARGET_AVX512 void StepAvx512(Packed& p, int rows, const float* x, float* s, float* hd,
-                                  float* c) {
-  StepBody<V16, 8, 2>(p, rows, x, s, hd, c);
+CLV_TARGET_AVX512 void StepAvx512(Packed& p, int rows, const float* x, const float* pr,
+                                  const float* off, float* s, float* hd, float* c) {
+  StepBody<V16, 8, 2>(p, rows, x, pr, off, s, hd, c);
 }
-CLV_TARGET_AVX2 void StepAvx2(Packed& p, int rows, const float* x, float* s, float* hd, float* c) {
-  StepBody<V8, 4, 2>(p, rows, x, s, hd, c);
+CLV_TARGET_AVX2 void StepAvx2(Packed& p, int rows, const float* x, const float* pr,
+                              const float* off, float* s, float* hd, float* c) {
+  StepBody<V8, 4, 2>(p, rows, x, pr, off, s, hd, c);
 }
-void StepGeneric(Packed& p, int rows, const float* x, float* s, float* hd, float* c) {
-  StepBody<V4, 4, 2>(p, rows, x, s, hd, c);
+void StepGeneric(Packed& p, int rows, const float* x, const float* pr, const float* off, float* s,
+                 float* hd, float* c) {
+  StepBody<V4, 4, 2>(p, rows, x, pr, off, s, hd, c);
 }
 CLV_TARGET_AVX512 void RescoreAvx512(Packed& p, int rows, const float* h, const float* a,
-                                     float* hd) {
-  RescoreBody<V16, 8, 2>(p, rows, h, a, hd);
+                                     const float* pr, const float* off, float* hd) {
+  RescoreBody<V16, 8, 2>(p, rows, h, a, pr, off, hd);
 }
-CLV_TARGET_AVX2 void RescoreAvx2(Packed& p, int rows, const float* h, const float* a, float* hd) {
-  RescoreBody<V8, 4, 2>(p, rows, h, a, hd);
+CLV_TARGET_AVX2 void RescoreAvx2(Packed& p, int rows, const float* h, const float* a,
+                                 const float* pr, const float* off, float* hd) {
+  RescoreBody<V8, 4, 2>(p, rows, h, a, pr, off, hd);
 }
-void RescoreGeneric(Packed& p, int rows, const float* h, const float* a, float* hd) {
-  RescoreBody<V4, 4, 2>(p, rows, h, a, hd);
+void RescoreGeneric(Packed& p, int rows, const float* h, const float* a, const float* pr,
+                    const float* off, float* hd) {
+  RescoreBody<V4, 4, 2>(p, rows, h, a, pr, off, hd);
 }
 
 int DetectIsa() {
@@ -354,7 +370,7 @@ LstmCpuKernel::LstmCpuKernel(const LstmWeights& w)
   p.hhp = Pad16(w.head_hidden);
   p.k0 = f + h;
   p.n0 = 4 * p.hp;
-  p.k1 = h + a;
+  p.k1 = h + a + kPriorCount;
   p.k1p = Pad16(p.k1);
   p.fp = Pad16(f);
   p.wg.assign(size_t(p.k0) * p.n0, 0.0f);
@@ -420,20 +436,21 @@ const char* LstmCpuKernel::isa() const {
   return isa_ == kAvx512 ? "avx512" : isa_ == kAvx2 ? "avx2" : "generic";
 }
 
-void LstmCpuKernel::Step(int rows, const float* x, float* state, float* heads,
-                         float* contributions) {
+void LstmCpuKernel::Step(int rows, const float* x, const float* prior, const float* offsets,
+                         float* state, float* heads, float* contributions) {
   switch (isa_) {
-    case kAvx512: StepAvx512(*packed_, rows, x, state, heads, contributions); break;
-    case kAvx2: StepAvx2(*packed_, rows, x, state, heads, contributions); break;
-    default: StepGeneric(*packed_, rows, x, state, heads, contributions); break;
+    case kAvx512: StepAvx512(*packed_, rows, x, prior, offsets, state, heads, contributions); break;
+    case kAvx2: StepAvx2(*packed_, rows, x, prior, offsets, state, heads, contributions); break;
+    default: StepGeneric(*packed_, rows, x, prior, offsets, state, heads, contributions); break;
   }
 }
 
-void LstmCpuKernel::Heads(int rows, const float* h, const float* aggregates, float* heads) {
+void LstmCpuKernel::Heads(int rows, const float* h, const float* aggregates, const float* prior,
+                          const float* offsets, float* heads) {
   switch (isa_) {
-    case kAvx512: RescoreAvx512(*packed_, rows, h, aggregates, heads); break;
-    case kAvx2: RescoreAvx2(*packed_, rows, h, aggregates, heads); break;
-    default: RescoreGeneric(*packed_, rows, h, aggregates, heads); break;
+    case kAvx512: RescoreAvx512(*packed_, rows, h, aggregates, prior, offsets, heads); break;
+    case kAvx2: RescoreAvx2(*packed_, rows, h, aggregates, prior, offsets, heads); break;
+    default: RescoreGeneric(*packed_, rows, h, aggregates, prior, offsets, heads); break;
   }
 }
 

@@ -43,12 +43,17 @@ class LstmCpuKernel {
 
   // One tile of `rows` (1..kTileRows) users, row-major:
   //   x      rows x kFeatureCount standardized step features (read);
+  //   prior  rows x kPriorCount standardized prior inputs (read);
+  //   offsets rows x kPriorOffsetCount, added to raw head outputs 0 and 1 (read);
   //   state  rows x 2*hidden (h then c): read, then overwritten by the new state;
   //   heads  rows x kHeadValues (written);
   //   contributions (nullable) rows x kFeatureCount: d clv / d x * x (written).
-  void Step(int rows, const float* x, float* state, float* heads, float* contributions);
-  // Heads only (Rescore): h rows x hidden, aggregates rows x kAggregateCount.
-  void Heads(int rows, const float* h, const float* aggregates, float* heads);
+  void Step(int rows, const float* x, const float* prior, const float* offsets, float* state,
+            float* heads, float* contributions);
+  // Heads only (Rescore): h rows x hidden, aggregates rows x kAggregateCount,
+  // prior and offsets as in Step.
+  void Heads(int rows, const float* h, const float* aggregates, const float* prior,
+             const float* offsets, float* heads);
 
   struct Packed;  // padded, transposed weights + scratch (lstm_kernel.cpp)
 

@@ -19,6 +19,7 @@ namespace clv::models {
 namespace {
 
 constexpr int kHeadOutputs = 4;
+constexpr int kFormatVersion = 2;
 
 uint64_t Fnv1a(uint64_t hash, const void* data, size_t bytes) {
   auto* p = static_cast<const unsigned char*>(data);
@@ -81,7 +82,7 @@ class LstmScorer final : public Scorer {
     head1_b_ = to_device(w.head1_b, {w.head_hidden});
     head2_w_ = to_device(w.head2_w, {kHeadOutputs, w.head_hidden});
     head2_b_ = to_device(w.head2_b, {kHeadOutputs});
-    horizon_scale_ = options.horizon_days > 0 ? options.horizon_days / model.horizon_days : 1.0;
+    horizon_days_ = options.horizon_days > 0 ? options.horizon_days : model.horizon_days;
     cuda_ = device_.is_cuda();
     if (!cuda_) kernel_ = std::make_unique<LstmCpuKernel>(w);
   }
@@ -96,38 +97,43 @@ class LstmScorer final : public Scorer {
     }
     const int64_t batch = static_cast<int64_t>(inputs.size());
     if (batch == 0) return;
-    // Host staging: [x | h | c] per user, one buffer, one copy to the device.
-    const int64_t width = kFeatureCount + 2 * hidden_;
+    // Host staging: [x | prior | offsets | h | c] per user, one buffer, one
+    // copy to the device.
+    constexpr int64_t kPrior = kPriorCount + kPriorOffsetCount;
+    const int64_t width = kFeatureCount + kPrior + 2 * hidden_;
     torch::Tensor host = HostBuffer(&step_host_, batch, width);
     float* base = host.data_ptr<float>();
     for (int64_t i = 0; i < batch; ++i) {
       const StepInput& in = inputs[i];
       float* row = base + i * width;
       StepFeatures(model_.norm, in.event, *in.before, *in.after, row);
+      PriorRow(*in.after, in.event.ts_ms, row + kFeatureCount, row + kFeatureCount + kPriorCount);
       if (in.state != nullptr) {
-        std::memcpy(row + kFeatureCount, in.state, sizeof(float) * 2 * hidden_);
+        std::memcpy(row + kFeatureCount + kPrior, in.state, sizeof(float) * 2 * hidden_);
       } else {
-        std::fill(row + kFeatureCount, row + width, 0.0f);
+        std::fill(row + kFeatureCount + kPrior, row + width, 0.0f);
       }
     }
     torch::Tensor staged = cuda_ ? host.to(device_, /*non_blocking=*/true) : host;
     torch::Tensor x = staged.narrow(1, 0, kFeatureCount);
-    torch::Tensor h = staged.narrow(1, kFeatureCount, hidden_);
-    torch::Tensor c = staged.narrow(1, kFeatureCount + hidden_, hidden_);
+    torch::Tensor prior = staged.narrow(1, kFeatureCount, kPriorCount);
+    torch::Tensor offsets = staged.narrow(1, kFeatureCount + kPriorCount, kPriorOffsetCount);
+    torch::Tensor h = staged.narrow(1, kFeatureCount + kPrior, hidden_);
+    torch::Tensor c = staged.narrow(1, kFeatureCount + kPrior + hidden_, hidden_);
 
     torch::Tensor result;  // [B, 2H + 4 (+F grads)]
     if (options_.top_factors) {
       torch::AutoGradMode grad(true);
       torch::Tensor xg = x.detach().clone().requires_grad_(true);
       auto [h1, c1] = Cell(xg, h, c);
-      auto [clv, heads] = Heads(h1, xg.narrow(1, kAggregateBegin, kAggregateCount));
+      auto [clv, heads] = Heads(h1, xg.narrow(1, kAggregateBegin, kAggregateCount), prior, offsets);
       clv.sum().backward();
       torch::Tensor contribution = xg.grad() * xg.detach();
       result = torch::cat({h1.detach(), c1.detach(), heads.detach(), contribution}, 1);
     } else {
       torch::NoGradGuard no_grad;
       auto [h1, c1] = Cell(x, h, c);
-      auto [clv, heads] = Heads(h1, x.narrow(1, kAggregateBegin, kAggregateCount));
+      auto [clv, heads] = Heads(h1, x.narrow(1, kAggregateBegin, kAggregateCount), prior, offsets);
       result = torch::cat({h1, c1, heads}, 1);
     }
     if (cuda_) result = result.to(torch::kCPU);
@@ -154,7 +160,7 @@ class LstmScorer final : public Scorer {
     }
     const int64_t batch = static_cast<int64_t>(inputs.size());
     if (batch == 0) return;
-    const int64_t width = hidden_ + kAggregateCount;
+    const int64_t width = hidden_ + kAggregateCount + kPriorCount + kPriorOffsetCount;
     torch::Tensor host = HostBuffer(&rescore_host_, batch, width);
     float* base = host.data_ptr<float>();
     for (int64_t i = 0; i < batch; ++i) {
@@ -165,10 +171,16 @@ class LstmScorer final : public Scorer {
         std::fill(row, row + hidden_, 0.0f);
       }
       AggregateFeatures(model_.norm, *inputs[i].history, inputs[i].now_ms, row + hidden_);
+      float* prior = row + hidden_ + kAggregateCount;
+      PriorRow(*inputs[i].history, inputs[i].now_ms, prior, prior + kPriorCount);
     }
     torch::NoGradGuard no_grad;
     torch::Tensor staged = cuda_ ? host.to(device_, /*non_blocking=*/true) : host;
-    auto [clv, heads] = Heads(staged.narrow(1, 0, hidden_), staged.narrow(1, hidden_, kAggregateCount));
+    const int64_t prior_at = hidden_ + kAggregateCount;
+    auto [clv, heads] = Heads(staged.narrow(1, 0, hidden_),
+                              staged.narrow(1, hidden_, kAggregateCount),
+                              staged.narrow(1, prior_at, kPriorCount),
+                              staged.narrow(1, prior_at + kPriorCount, kPriorOffsetCount));
     if (cuda_) heads = heads.to(torch::kCPU);
     heads = heads.contiguous();
     const float* out = heads.data_ptr<float>();
@@ -190,6 +202,8 @@ class LstmScorer final : public Scorer {
       for (int i = 0; i < rows; ++i) {
         const StepInput& in = inputs[begin + i];
         StepFeatures(model_.norm, in.event, *in.before, *in.after, &tile_x_[i * kFeatureCount]);
+        PriorRow(*in.after, in.event.ts_ms, &tile_prior_[i * kPriorCount],
+                 &tile_offsets_[i * kPriorOffsetCount]);
         float* state = &tile_state_[size_t(i) * state_floats];
         if (in.state != nullptr) {
           std::memcpy(state, in.state, sizeof(float) * state_floats);
@@ -197,7 +211,8 @@ class LstmScorer final : public Scorer {
           std::fill(state, state + state_floats, 0.0f);
         }
       }
-      kernel_->Step(rows, tile_x_.data(), tile_state_.data(), tile_heads_.data(),
+      kernel_->Step(rows, tile_x_.data(), tile_prior_.data(), tile_offsets_.data(),
+                    tile_state_.data(), tile_heads_.data(),
                     options_.top_factors ? tile_factors_.data() : nullptr);
       for (int i = 0; i < rows; ++i) {
         const StepInput& in = inputs[begin + i];
@@ -228,8 +243,11 @@ class LstmScorer final : public Scorer {
           std::fill(row, row + hidden_, 0.0f);
         }
         AggregateFeatures(model_.norm, *in.history, in.now_ms, &tile_x_[i * kAggregateCount]);
+        PriorRow(*in.history, in.now_ms, &tile_prior_[i * kPriorCount],
+                 &tile_offsets_[i * kPriorOffsetCount]);
       }
-      kernel_->Heads(rows, h, tile_x_.data(), tile_heads_.data());
+      kernel_->Heads(rows, h, tile_x_.data(), tile_prior_.data(), tile_offsets_.data(),
+                     tile_heads_.data());
       for (int i = 0; i < rows; ++i) {
         FillScore(&tile_heads_[i * LstmCpuKernel::kHeadValues], *inputs[begin + i].history,
                   &outputs[begin + i]);
@@ -244,11 +262,20 @@ class LstmScorer final : public Scorer {
     return {h1, c1};
   }
 
+  // Standardized prior inputs and offsets of one user (lstm.h).
+  void PriorRow(const History& history, int64_t now_ms, float* prior, float* offsets) const {
+    RawPriorInputs(model_.prior, history, now_ms, horizon_days_, prior, offsets);
+    StandardizePrior(model_.prior, prior);
+  }
+
   // Returns (clv [B], head values [B, 4] = p, mu, sigma, churn).
-  std::pair<torch::Tensor, torch::Tensor> Heads(const torch::Tensor& h, const torch::Tensor& agg) {
-    torch::Tensor z = torch::cat({h, agg}, 1);
+  std::pair<torch::Tensor, torch::Tensor> Heads(const torch::Tensor& h, const torch::Tensor& agg,
+                                                const torch::Tensor& prior,
+                                                const torch::Tensor& offsets) {
+    torch::Tensor z = torch::cat({h, agg, prior}, 1);
     torch::Tensor hidden = torch::relu(torch::addmm(head1_b_, z, head1_w_.t()));
-    torch::Tensor out = torch::addmm(head2_b_, hidden, head2_w_.t());
+    torch::Tensor out = torch::addmm(head2_b_, hidden, head2_w_.t()) +
+                        torch::constant_pad_nd(offsets, {0, kHeadOutputs - kPriorOffsetCount});
     torch::Tensor p = torch::sigmoid(out.select(1, 0));
     torch::Tensor mu = out.select(1, 1);
     torch::Tensor sigma = torch::softplus(out.select(1, 2)) + 0.01;
@@ -269,7 +296,7 @@ class LstmScorer final : public Scorer {
   void FillScore(const float* head, const History& history, Score* score) const {
     double p = head[0], mu = head[1], sigma = head[2];
     double value = p * std::exp(std::min(20.0, mu + 0.5 * sigma * sigma));
-    score->clv = value * horizon_scale_;
+    score->clv = value;
     score->p_purchase = p;
     score->churn_risk = head[3];
     double aov = history.purchases > 0 ? history.purchase_value_sum / history.purchases
@@ -288,7 +315,7 @@ class LstmScorer final : public Scorer {
     for (int k = 0; k < 3; ++k) {
       Factor& factor = score->top_factors[k];
       std::strncpy(factor.name.data(), FeatureName(order[k]), factor.name.size() - 1);
-      factor.contribution = static_cast<float>(contribution[order[k]] * horizon_scale_);
+      factor.contribution = contribution[order[k]];
     }
   }
 
@@ -297,7 +324,7 @@ class LstmScorer final : public Scorer {
   torch::Device device_;
   bool cuda_ = false;
   int hidden_ = 0;
-  double horizon_scale_ = 1.0;
+  double horizon_days_ = 365;
   torch::Tensor w_ih_, w_hh_, b_ih_, b_hh_, head1_w_, head1_b_, head2_w_, head2_b_;
   torch::Tensor step_host_, rescore_host_;
   // CPU path.
@@ -305,6 +332,8 @@ class LstmScorer final : public Scorer {
   std::array<float, LstmCpuKernel::kTileRows * kFeatureCount> tile_x_{};
   std::array<float, LstmCpuKernel::kTileRows * LstmCpuKernel::kHeadValues> tile_heads_{};
   std::array<float, LstmCpuKernel::kTileRows * kFeatureCount> tile_factors_{};
+  std::array<float, LstmCpuKernel::kTileRows * kPriorCount> tile_prior_{};
+  std::array<float, LstmCpuKernel::kTileRows * kPriorOffsetCount> tile_offsets_{};
   std::vector<float> tile_state_;
 };
 
@@ -391,6 +420,14 @@ std::string LstmModelVersion(const LstmModel& model) {
   hash = Fnv1a(hash, model.norm.mean.data(), sizeof(float) * kFeatureCount);
   hash = Fnv1a(hash, model.norm.scale.data(), sizeof(float) * kFeatureCount);
   hash = Fnv1a(hash, &model.horizon_days, sizeof(double));
+  hash = Fnv1a(hash, &model.min_horizon_days, sizeof(double));
+  const LstmPrior& prior = model.prior;
+  double params[7] = {prior.bgnbd.r,         prior.bgnbd.alpha,       prior.bgnbd.a,
+                      prior.bgnbd.b,         prior.gamma_gamma.p,     prior.gamma_gamma.q,
+                      prior.gamma_gamma.gamma};
+  hash = Fnv1a(hash, params, sizeof(params));
+  hash = Fnv1a(hash, prior.mean.data(), sizeof(float) * kPriorCount);
+  hash = Fnv1a(hash, prior.scale.data(), sizeof(float) * kPriorCount);
   char hex[17];
   std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(hash));
   return std::string("lstm/") + std::string(hex, 12);
@@ -404,21 +441,36 @@ bool SaveLstmModel(LstmModel model, const std::string& path, std::string* error)
   model.version = LstmModelVersion(model);
   nlohmann::json json;
   json["format"] = "clvstream-lstm";
-  json["format_version"] = 1;
+  json["format_version"] = kFormatVersion;
   json["version"] = model.version;
   json["horizon_days"] = model.horizon_days;
+  json["min_horizon_days"] = model.min_horizon_days;
   const LstmWeights& w = model.weights;
   json["input_size"] = w.input_size;
   json["hidden_size"] = w.hidden_size;
   json["head_hidden"] = w.head_hidden;
   json["aggregate_begin"] = kAggregateBegin;
-  json["heads"] = "ziln(p=sigmoid(o0), mu=o1, sigma=softplus(o2)+0.01) + churn=sigmoid(o3)";
+  json["heads"] =
+      "z=[h, aggregates, prior]; ziln(p=sigmoid(o0+logit P_any), mu=o1+log(E[spend]/P_any), "
+      "sigma=softplus(o2)+0.01) + churn=sigmoid(o3)";
   nlohmann::json features = nlohmann::json::array();
   for (int i = 0; i < kFeatureCount; ++i) {
     features.push_back({{"name", FeatureName(i)}, {"mean", model.norm.mean[i]},
                         {"scale", model.norm.scale[i]}});
   }
   json["features"] = features;
+  const LstmPrior& prior = model.prior;
+  nlohmann::json prior_inputs = nlohmann::json::array();
+  for (int i = 0; i < kPriorCount; ++i) {
+    prior_inputs.push_back(
+        {{"name", PriorName(i)}, {"mean", prior.mean[i]}, {"scale", prior.scale[i]}});
+  }
+  json["prior"] = {
+      {"bgnbd", {{"r", prior.bgnbd.r}, {"alpha", prior.bgnbd.alpha}, {"a", prior.bgnbd.a},
+                 {"b", prior.bgnbd.b}}},
+      {"gamma_gamma", {{"p", prior.gamma_gamma.p}, {"q", prior.gamma_gamma.q},
+                       {"gamma", prior.gamma_gamma.gamma}}},
+      {"inputs", prior_inputs}};
   auto parse_object = [&](const std::string& text) {
     auto parsed = nlohmann::json::parse(text.empty() ? "{}" : text, nullptr, false);
     return parsed.is_discarded() ? nlohmann::json::object() : parsed;
@@ -462,13 +514,45 @@ bool LoadLstmModel(const std::string& path, LstmModel* model, std::string* error
     *error = "LoadLstmModel " + path + ": not valid JSON";
     return false;
   }
-  if (json.value("format", "") != "clvstream-lstm" || json.value("format_version", 0) != 1) {
-    *error = "LoadLstmModel " + path + ": not a clvstream-lstm format_version 1 file";
+  if (json.value("format", "") != "clvstream-lstm") {
+    *error = "LoadLstmModel " + path + ": not a clvstream-lstm model file";
+    return false;
+  }
+  if (int found = json.value("format_version", 0); found != kFormatVersion) {
+    *error = "LoadLstmModel " + path + ": format_version " + std::to_string(found) +
+             ", this build reads format_version " + std::to_string(kFormatVersion) +
+             (found == 1 ? " (version 1 has no BG/NBD prior inputs in the heads): retrain it "
+                           "with clv train"
+                         : "");
     return false;
   }
   try {
     LstmModel loaded;
     loaded.horizon_days = json.at("horizon_days").get<double>();
+    loaded.min_horizon_days = json.at("min_horizon_days").get<double>();
+    const auto& prior = json.at("prior");
+    const auto& bg = prior.at("bgnbd");
+    loaded.prior.bgnbd = {bg.at("r").get<double>(), bg.at("alpha").get<double>(),
+                          bg.at("a").get<double>(), bg.at("b").get<double>()};
+    const auto& gg = prior.at("gamma_gamma");
+    loaded.prior.gamma_gamma = {gg.at("p").get<double>(), gg.at("q").get<double>(),
+                                gg.at("gamma").get<double>()};
+    const auto& inputs = prior.at("inputs");
+    if (!inputs.is_array() || inputs.size() != size_t(kPriorCount)) {
+      *error = "LoadLstmModel " + path + ": prior.inputs: expected " +
+               std::to_string(kPriorCount) + " entries";
+      return false;
+    }
+    for (int i = 0; i < kPriorCount; ++i) {
+      if (inputs[i].at("name").get<std::string>() != PriorName(i)) {
+        *error = "LoadLstmModel " + path + ": prior.inputs[" + std::to_string(i) + "] is '" +
+                 inputs[i].at("name").get<std::string>() + "', this build expects '" +
+                 PriorName(i) + "'";
+        return false;
+      }
+      loaded.prior.mean[i] = inputs[i].at("mean").get<float>();
+      loaded.prior.scale[i] = inputs[i].at("scale").get<float>();
+    }
     LstmWeights& w = loaded.weights;
     w.input_size = json.at("input_size").get<int>();
     w.hidden_size = json.at("hidden_size").get<int>();

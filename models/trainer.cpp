@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <random>
 
 #include "models/metrics.h"
+#include "models/baseline_scorer.h"
 #include "models/trainer.h"
 
 namespace clv::models {
@@ -19,21 +21,44 @@ namespace clv::models {
 namespace {
 
 constexpr int kHeadOutputs = 4;
-// Snapshot examples per user (see BuildUserExamples).
-constexpr int kSnapshotsPerUser = 8;
+// Step examples of one user weigh this much in all at most (BuildUserExamples).
+constexpr float kStepWeightPerUser = 8;
 
 // One user's examples, raw features (standardized later).
 struct UserExamples {
   size_t user = 0;
   std::vector<float> step_x;     // [n, F]
   std::vector<float> rescore_x;  // [n, A]
+  // Prior inputs [n, P] and offsets [n, O] of each labelled example, at its
+  // own (sampled) horizon.
+  std::vector<float> step_prior, step_offsets, rescore_prior, rescore_offsets;
   std::vector<float> step_y, step_mask, step_churn;
   std::vector<float> rescore_y, rescore_mask, rescore_churn;
   size_t length() const { return step_y.size(); }
 };
 
-void BuildUserExamples(const UserSequence& user, int64_t end_ms, int64_t horizon_ms,
-                       std::mt19937_64& random, UserExamples* out) {
+// Horizons: each labelled example draws its own horizon log-uniformly from
+// [min_horizon_ms, min(max_horizon_ms, end - t)]; an example is labelled when
+// at least min_horizon_ms of data follow it.
+struct HorizonRange {
+  int64_t min_ms = 0;
+  int64_t max_ms = 0;
+  // The horizon for an example at t, or 0 when none fits.
+  int64_t Draw(int64_t t, int64_t end_ms, std::mt19937_64& random) const {
+    const int64_t available = end_ms - t;
+    if (available < min_ms) return 0;
+    const int64_t longest = std::min(max_ms, available);
+    if (longest <= min_ms) return min_ms;
+    std::uniform_real_distribution<double> uniform(0.0, 1.0);
+    double log_h = std::log(double(min_ms)) +
+                   uniform(random) * (std::log(double(longest)) - std::log(double(min_ms)));
+    return std::clamp<int64_t>(static_cast<int64_t>(std::exp(log_h)), min_ms, longest);
+  }
+};
+
+void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRange& horizons,
+                       const LstmPrior& prior, int snapshots, std::mt19937_64& random,
+                       UserExamples* out) {
   const auto& events = user.events;
   const size_t n = events.size();
   std::vector<double> spend_prefix(n + 1, 0.0);
@@ -54,6 +79,10 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, int64_t horizon
   };
   out->step_x.resize(n * kFeatureCount);
   out->rescore_x.resize(n * kAggregateCount);
+  out->step_prior.assign(n * kPriorCount, 0.0f);
+  out->rescore_prior.assign(n * kPriorCount, 0.0f);
+  out->step_offsets.assign(n * kPriorOffsetCount, 0.0f);
+  out->rescore_offsets.assign(n * kPriorOffsetCount, 0.0f);
   for (auto* v : {&out->step_y, &out->step_mask, &out->step_churn, &out->rescore_y,
                   &out->rescore_mask, &out->rescore_churn}) {
     v->assign(n, 0.0f);
@@ -66,17 +95,19 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, int64_t horizon
     UpdateHistory(after, event);
     afters[k] = after;
     RawStepFeatures(event, before, after, &out->step_x[k * kFeatureCount]);
-    if (event.ts_ms + horizon_ms <= end_ms) {
+    if (int64_t horizon_ms = horizons.Draw(event.ts_ms, end_ms, random); horizon_ms > 0) {
       out->step_mask[k] = 1;
       label(k, event.ts_ms + horizon_ms, &out->step_y[k], &out->step_churn[k]);
+      RawPriorInputs(prior, after, event.ts_ms, double(horizon_ms) / kMsPerDay,
+                     &out->step_prior[k * kPriorCount], &out->step_offsets[k * kPriorOffsetCount]);
     }
   }
-  // Step examples of one user weigh kSnapshotsPerUser in all at most, so
+  // Step examples of one user weigh kStepWeightPerUser in all at most, so
   // heavy browsers do not drown everyone else.
   float labelled_steps = 0;
   for (float m : out->step_mask) labelled_steps += m;
-  if (labelled_steps > kSnapshotsPerUser) {
-    float weight = kSnapshotsPerUser / labelled_steps;
+  if (labelled_steps > kStepWeightPerUser) {
+    float weight = kStepWeightPerUser / labelled_steps;
     for (float& m : out->step_mask) m *= weight;
   }
   // Snapshot (rescore) examples: times drawn uniformly over the user's
@@ -85,10 +116,10 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, int64_t horizon
   // aggregates recomputed at that time. Two draws in one gap share a slot
   // (weight 2).
   if (n == 0) return;
-  const int64_t first = events.front().ts_ms, last_time = end_ms - horizon_ms;
+  const int64_t first = events.front().ts_ms, last_time = end_ms - horizons.min_ms;
   if (last_time < first) return;
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  for (int s = 0; s < kSnapshotsPerUser; ++s) {
+  for (int s = 0; s < snapshots; ++s) {
     int64_t at = first + static_cast<int64_t>(uniform(random) * double(last_time - first));
     auto after_it = std::upper_bound(events.begin(), events.end(), at,
                                      [](int64_t t, const StepEvent& e) { return t < e.ts_ms; });
@@ -99,7 +130,11 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, int64_t horizon
     }
     RawAggregateFeatures(afters[k], at, &out->rescore_x[k * kAggregateCount]);
     out->rescore_mask[k] = 1;
+    const int64_t horizon_ms = horizons.Draw(at, end_ms, random);
     label(k, at + horizon_ms, &out->rescore_y[k], &out->rescore_churn[k]);
+    RawPriorInputs(prior, afters[k], at, double(horizon_ms) / kMsPerDay,
+                   &out->rescore_prior[k * kPriorCount],
+                   &out->rescore_offsets[k * kPriorOffsetCount]);
   }
 }
 
@@ -108,6 +143,8 @@ struct Batch {
   int64_t length = 0;
   torch::Tensor x;  // [L, B, F]
   torch::Tensor r;  // [L, B, A]
+  torch::Tensor step_prior, rescore_prior;      // [L, B, P]
+  torch::Tensor step_offsets, rescore_offsets;  // [L, B, O]
   torch::Tensor step_y, step_mask, step_churn;
   torch::Tensor rescore_y, rescore_mask, rescore_churn;  // [L, B]
 };
@@ -120,6 +157,10 @@ Batch MakeBatch(const std::vector<const UserExamples*>& users) {
   batch.length = length;
   batch.x = torch::zeros({length, b, kFeatureCount});
   batch.r = torch::zeros({length, b, kAggregateCount});
+  batch.step_prior = torch::zeros({length, b, kPriorCount});
+  batch.rescore_prior = torch::zeros({length, b, kPriorCount});
+  batch.step_offsets = torch::zeros({length, b, kPriorOffsetCount});
+  batch.rescore_offsets = torch::zeros({length, b, kPriorOffsetCount});
   for (auto* t : {&batch.step_y, &batch.step_mask, &batch.step_churn, &batch.rescore_y,
                   &batch.rescore_mask, &batch.rescore_churn}) {
     *t = torch::zeros({length, b});
@@ -132,6 +173,15 @@ Batch MakeBatch(const std::vector<const UserExamples*>& users) {
       std::copy_n(&u.step_x[k * kFeatureCount], kFeatureCount, x + (k * b + j) * kFeatureCount);
       std::copy_n(&u.rescore_x[k * kAggregateCount], kAggregateCount,
                   r + (k * b + j) * kAggregateCount);
+      const size_t at = k * b + j;
+      std::copy_n(&u.step_prior[k * kPriorCount], kPriorCount,
+                  batch.step_prior.data_ptr<float>() + at * kPriorCount);
+      std::copy_n(&u.rescore_prior[k * kPriorCount], kPriorCount,
+                  batch.rescore_prior.data_ptr<float>() + at * kPriorCount);
+      std::copy_n(&u.step_offsets[k * kPriorOffsetCount], kPriorOffsetCount,
+                  batch.step_offsets.data_ptr<float>() + at * kPriorOffsetCount);
+      std::copy_n(&u.rescore_offsets[k * kPriorOffsetCount], kPriorOffsetCount,
+                  batch.rescore_offsets.data_ptr<float>() + at * kPriorOffsetCount);
       auto set = [&](torch::Tensor& t, float v) { t.data_ptr<float>()[k * b + j] = v; };
       set(batch.step_y, u.step_y[k]);
       set(batch.step_mask, u.step_mask[k]);
@@ -184,12 +234,15 @@ void ExportWeights(const Net& net, LstmWeights* w) {
   w->head2_b = ToVector(net.head2_b);
 }
 
-// Heads on [..., H] and [..., A]; returns raw outputs [..., 4] (same math as
-// LstmScorer::Heads, which then applies the link functions).
-torch::Tensor HeadOutputs(const Net& net, const torch::Tensor& h, const torch::Tensor& agg) {
-  torch::Tensor z = torch::cat({h, agg}, -1);
+// Heads on [..., H], [..., A], [..., P] plus offsets [..., O]; returns raw
+// outputs [..., 4] (same math as LstmScorer::Heads, which then applies the
+// link functions).
+torch::Tensor HeadOutputs(const Net& net, const torch::Tensor& h, const torch::Tensor& agg,
+                          const torch::Tensor& prior, const torch::Tensor& offsets) {
+  torch::Tensor z = torch::cat({h, agg, prior}, -1);
   torch::Tensor hidden = torch::relu(torch::matmul(z, net.head1_w.t()) + net.head1_b);
-  return torch::matmul(hidden, net.head2_w.t()) + net.head2_b;
+  return torch::matmul(hidden, net.head2_w.t()) + net.head2_b +
+         torch::constant_pad_nd(offsets, {0, kHeadOutputs - kPriorOffsetCount});
 }
 
 torch::Tensor ExpectedClv(const torch::Tensor& out) {
@@ -244,8 +297,12 @@ PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vecto
       torch::Tensor hseq = torch::stack(hs, 0);  // [T, B, H]
       auto x = batch.x.narrow(0, start, steps);
       auto slice = [&](torch::Tensor& t) { return t.narrow(0, start, steps); };
-      torch::Tensor step_out = HeadOutputs(net, hseq, x.narrow(2, kAggregateBegin, kAggregateCount));
-      torch::Tensor rescore_out = HeadOutputs(net, hseq, batch.r.narrow(0, start, steps));
+      torch::Tensor step_out =
+          HeadOutputs(net, hseq, x.narrow(2, kAggregateBegin, kAggregateCount),
+                      slice(batch.step_prior), slice(batch.step_offsets));
+      torch::Tensor rescore_out =
+          HeadOutputs(net, hseq, batch.r.narrow(0, start, steps), slice(batch.rescore_prior),
+                      slice(batch.rescore_offsets));
       auto [step_loss, step_count] =
           ZilnLoss(step_out, slice(batch.step_y), slice(batch.step_churn), slice(batch.step_mask));
       auto [rescore_loss, rescore_count] = ZilnLoss(rescore_out, slice(batch.rescore_y),
@@ -295,6 +352,9 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
                       const EpochCallback& on_epoch) {
   TrainResult result;
   const int64_t horizon_ms = static_cast<int64_t>(options.horizon_days * 24 * 3600 * 1000.0);
+  const double min_horizon_days =
+      options.min_horizon_days > 0 ? options.min_horizon_days : options.horizon_days;
+  HorizonRange horizons{static_cast<int64_t>(min_horizon_days * 24 * 3600 * 1000.0), horizon_ms};
   if (data.users.empty()) {
     result.error = "TrainLstm: the dataset has no users";
     return result;
@@ -304,6 +364,29 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     result.error = "TrainLstm: horizon_days, hidden_size, batch_users, bptt_steps and epochs "
                    "must all be > 0";
     return result;
+  }
+  if (horizons.min_ms <= 0 || horizons.min_ms > horizons.max_ms) {
+    result.error = "TrainLstm: min_horizon_days " + std::to_string(min_horizon_days) +
+                   " must be in (0, horizon_days = " + std::to_string(options.horizon_days) + "]";
+    return result;
+  }
+  // The heads' prior: BG/NBD + Gamma-Gamma fitted on the training period.
+  LstmPrior prior;
+  BaselineModel baseline;
+  {
+    std::string fit_error;
+    if (!FitBaseline(data, data.end_ms, &baseline, &fit_error)) {
+      result.error = "TrainLstm: fitting the BG/NBD + Gamma-Gamma prior: " + fit_error;
+      return result;
+    }
+    prior.bgnbd = baseline.bgnbd;
+    prior.gamma_gamma = baseline.gamma_gamma;
+    std::fprintf(stderr,
+                 "prior: BG/NBD r %.4g alpha %.4g a %.4g b %.4g, Gamma-Gamma p %.4g q %.4g "
+                 "gamma %.4g (%.0f customers)\n",
+                 prior.bgnbd.r, prior.bgnbd.alpha, prior.bgnbd.a, prior.bgnbd.b,
+                 prior.gamma_gamma.p, prior.gamma_gamma.q, prior.gamma_gamma.gamma,
+                 baseline.fit.customers);
   }
   torch::manual_seed(options.seed);
   if (options.threads > 0) at::set_num_threads(options.threads);
@@ -317,9 +400,13 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   size_t labelled = 0, events = 0;
   std::vector<double> log_spend;
   double positive = 0, churned = 0, labelled_train = 0;
+  double prior_count = 0;
+  std::array<double, kPriorCount> prior_mean{}, prior_m2{};
+  std::vector<double> residual_log;
   for (size_t i = 0; i < data.users.size(); ++i) {
     examples[i].user = i;
-    BuildUserExamples(data.users[i], data.end_ms, horizon_ms, random, &examples[i]);
+    BuildUserExamples(data.users[i], data.end_ms, horizons, prior, options.snapshots_per_user,
+                      random, &examples[i]);
     bool is_validation = holdout(random);
     const UserExamples& u = examples[i];
     events += u.length();
@@ -327,9 +414,23 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
       labelled += size_t(u.step_mask[k] > 0) + size_t(u.rescore_mask[k] > 0);
       if (is_validation) continue;
       stats.Add(&u.step_x[k * kFeatureCount]);
-      for (auto [y, m, ch] : {std::tuple{u.step_y[k], u.step_mask[k], u.step_churn[k]},
-                              std::tuple{u.rescore_y[k], u.rescore_mask[k], u.rescore_churn[k]}}) {
+      for (auto [y, m, ch, pr, off] :
+           {std::tuple{u.step_y[k], u.step_mask[k], u.step_churn[k], &u.step_prior[k * kPriorCount],
+                       &u.step_offsets[k * kPriorOffsetCount]},
+            std::tuple{u.rescore_y[k], u.rescore_mask[k], u.rescore_churn[k],
+                       &u.rescore_prior[k * kPriorCount],
+                       &u.rescore_offsets[k * kPriorOffsetCount]}}) {
         if (m == 0) continue;
+        prior_count += 1;
+        for (int j = 0; j < kPriorCount; ++j) {
+          double delta = pr[j] - prior_mean[j];
+          prior_mean[j] += delta / prior_count;
+          prior_m2[j] += delta * (pr[j] - prior_mean[j]);
+        }
+        if (y > 0) {
+          // log spend relative to the prior's expected spend given a purchase
+          residual_log.push_back(std::log(y) - off[1]);
+        }
         labelled_train += 1;
         churned += ch;
         if (y > 0) {
@@ -350,10 +451,17 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     return result;
   }
   FeatureNorm norm = stats.Finish();
+  for (int j = 0; j < kPriorCount; ++j) {
+    prior.mean[j] = static_cast<float>(prior_mean[j]);
+    double sd = prior_count > 1 ? std::sqrt(prior_m2[j] / (prior_count - 1)) : 1.0;
+    prior.scale[j] = static_cast<float>(sd > 1e-6 ? sd : 1.0);
+  }
   for (auto& u : examples) {
     for (size_t k = 0; k < u.length(); ++k) {
       norm.Apply(&u.step_x[k * kFeatureCount], kFeatureCount);
       norm.Apply(&u.rescore_x[k * kAggregateCount], kAggregateCount, kAggregateBegin);
+      StandardizePrior(prior, &u.step_prior[k * kPriorCount]);
+      StandardizePrior(prior, &u.rescore_prior[k * kPriorCount]);
     }
   }
 
@@ -380,26 +488,35 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     p = std::clamp(p, 1e-4, 1 - 1e-4);
     return std::log(p / (1 - p));
   };
+  // The offsets carry BG/NBD's logit P(any purchase) and log E[spend | any]:
+  // start from the prior (head2 weights small, o0 bias 0; the lognormal's
+  // location and spread are the mean and sd of log(spend) - log(prior's
+  // E[spend | any purchase]) over the labelled training examples).
+  (void)positive;
+  (void)log_spend;
   double mean_log = 0, var_log = 0;
-  for (double v : log_spend) mean_log += v;
-  if (!log_spend.empty()) mean_log /= double(log_spend.size());
-  for (double v : log_spend) var_log += (v - mean_log) * (v - mean_log);
-  if (log_spend.size() > 1) var_log /= double(log_spend.size() - 1);
-  double sd_log = std::max(0.1, std::sqrt(var_log));
-  model.weights.head2_b = {static_cast<float>(logit(positive / labelled_train)),
-                           static_cast<float>(mean_log),
+  for (double v : residual_log) mean_log += v;
+  if (!residual_log.empty()) mean_log /= double(residual_log.size());
+  for (double v : residual_log) var_log += (v - mean_log) * (v - mean_log);
+  if (residual_log.size() > 1) var_log /= double(residual_log.size() - 1);
+  double sd_log = std::clamp(std::sqrt(var_log), 0.1, 3.0);
+  for (float& w : model.weights.head2_w) w *= 0.1f;
+  model.weights.head2_b = {0.0f, static_cast<float>(mean_log),
                            static_cast<float>(std::log(std::expm1(std::max(0.02, sd_log - 0.01)))),
                            static_cast<float>(logit(churned / labelled_train))};
   Net net = NetFromWeights(model.weights);
   torch::optim::Adam optimizer(net.parameters(), torch::optim::AdamOptions(options.learning_rate));
 
   double best_loss = std::numeric_limits<double>::infinity();
+  double best_gini = -std::numeric_limits<double>::infinity();
   LstmWeights best_weights = model.weights;
   int since_best = 0;
   double learning_rate = options.learning_rate;
   auto finish_model = [&](const LstmWeights& weights, const EpochReport* best) {
     LstmModel out;
     out.horizon_days = options.horizon_days;
+    out.min_horizon_days = min_horizon_days;
+    out.prior = prior;
     out.norm = norm;
     out.weights = weights;
     nlohmann::json training = {
@@ -411,6 +528,12 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
         {"start", MsToDate(data.start_ms)},
         {"end", MsToDate(data.end_ms)},
         {"horizon_days", options.horizon_days},
+        {"min_horizon_days", min_horizon_days},
+        {"horizons", "each labelled example draws its horizon log-uniformly from [min_horizon_days, "
+                     "min(horizon_days, data end - t)]"},
+        {"prior_fit", {{"customers", baseline.fit.customers},
+                       {"log_likelihood", baseline.fit.log_likelihood},
+                       {"gamma_gamma_customers", baseline.fit.gamma_gamma_customers}}},
         {"censoring", "examples whose horizon ends after the data's end are not labelled"},
         {"hidden_size", options.hidden_size},
         {"head_hidden", options.head_hidden},
@@ -418,9 +541,11 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
         {"epochs_run", result.epochs.size()},
         {"batch_users", options.batch_users},
         {"bptt_steps", options.bptt_steps},
+        {"snapshots_per_user", options.snapshots_per_user},
         {"learning_rate", options.learning_rate},
         {"lr_decay", options.lr_decay},
         {"patience", options.patience},
+        {"select_by", options.select_by_gini ? "validation gini" : "validation loss"},
         {"validation_fraction", options.validation_fraction},
         {"seed", options.seed},
         {"threads", options.threads},
@@ -462,9 +587,11 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     report.learning_rate = learning_rate;
     report.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    report.improved = report.validation_loss < best_loss;
+    report.improved = options.select_by_gini ? report.validation_gini > best_gini
+                                             : report.validation_loss < best_loss;
     if (report.improved) {
       best_loss = report.validation_loss;
+      best_gini = report.validation_gini;
       ExportWeights(net, &best_weights);
       result.best_epoch = epoch;
       best_report = report;

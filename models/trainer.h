@@ -6,17 +6,23 @@
 //   * step examples: the state right after each event k, aggregates at t_k;
 //     one user's step examples weigh 8 in all at most (heavy browsers do not
 //     drown everyone else);
-//   * snapshot (rescore) examples: 8 times per user drawn uniformly over
-//     [first event, data end - horizon]; each takes the (h, c) after the last
+//   * snapshot (rescore) examples: snapshots_per_user times per user drawn
+//     uniformly over [first event, data end - min horizon]; each takes the (h, c) after the last
 //     event before it and aggregates recomputed at that time -- exactly what
 //     Rescore() computes for quiet users and what `clv eval` asks at its
 //     cutoff, so the heads learn how value decays while a user is quiet.
 // Labels: spend (purchases minus refunds, floored at 0) in (t, t + horizon)
-// after the example's time, and churn = no event at all in that window.
-// Censoring: an example whose window runs past the end of the data is NOT
-// labelled (masked out of the loss; it still advances the recurrent state),
-// so no label is ever biased low by a window cut short. With a horizon as long
-// as the data, nothing is labelled: TrainLstm() refuses, naming the numbers.
+// after the example's time, and churn = no event at all in that window. Each
+// labelled example draws its own horizon log-uniformly from [min_horizon_days,
+// min(horizon_days, data end - t)] and the heads see it (prior inputs, lstm.h).
+// Censoring: an example with less than min_horizon_days of data after it is
+// NOT labelled (masked out of the loss; it still advances the recurrent
+// state), so no label is ever biased low by a window cut short. With a horizon
+// as long as the data, nothing is labelled: TrainLstm() refuses, naming the
+// numbers.
+// Prior: BG/NBD + Gamma-Gamma are fitted (FitBaseline) on the training events
+// and stored in the model; the heads start from their score (output weights
+// scaled down, biases centred) and learn the correction.
 //
 // Loss: ZILN (BCE on "any spend" + lognormal NLL on positive spend) + churn
 // BCE, averaged over labelled examples. Truncated BPTT over chunks of
@@ -41,8 +47,13 @@
 namespace clv::models {
 
 struct TrainOptions {
-  // Spend is predicted over this many days after each example.
+  // Longest horizon trained and the model's default horizon (days).
   double horizon_days = 365;
+  // Shortest horizon trained (0 = horizon_days: one horizon). Each labelled
+  // example draws its horizon log-uniformly from [min_horizon_days,
+  // min(horizon_days, data end - t)]; the horizon is a head input, so the
+  // model answers for any horizon in the range without linear scaling.
+  double min_horizon_days = 0;
   int hidden_size = 64;
   int head_hidden = 32;
   // Upper bound on passes over the training users.
@@ -52,11 +63,17 @@ struct TrainOptions {
   int batch_users = 256;
   // Truncated BPTT chunk length, events.
   int bptt_steps = 32;
+  // Snapshot (rescore) examples per user (two in one gap between events
+  // share a slot with weight 2).
+  int snapshots_per_user = 8;
   double learning_rate = 3e-3;
   // Learning rate multiplier applied after every epoch.
   double lr_decay = 0.92;
   // Stop after this many epochs without a better validation loss.
   int patience = 4;
+  // Keep the epoch with the best validation Gini of the rescore examples
+  // (ranking) instead of the best validation loss (patience counts the same).
+  bool select_by_gini = false;
   // Share of users (by a seeded hash) held out for validation.
   double validation_fraction = 0.2;
   double clip_grad_norm = 1.0;

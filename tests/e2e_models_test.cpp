@@ -42,7 +42,8 @@ TEST(E2eModels, GenTrainEvalWritesTableJsonAndChart) {
                    &out))
       << out;
   ASSERT_EQ(0, Clv(dir, "train",
-                   {"train", "--events", events, "--horizon", "60d", "--out", model, "--epochs",
+                   {"train", "--events", events, "--horizon", "60d", "--min-horizon", "20d",
+                    "--out", model, "--epochs",
                     "2", "--hidden", "16", "--head-hidden", "8", "--batch-users", "64",
                     "--threads", "1"},
                    &out))
@@ -51,8 +52,13 @@ TEST(E2eModels, GenTrainEvalWritesTableJsonAndChart) {
   EXPECT_NE(out.find("written to " + model), std::string::npos) << out;
   auto saved = nlohmann::json::parse(ReadFile(model));
   EXPECT_EQ(saved["format"], "clvstream-lstm");
+  EXPECT_EQ(saved["format_version"], 2);
   EXPECT_EQ(saved["horizon_days"], 60);
+  EXPECT_EQ(saved["min_horizon_days"], 20);
   EXPECT_EQ(saved["hidden_size"], 16);
+  // The heads' BG/NBD prior was fitted on the training events and is stored.
+  EXPECT_GT(saved["prior"]["bgnbd"]["r"].get<double>(), 0);
+  EXPECT_EQ(saved["prior"]["inputs"].size(), 8u);
   EXPECT_NE(saved["training"].dump().find("--epochs 2"), std::string::npos)
       << "the command line is recorded: " << saved["training"].dump();
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "models/baseline_scorer.h"
 #include "models/dataset.h"
 #include "models/features.h"
 #include "models/lstm.h"
@@ -126,7 +127,8 @@ struct Manual {
   std::vector<double> h, c;
   double clv = 0, p = 0, churn = 0;
 };
-Manual ManualStep(const LstmModel& m, const std::vector<float>& x, const float* state) {
+Manual ManualStep(const LstmModel& m, const std::vector<float>& x, const float* state,
+                  const History& after, int64_t now_ms) {
   const LstmWeights& w = m.weights;
   const int hs = w.hidden_size;
   std::vector<double> gates(4 * hs);
@@ -147,6 +149,10 @@ Manual ManualStep(const LstmModel& m, const std::vector<float>& x, const float* 
   }
   std::vector<double> z(out.h);
   for (int a = 0; a < kAggregateCount; ++a) z.push_back(x[kAggregateBegin + a]);
+  float prior[kPriorCount], offsets[kPriorOffsetCount];
+  RawPriorInputs(m.prior, after, now_ms, m.horizon_days, prior, offsets);
+  StandardizePrior(m.prior, prior);
+  for (float v : prior) z.push_back(v);
   std::vector<double> hidden(w.head_hidden);
   for (int k = 0; k < w.head_hidden; ++k) {
     double v = w.head1_b[k];
@@ -158,6 +164,8 @@ Manual ManualStep(const LstmModel& m, const std::vector<float>& x, const float* 
     o[r] = w.head2_b[r];
     for (int k = 0; k < w.head_hidden; ++k) o[r] += double(w.head2_w[r * w.head_hidden + k]) * hidden[k];
   }
+  o[0] += offsets[0];
+  o[1] += offsets[1];
   out.p = Sigmoid(o[0]);
   double sigma = std::log1p(std::exp(o[2])) + 0.01;
   out.clv = out.p * std::exp(o[1] + 0.5 * sigma * sigma);
@@ -186,7 +194,7 @@ TEST(LstmScorer, StepMatchesAHandComputedLstmCell) {
   for (size_t k = 0; k < r.events.size(); ++k) {
     std::vector<float> x(kFeatureCount);
     StepFeatures(model.norm, r.events[k], r.before[k], r.after[k], x.data());
-    Manual expected = ManualStep(model, x, state.data());
+    Manual expected = ManualStep(model, x, state.data(), r.after[k], r.events[k].ts_ms);
     StepInput in = r.Input(k, state.data());
     Score score;
     scorer->Step({&in, 1}, {&score, 1});
@@ -451,12 +459,81 @@ TEST(LstmScorer, RescoreKeepsStateAndSeesTimePass) {
   EXPECT_NE(scores[1].clv, scores[0].clv);
 }
 
+// With the head's output weights at zero the network adds nothing to its
+// BG/NBD + Gamma-Gamma prior: the LSTM's score is the baseline's, for any
+// horizon asked (the horizon is an input, not a linear scale).
+TEST(LstmScorer, ZeroHeadWeightsGiveTheBgNbdGammaGammaScoreAtAnyHorizon) {
+  LstmModel model = RandomLstmModel(16, 21);
+  model.prior.bgnbd = {0.3, 5.0, 0.8, 2.5};
+  model.prior.gamma_gamma = {6.0, 4.0, 15.0};
+  std::fill(model.weights.head2_w.begin(), model.weights.head2_w.end(), 0.0f);
+  // sigma = softplus(b2) + 0.01; b1 = -sigma^2/2 makes exp(mu + sigma^2/2) the offset's mean.
+  const double sigma = std::log1p(std::exp(-1.0)) + 0.01;
+  model.weights.head2_b = {0.0f, float(-0.5 * sigma * sigma), -1.0f, 0.0f};
+  BaselineModel baseline;
+  baseline.bgnbd = model.prior.bgnbd;
+  baseline.gamma_gamma = model.prior.gamma_gamma;
+  auto users = SomeUsers(25);
+  int buyers = 0;
+  for (double horizon : {30.0, 273.0}) {
+    LstmScorerOptions options;
+    options.horizon_days = horizon;
+    std::string error;
+    auto scorer = MakeLstmScorer(model, options, &error);
+    ASSERT_NE(scorer, nullptr) << error;
+    BaselineScorer reference(baseline, horizon);
+    for (auto& user : users) {
+      std::vector<float> state(scorer->state_size(), 0.0f);
+      for (size_t k = 0; k < user.events.size(); ++k) {
+        StepInput in = user.Input(k, state.data());
+        Score score;
+        scorer->Step({&in, 1}, {&score, 1});
+        const double expected = reference.ScoreAt(user.after[k], user.events[k].ts_ms).clv;
+        EXPECT_NEAR(score.clv, expected, 1e-4 * std::max(1.0, expected))
+            << "horizon " << horizon << " event " << k;
+      }
+      const int64_t later = user.events.back().ts_ms + 40 * 24 * kHour;
+      RescoreInput in{&user.after.back(), later, state.data()};
+      Score score;
+      scorer->Rescore({&in, 1}, {&score, 1});
+      const double expected = reference.ScoreAt(user.after.back(), later).clv;
+      EXPECT_NEAR(score.clv, expected, 1e-4 * std::max(1.0, expected)) << "horizon " << horizon;
+      buyers += user.after.back().purchases > 0 ? 1 : 0;
+    }
+  }
+  EXPECT_GT(buyers, 10);
+  // A longer horizon is worth more, and not by the linear ratio (BG/NBD decays).
+  auto short_scorer = [&](double horizon) {
+    LstmScorerOptions options;
+    options.horizon_days = horizon;
+    std::string error;
+    return MakeLstmScorer(model, options, &error);
+  };
+  auto s30 = short_scorer(30), s300 = short_scorer(300);
+  Replay r = ShopperA();
+  std::vector<float> state(s30->state_size(), 0.0f);
+  Score a, b;
+  for (size_t k = 0; k < r.events.size(); ++k) {
+    std::vector<float> copy = state;
+    StepInput ia = r.Input(k, state.data()), ib = r.Input(k, copy.data());
+    s30->Step({&ia, 1}, {&a, 1});
+    s300->Step({&ib, 1}, {&b, 1});
+  }
+  EXPECT_GT(b.clv, a.clv);
+  EXPECT_LT(b.clv, 10 * a.clv);
+}
+
 TEST(LstmModelFile, SaveLoadRoundTripGivesIdenticalScores) {
   testing::TempDir dir;
   LstmModel model = RandomLstmModel(16, 4);
   model.norm.mean[3] = 0.25f;
   model.norm.scale[3] = 1.7f;
   model.horizon_days = 90;
+  model.min_horizon_days = 20;
+  model.prior.bgnbd.alpha = 3.25;
+  model.prior.gamma_gamma.gamma = 11.5;
+  model.prior.mean[1] = 0.5f;
+  model.prior.scale[1] = 2.5f;
   model.training_json = R"({"users": 3})";
   std::string error;
   const std::string path = dir.str() + "/model.json";
@@ -468,6 +545,11 @@ TEST(LstmModelFile, SaveLoadRoundTripGivesIdenticalScores) {
   EXPECT_EQ(loaded.weights.head2_w, model.weights.head2_w);
   EXPECT_EQ(loaded.norm.mean, model.norm.mean);
   EXPECT_EQ(loaded.horizon_days, 90);
+  EXPECT_EQ(loaded.min_horizon_days, 20);
+  EXPECT_EQ(loaded.prior.bgnbd.alpha, 3.25);
+  EXPECT_EQ(loaded.prior.gamma_gamma.gamma, 11.5);
+  EXPECT_EQ(loaded.prior.mean, model.prior.mean);
+  EXPECT_EQ(loaded.prior.scale, model.prior.scale);
   EXPECT_NE(loaded.training_json.find("\"users\":3"), std::string::npos);
 
   auto a = MakeScorer(model), b = MakeScorer(loaded);
@@ -506,6 +588,18 @@ TEST(LstmModelFile, BadFilesAreRejectedWithTheirPath) {
   EXPECT_FALSE(LoadLstmModel(path, &model, &error));
   EXPECT_NE(error.find("b_hh"), std::string::npos) << error;
   EXPECT_NE(error.find("edited.json"), std::string::npos) << error;
+
+  // A format_version 1 file (heads without the BG/NBD prior) is refused,
+  // naming the file and what to do.
+  const std::string old_path = dir.str() + "/old.json";
+  auto version = text.find("\"format_version\":2");
+  ASSERT_NE(version, std::string::npos);
+  text.replace(version, 18, "\"format_version\":1");
+  std::ofstream(old_path) << text;
+  EXPECT_FALSE(LoadLstmModel(old_path, &model, &error));
+  EXPECT_NE(error.find("old.json"), std::string::npos) << error;
+  EXPECT_NE(error.find("format_version 1"), std::string::npos) << error;
+  EXPECT_NE(error.find("retrain"), std::string::npos) << error;
 }
 
 TEST(LstmModelFile, ShippedDefaultModelLoadsAndScores) {
@@ -618,6 +712,7 @@ TEST(Trainer, TinyTrainingRunReducesLossAndRanksUsers) {
   Dataset data = TinyShop(240, 1);
   TrainOptions options;
   options.horizon_days = 30;
+  options.min_horizon_days = 10;
   options.hidden_size = 8;
   options.head_hidden = 8;
   options.epochs = 6;
@@ -636,6 +731,9 @@ TEST(Trainer, TinyTrainingRunReducesLossAndRanksUsers) {
   EXPECT_GT(seen[result.best_epoch - 1].validation_gini, 0.5);
   EXPECT_GT(result.validation_users, 0u);
   EXPECT_EQ(result.model.horizon_days, 30);
+  EXPECT_EQ(result.model.min_horizon_days, 10);
+  // The prior was fitted on the training events (not the defaults).
+  EXPECT_NE(result.model.prior.bgnbd.r, BgNbdParams{}.r);
 
   // The checkpoint holds the best epoch's model, and it scores: a regular
   // mid-history is worth more than a tourist after their only purchase.

@@ -1,0 +1,56 @@
+// BG/NBD + Gamma-Gamma prior inputs of the LSTM heads (see lstm.h).
+#include <algorithm>
+#include <cmath>
+
+#include "models/baseline_scorer.h"
+#include "models/lstm.h"
+
+namespace clv::models {
+
+const char* PriorName(int index) {
+  static constexpr const char* kNames[kPriorCount] = {
+      "bg_p_alive",         "bg_logit_alive",     "bg_log_purchases", "bg_log_purchases_alive",
+      "gg_log_order_value", "bg_log_clv",         "bg_logit_any",     "log_horizon_days"};
+  return index >= 0 && index < kPriorCount ? kNames[index] : "?";
+}
+
+void RawPriorInputs(const LstmPrior& prior, const History& history, int64_t now_ms,
+                    double horizon_days, float* raw, float* offsets) {
+  const RfmSummary c = SummaryFromHistory(history, std::max(now_ms, history.last_event_ms));
+  const double weeks = horizon_days / 7.0;
+  const BgNbdParams& p = prior.bgnbd;
+  double alive = BgNbdProbabilityAlive(p, c.x, c.t_x, c.T);
+  double purchases = BgNbdConditionalExpectedPurchases(p, c.x, c.t_x, c.T, weeks);
+  double order_value = GammaGammaConditionalExpectedValue(prior.gamma_gamma, c.x, c.monetary);
+  double any = BgNbdProbabilityAnyPurchase(p, c.x, c.t_x, c.T, weeks);
+  // Guard against NaN/inf from degenerate parameters: the heads must stay finite.
+  auto finite_or = [](double v, double fallback) { return std::isfinite(v) ? v : fallback; };
+  alive = std::clamp(finite_or(alive, 1.0), 0.0, 1.0);
+  purchases = std::max(0.0, finite_or(purchases, 0.0));
+  order_value = std::max(1e-3, finite_or(order_value, 1.0));
+  any = std::clamp(finite_or(any, 0.5), 1e-4, 1.0 - 1e-4);
+  const double spend = purchases * order_value;
+  const double alive_clamped = std::clamp(alive, 1e-4, 1.0 - 1e-4);
+  raw[0] = static_cast<float>(alive);
+  raw[1] = static_cast<float>(std::log(alive_clamped / (1.0 - alive_clamped)));
+  raw[2] = static_cast<float>(std::log1p(purchases));
+  // Expected purchases of a user known to be alive (BG/NBD's E[X] / P(alive)):
+  // lets the heads swap BG/NBD's P(alive) for what browsing says.
+  raw[3] = static_cast<float>(std::log1p(purchases / std::max(alive, 1e-4)));
+  raw[4] = static_cast<float>(std::log(order_value));
+  raw[5] = static_cast<float>(std::log1p(spend));
+  raw[6] = static_cast<float>(std::log(any / (1.0 - any)));
+  raw[7] = static_cast<float>(std::log(std::max(1.0, horizon_days)));
+  offsets[0] = raw[6];
+  offsets[1] = static_cast<float>(std::log(std::max(spend, 1e-4) / any));
+}
+
+void StandardizePrior(const LstmPrior& prior, float* values) {
+  for (int i = 0; i < kPriorCount; ++i) {
+    float scale = prior.scale[i] != 0.0f ? prior.scale[i] : 1.0f;
+    float v = (values[i] - prior.mean[i]) / scale;
+    values[i] = std::clamp(v, -FeatureNorm::kClip, FeatureNorm::kClip);
+  }
+}
+
+}  // namespace clv::models
