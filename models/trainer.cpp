@@ -398,8 +398,7 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   std::bernoulli_distribution holdout(options.validation_fraction);
   FeatureStatsAccumulator stats;
   size_t labelled = 0, events = 0;
-  std::vector<double> log_spend;
-  double positive = 0, churned = 0, labelled_train = 0;
+  double churned = 0, labelled_train = 0;
   double prior_count = 0;
   std::array<double, kPriorCount> prior_mean{}, prior_m2{};
   std::vector<double> residual_log;
@@ -433,10 +432,6 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
         }
         labelled_train += 1;
         churned += ch;
-        if (y > 0) {
-          positive += 1;
-          log_spend.push_back(std::log(y));
-        }
       }
     }
     if (u.length() == 0) continue;
@@ -492,8 +487,6 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   // start from the prior (head2 weights small, o0 bias 0; the lognormal's
   // location and spread are the mean and sd of log(spend) - log(prior's
   // E[spend | any purchase]) over the labelled training examples).
-  (void)positive;
-  (void)log_spend;
   double mean_log = 0, var_log = 0;
   for (double v : residual_log) mean_log += v;
   if (!residual_log.empty()) mean_log /= double(residual_log.size());
