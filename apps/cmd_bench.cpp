@@ -54,6 +54,7 @@ struct BenchFlags {
   ShopFlags shop;
   int partitions = 8;
   int brokers = 1;
+  std::string bootstrap;  // an existing cluster instead of the embedded broker
   double latency_rate = 0;  // events/s in the latency phase; 0 = half the measured throughput
   double latency_seconds = 10;
   // The project's targets on a 2-core machine: the baseline scorer at least
@@ -79,7 +80,9 @@ struct PhaseResult {
 // Runs the service over `topic` until `events` were consumed.
 PhaseResult RunPipeline(config::Config config, const std::string& topic, int64_t events,
                         const std::string& state_dir, std::atomic<int64_t>* produced = nullptr,
-                        std::atomic<bool>* producer_done = nullptr) {
+                        std::atomic<bool>* producer_done = nullptr,
+                        std::atomic<bool>* service_ready = nullptr,
+                        std::atomic<bool>* warmed_up = nullptr) {
   PhaseResult result;
   config.kafka.input_topics = {topic};
   config.kafka.group_id = "bench-" + topic;
@@ -107,6 +110,8 @@ PhaseResult RunPipeline(config::Config config, const std::string& topic, int64_t
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     int64_t consumed = counters.consumed.load();
     if (consumed > 0 && first == Clock::time_point{}) first = Clock::now();
+    if (service_ready != nullptr && !service_ready->load() && service->ready()) service_ready->store(true);
+    if (warmed_up != nullptr && warmed_up->exchange(false)) service->processor().RequestLatencyReset();
     if (producer_done) {
       if (producer_done->load() && consumed >= produced->load()) stop.store(true);
     }
@@ -149,6 +154,9 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
   AddShopFlags(*cmd, flags->shop);
   cmd->add_option("--partitions", flags->partitions, "Partitions of the bench topics")->check(CLI::Range(1, 256));
   cmd->add_option("--brokers", flags->brokers, "Mock brokers")->check(CLI::Range(1, 8));
+  cmd->add_option("--bootstrap", flags->bootstrap,
+                  "Run against this Kafka cluster instead of the embedded broker (e.g. the real broker "
+                  "of scripts/kafka-start.sh); creates topics bench.events.PID and bench.paced.PID");
   cmd->add_option("--latency-rate", flags->latency_rate,
                   "Events/s fed in the latency phase (0 = half the measured throughput)");
   cmd->add_option("--latency-seconds", flags->latency_seconds, "Length of the latency phase");
@@ -171,8 +179,13 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
 #else
     std::printf("  build:       WARNING: assertions on (not an optimized build)\n");
 #endif
-    std::printf("  librdkafka:  %s (embedded mock broker, %d broker(s), %d partitions)\n",
-                rd_kafka_version_str(), flags->brokers, flags->partitions);
+    if (flags->bootstrap.empty()) {
+      std::printf("  librdkafka:  %s (embedded mock broker, %d broker(s), %d partitions)\n",
+                  rd_kafka_version_str(), flags->brokers, flags->partitions);
+    } else {
+      std::printf("  librdkafka:  %s (cluster at %s, %d partitions)\n", rd_kafka_version_str(),
+                  flags->bootstrap.c_str(), flags->partitions);
+    }
     std::printf("  scorer:      %s  (model.path '%s')\n", config.model.scorer.c_str(), config.model.path.c_str());
     std::printf("  shop:        %s users, %.0f days, seed %llu\n", WithThousands(flags->shop.options.users).c_str(),
                 flags->shop.options.days, static_cast<unsigned long long>(flags->shop.options.seed));
@@ -182,21 +195,33 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
     std::fflush(stdout);
 
     std::unique_ptr<connectors::EmbeddedBroker> broker;
-    auto status = connectors::EmbeddedBroker::Start(flags->brokers, flags->partitions, &broker);
+    std::string topic = "bench.events", paced_topic = "bench.paced";
+    connectors::Status status = connectors::Status::Ok();
+    if (flags->bootstrap.empty()) {
+      status = connectors::EmbeddedBroker::Start(flags->brokers, flags->partitions, &broker);
+      if (status.ok()) {
+        config.kafka.bootstrap_servers = broker->bootstrap_servers();
+        for (const auto& t : {topic, paced_topic}) {
+          status = broker->CreateTopic(t, flags->partitions);
+          if (!status.ok()) break;
+        }
+      }
+    } else {
+      // Fresh topics per run on a shared cluster; output topics get a suffix too.
+      const std::string suffix = "." + std::to_string(::getpid());
+      topic += suffix;
+      paced_topic += suffix;
+      config.kafka.bootstrap_servers = flags->bootstrap;
+      config.kafka.scores_topic += suffix;
+      config.kafka.alerts_topic += suffix;
+      config.kafka.dead_letter_topic += suffix;
+      status = connectors::EnsureTopics(ClientOptionsFrom(config), {topic, paced_topic},
+                                        flags->partitions, 1);
+    }
     if (!status.ok()) {
       std::fprintf(stderr, "clv bench: %s\n", status.message.c_str());
       *exit_code = 1;
       return;
-    }
-    config.kafka.bootstrap_servers = broker->bootstrap_servers();
-    const std::string topic = "bench.events", paced_topic = "bench.paced";
-    for (const auto& t : {topic, paced_topic}) {
-      status = broker->CreateTopic(t, flags->partitions);
-      if (!status.ok()) {
-        std::fprintf(stderr, "clv bench: %s\n", status.message.c_str());
-        *exit_code = 1;
-        return;
-      }
     }
     // 1. produce
     std::unique_ptr<connectors::KafkaSink> producer;
@@ -298,25 +323,33 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
 
     // 4. latency at a fixed rate
     double rate = flags->latency_rate > 0 ? flags->latency_rate : std::min(pipeline_rate / 2, 200000.0);
-    auto paced_events = static_cast<int64_t>(rate * flags->latency_seconds);
+    constexpr double kWarmupSeconds = 2;
+    auto paced_events = static_cast<int64_t>(rate * (kWarmupSeconds + flags->latency_seconds));
     std::atomic<int64_t> produced{0};
     std::atomic<bool> producer_done{false};
+    std::atomic<bool> service_ready{false};
+    std::atomic<bool> warmed_up{false};
     std::thread paced([&] {
       stream::SyntheticShop shop(flags->shop.options);
       stream::GeneratedEvent event;
-      // Let the consumer join the group first.
-      std::this_thread::sleep_for(std::chrono::seconds(5));
+      // Steady state only: start once the service has its partitions (the
+      // group join is not part of event-to-score latency).
+      const auto give_up = Clock::now() + std::chrono::seconds(60);
+      while (!service_ready.load() && Clock::now() < give_up) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
       auto t0 = Clock::now();
       while (produced.load() < paced_events && shop.Next(&event)) {
         if (!producer->Send(paced_topic, event.user_id, event.json).ok()) break;
         int64_t n = produced.fetch_add(1) + 1;
+        if (n == static_cast<int64_t>(kWarmupSeconds * rate)) warmed_up.store(true);
         if (n % 64 == 0) std::this_thread::sleep_until(t0 + std::chrono::duration<double>(n / rate));
       }
       (void)producer->Flush(60000);
       producer_done.store(true);
     });
     auto latency = RunPipeline(config, paced_topic, paced_events, (dir / "state-paced").string(), &produced,
-                               &producer_done);
+                               &producer_done, &service_ready, &warmed_up);
     paced.join();
     if (!latency.error.empty()) {
       std::fprintf(stderr, "clv bench: latency phase: %s\n", latency.error.c_str());
@@ -324,9 +357,10 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
       return;
     }
     std::printf("latency        %12s events at %s events/s: event-to-score p50 %.1f ms, p99 %.1f ms "
-                "(producer timestamp -> score acknowledged by the broker)\n",
+                "(producer timestamp -> score acknowledged by the broker; the first %.0f s are warm-up, "
+                "not counted)\n",
                 WithThousands(latency.events).c_str(), WithThousands(static_cast<int64_t>(rate)).c_str(),
-                latency.p50_ms, latency.p99_ms);
+                latency.p50_ms, latency.p99_ms, kWarmupSeconds);
     std::error_code ignored;
     std::filesystem::remove_all(dir, ignored);
     *exit_code = 0;

@@ -446,6 +446,19 @@ class KafkaSinkImpl final : public KafkaSink {
     return result;
   }
 
+  Status Prepare(const std::vector<std::string>& topics, int timeout_ms) override {
+    for (const auto& topic : topics) {
+      std::unique_ptr<rd_kafka_topic_t, void (*)(rd_kafka_topic_t*)> rkt(
+          rd_kafka_topic_new(rk_.get(), topic.c_str(), nullptr), &rd_kafka_topic_destroy);
+      const rd_kafka_metadata_t* metadata = nullptr;
+      if (auto err = rd_kafka_metadata(rk_.get(), 0, rkt.get(), &metadata, timeout_ms); err) {
+        return Status::Error("KafkaSink: metadata of topic '" + topic + "': " + rd_kafka_err2str(err));
+      }
+      rd_kafka_metadata_destroy(metadata);
+    }
+    return Status::Ok();
+  }
+
   uint64_t Mark() override { return group_++; }
 
   Status WaitAcked(uint64_t mark, int timeout_ms, bool* done, int64_t* acked_ms) override {

@@ -122,6 +122,9 @@ class KafkaSink {
   // message of the groups <= mark is acknowledged; *acked_ms (if given) is
   // then the wall-clock time the last of them was. Error if a delivery failed
   // (names topic, partition and reason).
+  // Connects and learns the topics' partitions now, so that the first
+  // messages do not wait for it (the first batch of a service would).
+  virtual Status Prepare(const std::vector<std::string>& topics, int timeout_ms) = 0;
   virtual uint64_t Mark() = 0;
   virtual Status WaitAcked(uint64_t mark, int timeout_ms, bool* done,
                            int64_t* acked_ms = nullptr) = 0;

@@ -852,6 +852,7 @@ Status Processor::HandOver(bool wait) {
                 std::to_string(kFlushTimeoutMs) + " ms";
       return Status::Error(failed_);
     }
+    if (latency_reset_requested_.exchange(false)) latency_.Reset();
     for (int64_t ts : sealed.timestamps_ms) {
       latency_.Record(static_cast<double>(std::max<int64_t>(0, acked_ms - ts)));
       if (metrics_) {

@@ -197,6 +197,9 @@ class Processor {
   std::atomic<int64_t>& mutable_poll_nanos() { return counters_.poll_nanos; }
   // Latency of everything committed since the last Reset() (processing thread only).
   LatencyHistogram& latency() { return latency_; }
+  // Any thread: the processing thread forgets the latency recorded so far
+  // before it records the next sample (e.g. to leave a warm-up out).
+  void RequestLatencyReset() { latency_reset_requested_.store(true); }
   const std::string& model_version() const { return model_version_; }
   // The first error met inside a rebalance callback (those cannot return one).
   const std::string& callback_error() const { return callback_error_; }
@@ -273,6 +276,7 @@ class Processor {
   std::set<std::pair<int32_t, uint64_t>> pending_event_ids_;
   int32_t expired_before_day_ = INT32_MIN;  // input message timestamps since last commit
   LatencyHistogram latency_;
+  std::atomic<bool> latency_reset_requested_{false};
   ProcessorCounters counters_;
 };
 

@@ -89,6 +89,9 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   if (!status.ok()) return status;
   status = connectors::KafkaSink::Create(client, &service->sink_);
   if (!status.ok()) return status;
+  status = service->sink_->Prepare(
+      {config.kafka.scores_topic, config.kafka.alerts_topic, config.kafka.dead_letter_topic}, 10000);
+  if (!status.ok()) return status;
   service->processor_ = std::make_unique<Processor>(config, *service->store_, *service->scorer_,
                                                     *service->sink_);
   Processor* processor = service->processor_.get();
