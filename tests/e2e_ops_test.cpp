@@ -22,7 +22,6 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -31,6 +30,7 @@
 #include "config/config.h"
 #include "connectors/kafka.h"
 #include "state/state_store.h"
+#include "tests/e2e_support.h"
 #include "tests/test_support.h"
 
 namespace clv {
@@ -38,14 +38,13 @@ namespace {
 
 using Json = nlohmann::json;
 using testing::ClvBinary;
+using testing::ReaderClient;
+using testing::ReadTopic;
+using testing::UniqueSuffix;
+using testing::WaitUntil;
 using testing::Subprocess;
 using testing::TempDir;
 using Clock = std::chrono::steady_clock;
-
-std::string UniqueSuffix() {
-  static std::mt19937_64 random(std::random_device{}());
-  return std::to_string(random() % 1000000000);
-}
 
 // A free TCP port on 127.0.0.1 (bound and released; the service binds it next).
 int FreePort() {
@@ -62,15 +61,6 @@ int FreePort() {
   }
   ::close(fd);
   return port;
-}
-
-bool WaitUntil(const std::function<bool()>& condition, int timeout_ms, int step_ms = 50) {
-  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (Clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
-  }
-  return condition();
 }
 
 struct HttpAnswer {
@@ -111,61 +101,9 @@ int64_t CountedField(const std::string& log, const std::string& field) {
   return std::stoll(log.substr(at + field.size() + 2));
 }
 
-// `clv broker` in its own process, with the topics created up front (the
-// embedded broker answers no CreateTopics from other processes).
-class Broker {
- public:
-  Broker(const TempDir& dir, const std::vector<std::string>& topics) {
-    auto address_file = dir.path() / "broker.address";
-    std::vector<std::string> argv = {ClvBinary().string(), "broker", "--partitions", "4",
-                                     "--address-file", address_file.string()};
-    for (const auto& topic : topics) argv.insert(argv.end(), {"--topic", topic});
-    process_ = std::make_unique<Subprocess>(argv, dir.path() / "broker");
-    WaitUntil([&] { return std::filesystem::exists(address_file); }, 10000, 20);
-    auto text = testing::ReadFile(address_file);
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-    bootstrap_ = text;
-  }
-  const std::string& bootstrap() const { return bootstrap_; }
-
- private:
-  std::unique_ptr<Subprocess> process_;
-  std::string bootstrap_;
-};
-
-connectors::ClientOptions Client(const std::string& bootstrap) {
-  connectors::ClientOptions options;
-  options.bootstrap_servers = bootstrap;
-  options.group_id = "ops-reader-" + UniqueSuffix();
-  return options;
-}
-
-std::vector<connectors::Message> ReadTopic(const std::string& bootstrap, const std::string& topic,
-                                           size_t min_messages, int idle_ms = 3000) {
-  std::unique_ptr<connectors::KafkaSource> source;
-  connectors::SourceCallbacks callbacks;
-  callbacks.start_offset = [](const connectors::TopicPartition&) {
-    return std::optional<int64_t>();
-  };
-  auto status = connectors::KafkaSource::Create(Client(bootstrap), {topic}, callbacks, &source);
-  EXPECT_TRUE(status.ok()) << status.message;
-  std::vector<connectors::Message> messages;
-  if (!status.ok()) return messages;
-  auto last_new = Clock::now();
-  auto deadline = Clock::now() + std::chrono::seconds(120);
-  while (Clock::now() < deadline) {
-    size_t before = messages.size();
-    status = source->Poll(10000, 200, &messages);
-    EXPECT_TRUE(status.ok()) << status.message;
-    if (messages.size() != before) last_new = Clock::now();
-    if (messages.size() >= min_messages &&
-        Clock::now() - last_new > std::chrono::milliseconds(idle_ms)) {
-      break;
-    }
-  }
-  (void)source->Close();
-  return messages;
-}
+// `clv broker` in its own process, topics created up front (the embedded
+// broker answers no CreateTopics from other processes).
+using Broker = testing::BrokerProcess;
 
 struct Input {
   std::string topic, scores, alerts, dead_letter, group;

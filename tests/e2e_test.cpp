@@ -24,19 +24,18 @@
 #include "config/config.h"
 #include "connectors/kafka.h"
 #include "state/state_store.h"
+#include "tests/e2e_support.h"
 #include "tests/test_support.h"
 
 namespace clv {
 namespace {
 
 using testing::ClvBinary;
+using testing::ReaderClient;
+using testing::ReadTopic;
+using testing::UniqueSuffix;
 using testing::Subprocess;
 using testing::TempDir;
-
-std::string UniqueSuffix() {
-  static std::mt19937_64 random(std::random_device{}());
-  return std::to_string(random() % 1000000000);
-}
 
 // A broker for one test: `clv broker` in its own process, or real Kafka.
 class Broker {
@@ -47,60 +46,15 @@ class Broker {
       if (address) bootstrap_ = address;
       return;
     }
-    auto address_file = dir.path() / "broker.address";
-    process_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{ClvBinary().string(), "broker", "--partitions", "4",
-                                 "--address-file", address_file.string()},
-        dir.path() / "broker");
-    for (int i = 0; i < 500 && !std::filesystem::exists(address_file); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    auto text = testing::ReadFile(address_file);
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-    bootstrap_ = text;
+    process_ = std::make_unique<testing::BrokerProcess>(dir);
+    bootstrap_ = process_->bootstrap();
   }
   const std::string& bootstrap() const { return bootstrap_; }
 
  private:
-  std::unique_ptr<Subprocess> process_;
+  std::unique_ptr<testing::BrokerProcess> process_;
   std::string bootstrap_;
 };
-
-connectors::ClientOptions Client(const std::string& bootstrap) {
-  connectors::ClientOptions options;
-  options.bootstrap_servers = bootstrap;
-  options.group_id = "e2e-reader-" + UniqueSuffix();
-  return options;
-}
-
-// Every message of `topic`, read until `idle_ms` pass without a new one
-// (after at least `min_messages`).
-std::vector<connectors::Message> ReadTopic(const std::string& bootstrap, const std::string& topic,
-                                           size_t min_messages, int idle_ms = 3000) {
-  std::unique_ptr<connectors::KafkaSource> source;
-  connectors::SourceCallbacks callbacks;
-  callbacks.start_offset = [](const connectors::TopicPartition&) {
-    return std::optional<int64_t>();
-  };
-  auto status = connectors::KafkaSource::Create(Client(bootstrap), {topic}, callbacks, &source);
-  EXPECT_TRUE(status.ok()) << status.message;
-  std::vector<connectors::Message> messages;
-  if (!status.ok()) return messages;
-  auto last_new = std::chrono::steady_clock::now();
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline) {
-    size_t before = messages.size();
-    status = source->Poll(10000, 200, &messages);
-    EXPECT_TRUE(status.ok()) << status.message;
-    if (messages.size() != before) last_new = std::chrono::steady_clock::now();
-    if (messages.size() >= min_messages &&
-        std::chrono::steady_clock::now() - last_new > std::chrono::milliseconds(idle_ms)) {
-      break;
-    }
-  }
-  (void)source->Close();
-  return messages;
-}
 
 struct Topics {
   std::string input, scores, alerts, dead_letter, group;
@@ -113,7 +67,7 @@ bool RealBroker() { return ::testing::UnitTest::GetInstance()->current_test_info
 // admin API; it auto-creates topics with the partitions it was started with (4).
 void CreateTopics(const std::string& bootstrap, const std::vector<std::string>& topics) {
   if (!RealBroker()) return;
-  auto status = connectors::EnsureTopics(Client(bootstrap), topics, 4, 1);
+  auto status = connectors::EnsureTopics(ReaderClient(bootstrap), topics, 4, 1);
   EXPECT_TRUE(status.ok()) << status.message;
 }
 
@@ -285,7 +239,7 @@ TEST_P(EndToEnd, BadInputGoesToDeadLetterWithReasonAndOriginalBytes) {
   const auto& bootstrap = broker_->bootstrap();
   auto topics = MakeTopics(bootstrap, "bad");
   std::unique_ptr<connectors::KafkaSink> sink;
-  ASSERT_TRUE(connectors::KafkaSink::Create(Client(bootstrap), &sink).ok());
+  ASSERT_TRUE(connectors::KafkaSink::Create(ReaderClient(bootstrap), &sink).ok());
   const std::string huge(900000, 'x');
   std::vector<std::string> bad = {
       R"({"user_id":"u1","type":"purchase","ts":1700000000000,"amount":)",  // truncated

@@ -1,0 +1,75 @@
+#include "tests/e2e_support.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <random>
+#include <thread>
+
+namespace clv::testing {
+
+using Clock = std::chrono::steady_clock;
+
+std::string UniqueSuffix() {
+  static std::mt19937_64 random(std::random_device{}());
+  return std::to_string(random() % 1000000000);
+}
+
+bool WaitUntil(const std::function<bool()>& condition, int timeout_ms, int step_ms) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
+  }
+  return condition();
+}
+
+BrokerProcess::BrokerProcess(const TempDir& dir, const std::vector<std::string>& topics) {
+  auto address_file = dir.path() / "broker.address";
+  std::vector<std::string> argv = {ClvBinary().string(), "broker", "--partitions", "4",
+                                   "--address-file", address_file.string()};
+  for (const auto& topic : topics) argv.insert(argv.end(), {"--topic", topic});
+  process_ = std::make_unique<Subprocess>(argv, dir.path() / "broker");
+  if (!WaitUntil([&] { return std::filesystem::exists(address_file); }, 10000, 20)) return;
+  auto text = ReadFile(address_file);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  bootstrap_ = text;
+}
+
+connectors::ClientOptions ReaderClient(const std::string& bootstrap) {
+  connectors::ClientOptions options;
+  options.bootstrap_servers = bootstrap;
+  options.group_id = "e2e-reader-" + UniqueSuffix();
+  return options;
+}
+
+std::vector<connectors::Message> ReadTopic(const std::string& bootstrap, const std::string& topic,
+                                           size_t min_messages, int idle_ms) {
+  std::unique_ptr<connectors::KafkaSource> source;
+  connectors::SourceCallbacks callbacks;
+  callbacks.start_offset = [](const connectors::TopicPartition&) {
+    return std::optional<int64_t>();
+  };
+  auto status = connectors::KafkaSource::Create(ReaderClient(bootstrap), {topic}, callbacks, &source);
+  EXPECT_TRUE(status.ok()) << status.message;
+  std::vector<connectors::Message> messages;
+  if (!status.ok()) return messages;
+  auto last_new = Clock::now();
+  auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (Clock::now() < deadline) {
+    size_t before = messages.size();
+    status = source->Poll(10000, 200, &messages);
+    EXPECT_TRUE(status.ok()) << status.message;
+    if (messages.size() != before) last_new = Clock::now();
+    if (messages.size() >= min_messages &&
+        Clock::now() - last_new > std::chrono::milliseconds(idle_ms)) {
+      break;
+    }
+  }
+  (void)source->Close();
+  return messages;
+}
+
+}  // namespace clv::testing

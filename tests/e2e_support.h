@@ -1,0 +1,44 @@
+// Helpers shared by the end-to-end suites (tests/e2e_*_test.cpp), which run
+// the clv binary against a broker in its own process: the broker, reading a
+// topic back, unique names, waiting for a condition.
+// Not thread-safe; one test at a time.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "connectors/kafka.h"
+#include "tests/test_support.h"
+
+namespace clv::testing {
+
+// A random decimal suffix for topic and group names of one test.
+std::string UniqueSuffix();
+
+// Polls `condition` every step_ms until it holds or timeout_ms pass; its last
+// answer.
+bool WaitUntil(const std::function<bool()>& condition, int timeout_ms, int step_ms = 50);
+
+// The embedded broker as `clv broker` in its own process (4 partitions per
+// topic, `topics` created up front), stopped with the object. bootstrap() is
+// empty if it did not start within 10 s.
+class BrokerProcess {
+ public:
+  explicit BrokerProcess(const TempDir& dir, const std::vector<std::string>& topics = {});
+  const std::string& bootstrap() const { return bootstrap_; }
+
+ private:
+  std::unique_ptr<Subprocess> process_;
+  std::string bootstrap_;
+};
+
+// Client options for a reader with a group id of its own.
+connectors::ClientOptions ReaderClient(const std::string& bootstrap);
+
+// Every message of `topic`, from the beginning, read until `idle_ms` pass
+// without a new one after at least `min_messages` (at most 120 s).
+std::vector<connectors::Message> ReadTopic(const std::string& bootstrap, const std::string& topic,
+                                           size_t min_messages, int idle_ms = 3000);
+
+}  // namespace clv::testing
