@@ -264,6 +264,10 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
   train->add_option("--snapshots", t.options.snapshots_per_user,
                     "Rescore examples per user (times drawn uniformly over the user's life)")
       ->capture_default_str()->check(CLI::Range(0, 10000));
+  train->add_option("--attr-vocab", t.options.attr_vocab_size,
+                    "Profile key=value pairs the heads see as 0/1 inputs (the most frequent; "
+                    "0 = ignore profile attributes)")
+      ->capture_default_str()->check(CLI::Range(0, 16));
   train->add_option("--lr", t.options.learning_rate, "Adam learning rate")
       ->capture_default_str()->check(CLI::PositiveNumber);
   train->add_option("--lr-decay", t.options.lr_decay, "Learning-rate multiplier per epoch")

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,9 @@ struct Dataset {
   std::vector<UserSequence> users;  // sorted by user_id
   int64_t start_ms = 0;  // earliest event time (inclusive)
   int64_t end_ms = 0;    // end of the covered period (exclusive)
+  // "key=value" text of the profile attribute pairs seen, by AttrHash of it
+  // (for people reading a model's attribute vocabulary).
+  std::map<uint64_t, std::string> attr_texts;
 
   // Events with ts < cutoff_ms; users left without events are dropped.
   // The result covers [start_ms, min(end_ms, cutoff_ms)).

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "models/scorer.h"
 
@@ -58,6 +59,53 @@ void FoldPurchaseDay(History& history, int64_t ts_ms) {
 
 }  // namespace
 
+uint64_t AttrHash(std::string_view text) {
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  for (unsigned char c : text) {
+    hash ^= c;
+    hash *= 0x100000001b3ULL;
+  }
+  return hash == 0 ? 1 : hash;
+}
+
+void MergeAttrEntries(AttrEntries& into, const AttrEntries& update) {
+  for (const AttrEntry& entry : update) {
+    if (entry.key_hash == 0) continue;
+    auto it = std::find_if(into.begin(), into.end(), [&](const AttrEntry& e) {
+      return e.key_hash == entry.key_hash || e.key_hash == 0;
+    });
+    if (it != into.end()) {
+      *it = entry;
+    } else if (entry.key_hash < into.back().key_hash) {
+      into.back() = entry;  // full: keep the kMaxAttrs smallest key hashes
+    } else {
+      continue;
+    }
+    std::sort(into.begin(), into.end(), [](const AttrEntry& a, const AttrEntry& b) {
+      // Empty slots (0) last.
+      if ((a.key_hash == 0) != (b.key_hash == 0)) return b.key_hash == 0;
+      return a.key_hash < b.key_hash;
+    });
+  }
+}
+
+AttrEntries MakeAttrEntries(const std::vector<std::pair<std::string, std::string>>& attrs) {
+  AttrEntries entries{};
+  for (const auto& [key, value] : attrs) {
+    AttrEntries one{};
+    one[0] = AttrEntry{AttrHash(key), AttrHash(key + "=" + value)};
+    MergeAttrEntries(entries, one);
+  }
+  return entries;
+}
+
+bool HasAttrPair(const AttrEntries& entries, uint64_t pair_hash) {
+  for (const AttrEntry& e : entries) {
+    if (e.key_hash != 0 && e.pair_hash == pair_hash) return true;
+  }
+  return false;
+}
+
 void UpdateHistory(History& history, const StepEvent& event) {
   const int64_t ts = event.ts_ms;
   if (history.events == 0) {
@@ -104,7 +152,9 @@ void UpdateHistory(History& history, const StepEvent& event) {
     case EventKind::kRemoveFromCart:
     case EventKind::kWishlist:
     case EventKind::kAdClick:
+      break;
     case EventKind::kProfile:
+      MergeAttrEntries(history.attrs, event.attrs);
       break;
   }
 }

@@ -3,9 +3,10 @@
 // Network (DESIGN.md "Model"): per event, x = StepFeatures(event, before,
 // after) (features.h, standardized with the model's FeatureNorm) advances the
 // user's LSTM cell one step from the stored (h, c); heads read
-// z = [h, aggregates, prior] (aggregates = the tail of x; prior = the
+// z = [h, aggregates, prior, attrs] (aggregates = the tail of x; prior = the
 // BG/NBD + Gamma-Gamma quantities of the user at that time for the asked
-// horizon, see LstmPrior):
+// horizon, see LstmPrior; attrs = 0/1 indicators of the model's
+// profile-attribute vocabulary, none when the model has no vocabulary):
 //   hidden = relu(head1_w z + head1_b); out = head2_w hidden + head2_b (4 values)
 //   out0 += logit P(any purchase) (BG/NBD), out1 += log(E[spend] / P(any))
 //   p_purchase = sigmoid(out0), mu = out1, sigma = softplus(out2) + 0.01,
@@ -21,7 +22,8 @@
 // "horizon_days":..., "min_horizon_days":..., "hidden_size":...,
 // "head_hidden":..., "features":[{name, mean, scale}], "prior":{"bgnbd":{r,
 // alpha, a, b}, "gamma_gamma":{p, q, gamma}, "inputs":[{name, mean, scale}]},
-// "training":{...}, "validation":{...}, "weights":{"w_ih":[...], ...}}. Floats
+// "attr_vocab":[{"pair":"key=value","hash":"<16 hex>"}] (optional, empty when
+// absent), "training":{...}, "validation":{...}, "weights":{"w_ih":[...], ...}}. Floats
 // are written with enough digits to read back bit-exactly. format_version 1
 // files (no prior) are refused with a message naming the file.
 //
@@ -79,17 +81,31 @@ void RawPriorInputs(const LstmPrior& prior, const History& history, int64_t now_
 // Standardizes kPriorCount raw values in place.
 void StandardizePrior(const LstmPrior& prior, float* values);
 
+// Profile-attribute vocabulary: the heads get one 0/1 input per entry (1 when
+// the user's History::attrs holds that pair), appended after the prior
+// inputs. A model without a vocabulary (the default) ignores attributes.
+inline constexpr int kMaxAttrVocab = 16;
+struct AttrVocabEntry {
+  uint64_t pair_hash = 0;  // AttrHash("key=value")
+  std::string text;        // "key=value", for people reading the model file
+};
+// out[i] = 1 when history.attrs holds vocab[i], else 0. Pure, O(K * kMaxAttrs).
+void AttrIndicators(const std::vector<AttrVocabEntry>& vocab, const History& history, float* out);
+
 // Weights, row-major, PyTorch LSTMCell gate order (input, forget, cell, output).
 struct LstmWeights {
   int input_size = kFeatureCount;
   int hidden_size = 64;
-  int head_input_size() const { return hidden_size + kAggregateCount + kPriorCount; }
+  int attr_count = 0;  // profile-attribute indicator inputs of the heads (LstmModel::attr_vocab)
+  int head_input_size() const {
+    return hidden_size + kAggregateCount + kPriorCount + attr_count;
+  }
   int head_hidden = 32;
   std::vector<float> w_ih;     // [4*hidden, input_size]
   std::vector<float> w_hh;     // [4*hidden, hidden]
   std::vector<float> b_ih;     // [4*hidden]
   std::vector<float> b_hh;     // [4*hidden]
-  std::vector<float> head1_w;  // [head_hidden, hidden + kAggregateCount + kPriorCount]
+  std::vector<float> head1_w;  // [head_hidden, head_input_size()]
   std::vector<float> head1_b;  // [head_hidden]
   std::vector<float> head2_w;  // [4, head_hidden]
   std::vector<float> head2_b;  // [4]
@@ -108,13 +124,17 @@ struct LstmModel {
   LstmPrior prior;
   FeatureNorm norm = FeatureNorm::Identity();
   LstmWeights weights;
+  // weights.attr_count entries (empty = attributes ignored).
+  std::vector<AttrVocabEntry> attr_vocab;
   // Free-form JSON objects (serialized), kept verbatim in the model file.
   std::string training_json = "{}";
   std::string validation_json = "{}";
 };
 
-// Deterministic random weights (for tests and benchmarks).
-LstmModel RandomLstmModel(int hidden_size, uint64_t seed, int head_hidden = 32);
+// Deterministic random weights (for tests and benchmarks); with a vocabulary
+// the heads get one attribute input per entry.
+LstmModel RandomLstmModel(int hidden_size, uint64_t seed, int head_hidden = 32,
+                          const std::vector<AttrVocabEntry>& attr_vocab = {});
 
 // "lstm/" + hash of shapes, weights and normalization.
 std::string LstmModelVersion(const LstmModel& model);

@@ -50,7 +50,8 @@ struct LstmCpuKernel::Packed {
   int h = 0, hp = 0;     // hidden, padded to 16
   int hh = 0, hhp = 0;   // head hidden, padded
   int k0 = 0, n0 = 0;    // gates: K = F + H, N = 4 * hp
-  int k1 = 0, k1p = 0;   // head input H + A + P, padded
+  int pw = 0;            // prior row width: kPriorCount + attribute indicators
+  int k1 = 0, k1p = 0;   // head input H + A + pw, padded
   int fp = 0;            // features padded
   std::vector<float> wg, bg;   // [k0][n0], [n0]
   std::vector<float> w1, b1;   // [k1][hhp], [hhp]
@@ -239,10 +240,10 @@ CLV_INLINE void StepBody(Packed& p, int rows, const float* x, const float* prior
     std::memcpy(&p.z[r * p.k1 + h], &p.u[r * p.k0 + kAggregateBegin],
                 sizeof(float) * kAggregateCount);
     if (r < rows) {
-      std::memcpy(&p.z[r * p.k1 + h + kAggregateCount], prior + r * kPriorCount,
-                  sizeof(float) * kPriorCount);
+      std::memcpy(&p.z[r * p.k1 + h + kAggregateCount], prior + r * p.pw,
+                  sizeof(float) * p.pw);
     } else {
-      std::fill_n(&p.z[r * p.k1 + h + kAggregateCount], kPriorCount, 0.0f);
+      std::fill_n(&p.z[r * p.k1 + h + kAggregateCount], p.pw, 0.0f);
     }
   }
   for (int r = 0; r < rows; ++r) {
@@ -301,8 +302,8 @@ CLV_INLINE void RescoreBody(Packed& p, int rows, const float* h, const float* ag
     std::memcpy(&p.z[r * p.k1], h + r * p.h, sizeof(float) * p.h);
     std::memcpy(&p.z[r * p.k1 + p.h], aggregates + r * kAggregateCount,
                 sizeof(float) * kAggregateCount);
-    std::memcpy(&p.z[r * p.k1 + p.h + kAggregateCount], prior + r * kPriorCount,
-                sizeof(float) * kPriorCount);
+    std::memcpy(&p.z[r * p.k1 + p.h + kAggregateCount], prior + r * p.pw,
+                sizeof(float) * p.pw);
   }
   HeadsBody<V, kGroup, kBlock>(p, rows, offsets, heads, false);
 }
@@ -370,7 +371,8 @@ LstmCpuKernel::LstmCpuKernel(const LstmWeights& w)
   p.hhp = Pad16(w.head_hidden);
   p.k0 = f + h;
   p.n0 = 4 * p.hp;
-  p.k1 = h + a + kPriorCount;
+  p.pw = kPriorCount + w.attr_count;
+  p.k1 = h + a + p.pw;
   p.k1p = Pad16(p.k1);
   p.fp = Pad16(f);
   p.wg.assign(size_t(p.k0) * p.n0, 0.0f);

@@ -43,7 +43,8 @@ class LstmCpuKernel {
 
   // One tile of `rows` (1..kTileRows) users, row-major:
   //   x      rows x kFeatureCount standardized step features (read);
-  //   prior  rows x kPriorCount standardized prior inputs (read);
+  //   prior  rows x (kPriorCount + weights.attr_count): standardized prior
+  //          inputs, then the 0/1 attribute indicators (read);
   //   offsets rows x kPriorOffsetCount, added to raw head outputs 0 and 1 (read);
   //   state  rows x 2*hidden (h then c): read, then overwritten by the new state;
   //   heads  rows x kHeadValues (written);

@@ -45,6 +45,12 @@ void RawPriorInputs(const LstmPrior& prior, const History& history, int64_t now_
   offsets[1] = static_cast<float>(std::log(std::max(spend, 1e-4) / any));
 }
 
+void AttrIndicators(const std::vector<AttrVocabEntry>& vocab, const History& history, float* out) {
+  for (size_t i = 0; i < vocab.size(); ++i) {
+    out[i] = HasAttrPair(history.attrs, vocab[i].pair_hash) ? 1.0f : 0.0f;
+  }
+}
+
 void StandardizePrior(const LstmPrior& prior, float* values) {
   for (int i = 0; i < kPriorCount; ++i) {
     float scale = prior.scale[i] != 0.0f ? prior.scale[i] : 1.0f;

@@ -70,6 +70,8 @@ class LstmScorer final : public Scorer {
       : model_(model), options_(options), device_(device) {
     const auto& w = model.weights;
     hidden_ = w.hidden_size;
+    pw_ = kPriorCount + w.attr_count;
+    tile_prior_.assign(size_t(LstmCpuKernel::kTileRows) * pw_, 0.0f);
     auto to_device = [&](const std::vector<float>& v, std::vector<int64_t> shape) {
       return ToTensor(v, std::move(shape)).to(device_);
     };
@@ -99,7 +101,7 @@ class LstmScorer final : public Scorer {
     if (batch == 0) return;
     // Host staging: [x | prior | offsets | h | c] per user, one buffer, one
     // copy to the device.
-    constexpr int64_t kPrior = kPriorCount + kPriorOffsetCount;
+    const int64_t kPrior = pw_ + kPriorOffsetCount;
     const int64_t width = kFeatureCount + kPrior + 2 * hidden_;
     torch::Tensor host = HostBuffer(&step_host_, batch, width);
     float* base = host.data_ptr<float>();
@@ -107,7 +109,7 @@ class LstmScorer final : public Scorer {
       const StepInput& in = inputs[i];
       float* row = base + i * width;
       StepFeatures(model_.norm, in.event, *in.before, *in.after, row);
-      PriorRow(*in.after, in.event.ts_ms, row + kFeatureCount, row + kFeatureCount + kPriorCount);
+      PriorRow(*in.after, in.event.ts_ms, row + kFeatureCount, row + kFeatureCount + pw_);
       if (in.state != nullptr) {
         std::memcpy(row + kFeatureCount + kPrior, in.state, sizeof(float) * 2 * hidden_);
       } else {
@@ -116,8 +118,8 @@ class LstmScorer final : public Scorer {
     }
     torch::Tensor staged = cuda_ ? host.to(device_, /*non_blocking=*/true) : host;
     torch::Tensor x = staged.narrow(1, 0, kFeatureCount);
-    torch::Tensor prior = staged.narrow(1, kFeatureCount, kPriorCount);
-    torch::Tensor offsets = staged.narrow(1, kFeatureCount + kPriorCount, kPriorOffsetCount);
+    torch::Tensor prior = staged.narrow(1, kFeatureCount, pw_);
+    torch::Tensor offsets = staged.narrow(1, kFeatureCount + pw_, kPriorOffsetCount);
     torch::Tensor h = staged.narrow(1, kFeatureCount + kPrior, hidden_);
     torch::Tensor c = staged.narrow(1, kFeatureCount + kPrior + hidden_, hidden_);
 
@@ -160,7 +162,7 @@ class LstmScorer final : public Scorer {
     }
     const int64_t batch = static_cast<int64_t>(inputs.size());
     if (batch == 0) return;
-    const int64_t width = hidden_ + kAggregateCount + kPriorCount + kPriorOffsetCount;
+    const int64_t width = hidden_ + kAggregateCount + pw_ + kPriorOffsetCount;
     torch::Tensor host = HostBuffer(&rescore_host_, batch, width);
     float* base = host.data_ptr<float>();
     for (int64_t i = 0; i < batch; ++i) {
@@ -172,15 +174,15 @@ class LstmScorer final : public Scorer {
       }
       AggregateFeatures(model_.norm, *inputs[i].history, inputs[i].now_ms, row + hidden_);
       float* prior = row + hidden_ + kAggregateCount;
-      PriorRow(*inputs[i].history, inputs[i].now_ms, prior, prior + kPriorCount);
+      PriorRow(*inputs[i].history, inputs[i].now_ms, prior, prior + pw_);
     }
     torch::NoGradGuard no_grad;
     torch::Tensor staged = cuda_ ? host.to(device_, /*non_blocking=*/true) : host;
     const int64_t prior_at = hidden_ + kAggregateCount;
     auto [clv, heads] = Heads(staged.narrow(1, 0, hidden_),
                               staged.narrow(1, hidden_, kAggregateCount),
-                              staged.narrow(1, prior_at, kPriorCount),
-                              staged.narrow(1, prior_at + kPriorCount, kPriorOffsetCount));
+                              staged.narrow(1, prior_at, pw_),
+                              staged.narrow(1, prior_at + pw_, kPriorOffsetCount));
     if (cuda_) heads = heads.to(torch::kCPU);
     heads = heads.contiguous();
     const float* out = heads.data_ptr<float>();
@@ -202,7 +204,7 @@ class LstmScorer final : public Scorer {
       for (int i = 0; i < rows; ++i) {
         const StepInput& in = inputs[begin + i];
         StepFeatures(model_.norm, in.event, *in.before, *in.after, &tile_x_[i * kFeatureCount]);
-        PriorRow(*in.after, in.event.ts_ms, &tile_prior_[i * kPriorCount],
+        PriorRow(*in.after, in.event.ts_ms, &tile_prior_[size_t(i) * pw_],
                  &tile_offsets_[i * kPriorOffsetCount]);
         float* state = &tile_state_[size_t(i) * state_floats];
         if (in.state != nullptr) {
@@ -243,7 +245,7 @@ class LstmScorer final : public Scorer {
           std::fill(row, row + hidden_, 0.0f);
         }
         AggregateFeatures(model_.norm, *in.history, in.now_ms, &tile_x_[i * kAggregateCount]);
-        PriorRow(*in.history, in.now_ms, &tile_prior_[i * kPriorCount],
+        PriorRow(*in.history, in.now_ms, &tile_prior_[size_t(i) * pw_],
                  &tile_offsets_[i * kPriorOffsetCount]);
       }
       kernel_->Heads(rows, h, tile_x_.data(), tile_prior_.data(), tile_offsets_.data(),
@@ -262,10 +264,12 @@ class LstmScorer final : public Scorer {
     return {h1, c1};
   }
 
-  // Standardized prior inputs and offsets of one user (lstm.h).
+  // Standardized prior inputs, then the attribute indicators (pw_ floats in
+  // all), and the offsets of one user (lstm.h).
   void PriorRow(const History& history, int64_t now_ms, float* prior, float* offsets) const {
     RawPriorInputs(model_.prior, history, now_ms, horizon_days_, prior, offsets);
     StandardizePrior(model_.prior, prior);
+    AttrIndicators(model_.attr_vocab, history, prior + kPriorCount);
   }
 
   // Returns (clv [B], head values [B, 4] = p, mu, sigma, churn).
@@ -324,6 +328,7 @@ class LstmScorer final : public Scorer {
   torch::Device device_;
   bool cuda_ = false;
   int hidden_ = 0;
+  int pw_ = kPriorCount;  // prior inputs + attribute indicators per row
   double horizon_days_ = 365;
   torch::Tensor w_ih_, w_hh_, b_ih_, b_hh_, head1_w_, head1_b_, head2_w_, head2_b_;
   torch::Tensor step_host_, rescore_host_;
@@ -332,7 +337,7 @@ class LstmScorer final : public Scorer {
   std::array<float, LstmCpuKernel::kTileRows * kFeatureCount> tile_x_{};
   std::array<float, LstmCpuKernel::kTileRows * LstmCpuKernel::kHeadValues> tile_heads_{};
   std::array<float, LstmCpuKernel::kTileRows * kFeatureCount> tile_factors_{};
-  std::array<float, LstmCpuKernel::kTileRows * kPriorCount> tile_prior_{};
+  std::vector<float> tile_prior_;
   std::array<float, LstmCpuKernel::kTileRows * kPriorOffsetCount> tile_offsets_{};
   std::vector<float> tile_state_;
 };
@@ -383,9 +388,25 @@ std::string LstmWeights::CheckShapes() const {
   return "";
 }
 
-LstmModel RandomLstmModel(int hidden_size, uint64_t seed, int head_hidden) {
+// Weight shapes plus the vocabulary matching the heads' attribute inputs.
+static std::string CheckModelShapes(const LstmModel& model) {
+  if (model.attr_vocab.size() != size_t(std::max(0, model.weights.attr_count))) {
+    return "attr_vocab has " + std::to_string(model.attr_vocab.size()) +
+           " entries but the heads take " + std::to_string(model.weights.attr_count) +
+           " attribute inputs";
+  }
+  if (model.attr_vocab.size() > size_t(kMaxAttrVocab)) {
+    return "attr_vocab has more than " + std::to_string(kMaxAttrVocab) + " entries";
+  }
+  return model.weights.CheckShapes();
+}
+
+LstmModel RandomLstmModel(int hidden_size, uint64_t seed, int head_hidden,
+                          const std::vector<AttrVocabEntry>& attr_vocab) {
   LstmModel model;
+  model.attr_vocab = attr_vocab;
   LstmWeights& w = model.weights;
+  w.attr_count = static_cast<int>(attr_vocab.size());
   w.hidden_size = hidden_size;
   w.head_hidden = head_hidden;
   std::mt19937_64 random(seed);
@@ -428,13 +449,17 @@ std::string LstmModelVersion(const LstmModel& model) {
   hash = Fnv1a(hash, params, sizeof(params));
   hash = Fnv1a(hash, prior.mean.data(), sizeof(float) * kPriorCount);
   hash = Fnv1a(hash, prior.scale.data(), sizeof(float) * kPriorCount);
+  // Only models with a vocabulary hash it (older ids stay the same).
+  for (const AttrVocabEntry& entry : model.attr_vocab) {
+    hash = Fnv1a(hash, &entry.pair_hash, sizeof(entry.pair_hash));
+  }
   char hex[17];
   std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(hash));
   return std::string("lstm/") + std::string(hex, 12);
 }
 
 bool SaveLstmModel(LstmModel model, const std::string& path, std::string* error) {
-  if (std::string shapes = model.weights.CheckShapes(); !shapes.empty()) {
+  if (std::string shapes = CheckModelShapes(model); !shapes.empty()) {
     *error = "SaveLstmModel " + path + ": " + shapes;
     return false;
   }
@@ -450,8 +475,18 @@ bool SaveLstmModel(LstmModel model, const std::string& path, std::string* error)
   json["hidden_size"] = w.hidden_size;
   json["head_hidden"] = w.head_hidden;
   json["aggregate_begin"] = kAggregateBegin;
+  if (!model.attr_vocab.empty()) {
+    nlohmann::json vocab = nlohmann::json::array();
+    for (const AttrVocabEntry& entry : model.attr_vocab) {
+      char hex[17];
+      std::snprintf(hex, sizeof(hex), "%016llx",
+                    static_cast<unsigned long long>(entry.pair_hash));
+      vocab.push_back({{"pair", entry.text}, {"hash", hex}});
+    }
+    json["attr_vocab"] = vocab;
+  }
   json["heads"] =
-      "z=[h, aggregates, prior]; ziln(p=sigmoid(o0+logit P_any), mu=o1+log(E[spend]/P_any), "
+      "z=[h, aggregates, prior, attr indicators]; ziln(p=sigmoid(o0+logit P_any), mu=o1+log(E[spend]/P_any), "
       "sigma=softplus(o2)+0.01) + churn=sigmoid(o3)";
   nlohmann::json features = nlohmann::json::array();
   for (int i = 0; i < kFeatureCount; ++i) {
@@ -573,6 +608,21 @@ bool LoadLstmModel(const std::string& path, LstmModel* model, std::string* error
       loaded.norm.mean[i] = features[i].at("mean").get<float>();
       loaded.norm.scale[i] = features[i].at("scale").get<float>();
     }
+    if (json.contains("attr_vocab")) {
+      const auto& vocab = json.at("attr_vocab");
+      if (!vocab.is_array() || vocab.size() > size_t(kMaxAttrVocab)) {
+        *error = "LoadLstmModel " + path + ": attr_vocab: expected an array of at most " +
+                 std::to_string(kMaxAttrVocab) + " entries";
+        return false;
+      }
+      for (const auto& item : vocab) {
+        AttrVocabEntry entry;
+        entry.text = item.at("pair").get<std::string>();
+        entry.pair_hash = std::stoull(item.at("hash").get<std::string>(), nullptr, 16);
+        loaded.attr_vocab.push_back(std::move(entry));
+      }
+    }
+    w.attr_count = static_cast<int>(loaded.attr_vocab.size());
     const auto& weights = json.at("weights");
     std::string field_error;
     bool ok = JsonToFloats(weights, "w_ih", &w.w_ih, &field_error) &&
@@ -601,7 +651,7 @@ bool LoadLstmModel(const std::string& path, LstmModel* model, std::string* error
     }
     *model = std::move(loaded);
     return true;
-  } catch (const nlohmann::json::exception& e) {
+  } catch (const std::exception& e) {  // json errors, std::stoull on a bad hash
     *error = "LoadLstmModel " + path + ": " + e.what();
     return false;
   }
@@ -613,7 +663,7 @@ bool CudaAvailable() { return torch::cuda::is_available(); }
 
 std::unique_ptr<Scorer> MakeLstmScorer(const LstmModel& model, const LstmScorerOptions& options,
                                        std::string* error) {
-  if (std::string shapes = model.weights.CheckShapes(); !shapes.empty()) {
+  if (std::string shapes = CheckModelShapes(model); !shapes.empty()) {
     *error = "lstm model " + model.version + ": " + shapes;
     return nullptr;
   }

@@ -31,6 +31,9 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 namespace clv::config {
 struct ModelOptions;
@@ -56,11 +59,31 @@ const char* EventKindName(EventKind kind);
 // Canonical name -> kind; false when unknown.
 bool ParseEventKind(std::string_view name, EventKind* kind);
 
+// Profile attributes as a scorer sees them: up to kMaxAttrs (key, value)
+// pairs as hashes (AttrHash of "key" and of "key=value"), sorted by key_hash,
+// empty slots (key_hash 0) at the end. Fixed size, plain data, O(1) to copy.
+inline constexpr int kMaxAttrs = 8;
+struct AttrEntry {
+  uint64_t key_hash = 0;   // 0 = empty slot
+  uint64_t pair_hash = 0;
+};
+using AttrEntries = std::array<AttrEntry, kMaxAttrs>;
+// 64-bit FNV-1a of `text`, never 0 (stable across builds and machines).
+uint64_t AttrHash(std::string_view text);
+// Entries of (key, value) pairs (any order; a repeated key keeps the last
+// value; beyond kMaxAttrs distinct keys the largest key hashes are dropped).
+AttrEntries MakeAttrEntries(const std::vector<std::pair<std::string, std::string>>& attrs);
+// Merges `update` into `into` (replace by key_hash), keeps the sort order.
+void MergeAttrEntries(AttrEntries& into, const AttrEntries& update);
+// Whether `entries` holds the pair with hash `pair_hash`.
+bool HasAttrPair(const AttrEntries& entries, uint64_t pair_hash);
+
 // What a scorer sees of one event.
 struct StepEvent {
   EventKind kind = EventKind::kPageView;
   int64_t ts_ms = 0;
   double amount = 0;  // > 0 for purchase and refund, else 0
+  AttrEntries attrs{};  // profile events only: the attributes they set
 };
 
 // Running per-user aggregates. Plain data, stored in UserState.
@@ -82,10 +105,12 @@ struct History {
   double log_value_sum = 0;    // sum of log(amount) over purchases
   double log_value_sq_sum = 0; // sum of log(amount)^2 over purchases
   double ewma_gap_days = 0;    // exponentially weighted mean gap between purchase days
+  AttrEntries attrs{};         // the user's current profile attributes
 };
 
-// Folds one event into the aggregates. The single implementation used for
-// training, evaluation and serving.
+// Folds one event into the aggregates (a profile event's attrs are merged
+// into history.attrs). The single implementation used for training,
+// evaluation and serving.
 void UpdateHistory(History& history, const StepEvent& event);
 
 // One input that moved the score, with its signed contribution (same unit as clv).

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <numeric>
 #include <random>
 
@@ -29,8 +30,8 @@ struct UserExamples {
   size_t user = 0;
   std::vector<float> step_x;     // [n, F]
   std::vector<float> rescore_x;  // [n, A]
-  // Prior inputs [n, P] and offsets [n, O] of each labelled example, at its
-  // own (sampled) horizon.
+  // Prior inputs then attribute indicators [n, P + K] and offsets [n, O] of
+  // each labelled example, at its own (sampled) horizon.
   std::vector<float> step_prior, step_offsets, rescore_prior, rescore_offsets;
   std::vector<float> step_y, step_mask, step_churn;
   std::vector<float> rescore_y, rescore_mask, rescore_churn;
@@ -57,8 +58,9 @@ struct HorizonRange {
 };
 
 void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRange& horizons,
-                       const LstmPrior& prior, int snapshots, std::mt19937_64& random,
-                       UserExamples* out) {
+                       const LstmPrior& prior, const std::vector<AttrVocabEntry>& vocab,
+                       int snapshots, std::mt19937_64& random, UserExamples* out) {
+  const size_t pw = kPriorCount + vocab.size();
   const auto& events = user.events;
   const size_t n = events.size();
   std::vector<double> spend_prefix(n + 1, 0.0);
@@ -79,8 +81,8 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRa
   };
   out->step_x.resize(n * kFeatureCount);
   out->rescore_x.resize(n * kAggregateCount);
-  out->step_prior.assign(n * kPriorCount, 0.0f);
-  out->rescore_prior.assign(n * kPriorCount, 0.0f);
+  out->step_prior.assign(n * pw, 0.0f);
+  out->rescore_prior.assign(n * pw, 0.0f);
   out->step_offsets.assign(n * kPriorOffsetCount, 0.0f);
   out->rescore_offsets.assign(n * kPriorOffsetCount, 0.0f);
   for (auto* v : {&out->step_y, &out->step_mask, &out->step_churn, &out->rescore_y,
@@ -99,7 +101,8 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRa
       out->step_mask[k] = 1;
       label(k, event.ts_ms + horizon_ms, &out->step_y[k], &out->step_churn[k]);
       RawPriorInputs(prior, after, event.ts_ms, double(horizon_ms) / kMsPerDay,
-                     &out->step_prior[k * kPriorCount], &out->step_offsets[k * kPriorOffsetCount]);
+                     &out->step_prior[k * pw], &out->step_offsets[k * kPriorOffsetCount]);
+      AttrIndicators(vocab, after, &out->step_prior[k * pw + kPriorCount]);
     }
   }
   // Step examples of one user weigh kStepWeightPerUser in all at most, so
@@ -133,8 +136,9 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRa
     const int64_t horizon_ms = horizons.Draw(at, end_ms, random);
     label(k, at + horizon_ms, &out->rescore_y[k], &out->rescore_churn[k]);
     RawPriorInputs(prior, afters[k], at, double(horizon_ms) / kMsPerDay,
-                   &out->rescore_prior[k * kPriorCount],
+                   &out->rescore_prior[k * pw],
                    &out->rescore_offsets[k * kPriorOffsetCount]);
+    AttrIndicators(vocab, afters[k], &out->rescore_prior[k * pw + kPriorCount]);
   }
 }
 
@@ -149,7 +153,7 @@ struct Batch {
   torch::Tensor rescore_y, rescore_mask, rescore_churn;  // [L, B]
 };
 
-Batch MakeBatch(const std::vector<const UserExamples*>& users) {
+Batch MakeBatch(const std::vector<const UserExamples*>& users, int64_t pw) {
   Batch batch;
   const int64_t b = static_cast<int64_t>(users.size());
   int64_t length = 0;
@@ -157,8 +161,8 @@ Batch MakeBatch(const std::vector<const UserExamples*>& users) {
   batch.length = length;
   batch.x = torch::zeros({length, b, kFeatureCount});
   batch.r = torch::zeros({length, b, kAggregateCount});
-  batch.step_prior = torch::zeros({length, b, kPriorCount});
-  batch.rescore_prior = torch::zeros({length, b, kPriorCount});
+  batch.step_prior = torch::zeros({length, b, pw});
+  batch.rescore_prior = torch::zeros({length, b, pw});
   batch.step_offsets = torch::zeros({length, b, kPriorOffsetCount});
   batch.rescore_offsets = torch::zeros({length, b, kPriorOffsetCount});
   for (auto* t : {&batch.step_y, &batch.step_mask, &batch.step_churn, &batch.rescore_y,
@@ -174,10 +178,8 @@ Batch MakeBatch(const std::vector<const UserExamples*>& users) {
       std::copy_n(&u.rescore_x[k * kAggregateCount], kAggregateCount,
                   r + (k * b + j) * kAggregateCount);
       const size_t at = k * b + j;
-      std::copy_n(&u.step_prior[k * kPriorCount], kPriorCount,
-                  batch.step_prior.data_ptr<float>() + at * kPriorCount);
-      std::copy_n(&u.rescore_prior[k * kPriorCount], kPriorCount,
-                  batch.rescore_prior.data_ptr<float>() + at * kPriorCount);
+      std::copy_n(&u.step_prior[k * pw], pw, batch.step_prior.data_ptr<float>() + at * pw);
+      std::copy_n(&u.rescore_prior[k * pw], pw, batch.rescore_prior.data_ptr<float>() + at * pw);
       std::copy_n(&u.step_offsets[k * kPriorOffsetCount], kPriorOffsetCount,
                   batch.step_offsets.data_ptr<float>() + at * kPriorOffsetCount);
       std::copy_n(&u.rescore_offsets[k * kPriorOffsetCount], kPriorOffsetCount,
@@ -338,6 +340,44 @@ PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vecto
   return result;
 }
 
+// The `size` most frequent profile (key=value) pairs, by users holding them at
+// any time; pairs held by fewer than 0.5% of the users (at least 2) are left
+// out. Deterministic: ties broken by hash.
+std::vector<AttrVocabEntry> BuildAttrVocab(const Dataset& data, int size) {
+  std::vector<AttrVocabEntry> vocab;
+  if (size <= 0) return vocab;
+  std::map<uint64_t, size_t> users_with;
+  for (const UserSequence& user : data.users) {
+    std::vector<uint64_t> pairs;
+    for (const StepEvent& event : user.events) {
+      if (event.kind != EventKind::kProfile) continue;
+      for (const AttrEntry& entry : event.attrs) {
+        if (entry.key_hash != 0) pairs.push_back(entry.pair_hash);
+      }
+    }
+    std::sort(pairs.begin(), pairs.end());
+    pairs.erase(std::unique(pairs.begin(), pairs.end()), pairs.end());
+    for (uint64_t pair : pairs) ++users_with[pair];
+  }
+  const size_t min_users = std::max<size_t>(2, data.users.size() / 200);
+  std::vector<std::pair<size_t, uint64_t>> ranked;
+  for (auto [pair, count] : users_with) {
+    if (count >= min_users) ranked.emplace_back(count, pair);
+  }
+  std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  const size_t keep = std::min<size_t>(ranked.size(), std::min(size, kMaxAttrVocab));
+  for (size_t i = 0; i < keep; ++i) {
+    AttrVocabEntry entry;
+    entry.pair_hash = ranked[i].second;
+    auto text = data.attr_texts.find(entry.pair_hash);
+    entry.text = text != data.attr_texts.end() ? text->second : "?";
+    vocab.push_back(std::move(entry));
+  }
+  return vocab;
+}
+
 void PrintEpoch(const EpochReport& r) {
   std::fprintf(stderr,
                "epoch %3d  train loss %.4f  validation loss %.4f  validation gini %.4f  lr %.2e  "
@@ -388,6 +428,13 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
                  prior.gamma_gamma.p, prior.gamma_gamma.q, prior.gamma_gamma.gamma,
                  baseline.fit.customers);
   }
+  const std::vector<AttrVocabEntry> vocab = BuildAttrVocab(data, options.attr_vocab_size);
+  const size_t pw = kPriorCount + vocab.size();
+  if (!vocab.empty()) {
+    std::string names;
+    for (const auto& entry : vocab) names += (names.empty() ? "" : " ") + entry.text;
+    std::fprintf(stderr, "profile attribute inputs (%zu): %s\n", vocab.size(), names.c_str());
+  }
   torch::manual_seed(options.seed);
   if (options.threads > 0) at::set_num_threads(options.threads);
   std::mt19937_64 random(options.seed);
@@ -404,8 +451,8 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   std::vector<double> residual_log;
   for (size_t i = 0; i < data.users.size(); ++i) {
     examples[i].user = i;
-    BuildUserExamples(data.users[i], data.end_ms, horizons, prior, options.snapshots_per_user,
-                      random, &examples[i]);
+    BuildUserExamples(data.users[i], data.end_ms, horizons, prior, vocab,
+                      options.snapshots_per_user, random, &examples[i]);
     bool is_validation = holdout(random);
     const UserExamples& u = examples[i];
     events += u.length();
@@ -414,10 +461,10 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
       if (is_validation) continue;
       stats.Add(&u.step_x[k * kFeatureCount]);
       for (auto [y, m, ch, pr, off] :
-           {std::tuple{u.step_y[k], u.step_mask[k], u.step_churn[k], &u.step_prior[k * kPriorCount],
+           {std::tuple{u.step_y[k], u.step_mask[k], u.step_churn[k], &u.step_prior[k * pw],
                        &u.step_offsets[k * kPriorOffsetCount]},
             std::tuple{u.rescore_y[k], u.rescore_mask[k], u.rescore_churn[k],
-                       &u.rescore_prior[k * kPriorCount],
+                       &u.rescore_prior[k * pw],
                        &u.rescore_offsets[k * kPriorOffsetCount]}}) {
         if (m == 0) continue;
         prior_count += 1;
@@ -455,8 +502,8 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     for (size_t k = 0; k < u.length(); ++k) {
       norm.Apply(&u.step_x[k * kFeatureCount], kFeatureCount);
       norm.Apply(&u.rescore_x[k * kAggregateCount], kAggregateCount, kAggregateBegin);
-      StandardizePrior(prior, &u.step_prior[k * kPriorCount]);
-      StandardizePrior(prior, &u.rescore_prior[k * kPriorCount]);
+      StandardizePrior(prior, &u.step_prior[k * pw]);
+      StandardizePrior(prior, &u.rescore_prior[k * pw]);
     }
   }
 
@@ -467,7 +514,7 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     std::vector<Batch> batches;
     for (size_t i = 0; i < users.size(); i += options.batch_users) {
       size_t end = std::min(users.size(), i + size_t(options.batch_users));
-      batches.push_back(MakeBatch({users.begin() + i, users.begin() + end}));
+      batches.push_back(MakeBatch({users.begin() + i, users.begin() + end}, int64_t(pw)));
     }
     return batches;
   };
@@ -478,7 +525,8 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
 
   // Initial weights: PyTorch-style uniform init, head biases at the label
   // base rates so training starts from a sensible ZILN.
-  LstmModel model = RandomLstmModel(options.hidden_size, options.seed, options.head_hidden);
+  LstmModel model =
+      RandomLstmModel(options.hidden_size, options.seed, options.head_hidden, vocab);
   auto logit = [](double p) {
     p = std::clamp(p, 1e-4, 1 - 1e-4);
     return std::log(p / (1 - p));
@@ -510,6 +558,7 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     out.horizon_days = options.horizon_days;
     out.min_horizon_days = min_horizon_days;
     out.prior = prior;
+    out.attr_vocab = vocab;
     out.norm = norm;
     out.weights = weights;
     nlohmann::json training = {
@@ -535,6 +584,7 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
         {"batch_users", options.batch_users},
         {"bptt_steps", options.bptt_steps},
         {"snapshots_per_user", options.snapshots_per_user},
+        {"attr_vocab_size", options.attr_vocab_size},
         {"learning_rate", options.learning_rate},
         {"lr_decay", options.lr_decay},
         {"patience", options.patience},

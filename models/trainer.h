@@ -66,6 +66,10 @@ struct TrainOptions {
   // Snapshot (rescore) examples per user (two in one gap between events
   // share a slot with weight 2).
   int snapshots_per_user = 8;
+  // Profile-attribute indicator inputs of the heads: the most frequent
+  // key=value pairs of the data, at most this many (<= kMaxAttrVocab; 0 = the
+  // model ignores profile attributes).
+  int attr_vocab_size = 16;
   double learning_rate = 3e-3;
   // Learning rate multiplier applied after every epoch.
   double lr_decay = 0.92;

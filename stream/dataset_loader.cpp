@@ -13,6 +13,7 @@ bool LoadDataset(const std::vector<std::string>& paths, const config::Config& co
                  const std::string& format, const std::vector<std::string>& columns,
                  models::Dataset* dataset, LoadStats* stats, std::string* error) {
   Decoder decoder(config.mapping, config.validation);
+  dataset->attr_texts.clear();
   struct Row {
     models::StepEvent event;
     int64_t order = 0;
@@ -69,8 +70,15 @@ bool LoadDataset(const std::vector<std::string>& paths, const config::Config& co
         continue;
       }
       ++stats->events;
-      by_user[event.user_id].push_back(
-          Row{models::StepEvent{event.kind, event.ts_ms, event.amount}, order++});
+      models::StepEvent step{event.kind, event.ts_ms, event.amount};
+      if (event.kind == models::EventKind::kProfile) {
+        step.attrs = models::MakeAttrEntries(event.attrs);
+        for (const auto& [key, value] : event.attrs) {
+          std::string pair = key + "=" + value;
+          dataset->attr_texts.emplace(models::AttrHash(pair), pair);
+        }
+      }
+      by_user[event.user_id].push_back(Row{step, order++});
     }
     if (!reader->status().ok()) {
       *error = reader->status().message;

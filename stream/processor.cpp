@@ -557,6 +557,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
       Op op;
       op.is_event = false;
       op.before = op.after = ToHistory(user->state.aggregates);
+      op.before.attrs = op.after.attrs = models::MakeAttrEntries(user->state.attrs);
       op.now_ms = due;
       op.seq = ++user->state.seq;
       work_for(user).ops.push_back(op);
@@ -593,7 +594,11 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
     }
     Op op;
     op.event = models::StepEvent{d.event.kind, d.event.ts_ms, d.event.amount};
+    if (d.event.kind == models::EventKind::kProfile) {
+      op.event.attrs = models::MakeAttrEntries(d.event.attrs);
+    }
     op.before = ToHistory(s.aggregates);
+    op.before.attrs = models::MakeAttrEntries(s.attrs);  // attrs before this event
     op.after = op.before;
     models::UpdateHistory(op.after, op.event);
     op.now_ms = d.event.ts_ms;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <set>
 #include <string>
@@ -387,6 +388,105 @@ TEST(LstmScorer, ScoresAndStatesDoNotDependOnTheBatchAroundAUser) {
   }
 }
 
+// Profile attributes: hashed (key, key=value) entries, merged by key.
+TEST(ProfileAttrs, ProfileEventsMergeIntoTheHistoryByKey) {
+  StepEvent first = Event(EventKind::kProfile, kWednesday);
+  first.attrs = MakeAttrEntries({{"tier", "basic"}, {"channel", "email"}});
+  StepEvent upgrade = Event(EventKind::kProfile, kWednesday + kHour);
+  upgrade.attrs = MakeAttrEntries({{"tier", "gold"}});
+  History h;
+  UpdateHistory(h, first);
+  EXPECT_TRUE(HasAttrPair(h.attrs, AttrHash("tier=basic")));
+  EXPECT_TRUE(HasAttrPair(h.attrs, AttrHash("channel=email")));
+  UpdateHistory(h, upgrade);
+  EXPECT_FALSE(HasAttrPair(h.attrs, AttrHash("tier=basic")));
+  EXPECT_TRUE(HasAttrPair(h.attrs, AttrHash("tier=gold")));
+  EXPECT_TRUE(HasAttrPair(h.attrs, AttrHash("channel=email")));
+  // The same as building the user's final attributes in one go, whatever the order.
+  AttrEntries direct = MakeAttrEntries({{"tier", "gold"}, {"channel", "email"}});
+  EXPECT_EQ(0, std::memcmp(direct.data(), h.attrs.data(), sizeof(direct)));
+  // A non-profile event leaves them alone.
+  UpdateHistory(h, Event(EventKind::kPurchase, kWednesday + 2 * kHour, 10));
+  EXPECT_EQ(0, std::memcmp(direct.data(), h.attrs.data(), sizeof(direct)));
+  EXPECT_EQ(h.attrs[2].key_hash, 0u);  // two keys, the rest empty
+}
+
+// A user who sets `tier` first, then shops like ShopperA.
+Replay ShopperWithTier(const std::string& tier) {
+  std::vector<StepEvent> events;
+  StepEvent profile = Event(EventKind::kProfile, kWednesday + 9 * kHour);
+  profile.attrs = MakeAttrEntries({{"tier", tier}, {"country", "DE"}});
+  events.push_back(profile);
+  for (const StepEvent& e : ShopperA().events) events.push_back(e);
+  return Replay(std::move(events));
+}
+
+std::vector<Score> ScoreReplay(Scorer& scorer, const Replay& r) {
+  std::vector<float> state(scorer.state_size());
+  scorer.InitState(state.data());
+  std::vector<Score> scores;
+  for (size_t k = 0; k < r.events.size(); ++k) {
+    StepInput in = r.Input(k, state.data());
+    Score score;
+    scorer.Step({&in, 1}, {&score, 1});
+    scores.push_back(score);
+  }
+  RescoreInput later{&r.after.back(), r.events.back().ts_ms + 40 * 24 * kHour, state.data()};
+  Score rescored;
+  scorer.Rescore({&later, 1}, {&rescored, 1});
+  scores.push_back(rescored);
+  return scores;
+}
+
+std::vector<AttrVocabEntry> TierVocab() {
+  return {{AttrHash("tier=gold"), "tier=gold"}, {AttrHash("tier=bronze"), "tier=bronze"}};
+}
+
+TEST(LstmScorer, AModelWithAnAttrVocabularyScoresGoldAndBronzeDifferently) {
+  LstmModel model = RandomLstmModel(16, 31, 8, TierVocab());
+  ASSERT_EQ(model.weights.attr_count, 2);
+  auto scorer = MakeScorer(model);
+  auto gold = ScoreReplay(*scorer, ShopperWithTier("gold"));
+  auto bronze = ScoreReplay(*scorer, ShopperWithTier("bronze"));
+  auto other = ScoreReplay(*scorer, ShopperWithTier("basic"));  // not in the vocabulary
+  ASSERT_EQ(gold.size(), bronze.size());
+  for (size_t k = 0; k < gold.size(); ++k) {
+    EXPECT_NE(gold[k].clv, bronze[k].clv) << "step " << k;
+    EXPECT_NE(gold[k].clv, other[k].clv) << "step " << k;
+    EXPECT_GT(gold[k].clv, 0);
+  }
+}
+
+TEST(LstmScorer, AModelWithoutAVocabularyIgnoresAttrs) {
+  LstmModel model = RandomLstmModel(16, 31, 8);
+  ASSERT_EQ(model.weights.attr_count, 0);
+  auto scorer = MakeScorer(model);
+  auto gold = ScoreReplay(*scorer, ShopperWithTier("gold"));
+  auto bronze = ScoreReplay(*scorer, ShopperWithTier("bronze"));
+  ASSERT_EQ(gold.size(), bronze.size());
+  for (size_t k = 0; k < gold.size(); ++k) {
+    ExpectSameBytes(gold[k], bronze[k], "step " + std::to_string(k));
+  }
+}
+
+TEST(LstmScorer, WithAttrInputsScoresStillDoNotDependOnTheBatch) {
+  LstmModel model = RandomLstmModel(20, 37, 7, TierVocab());
+  auto scorer = MakeScorer(model);
+  auto plain = SomeUsers(600);
+  std::vector<Replay> users;
+  const char* tiers[] = {"gold", "bronze", "basic"};
+  for (size_t u = 0; u < plain.size(); ++u) {
+    std::vector<StepEvent> events = plain[u].events;
+    StepEvent profile = Event(EventKind::kProfile, events.front().ts_ms);
+    profile.attrs = MakeAttrEntries({{"tier", tiers[u % 3]}});
+    events.insert(events.begin() + std::min<size_t>(1, events.size()), profile);
+    users.emplace_back(std::move(events));
+  }
+  ReplayOutcome alone = ReplayInBatches(*scorer, users, 1, 0);
+  ExpectSameOutcome(alone, ReplayInBatches(*scorer, users, 7, 11), "attrs, batches of 7");
+  ExpectSameOutcome(alone, ReplayInBatches(*scorer, users, 600, 12), "attrs, batches of 600");
+}
+
 // The CPU kernel exists in AVX-512, AVX2+FMA and baseline builds (picked from
 // the CPU; CLV_LSTM_KERNEL forces a lower one). AVX-512 and AVX2 give the
 // same bits; the baseline one (no FMA) agrees closely.
@@ -565,6 +665,37 @@ TEST(LstmModelFile, SaveLoadRoundTripGivesIdenticalScores) {
     }
     EXPECT_EQ(sa, sb);
   }
+}
+
+TEST(LstmModelFile, AttrVocabularyRoundTripsAndOldFilesLoadWithoutOne) {
+  testing::TempDir dir;
+  std::string error;
+  LstmModel with = RandomLstmModel(16, 41, 8, TierVocab());
+  LstmModel without = RandomLstmModel(16, 41, 8);
+  EXPECT_NE(LstmModelVersion(with), LstmModelVersion(without));
+  const std::string path = dir.str() + "/with.json", old_path = dir.str() + "/without.json";
+  ASSERT_TRUE(SaveLstmModel(with, path, &error)) << error;
+  ASSERT_TRUE(SaveLstmModel(without, old_path, &error)) << error;
+  LstmModel loaded, loaded_old;
+  ASSERT_TRUE(LoadLstmModel(path, &loaded, &error)) << error;
+  ASSERT_TRUE(LoadLstmModel(old_path, &loaded_old, &error)) << error;
+  ASSERT_EQ(loaded.attr_vocab.size(), 2u);
+  EXPECT_EQ(loaded.attr_vocab[0].pair_hash, AttrHash("tier=gold"));
+  EXPECT_EQ(loaded.attr_vocab[1].text, "tier=bronze");
+  EXPECT_EQ(loaded.weights.attr_count, 2);
+  EXPECT_TRUE(loaded_old.attr_vocab.empty());
+  EXPECT_EQ(loaded_old.weights.attr_count, 0);
+  std::ifstream old_file(old_path);
+  std::string old_text((std::istreambuf_iterator<char>(old_file)), {});
+  EXPECT_EQ(old_text.find("attr_vocab"), std::string::npos);  // the v2 layout, unchanged
+  auto a = MakeScorer(with), b = MakeScorer(loaded);
+  auto sa = ScoreReplay(*a, ShopperWithTier("gold")), sb = ScoreReplay(*b, ShopperWithTier("gold"));
+  for (size_t k = 0; k < sa.size(); ++k) ExpectSameBytes(sa[k], sb[k], "step " + std::to_string(k));
+  // A vocabulary that does not match the heads is refused.
+  LstmModel broken = with;
+  broken.attr_vocab.pop_back();
+  EXPECT_FALSE(SaveLstmModel(broken, dir.str() + "/broken.json", &error));
+  EXPECT_NE(error.find("attr_vocab"), std::string::npos) << error;
 }
 
 TEST(LstmModelFile, BadFilesAreRejectedWithTheirPath) {
@@ -759,6 +890,36 @@ TEST(Trainer, TinyTrainingRunReducesLossAndRanksUsers) {
     if (user.events.size() == 1) tourist = final_score(user, 1);
   }
   EXPECT_GT(regular, tourist);
+}
+
+TEST(Trainer, BuildsAnAttrVocabularyFromProfileEventsAndCanBeToldNotTo) {
+  Dataset data = TinyShop(120, 3);
+  for (size_t u = 0; u < data.users.size(); ++u) {
+    auto& events = data.users[u].events;
+    StepEvent profile = Event(EventKind::kProfile, events.front().ts_ms);
+    const std::string tier = u % 3 == 0 ? "gold" : "basic";  // regulars are gold
+    profile.attrs = MakeAttrEntries({{"tier", tier}});
+    data.attr_texts[AttrHash("tier=" + tier)] = "tier=" + tier;
+    events.insert(events.begin(), profile);
+  }
+  TrainOptions options;
+  options.horizon_days = 30;
+  options.min_horizon_days = 10;
+  options.hidden_size = 8;
+  options.head_hidden = 8;
+  options.epochs = 1;
+  options.threads = 1;
+  TrainResult result = TrainLstm(data, options, [](const EpochReport&) {});
+  ASSERT_TRUE(result.ok()) << result.error;
+  ASSERT_EQ(result.model.attr_vocab.size(), 2u);
+  EXPECT_EQ(result.model.attr_vocab[0].text, "tier=basic");  // the most frequent first
+  EXPECT_EQ(result.model.attr_vocab[1].text, "tier=gold");
+  EXPECT_EQ(result.model.weights.attr_count, 2);
+  options.attr_vocab_size = 0;
+  TrainResult plain = TrainLstm(data, options, [](const EpochReport&) {});
+  ASSERT_TRUE(plain.ok()) << plain.error;
+  EXPECT_TRUE(plain.model.attr_vocab.empty());
+  EXPECT_EQ(plain.model.weights.attr_count, 0);
 }
 
 TEST(Trainer, RefusesWhenNoStepCanBeLabelled) {
