@@ -17,8 +17,11 @@
 // offsets move together. After a crash the store holds exactly the state of
 // the last successful Commit(). Nothing is visible to Get() before Commit().
 //
-// Thread-safety: one writer thread (the processor). Snapshot() readers (HTTP)
-// may run concurrently from other threads.
+// Thread-safety: Commit() from one thread at a time (the processor's store
+// writer); every read (users, offsets, timers, meta, event ids) may run
+// concurrently with it from other threads (the processing thread reads
+// while the writer commits the previous batch), as may Snapshot() readers
+// (HTTP). A read sees each Commit() whole or not at all.
 //
 // Example:
 //   std::unique_ptr<state::StateStore> store;
