@@ -266,7 +266,7 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
       ->capture_default_str()->check(CLI::Range(0, 10000));
   train->add_option("--attr-vocab", t.options.attr_vocab_size,
                     "Profile key=value pairs the heads see as 0/1 inputs (the most frequent; "
-                    "0 = ignore profile attributes)")
+                    "0 = ignore profile attributes; up to 16)")
       ->capture_default_str()->check(CLI::Range(0, 16));
   train->add_option("--lr", t.options.learning_rate, "Adam learning rate")
       ->capture_default_str()->check(CLI::PositiveNumber);

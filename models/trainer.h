@@ -68,8 +68,9 @@ struct TrainOptions {
   int snapshots_per_user = 8;
   // Profile-attribute indicator inputs of the heads: the most frequent
   // key=value pairs of the data, at most this many (<= kMaxAttrVocab; 0 = the
-  // model ignores profile attributes).
-  int attr_vocab_size = 16;
+  // model ignores profile attributes). Off by default: no held-out gain on the
+  // synthetic shop (docs/MODELS.md, run p4), and 0 keeps older recipes' bytes.
+  int attr_vocab_size = 0;
   double learning_rate = 3e-3;
   // Learning rate multiplier applied after every epoch.
   double lr_decay = 0.92;

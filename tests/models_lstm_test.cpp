@@ -909,6 +909,8 @@ TEST(Trainer, BuildsAnAttrVocabularyFromProfileEventsAndCanBeToldNotTo) {
   options.head_hidden = 8;
   options.epochs = 1;
   options.threads = 1;
+  EXPECT_EQ(options.attr_vocab_size, 0);  // off unless asked for
+  options.attr_vocab_size = 16;
   TrainResult result = TrainLstm(data, options, [](const EpochReport&) {});
   ASSERT_TRUE(result.ok()) << result.error;
   ASSERT_EQ(result.model.attr_vocab.size(), 2u);
