@@ -455,8 +455,10 @@ const std::vector<Option>& OptionTable() {
       {.key = "stream.dedup_retention_days",
        .access = MemberOf<&Config::stream, &StreamOptions::dedup_retention_days>,
        .description = "Every event id is also kept in RocksDB for this many days of event time "
-                      "(behind the largest event time seen), so a re-send is caught however late "
-                      "it comes within that time. 0 keeps only the per-user window.",
+                      "(behind the latest event of each input topic-partition), so a re-send is "
+                      "caught however late it comes within that time; an event further behind "
+                      "its topic-partition's latest event is dead-lettered. 0 keeps only the "
+                      "per-user window.",
        .min = 0,
        .max = 3650},
       {.key = "stream.cache_max_users",

@@ -126,8 +126,10 @@ struct StreamOptions {
   // Event ids remembered per user for dedup (a fast in-memory check).
   int dedup_window = 64;
   // Every event id is also kept in RocksDB for this many days of event time
-  // (behind the largest event time seen), so a re-send is caught however late
-  // it comes within that time. 0 keeps only the per-user window.
+  // (behind the latest event of each input topic-partition), so a re-send is
+  // caught however late it comes within that time; an event further behind
+  // its topic-partition's latest event is dead-lettered. 0 keeps only the
+  // per-user window.
   int dedup_retention_days = 30;
   // Users kept in the write-back cache.
   int cache_max_users = 200000;

@@ -105,6 +105,10 @@ namespace {
 
 std::string StreamTimeKey(int32_t partition) { return "stream_time/" + std::to_string(partition); }
 
+std::string InputTimeKey(const connectors::TopicPartition& tp) {
+  return "input_time/" + tp.topic + "/" + std::to_string(tp.partition);
+}
+
 }  // namespace
 
 struct Processor::CachedUser {
@@ -255,14 +259,26 @@ std::optional<int64_t> Processor::StartOffset(const connectors::TopicPartition& 
 void Processor::OnAssigned(const std::vector<connectors::TopicPartition>& partitions) {
   for (const auto& tp : partitions) {
     assigned_.insert(tp);
-    if (stream_time_ms_.count(tp.partition)) continue;
-    std::optional<std::string> value;
-    auto status = store_.GetMeta(StreamTimeKey(tp.partition), &value);
-    if (!status.ok()) {
-      if (callback_error_.empty()) callback_error_ = status.message;
-      continue;
+    if (!stream_time_ms_.count(tp.partition)) {
+      std::optional<std::string> value;
+      auto status = store_.GetMeta(StreamTimeKey(tp.partition), &value);
+      if (!status.ok()) {
+        if (callback_error_.empty()) callback_error_ = status.message;
+        continue;
+      }
+      stream_time_ms_[tp.partition] = value ? std::stoll(*value) : 0;
     }
-    stream_time_ms_[tp.partition] = value ? std::stoll(*value) : 0;
+    if (!input_time_ms_.count(tp)) {
+      std::optional<std::string> value;
+      auto status = store_.GetMeta(InputTimeKey(tp), &value);
+      if (!status.ok()) {
+        if (callback_error_.empty()) callback_error_ = status.message;
+        continue;
+      }
+      // A store written before input times were kept: the partition's stream
+      // time (the stricter bound it used then).
+      input_time_ms_[tp] = value ? std::stoll(*value) : stream_time_ms_[tp.partition];
+    }
   }
 }
 
@@ -275,6 +291,7 @@ void Processor::OnRevoked(const std::vector<connectors::TopicPartition>& partiti
   if (status.ok()) {
     cache_.clear();
     stream_time_ms_.clear();
+    input_time_ms_.clear();
   }
 }
 
@@ -507,6 +524,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
   };
 
   std::map<connectors::TopicPartition, int64_t>::iterator offset_it = pending_offsets_.end();
+  std::map<connectors::TopicPartition, int64_t>::iterator input_time_it = input_time_ms_.end();
   for (auto& d : decoded) {
     const auto& message = *d.message;
     if (offset_it == pending_offsets_.end() || offset_it->first.partition != message.partition ||
@@ -521,24 +539,36 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
     }
     const int32_t partition = message.partition;
     auto& stream_time = stream_time_ms_[partition];
+    // Lateness is measured within the event's own topic-partition, whose
+    // order is fixed: one topic read ahead of another (a backlog) makes no
+    // event of the other late, and the verdict never depends on interleaving.
+    if (input_time_it == input_time_ms_.end() || input_time_it->first.partition != partition ||
+        input_time_it->first.topic != message.topic) {
+      input_time_it = input_time_ms_.try_emplace({message.topic, partition}, 0).first;
+    }
+    int64_t& input_time = input_time_it->second;
     state::EventIdEntry id_entry;
     bool id_seen_before = false;
     if (keep_ids) {
       id_entry = id_entries[id_index];
       id_seen_before = id_seen[id_index++];
       // Ids older than the retention are gone: such an event cannot be checked
-      // for duplicates, so it is refused (deterministically, by stream time).
-      const int32_t oldest_day = EventDay(stream_time) - config_.stream.dedup_retention_days;
-      if (stream_time > 0 && id_entry.day < oldest_day) {
+      // for duplicates, so it is refused (deterministically, by input time).
+      const int32_t oldest_day = EventDay(input_time) - config_.stream.dedup_retention_days;
+      if (input_time > 0 && id_entry.day < oldest_day) {
         status = SendDeadLetter(
             message, "event time " + std::to_string(d.event.ts_ms) + " is more than " +
                          std::to_string(config_.stream.dedup_retention_days) +
-                         " days behind the stream time " + std::to_string(stream_time) +
-                         " of partition " + std::to_string(partition) +
-                         " (stream.dedup_retention_days): too late to check for duplicates");
+                         " days behind the latest event time " + std::to_string(input_time) +
+                         " of " + message.topic + " [" + std::to_string(partition) +
+                         "] (stream.dedup_retention_days): too late to check for duplicates");
         if (!status.ok()) return status;
         continue;
       }
+    }
+    if (d.event.ts_ms > input_time) {
+      input_time = d.event.ts_ms;
+      input_time_dirty_.insert(input_time_it->first);
     }
     if (d.event.ts_ms > stream_time) {
       stream_time = d.event.ts_ms;
@@ -781,7 +811,9 @@ Status Processor::Commit() {
 Status Processor::Seal() {
   // After a failed batch the cache holds half-applied state: never write it.
   if (!failed_.empty()) return Status::Error("not committing after an error: " + failed_);
-  if (!HasUncommitted() && stream_time_dirty_.empty()) return Status::Ok();
+  if (!HasUncommitted() && stream_time_dirty_.empty() && input_time_dirty_.empty()) {
+    return Status::Ok();
+  }
   SealedCommit sealed;
   state::CommitBatch& batch = sealed.batch;
   batch.users.reserve(dirty_.size());
@@ -808,12 +840,16 @@ Status Processor::Seal() {
   for (int32_t partition : stream_time_dirty_) {
     batch.meta.emplace_back(StreamTimeKey(partition), std::to_string(stream_time_ms_[partition]));
   }
+  for (const auto& tp : input_time_dirty_) {
+    batch.meta.emplace_back(InputTimeKey(tp), std::to_string(input_time_ms_[tp]));
+  }
   for (const auto& [day, hash] : pending_event_ids_) batch.event_ids_added.push_back({day, hash});
-  if (config_.stream.dedup_retention_days > 0 && !stream_time_ms_.empty()) {
-    // Every partition refuses events older than its own stream time minus the
-    // retention, so ids before the slowest partition's horizon are never needed.
+  if (config_.stream.dedup_retention_days > 0 && !input_time_ms_.empty()) {
+    // Every input topic-partition refuses events older than its own latest
+    // event time minus the retention, so ids before the slowest one's horizon
+    // are never needed.
     int64_t min_stream_time = INT64_MAX;
-    for (const auto& [partition, ts] : stream_time_ms_) {
+    for (const auto& [tp, ts] : input_time_ms_) {
       if (ts > 0) min_stream_time = std::min(min_stream_time, ts);
     }
     int32_t expire_before = min_stream_time == INT64_MAX
@@ -831,6 +867,7 @@ Status Processor::Seal() {
   dirty_.clear();
   pending_offsets_.clear();
   stream_time_dirty_.clear();
+  input_time_dirty_.clear();
   // Everything sent so far (scores, alerts, dead letters of these events).
   sealed.mark = sink_.Mark();
   sealed_.push_back(std::move(sealed));
