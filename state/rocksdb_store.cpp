@@ -47,9 +47,9 @@ struct Tuning {
   static constexpr int kMaxWriteBufferNumber = 3;
   // SST block size, bytes (point lookups of ~700-byte values).
   static constexpr size_t kBlockBytes = 4u << 10;
-  // Bloom filter bits per key on users (~1% false positives): MultiGet of
-  // users never seen before skips the SST reads.
-  static constexpr double kUsersBloomBitsPerKey = 10;
+  // Bloom filter bits per key (~1% false positives): MultiGet of
+  // users or event ids never seen before skips the SST reads.
+  static constexpr double kBloomBitsPerKey = 10;
   // Memtable bloom filter (whole keys) as a share of the memtable size: a
   // lookup of a key that is not there (a new event id, a new user) skips
   // the memtable's skip-list search.
@@ -89,24 +89,23 @@ rocksdb::ColumnFamilyOptions MakeColumnFamilyOptions(std::string_view name,
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache;
   table.block_size = Tuning::kBlockBytes;
+  // Point lookups of keys that are mostly absent (new users, new event ids):
+  // bloom filters in the SSTs and in the memtable answer them.
+  auto bloom_filtered = [&] {
+    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(Tuning::kBloomBitsPerKey));
+    table.cache_index_and_filter_blocks = true;
+    table.pin_l0_filter_and_index_blocks_in_cache = true;
+    options.memtable_prefix_bloom_size_ratio = Tuning::kMemtableBloomRatio;
+    options.memtable_whole_key_filtering = true;
+  };
+  options.write_buffer_size = Tuning::kSmallWriteBufferBytes;
   if (name == kUsersColumnFamily) {
     options.write_buffer_size = Tuning::kUsersWriteBufferBytes;
-    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(Tuning::kUsersBloomBitsPerKey));
-    table.cache_index_and_filter_blocks = true;
-    table.pin_l0_filter_and_index_blocks_in_cache = true;
-    options.memtable_prefix_bloom_size_ratio = Tuning::kMemtableBloomRatio;
-    options.memtable_whole_key_filtering = true;
-  } else {
-    options.write_buffer_size = Tuning::kSmallWriteBufferBytes;
+    bloom_filtered();
   }
   if (name == kEventIdsColumnFamily) {
-    // Almost every lookup is for an id never seen: the bloom filter answers.
     options.write_buffer_size = Tuning::kEventIdsWriteBufferBytes;
-    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(Tuning::kUsersBloomBitsPerKey));
-    table.cache_index_and_filter_blocks = true;
-    table.pin_l0_filter_and_index_blocks_in_cache = true;
-    options.memtable_prefix_bloom_size_ratio = Tuning::kMemtableBloomRatio;
-    options.memtable_whole_key_filtering = true;
+    bloom_filtered();
   }
   if (name == kTimersColumnFamily) {
     options.prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(Tuning::kTimersPrefixBytes));

@@ -105,6 +105,18 @@ namespace {
 
 std::string StreamTimeKey(int32_t partition) { return "stream_time/" + std::to_string(partition); }
 
+// The entry of `map` for the message's topic-partition, found through `it`
+// (left pointing at it): messages come in runs of one partition.
+int64_t& EntryFor(std::map<connectors::TopicPartition, int64_t>& map,
+                  std::map<connectors::TopicPartition, int64_t>::iterator& it,
+                  const connectors::Message& message) {
+  if (it == map.end() || it->first.partition != message.partition ||
+      it->first.topic != message.topic) {
+    it = map.try_emplace({message.topic, message.partition}, 0).first;
+  }
+  return it->second;
+}
+
 std::string InputTimeKey(const connectors::TopicPartition& tp) {
   return "input_time/" + tp.topic + "/" + std::to_string(tp.partition);
 }
@@ -527,11 +539,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
   std::map<connectors::TopicPartition, int64_t>::iterator input_time_it = input_time_ms_.end();
   for (auto& d : decoded) {
     const auto& message = *d.message;
-    if (offset_it == pending_offsets_.end() || offset_it->first.partition != message.partition ||
-        offset_it->first.topic != message.topic) {
-      offset_it = pending_offsets_.try_emplace({message.topic, message.partition}, 0).first;
-    }
-    offset_it->second = message.offset + 1;
+    EntryFor(pending_offsets_, offset_it, message) = message.offset + 1;
     if (!d.ok) {
       status = SendDeadLetter(message, d.reason);
       if (!status.ok()) return status;
@@ -542,11 +550,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
     // Lateness is measured within the event's own topic-partition, whose
     // order is fixed: one topic read ahead of another (a backlog) makes no
     // event of the other late, and the verdict never depends on interleaving.
-    if (input_time_it == input_time_ms_.end() || input_time_it->first.partition != partition ||
-        input_time_it->first.topic != message.topic) {
-      input_time_it = input_time_ms_.try_emplace({message.topic, partition}, 0).first;
-    }
-    int64_t& input_time = input_time_it->second;
+    int64_t& input_time = EntryFor(input_time_ms_, input_time_it, message);
     state::EventIdEntry id_entry;
     bool id_seen_before = false;
     if (keep_ids) {
@@ -566,10 +570,7 @@ Status Processor::ProcessBatchImpl(const std::vector<connectors::Message>& messa
         continue;
       }
     }
-    if (d.event.ts_ms > input_time) {
-      input_time = d.event.ts_ms;
-      input_time_dirty_.insert(input_time_it->first);
-    }
+    input_time = std::max(input_time, d.event.ts_ms);
     if (d.event.ts_ms > stream_time) {
       stream_time = d.event.ts_ms;
       stream_time_dirty_.insert(partition);
@@ -811,9 +812,7 @@ Status Processor::Commit() {
 Status Processor::Seal() {
   // After a failed batch the cache holds half-applied state: never write it.
   if (!failed_.empty()) return Status::Error("not committing after an error: " + failed_);
-  if (!HasUncommitted() && stream_time_dirty_.empty() && input_time_dirty_.empty()) {
-    return Status::Ok();
-  }
+  if (!HasUncommitted() && stream_time_dirty_.empty()) return Status::Ok();
   SealedCommit sealed;
   state::CommitBatch& batch = sealed.batch;
   batch.users.reserve(dirty_.size());
@@ -840,8 +839,13 @@ Status Processor::Seal() {
   for (int32_t partition : stream_time_dirty_) {
     batch.meta.emplace_back(StreamTimeKey(partition), std::to_string(stream_time_ms_[partition]));
   }
-  for (const auto& tp : input_time_dirty_) {
-    batch.meta.emplace_back(InputTimeKey(tp), std::to_string(input_time_ms_[tp]));
+  // Input times move only with events, whose partitions all have an offset
+  // to commit.
+  for (const auto& [tp, offset] : pending_offsets_) {
+    auto it = input_time_ms_.find(tp);
+    if (it != input_time_ms_.end() && it->second > 0) {
+      batch.meta.emplace_back(InputTimeKey(tp), std::to_string(it->second));
+    }
   }
   for (const auto& [day, hash] : pending_event_ids_) batch.event_ids_added.push_back({day, hash});
   if (config_.stream.dedup_retention_days > 0 && !input_time_ms_.empty()) {
@@ -867,7 +871,6 @@ Status Processor::Seal() {
   dirty_.clear();
   pending_offsets_.clear();
   stream_time_dirty_.clear();
-  input_time_dirty_.clear();
   // Everything sent so far (scores, alerts, dead letters of these events).
   sealed.mark = sink_.Mark();
   sealed_.push_back(std::move(sealed));

@@ -270,7 +270,6 @@ class Processor {
   // Latest event time per input topic-partition: events further behind it
   // than stream.dedup_retention_days are refused as too late.
   std::map<connectors::TopicPartition, int64_t> input_time_ms_;
-  std::set<connectors::TopicPartition> input_time_dirty_;
   std::set<connectors::TopicPartition> assigned_;
   uint64_t batch_number_ = 0;
   std::string callback_error_;
