@@ -41,6 +41,7 @@ struct EvalFlags {
   std::string truth;
   std::string json;
   std::string svg;
+  std::string scores;
   std::string device = "cpu";
   std::string title;
 };
@@ -62,8 +63,11 @@ void PrintProgress(const models::EpochReport& r, int max_epochs) {
 // oracle is oracle_expected_spend: the expected spend knowing each user's
 // latent purchase rate, dropout probability and order value, weighted by
 // P(alive | purchase history) -- the best ranking from the purchase record.
+// `posterior` gets posterior_expected_spend where the file has it (the best
+// any model can approach from the events; truth files before it lack it).
 bool LoadTruth(const std::string& path, std::map<std::string, double>* expected,
-               std::map<std::string, double>* realized, std::string* error) {
+               std::map<std::string, double>* realized, std::map<std::string, double>* posterior,
+               std::string* error) {
   std::ifstream in(path);
   if (!in) {
     *error = "--truth " + path + ": cannot open";
@@ -84,6 +88,9 @@ bool LoadTruth(const std::string& path, std::map<std::string, double>* expected,
     std::string user = json["user_id"].get<std::string>();
     (*expected)[user] = json["oracle_expected_spend"].get<double>();
     (*realized)[user] = json["realized_spend"].get<double>();
+    if (json.contains("posterior_expected_spend")) {
+      (*posterior)[user] = json["posterior_expected_spend"].get<double>();
+    }
   }
   if (expected->empty()) {
     *error = "--truth " + path + ": no users";
@@ -189,7 +196,8 @@ void RunEval(EvalFlags& flags, int* exit_code) {
     return;
   }
   std::string error;
-  if (!flags.truth.empty() && !LoadTruth(flags.truth, &options.oracle, &options.actual, &error)) {
+  if (!flags.truth.empty() && !LoadTruth(flags.truth, &options.oracle, &options.actual,
+                                           &options.events_posterior, &error)) {
     std::fprintf(stderr, "clv eval: %s\n", error.c_str());
     *exit_code = 2;
     return;
@@ -219,6 +227,7 @@ void RunEval(EvalFlags& flags, int* exit_code) {
   options.device = flags.device;
   options.json_path = flags.json;
   options.svg_path = flags.svg;
+  options.scores_path = flags.scores;
   options.title = flags.title;
   models::EvalReport report;
   std::fprintf(stderr, "scoring %s users at %s...\n", WithThousands(data.users.size()).c_str(),
@@ -231,6 +240,7 @@ void RunEval(EvalFlags& flags, int* exit_code) {
   std::printf("%s", models::EvalReportText(report).c_str());
   if (!flags.json.empty()) std::printf("JSON written to %s\n", flags.json.c_str());
   if (!flags.svg.empty()) std::printf("chart written to %s\n", flags.svg.c_str());
+  if (!flags.scores.empty()) std::printf("per-user scores written to %s\n", flags.scores.c_str());
   *exit_code = 0;
 }
 
@@ -315,9 +325,12 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
                    "BG/NBD + Gamma-Gamma model file (default: fit on the events before the cutoff)");
   eval->add_option("--truth", e.truth,
                    "clv gen ground truth (JSONL): realized_spend is the actual, "
-                   "oracle_expected_spend the oracle; the cutoff must be the generated period's end");
+                   "oracle_expected_spend the oracle, posterior_expected_spend 'Bayes from the "
+                   "events'; the cutoff must be the generated period's end");
   eval->add_option("--json", e.json, "Write the report as JSON");
   eval->add_option("--svg", e.svg, "Write the gain curve and decile calibration chart (SVG)");
+  eval->add_option("--scores", e.scores,
+                   "Write every user's actual and predicted spend per model (CSV)");
   eval->add_option("--device", e.device, "cpu | cuda | auto")
       ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   eval->add_option("--title", e.title, "Title of the table and chart");

@@ -198,6 +198,32 @@ std::string EvalReportJson(const EvalReport& report) {
   return json.dump(2);
 }
 
+std::string EvalScoresCsv(const Dataset& data, const EvalReport& report) {
+  auto quoted = [](const std::string& text) {
+    std::string out = "\"";
+    for (char c : text) {
+      if (c == '"') out += '"';
+      out += c;
+    }
+    return out + "\"";
+  };
+  std::string csv = "user_id,actual";
+  for (const auto& model : report.models) csv += "," + quoted(model.name);
+  csv += '\n';
+  char number[32];
+  for (size_t row = 0; row < report.population.size(); ++row) {
+    csv += quoted(data.users[report.population[row]].user_id);
+    std::snprintf(number, sizeof(number), ",%.6g", report.actual[row]);
+    csv += number;
+    for (const auto& model : report.models) {
+      std::snprintf(number, sizeof(number), ",%.6g", model.predicted[row]);
+      csv += number;
+    }
+    csv += '\n';
+  }
+  return csv;
+}
+
 bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalReport* report,
                    std::string* error) {
   if (!(options.horizon_days > 0)) {
@@ -243,6 +269,15 @@ bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalRepor
     }
     candidates.push_back(std::move(oracle));
   }
+  if (!options.events_posterior.empty()) {
+    EvalCandidate posterior;
+    posterior.name = "Bayes from the events";
+    for (const auto& user : data.users) {
+      auto it = options.events_posterior.find(user.user_id);
+      posterior.given.push_back(it != options.events_posterior.end() ? it->second : 0.0);
+    }
+    candidates.push_back(std::move(posterior));
+  }
   std::string title = options.title;
   if (options.horizon_days > lstm_model.horizon_days * 1.001 ||
       options.horizon_days < lstm_model.min_horizon_days * 0.999) {
@@ -272,6 +307,14 @@ bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalRepor
     }
   }
   if (!options.svg_path.empty() && !WriteEvalChart(*report, options.svg_path, error)) return false;
+  if (!options.scores_path.empty()) {
+    std::ofstream out(options.scores_path, std::ios::trunc);
+    out << EvalScoresCsv(data, *report);
+    if (!out) {
+      *error = "eval: cannot write " + options.scores_path;
+      return false;
+    }
+  }
   return true;
 }
 

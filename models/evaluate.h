@@ -70,6 +70,9 @@ EvalReport Evaluate(const Dataset& data, int64_t cutoff_ms, double horizon_days,
 std::string EvalReportText(const EvalReport& report);
 // JSON: cutoff, horizon, users, per model: metrics + deciles + gain curve.
 std::string EvalReportJson(const EvalReport& report);
+// CSV, one row per population user: user_id, actual, each model's prediction
+// (header: the model names).
+std::string EvalScoresCsv(const Dataset& data, const EvalReport& report);
 
 // Everything `clv eval` does, in one call. The LSTM is loaded from
 // lstm_model_path ("" = the shipped default); the BG/NBD + Gamma-Gamma
@@ -85,6 +88,11 @@ struct EvalRunOptions {
   // user_id -> true expected spend in the horizon (synthetic data); shown as
   // "oracle" when not empty.
   std::map<std::string, double> oracle;
+  // user_id -> expected spend given only the events, by Bayes' rule under the
+  // generator's own parameters (synthetic truth's posterior_expected_spend):
+  // the best a model can approach; shown as "Bayes from the events" when not
+  // empty.
+  std::map<std::string, double> events_posterior;
   // user_id -> actual spend in the horizon; when not empty it replaces the
   // spend found in the events after the cutoff (synthetic truth's
   // realized_spend, for an event log that ends at the cutoff).
@@ -92,6 +100,8 @@ struct EvalRunOptions {
   // Outputs ("" = skip).
   std::string json_path = "";
   std::string svg_path = "";
+  // Per-user CSV: user_id, actual, then one column per model.
+  std::string scores_path = "";
   std::string title = "";
 };
 bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalReport* report,

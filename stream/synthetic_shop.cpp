@@ -19,6 +19,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <vector>
 #include <ostream>
 
 namespace clv::stream {
@@ -32,6 +33,12 @@ constexpr double kMsPerDay = 86400000.0;
 constexpr int64_t kMsPerHour = 3600000;
 constexpr int64_t kSessionGapMs = 31 * 60 * 1000;  // > 30 min: History starts a new session
 constexpr int kProducts = 5000;
+// Browse-only users stop browsing (fade) after Exponential(this mean) days.
+constexpr double kBrowseOnlyFadeMeanDays = 30.0;
+// A user's interest in browsing ~ Gamma(shape, rate = shape): mean 1.
+constexpr double kInterestShape = 2.0;
+// Browsing activity: buyers 0.5 + 0.5 sqrt(lambda / mean lambda), browse-only users this.
+constexpr double kBrowseOnlyActivity = 0.6;
 
 // ------------------------------------------------------------------ random --
 
@@ -226,6 +233,14 @@ struct User {
   int64_t pending_cents = 0;
   uint32_t pending_order = 0;
   uint32_t events = 0;
+  // What an observer of the events sees of the sessions (for the posterior):
+  // the session last counted, sessions started, the sum over the sessions
+  // started after the last purchase of their days after it, and while the
+  // user has not bought yet the start times (days since signup).
+  uint32_t observed_session = 0;
+  int32_t observed_sessions = 0;
+  double days_after_purchase_sum = 0;
+  std::vector<float> session_days;
   // Observed truth.
   int64_t purchases = 0;
   int64_t spend_cents = 0;
@@ -234,6 +249,8 @@ struct User {
   double p_alive = 0;
   double expected_purchases = 0;
   double oracle_expected_purchases = 0;
+  double posterior_alive = 0;
+  double posterior_expected_spend = 0;
   int64_t realized_purchases = 0;
   int64_t realized_cents = 0;
 };
@@ -328,6 +345,10 @@ struct SyntheticShop::Impl {
   void AfterPurchase(User& user, int64_t ms) const;
   void Advance(User& user) const;
   void Finalize(User& user) const;
+  // Counts a session the moment its first event is emitted.
+  void ObserveSession(User& user) const;
+  // Sets posterior_alive / posterior_expected_spend from what was observed.
+  void Posterior(User& user) const;
   void Format(int64_t index, const User& user, GeneratedEvent* event) const;
   void SiftDown(size_t position);
 };
@@ -360,12 +381,12 @@ SyntheticShop::Impl::Impl(ShopOptions shop_options) : options(std::move(shop_opt
     user.lambda = buyer ? gamma_lambda * kChannelRate[user.channel] * kTierRate[user.tier] : 0.0;
     user.dropout = rng.Beta(options.dropout_a, options.dropout_b);
     user.order_rate = rng.Gamma(options.order_q, options.order_gamma);
-    double interest = rng.Gamma(2.0, 2.0);  // mean 1
-    double activity = buyer ? 0.5 + 0.5 * std::sqrt(user.lambda / mean_lambda) : 0.6;
+    double interest = rng.Gamma(kInterestShape, kInterestShape);  // mean 1
+    double activity = buyer ? 0.5 + 0.5 * std::sqrt(user.lambda / mean_lambda) : kBrowseOnlyActivity;
     user.session_rate = options.session_rate * interest * activity;
     if (!buyer) {
       user.dropped = true;  // never buys; browsing fades after a while
-      user.fade_start_ms = user.signup_ms + DaysToMs(rng.Exponential(30.0));
+      user.fade_start_ms = user.signup_ms + DaysToMs(rng.Exponential(kBrowseOnlyFadeMeanDays));
     }
     user.pending_ms = user.signup_ms;
     user.pending_kind = EventKind::kProfile;
@@ -534,8 +555,131 @@ void SyntheticShop::Impl::Advance(User& user) const {
   }
 }
 
+void SyntheticShop::Impl::ObserveSession(User& user) const {
+  if (user.pending_kind == EventKind::kProfile || user.pending_kind == EventKind::kRefund) return;
+  if (user.sessions == user.observed_session) return;  // not the session's first event
+  user.observed_session = user.sessions;
+  ++user.observed_sessions;
+  if (user.purchases == 0) {
+    user.session_days.push_back(static_cast<float>(static_cast<double>(user.pending_ms - user.signup_ms) / kMsPerDay));
+  } else {
+    user.days_after_purchase_sum += static_cast<double>(user.pending_ms - user.last_purchase_ms) / kMsPerDay;
+  }
+}
+
+// Bayes' rule on what the events show, with the population parameters of
+// `options` and the observable multipliers of the user's channel and tier.
+// Purchase rate lambda = k g, g ~ Gamma(r, beta); dropout p ~ Beta(a, b);
+// base sessions ~ Poisson(rho), rho ~ Gamma(kappa, kappa / (session rate x
+// activity)), faded by exp(-t / fade) after the dropout (browse-only users:
+// after Exponential(30 days) from signup). Hypotheses:
+//   x >= 1 purchases: alive vs dropped right after the last purchase;
+//   x == 0:           a buyer who has not bought yet (alive) vs browse-only.
+// rho is integrated out in closed form (Gamma-Poisson), lambda and p too for
+// the odds; the browse-only fade start by quadrature. The expected spend if
+// alive is E[(1 - exp(-p lambda W)) / p] over the posterior (closed form in
+// lambda, quadrature in p) times the Gamma-Gamma posterior mean order value.
+void SyntheticShop::Impl::Posterior(User& user) const {
+  const double r = options.purchase_rate_shape;
+  const double beta = options.purchase_rate_rate;
+  const double a = options.dropout_a;
+  const double b = options.dropout_b;
+  const double k = kChannelRate[user.channel] * kTierRate[user.tier];
+  const double x = static_cast<double>(user.purchases);
+  const double fade = options.fade_days;
+  const double tenure_days = static_cast<double>(end_ms - user.signup_ms) / kMsPerDay;
+  const double exposure = rhythm.Integral(end_ms) - rhythm.Integral(user.signup_ms);  // purchase days
+  // Base sessions: each purchase brings its own purchase session and on
+  // average pre_purchase_sessions research sessions, which say nothing about
+  // the browsing rate; they are taken out in expectation.
+  const double n = std::max(1.0, static_cast<double>(user.observed_sessions) -
+                                     static_cast<double>(user.purchases) * (1.0 + options.pre_purchase_sessions));
+  const double kappa = kInterestShape;
+  // E[sqrt(g / mean g)] for g ~ Gamma(r, .): buyers' mean browsing activity.
+  const double sqrt_ratio = std::exp(std::lgamma(r + 0.5) - std::lgamma(r)) / std::sqrt(r);
+  const double buyer_activity = 0.5 + 0.5 * std::sqrt(k) * sqrt_ratio;
+  const bool browsing = options.session_rate > 0;
+  // log of the marginal likelihood of n sessions with integrated intensity
+  // `integral` (times rho) under the Gamma(kappa, theta) prior on rho; terms
+  // equal under every hypothesis (the session times' rhythm) are left out.
+  auto sessions_log = [&](double activity, double integral) {
+    if (!browsing) return 0.0;
+    const double theta = kappa / (options.session_rate * activity);
+    return kappa * std::log(theta) - (kappa + n) * std::log(theta + integral);
+  };
+  double log_odds_gone = 0;  // log P(not alive | events) / P(alive | events)
+  if (x >= 1) {
+    const double since_purchase_days = static_cast<double>(end_ms - user.last_purchase_ms) / kMsPerDay;
+    const double exposure_to_last = rhythm.Integral(user.last_purchase_ms) - rhythm.Integral(user.signup_ms);
+    log_odds_gone = std::log(a / (b + x - 1.0)) +
+                    (r + x) * (std::log(beta + k * exposure) - std::log(beta + k * exposure_to_last));
+    const double integral_gone = (tenure_days - since_purchase_days) +
+                                 fade * -std::expm1(-since_purchase_days / fade);
+    log_odds_gone += -user.days_after_purchase_sum / fade + sessions_log(buyer_activity, integral_gone) -
+                     sessions_log(buyer_activity, tenure_days);
+  } else {
+    const double browse_only =
+        std::min(0.95, options.browse_only_share * kChannelBrowseOnly[user.channel]);
+    double log_alive = r * (std::log(beta) - std::log(beta + k * exposure)) +
+                       sessions_log(buyer_activity, tenure_days);
+    log_alive += browse_only < 1.0 ? std::log1p(-browse_only) : -1e300;
+    // Browse-only: fade start tau ~ Exponential(mean M) after signup;
+    // midpoint rule over [0, tenure) plus the mass beyond (no fade seen).
+    const std::vector<float>& days = user.session_days;
+    constexpr int kSteps = 512;
+    const double mean = kBrowseOnlyFadeMeanDays;
+    const double step = tenure_days / kSteps;
+    double suffix_sum = 0;  // sum of session days after tau
+    for (float day : days) suffix_sum += day;
+    size_t next = 0;  // first session after tau
+    std::vector<double> terms;
+    terms.reserve(kSteps + 1);
+    for (int i = 0; i < kSteps; ++i) {
+      const double tau = (i + 0.5) * step;
+      while (next < days.size() && days[next] <= tau) suffix_sum -= days[next++];
+      const double after = static_cast<double>(days.size() - next);
+      const double penalty = -(suffix_sum - after * tau) / fade;
+      const double integral = tau + fade * -std::expm1(-(tenure_days - tau) / fade);
+      terms.push_back(-tau / mean + std::log(step / mean) + penalty +
+                      sessions_log(kBrowseOnlyActivity, integral));
+    }
+    terms.push_back(-tenure_days / mean + sessions_log(kBrowseOnlyActivity, tenure_days));
+    const double top = *std::max_element(terms.begin(), terms.end());
+    double sum = 0;
+    for (double term : terms) sum += std::exp(term - top);
+    const double log_gone = (browse_only > 0 ? std::log(browse_only) : -1e300) + top + std::log(sum);
+    log_odds_gone = log_gone - log_alive;
+  }
+  user.posterior_alive = 1.0 / (1.0 + std::exp(std::min(log_odds_gone, 700.0)));
+
+  // Expected spend if alive: posterior g ~ Gamma(r + x, beta + k exposure),
+  // p ~ Beta(a, b + x): E_g[1 - exp(-p k g W)] = 1 - (beta' / (beta' + p k W))^(r')
+  // in closed form; E_p by the midpoint rule in u = p^a (smooth for any a).
+  const double window = rhythm.Integral(horizon_end_ms) - rhythm.Integral(end_ms);
+  const double shape = r + x;
+  const double rate = beta + k * exposure;
+  const double b_post = b + x;
+  constexpr int kPoints = 256;
+  double weighted = 0, weights = 0;
+  for (int i = 0; i < kPoints; ++i) {
+    const double u = (i + 0.5) / kPoints;
+    const double p = std::pow(u, 1.0 / a);
+    const double weight = std::pow(1.0 - p, b_post - 1.0);
+    const double purchases = -std::expm1(-shape * std::log1p(p * k * window / rate)) / p;
+    weighted += weight * purchases;
+    weights += weight;
+  }
+  const double expected_purchases = weights > 0 ? weighted / weights : 0.0;
+  const double order_sum = static_cast<double>(user.spend_cents) / 100.0;
+  const double mean_order = options.order_p * (options.order_gamma + order_sum) /
+                            (options.order_q + x * options.order_p - 1.0);
+  user.posterior_expected_spend = user.posterior_alive * expected_purchases * mean_order;
+}
+
 // The user's stream reached the end of the period: fix its truth.
 void SyntheticShop::Impl::Finalize(User& user) const {
+  Posterior(user);
+  std::vector<float>().swap(user.session_days);
   user.finished = true;
   user.alive_at_end = !user.dropped;
   const double window = rhythm.Integral(horizon_end_ms) - rhythm.Integral(end_ms);
@@ -679,10 +823,13 @@ bool SyntheticShop::Impl::Next(GeneratedEvent* event) {
   Format(index, user, event);
   ++user.events;
   ++generated;
+  ObserveSession(user);
   if (user.pending_kind == EventKind::kPurchase) {
     ++user.purchases;
     user.spend_cents += user.pending_cents;
     user.last_purchase_ms = user.pending_ms;
+    user.days_after_purchase_sum = 0;
+    std::vector<float>().swap(user.session_days);
     if (user.refund_ms == kNever && user.rng.Uniform() < options.refund_share) {
       user.refund_ms = user.pending_ms + DaysToMs(2.0 + user.rng.Exponential(5.0));
       bool full = user.rng.Uniform() < 0.7;
@@ -726,6 +873,8 @@ UserTruth SyntheticShop::Impl::TruthOf(int64_t index) const {
   truth.expected_purchases = user.expected_purchases;
   truth.expected_spend = user.expected_purchases * truth.mean_order_value;
   truth.oracle_expected_spend = user.oracle_expected_purchases * truth.mean_order_value;
+  truth.posterior_alive = user.posterior_alive;
+  truth.posterior_expected_spend = user.posterior_expected_spend;
   truth.realized_purchases = user.realized_purchases;
   truth.realized_spend = static_cast<double>(user.realized_cents) / 100.0;
   return truth;
@@ -769,7 +918,7 @@ constexpr const char* kTruthColumns[] = {
     "user_id", "signup_ms", "country", "channel", "tier", "purchase_rate_per_day",
     "dropout_probability", "mean_order_value", "purchases", "spend", "last_purchase_ms", "alive",
     "p_alive", "expected_purchases", "expected_spend", "oracle_expected_spend",
-    "realized_purchases", "realized_spend"};
+    "posterior_alive", "posterior_expected_spend", "realized_purchases", "realized_spend"};
 }  // namespace
 
 bool WriteTruthJsonl(const std::vector<UserTruth>& truth, std::ostream& out) {
@@ -793,6 +942,10 @@ bool WriteTruthJsonl(const std::vector<UserTruth>& truth, std::ostream& out) {
     AppendCsvNumber(out, user.expected_spend);
     out << R"(,"oracle_expected_spend":)";
     AppendCsvNumber(out, user.oracle_expected_spend);
+    out << R"(,"posterior_alive":)";
+    AppendCsvNumber(out, user.posterior_alive);
+    out << R"(,"posterior_expected_spend":)";
+    AppendCsvNumber(out, user.posterior_expected_spend);
     out << R"(,"realized_purchases":)" << user.realized_purchases << R"(,"realized_spend":)";
     AppendCsvNumber(out, user.realized_spend);
     out << "}\n";
@@ -827,6 +980,10 @@ bool WriteTruthCsv(const std::vector<UserTruth>& truth, std::ostream& out) {
     AppendCsvNumber(out, user.expected_spend);
     out << ',';
     AppendCsvNumber(out, user.oracle_expected_spend);
+    out << ',';
+    AppendCsvNumber(out, user.posterior_alive);
+    out << ',';
+    AppendCsvNumber(out, user.posterior_expected_spend);
     out << ',' << user.realized_purchases << ',';
     AppendCsvNumber(out, user.realized_spend);
     out << '\n';

@@ -27,6 +27,17 @@
 //    state (0 when dead), the BG/NBD posterior P(alive) knowing lambda and p,
 //    and the realized purchases/spend from simulating it on past the end.
 //    Spend is gross purchase value (refunds not subtracted).
+//  * Posterior from the events: P(alive) and the expected spend over the
+//    horizon given ONLY what the user's events show (profile attributes,
+//    purchase times and amounts, session start times), by Bayes' rule under
+//    the generator's own population parameters. It is what a model trained on
+//    unlimited data from this shop could approach, so it tells how far any
+//    model is from the best ranking the events allow (the oracle, knowing the
+//    latent parameters, is out of reach of every model). Approximations: the
+//    research sessions are counted as base sessions, the link between a
+//    buyer's browsing and purchase rates is averaged out, and the weekly
+//    rhythm is ignored for browsing (kept for purchases). Memory: O(users)
+//    plus the session start times of users who have not bought yet.
 //
 // Thread-safety: a SyntheticShop is not thread-safe.
 //
@@ -116,6 +127,9 @@ struct UserTruth {
   double expected_purchases = 0;    // over [end, end + horizon), given the true state
   double expected_spend = 0;        // expected_purchases * mean_order_value
   double oracle_expected_spend = 0; // the same, weighted by p_alive instead of the true state
+  // From the events alone (see the contract above).
+  double posterior_alive = 0;           // P(alive | events); 0..1
+  double posterior_expected_spend = 0;  // E[spend over the horizon | events]
   int64_t realized_purchases = 0;   // simulated on over [end, end + horizon)
   double realized_spend = 0;
   bool finished = false;            // false until the user's stream reached the end

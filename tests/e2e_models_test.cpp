@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 #include <string>
 
 #include "tests/test_support.h"
@@ -34,6 +35,7 @@ TEST(E2eModels, GenTrainEvalWritesTableJsonAndChart) {
   const auto model = (dir.path() / "lstm.json").string();
   const auto report = (dir.path() / "report.json").string();
   const auto chart = (dir.path() / "chart.svg").string();
+  const auto scores = (dir.path() / "scores.csv").string();
   std::string out;
   // 200 days from 2025-01-01: the period ends on 2025-07-20.
   ASSERT_EQ(0, Clv(dir, "gen",
@@ -64,17 +66,19 @@ TEST(E2eModels, GenTrainEvalWritesTableJsonAndChart) {
 
   ASSERT_EQ(0, Clv(dir, "eval",
                    {"eval", "--events", events, "--cutoff", "2025-07-20", "--horizon", "60d",
-                    "--model", model, "--truth", truth, "--json", report, "--svg", chart},
+                    "--model", model, "--truth", truth, "--json", report, "--svg", chart,
+                    "--scores", scores},
                    &out))
       << out;
   // The side-by-side table names every candidate.
-  for (const char* name : {"LSTM lstm/", "BG/NBD + Gamma-Gamma", "simple formula", "oracle"}) {
+  for (const char* name : {"LSTM lstm/", "BG/NBD + Gamma-Gamma", "simple formula", "oracle",
+                           "Bayes from the events"}) {
     EXPECT_NE(out.find(name), std::string::npos) << name << " missing from\n" << out;
   }
   auto json = nlohmann::json::parse(ReadFile(report));
   EXPECT_EQ(json["cutoff"], "2025-07-20");
   EXPECT_EQ(json["horizon_days"], 60);
-  ASSERT_EQ(json["models"].size(), 4u);
+  ASSERT_EQ(json["models"].size(), 5u);
   const auto& lstm = json["models"][0];
   EXPECT_EQ(lstm["name"].get<std::string>().rfind("LSTM lstm/", 0), 0u);
   EXPECT_GT(lstm["users"].get<int>(), 300);
@@ -89,6 +93,28 @@ TEST(E2eModels, GenTrainEvalWritesTableJsonAndChart) {
   EXPECT_EQ(svg.rfind("<svg", 0), 0u) << svg.substr(0, 200);
   EXPECT_NE(svg.find("</svg>"), std::string::npos);
   EXPECT_NE(svg.find("LSTM"), std::string::npos) << "the chart has a legend";
+
+  // Per-user scores: a header naming every model, then one row per scored
+  // user whose columns are the predictions the metrics were computed from.
+  std::istringstream csv(ReadFile(scores));
+  std::string line;
+  ASSERT_TRUE(std::getline(csv, line));
+  EXPECT_EQ(line.rfind("user_id,actual,\"LSTM lstm/", 0), 0u) << line;
+  EXPECT_NE(line.find("\"Bayes from the events\""), std::string::npos) << line;
+  int rows = 0;
+  double lstm_sum = 0, actual_sum = 0;
+  while (std::getline(csv, line)) {
+    ++rows;
+    std::vector<double> cells;
+    std::stringstream fields(line.substr(line.find(',') + 1));
+    for (std::string cell; std::getline(fields, cell, ',');) cells.push_back(std::stod(cell));
+    ASSERT_EQ(cells.size(), 6u) << line;
+    actual_sum += cells[0];
+    lstm_sum += cells[1];
+  }
+  EXPECT_EQ(rows, lstm["users"].get<int>());
+  EXPECT_NEAR(actual_sum, lstm["total_actual"].get<double>(), 1e-3 * actual_sum + 1);
+  EXPECT_NEAR(lstm_sum, lstm["total_predicted"].get<double>(), 1e-3 * lstm_sum + 1);
 }
 
 TEST(E2eModels, BadFlagsAreNamed) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "models/metrics.h"
 #include "stream/event.h"
 #include "stream/synthetic_shop.h"
 
@@ -280,6 +281,39 @@ TEST(SyntheticShopTest, TruthIsConsistentWithEventsAndItself) {
   // ... and the BG/NBD posterior is calibrated (it ignores browsing, so it is
   // only right on average).
   EXPECT_NEAR(p_alive_sum / buyers, alive_buyers / buyers, 0.05);
+}
+
+// The posterior from the events is what a model can at best approach: it
+// must be calibrated, use the browsing (far better than a constant), and
+// rank between what the purchase record alone gives and what knowing the
+// latent state gives.
+TEST(SyntheticShopTest, PosteriorFromTheEventsIsCalibratedAndRanksBetweenRecordAndTruth) {
+  const Population& population = ThePopulation();
+  const size_t users = population.truth.size();
+  double alive_share = 0, posterior_sum = 0, brier = 0;
+  std::vector<double> realized, posterior, expected, past_spend;
+  for (const UserTruth& user : population.truth) {
+    ASSERT_GE(user.posterior_alive, 0.0) << user.user_id;
+    ASSERT_LE(user.posterior_alive, 1.0) << user.user_id;
+    ASSERT_GE(user.posterior_expected_spend, 0.0) << user.user_id;
+    const double alive = user.alive ? 1.0 : 0.0;
+    alive_share += alive / static_cast<double>(users);
+    posterior_sum += user.posterior_alive / static_cast<double>(users);
+    brier += (user.posterior_alive - alive) * (user.posterior_alive - alive) / static_cast<double>(users);
+    realized.push_back(user.realized_spend);
+    posterior.push_back(user.posterior_expected_spend);
+    expected.push_back(user.expected_spend);
+    past_spend.push_back(user.spend);
+  }
+  EXPECT_NEAR(posterior_sum, alive_share, 0.03);
+  // A constant guess of the alive share scores alive_share * (1 - alive_share).
+  EXPECT_LT(brier, 0.6 * alive_share * (1 - alive_share)) << "Brier " << brier;
+  const double by_posterior = models::NormalizedGini(posterior, realized);
+  const double by_past_spend = models::NormalizedGini(past_spend, realized);
+  const double by_truth = models::NormalizedGini(expected, realized);
+  EXPECT_GT(by_posterior, by_past_spend + 0.05)
+      << "posterior " << by_posterior << " past spend " << by_past_spend;
+  EXPECT_LT(by_posterior, by_truth) << "posterior " << by_posterior << " truth " << by_truth;
 }
 
 TEST(SyntheticShopTest, TruthFilesHaveOneRowPerUser) {
