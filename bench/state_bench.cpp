@@ -72,6 +72,9 @@ UserState TypicalState(int index, int model_floats, bool fp16) {
   a.log_value_sum = std::log1p(a.monetary_total);
   a.log_value_sq_sum = a.log_value_sum * a.log_value_sum;
   a.ewma_gap_days = static_cast<double>(random() % 9000) / 100;
+  a.sessions_since_purchase = static_cast<uint32_t>(random() % 20);
+  a.session_days_after_purchase = static_cast<double>(random() % 90000) / 100;
+  a.recent_sessions = static_cast<double>(random() % 500) / 100;
   s.stage = clv::state::Stage::kActive;
   s.clv = static_cast<double>(random() % 100'000) / 10;
   s.p_purchase = 0.42;

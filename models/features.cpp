@@ -18,7 +18,8 @@ constexpr std::array<const char*, kFeatureCount> kFeatureNames = {
     "purchase_days", "purchases", "avg_order_value", "monetary", "tenure_days",
     "recency_days", "idle_days", "purchase_span_days", "sessions", "cart_adds", "views",
     "events", "refunds", "session_activity", "mean_gap_days", "order_value_spread",
-    "has_purchased", "overdue_ratio"};
+    "has_purchased", "overdue_ratio", "sessions_since_buy", "browse_days_after_buy",
+    "recent_sessions"};
 
 constexpr double kMsPerHour = 3600.0 * 1000.0;
 constexpr double kMsPerDay = 24.0 * kMsPerHour;
@@ -68,6 +69,16 @@ void RawAggregateFeatures(const History& h, int64_t now_ms, float* out) {
     overdue = quiet_days / std::max(1.0, h.ewma_gap_days);
   }
   out[17] = Log1p(overdue);
+  out[18] = Log1p(h.sessions_since_purchase);
+  out[19] = h.sessions_since_purchase > 0
+                ? Log1p(h.session_days_after_purchase / h.sessions_since_purchase)
+                : 0.0f;
+  double recent = 0;
+  if (h.last_event_ms != 0) {
+    const double idle_days = std::max(0.0, double(now_ms - h.last_event_ms) / kMsPerDay);
+    recent = h.recent_sessions * std::exp(-idle_days / kRecentSessionsDays);
+  }
+  out[20] = Log1p(recent);
 }
 
 void RawStepFeatures(const StepEvent& event, const History& before, const History& after,

@@ -10,7 +10,11 @@
 //   [kAggregateBegin, end) aggregates at a time `now_ms` (the event's time on
 //                          Step, the re-score time on Rescore): log-scaled
 //                          frequency, monetary, tenure, recency, sessions, cart
-//                          adds, views, ... These also feed the LSTM's heads.
+//                          adds, views, ..., browsing since the last purchase
+//                          (sessions, their mean days after it) and the
+//                          decayed recent session count. These also feed the
+//                          LSTM's heads. Appending a feature changes
+//                          kFeatureCount; older model files are then refused.
 // Raw values are standardized with FeatureNorm (mean/scale per feature) that
 // the trainer computes and the model file stores.
 //
@@ -25,7 +29,7 @@
 
 namespace clv::models {
 
-inline constexpr int kFeatureCount = 36;
+inline constexpr int kFeatureCount = 39;
 inline constexpr int kAggregateBegin = 18;
 inline constexpr int kAggregateCount = kFeatureCount - kAggregateBegin;
 

@@ -113,10 +113,21 @@ void UpdateHistory(History& history, const StepEvent& event) {
     history.last_event_ms = ts;
     history.sessions = 1;
     history.recent_activity = 1;
+    history.recent_sessions = 1;
   } else {
     if (ts - history.last_event_ms > kSessionGapMs) {
       ++history.sessions;
       history.recent_activity = 1;
+      // Decay to this session's start, then count it.
+      history.recent_sessions =
+          history.recent_sessions * std::exp(-static_cast<double>(ts - history.last_event_ms) /
+                                             (kRecentSessionsDays * kMsPerDay)) +
+          1.0;
+      if (history.purchases > 0 && ts > history.last_purchase_ms) {
+        ++history.sessions_since_purchase;
+        history.session_days_after_purchase +=
+            static_cast<double>(ts - history.last_purchase_ms) / kMsPerDay;
+      }
     } else {
       ++history.recent_activity;  // same session (late events included)
     }
@@ -142,7 +153,14 @@ void UpdateHistory(History& history, const StepEvent& event) {
         history.log_value_sum += log_amount;
         history.log_value_sq_sum += log_amount * log_amount;
       }
+      const int64_t previous_purchase_ms = history.purchases > 1 ? history.last_purchase_ms : 0;
       FoldPurchaseDay(history, ts);
+      if (history.purchases == 1 || ts >= previous_purchase_ms) {
+        // The newest purchase: browsing after it starts from zero (a late,
+        // older purchase leaves the count alone).
+        history.sessions_since_purchase = 0;
+        history.session_days_after_purchase = 0;
+      }
       break;
     }
     case EventKind::kRefund:

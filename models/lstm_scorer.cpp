@@ -594,8 +594,10 @@ bool LoadLstmModel(const std::string& path, LstmModel* model, std::string* error
     w.head_hidden = json.at("head_hidden").get<int>();
     const auto& features = json.at("features");
     if (!features.is_array() || features.size() != size_t(kFeatureCount)) {
-      *error = "LoadLstmModel " + path + ": features: expected " + std::to_string(kFeatureCount) +
-               " entries";
+      *error = "LoadLstmModel " + path + ": the model was trained on " +
+               (features.is_array() ? std::to_string(features.size()) : std::string("no list of")) +
+               " features, this build computes " + std::to_string(kFeatureCount) +
+               " (docs/MODELS.md, Features); retrain it with clv train";
       return false;
     }
     for (int i = 0; i < kFeatureCount; ++i) {

@@ -87,6 +87,9 @@ struct StepEvent {
 };
 
 // Running per-user aggregates. Plain data, stored in UserState.
+// Time constant of History::recent_sessions (days).
+inline constexpr double kRecentSessionsDays = 14.0;
+
 struct History {
   int64_t first_event_ms = 0;     // 0 = no event yet
   int64_t last_event_ms = 0;
@@ -105,6 +108,15 @@ struct History {
   double log_value_sum = 0;    // sum of log(amount) over purchases
   double log_value_sq_sum = 0; // sum of log(amount)^2 over purchases
   double ewma_gap_days = 0;    // exponentially weighted mean gap between purchase days
+  // Browsing since the last purchase: sessions started after it and the sum
+  // of their start times' days after it (is the buyer still browsing?).
+  uint32_t sessions_since_purchase = 0;
+  double session_days_after_purchase = 0;
+  // Recent browsing intensity: at each session start the count decays by
+  // exp(-days since the previous event / kRecentSessionsDays) and adds 1;
+  // features decay it on from last_event_ms to `now` (so it fades when a
+  // user stops; the minutes inside a session are not decayed).
+  double recent_sessions = 0;
   AttrEntries attrs{};         // the user's current profile attributes
 };
 

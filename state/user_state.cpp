@@ -1,4 +1,4 @@
-// UserState codec, version 1. Layout (all little-endian):
+// UserState codec, version 2. Layout (all little-endian):
 //
 //   u8      version (kUserStateVersion)
 //   varint  seq
@@ -7,6 +7,8 @@
 //           views, recent_activity
 //   f64     monetary_total, purchase_value_sum, log_value_sum,
 //           log_value_sq_sum, ewma_gap_days
+//   varint  sessions_since_purchase          (version >= 2)
+//   f64     session_days_after_purchase, recent_sessions   (version >= 2)
 //   u8      stage
 //   f64     clv, p_purchase, churn_risk
 //   zigzag  score_ts_ms, next_timer_ms, partition
@@ -204,6 +206,9 @@ void Encode(const UserState& state, std::string* out) {
                      a.log_value_sq_sum, a.ewma_gap_days}) {
     PutDouble(sum, out);
   }
+  PutVarint(a.sessions_since_purchase, out);
+  PutDouble(a.session_days_after_purchase, out);
+  PutDouble(a.recent_sessions, out);
 
   out->push_back(static_cast<char>(state.stage));
   PutDouble(state.clv, out);
@@ -271,6 +276,12 @@ bool Decode(std::string_view bytes, UserState* state, std::string* error) {
       !in.Double("aggregates.log_value_sum", &a.log_value_sum) ||
       !in.Double("aggregates.log_value_sq_sum", &a.log_value_sq_sum) ||
       !in.Double("aggregates.ewma_gap_days", &a.ewma_gap_days)) {
+    return failed();
+  }
+  if (version >= 2 &&
+      (!in.U32("aggregates.sessions_since_purchase", &a.sessions_since_purchase) ||
+       !in.Double("aggregates.session_days_after_purchase", &a.session_days_after_purchase) ||
+       !in.Double("aggregates.recent_sessions", &a.recent_sessions))) {
     return failed();
   }
 

@@ -18,7 +18,7 @@
 
 namespace clv::state {
 
-inline constexpr uint8_t kUserStateVersion = 1;
+inline constexpr uint8_t kUserStateVersion = 2;
 
 // Lifecycle stage (DESIGN.md). Stored: append only.
 enum class Stage : uint8_t {
@@ -50,6 +50,11 @@ struct Aggregates {
   double log_value_sum = 0;
   double log_value_sq_sum = 0;
   double ewma_gap_days = 0;
+  // Version 2 (version 1 records decode with 0: the features start counting
+  // from the next session, and a decayed count of 0 only under-states).
+  uint32_t sessions_since_purchase = 0;
+  double session_days_after_purchase = 0;
+  double recent_sessions = 0;
   bool operator==(const Aggregates&) const = default;
 };
 

@@ -48,6 +48,9 @@ models::History ToHistory(const state::Aggregates& a) {
   h.log_value_sum = a.log_value_sum;
   h.log_value_sq_sum = a.log_value_sq_sum;
   h.ewma_gap_days = a.ewma_gap_days;
+  h.sessions_since_purchase = a.sessions_since_purchase;
+  h.session_days_after_purchase = a.session_days_after_purchase;
+  h.recent_sessions = a.recent_sessions;
   return h;
 }
 
@@ -70,6 +73,9 @@ state::Aggregates ToAggregates(const models::History& h) {
   a.log_value_sum = h.log_value_sum;
   a.log_value_sq_sum = h.log_value_sq_sum;
   a.ewma_gap_days = h.ewma_gap_days;
+  a.sessions_since_purchase = h.sessions_since_purchase;
+  a.session_days_after_purchase = h.session_days_after_purchase;
+  a.recent_sessions = h.recent_sessions;
   return a;
 }
 

@@ -168,6 +168,9 @@ std::string UserJson(std::string_view user_id, const state::UserState& s,
       {"views", a.views},                     {"recent_activity", a.recent_activity},
       {"monetary_total", a.monetary_total},   {"purchase_value_sum", a.purchase_value_sum},
       {"ewma_gap_days", a.ewma_gap_days},
+      {"sessions_since_purchase", a.sessions_since_purchase},
+      {"session_days_after_purchase", a.session_days_after_purchase},
+      {"recent_sessions", a.recent_sessions},
   };
   Json attrs = Json::object();
   for (const auto& [key, value] : s.attrs) attrs[key] = value;

@@ -12,6 +12,7 @@
 #include "models/baseline_scorer.h"
 #include "models/bgnbd.h"
 #include "models/dataset.h"
+#include "models/features.h"
 #include "models/scorer.h"
 #include "tests/test_support.h"
 
@@ -270,6 +271,53 @@ TEST(UpdateHistory, CountsPurchaseDaysNotOrders) {
               1e-12);
   // Gaps 4 then 2 days: the mean starts at the first gap and moves 30% toward the next.
   EXPECT_NEAR(h.ewma_gap_days, 0.3 * 2 + 0.7 * 4, 1e-12);
+}
+
+// Browsing since the last purchase: sessions (gaps > 30 min) started after
+// it, with their days after it; a newer purchase starts the count again, a
+// late older one does not. recent_sessions decays with a 14-day constant.
+TEST(UpdateHistory, CountsBrowsingSinceTheLastPurchaseAndRecentSessions) {
+  const int64_t t0 = DateToMs(2024, 5, 1);
+  History h;
+  UpdateHistory(h, {EventKind::kPageView, t0, 0});
+  EXPECT_DOUBLE_EQ(h.recent_sessions, 1.0);
+  UpdateHistory(h, Purchase(t0 + 10 * 60 * 1000, 25));  // same session
+  EXPECT_EQ(h.sessions_since_purchase, 0u);
+  UpdateHistory(h, {EventKind::kPageView, t0 + 2 * kMsPerDay, 0});
+  UpdateHistory(h, {EventKind::kSearch, t0 + 2 * kMsPerDay + 60 * 1000, 0});  // same session
+  UpdateHistory(h, {EventKind::kPageView, t0 + 5 * kMsPerDay, 0});
+  EXPECT_EQ(h.sessions, 3u);
+  EXPECT_EQ(h.sessions_since_purchase, 2u);
+  const double after_purchase = (2 * kMsPerDay - 10 * 60 * 1000 + 5 * kMsPerDay - 10 * 60 * 1000) /
+                                static_cast<double>(kMsPerDay);
+  EXPECT_NEAR(h.session_days_after_purchase, after_purchase, 1e-9);
+  // Sessions at days 0, 2 and 5: each session start decays the count from the
+  // previous event (the first session's purchase at +10 min, the second's
+  // search at +1 min) and adds one.
+  const double day = static_cast<double>(kMsPerDay);
+  const double first_gap = (2 * kMsPerDay - 10 * 60 * 1000) / day;
+  const double second_gap = (3 * kMsPerDay - 60 * 1000) / day;
+  EXPECT_NEAR(h.recent_sessions,
+              (std::exp(-first_gap / kRecentSessionsDays) + 1.0) *
+                      std::exp(-second_gap / kRecentSessionsDays) +
+                  1.0,
+              1e-9);
+  // The aggregate feature sees the decay up to `now`.
+  float at_day5[kAggregateCount];
+  float at_day33[kAggregateCount];
+  RawAggregateFeatures(h, t0 + 5 * kMsPerDay, at_day5);
+  RawAggregateFeatures(h, t0 + 33 * kMsPerDay, at_day33);
+  const int recent = kFeatureCount - 1 - kAggregateBegin;
+  EXPECT_STREQ(FeatureName(kFeatureCount - 1), "recent_sessions");
+  EXPECT_NEAR(at_day33[recent], std::log1p(h.recent_sessions * std::exp(-2.0)), 1e-6);
+  EXPECT_GT(at_day5[recent], at_day33[recent]);
+  // A late purchase from before the last one changes nothing here ...
+  UpdateHistory(h, Purchase(t0 - kMsPerDay, 10));
+  EXPECT_EQ(h.sessions_since_purchase, 2u);
+  // ... a new one starts the count again.
+  UpdateHistory(h, Purchase(t0 + 6 * kMsPerDay, 10));
+  EXPECT_EQ(h.sessions_since_purchase, 0u);
+  EXPECT_DOUBLE_EQ(h.session_days_after_purchase, 0.0);
 }
 
 TEST(UpdateHistory, RefundsSubtractFromMonetaryButNotFromGrossValue) {

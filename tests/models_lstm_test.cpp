@@ -731,6 +731,26 @@ TEST(LstmModelFile, BadFilesAreRejectedWithTheirPath) {
   EXPECT_NE(error.find("old.json"), std::string::npos) << error;
   EXPECT_NE(error.find("format_version 1"), std::string::npos) << error;
   EXPECT_NE(error.find("retrain"), std::string::npos) << error;
+
+  // A file written for another feature list (the 36 features before the
+  // browsing aggregates) is refused with both counts.
+  const std::string narrow_path = dir.str() + "/narrow.json";
+  auto features = text.find("\"features\":[");
+  ASSERT_NE(features, std::string::npos);
+  auto last = text.find("\"recent_sessions\"", features);
+  ASSERT_NE(last, std::string::npos) << "the feature list names recent_sessions last";
+  std::string narrow = text;
+  narrow.replace(version, 18, "\"format_version\":2");
+  const size_t cut_from = narrow.rfind('{', last);
+  const size_t cut_to = narrow.find('}', last) + 1;
+  narrow.erase(cut_from - 1, cut_to - cut_from + 1);  // the entry and its comma
+  std::ofstream(narrow_path) << narrow;
+  EXPECT_FALSE(LoadLstmModel(narrow_path, &model, &error));
+  EXPECT_NE(error.find("narrow.json"), std::string::npos) << error;
+  EXPECT_NE(error.find("trained on " + std::to_string(kFeatureCount - 1) + " features"),
+            std::string::npos)
+      << error;
+  EXPECT_NE(error.find("retrain"), std::string::npos) << error;
 }
 
 TEST(LstmModelFile, ShippedDefaultModelLoadsAndScores) {

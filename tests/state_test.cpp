@@ -78,6 +78,9 @@ rc::Gen<UserState> AnyUserState(bool model_state_exact) {
     a.log_value_sum = *AnyDouble();
     a.log_value_sq_sum = *AnyDouble();
     a.ewma_gap_days = *AnyDouble();
+    a.sessions_since_purchase = *rc::gen::arbitrary<uint32_t>();
+    a.session_days_after_purchase = *AnyDouble();
+    a.recent_sessions = *AnyDouble();
     s.stage = static_cast<Stage>(*rc::gen::inRange(0, 6));
     s.clv = *AnyDouble();
     s.p_purchase = *AnyDouble();
@@ -204,8 +207,9 @@ TEST(UserStateCodec, ErrorsNameFieldAndOffset) {
 
   // A count far larger than the input: rejected before allocating. In the
   // default state every varint is one byte: version, 13 varints, 5 doubles,
-  // stage, 3 doubles, 3 varints, then the recent_event_ids count.
-  const size_t count_offset = 1 + 13 + 5 * 8 + 1 + 3 * 8 + 3;
+  // 1 varint and 2 doubles (version 2), stage, 3 doubles, 3 varints, then the
+  // recent_event_ids count.
+  const size_t count_offset = 1 + 13 + 5 * 8 + 1 + 2 * 8 + 1 + 3 * 8 + 3;
   std::string huge = Encoded(UserState{});
   ASSERT_EQ(huge[count_offset], '\0');
   huge.replace(count_offset, 1, "\xff\xff\xff\xff\x0f");  // ~4e9 ids
@@ -216,13 +220,55 @@ TEST(UserStateCodec, ErrorsNameFieldAndOffset) {
   // Unknown stage value.
   UserState probe;
   std::string probe_bytes = Encoded(probe);
-  // Default state: version, 13 one-byte varints, 5 doubles, then the stage.
-  const size_t stage_offset = 1 + 13 + 5 * 8;
+  // Default state: version, 13 one-byte varints, 5 doubles, 1 varint and 2
+  // doubles, then the stage.
+  const size_t stage_offset = 1 + 13 + 5 * 8 + 1 + 2 * 8;
   ASSERT_EQ(probe_bytes[stage_offset], '\0');
   probe_bytes[stage_offset] = 9;
   EXPECT_FALSE(Decode(probe_bytes, &decoded, &error));
   EXPECT_EQ(error, "user state: bad stage at byte offset " + std::to_string(stage_offset) +
                        ": unknown value 9");
+}
+
+// Stores written before the browsing aggregates (version 1) still open: the
+// record decodes with those aggregates at 0 and everything else intact.
+TEST(UserStateCodec, Version1RecordsDecodeWithoutTheBrowsingAggregates) {
+  // Small counters and times keep every varint before the version 2 block at
+  // one byte: version, 13 varints, 5 doubles, then the block (a one-byte
+  // varint and two doubles).
+  UserState state = TypicalState(3, 128);
+  state.seq = 9;
+  Aggregates& a = state.aggregates;
+  a.first_event_ms = 1;
+  a.last_event_ms = 2;
+  a.first_purchase_ms = 3;
+  a.last_purchase_ms = 4;
+  a.events = 5;
+  a.purchases = 2;
+  a.purchase_days = 2;
+  a.refunds = 0;
+  a.sessions = 3;
+  a.cart_adds = 1;
+  a.views = 2;
+  a.recent_activity = 1;
+  a.sessions_since_purchase = 0;
+  a.session_days_after_purchase = 0;
+  a.recent_sessions = 0;
+  const std::string bytes = Encoded(state);
+  const size_t block = 1 + 13 + 5 * 8;
+  std::string v1 = bytes;
+  v1[0] = 1;
+  v1.erase(block, 1 + 2 * 8);
+  UserState decoded;
+  std::string error;
+  ASSERT_TRUE(Decode(v1, &decoded, &error)) << error;
+  EXPECT_EQ(decoded, state);
+  // Written again, it is a version 2 record with the block in place.
+  EXPECT_EQ(Encoded(decoded), bytes);
+  // The same cut under version 2 is caught, not misread.
+  std::string cut = bytes;
+  cut.erase(block, 1 + 2 * 8);
+  EXPECT_FALSE(Decode(cut, &decoded, &error));
 }
 
 TEST(UserStateCodec, CompactForTypicalStates) {
