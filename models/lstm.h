@@ -59,16 +59,30 @@ namespace clv::models {
 //   0 P(alive), 1 logit P(alive), 2 log1p E[purchases in horizon],
 //   3 log1p E[purchases | alive], 4 log E[order value] (GG),
 //   5 log1p E[spend in horizon], 6 logit P(any purchase in horizon),
-//   7 log(horizon days).
+//   7 log(horizon days),
+//   8, 9 browsing since the last purchase: the log likelihood ratio of the
+//        user's sessions under "dropped out at the last purchase, browsing
+//        fades with a time constant of kBrowseFadeDays[i]" against "still
+//        active, browsing at the same rate": base sessions (sessions minus
+//        one per purchase) ~ Poisson(rho x time), rho ~ Gamma(kBrowseKappa,
+//        browse_theta) integrated out; uses History's sessions,
+//        sessions_since_purchase sums and times. > 0 says "gone". 0 before
+//        the first purchase and for models whose training data had no
+//        browsing (browse_theta 0, e.g. CDNOW).
 // Offsets added to the raw head outputs: logit P(any) to out0 and
 // log(E[spend] / P(any)) to out1. O(1) per user (a hypergeometric series).
-inline constexpr int kPriorCount = 8;
+inline constexpr int kPriorCount = 10;
+inline constexpr double kBrowseKappa = 2.0;
+inline constexpr double kBrowseFadeDays[2] = {7.0, 30.0};
 inline constexpr int kPriorOffsetCount = 2;
 const char* PriorName(int index);
 
 struct LstmPrior {
   BgNbdParams bgnbd;
   GammaGammaParams gamma_gamma;
+  // Rate of the Gamma prior on a user's base sessions per day: kBrowseKappa /
+  // the training users' mean base session rate; 0 = no browsing inputs.
+  double browse_theta = 0;
   // Standardization of the raw prior inputs (scale 0 = 1), clipped to +-8.
   std::array<float, kPriorCount> mean{};
   std::array<float, kPriorCount> scale{};
@@ -78,6 +92,9 @@ struct LstmPrior {
 // at now_ms for horizon_days. Deterministic; pure.
 void RawPriorInputs(const LstmPrior& prior, const History& history, int64_t now_ms,
                     double horizon_days, float* raw, float* offsets);
+// Prior inputs 8 and 9 alone (see above); out[2].
+void BrowseGoneLogLikelihoodRatios(const LstmPrior& prior, const History& history, int64_t now_ms,
+                                   float* out);
 // Standardizes kPriorCount raw values in place.
 void StandardizePrior(const LstmPrior& prior, float* values);
 

@@ -10,7 +10,8 @@ namespace clv::models {
 const char* PriorName(int index) {
   static constexpr const char* kNames[kPriorCount] = {
       "bg_p_alive",         "bg_logit_alive",     "bg_log_purchases", "bg_log_purchases_alive",
-      "gg_log_order_value", "bg_log_clv",         "bg_logit_any",     "log_horizon_days"};
+      "gg_log_order_value", "bg_log_clv",         "bg_logit_any",     "log_horizon_days",
+      "browse_gone_llr7",   "browse_gone_llr30"};
   return index >= 0 && index < kPriorCount ? kNames[index] : "?";
 }
 
@@ -41,8 +42,51 @@ void RawPriorInputs(const LstmPrior& prior, const History& history, int64_t now_
   raw[5] = static_cast<float>(std::log1p(spend));
   raw[6] = static_cast<float>(std::log(any / (1.0 - any)));
   raw[7] = static_cast<float>(std::log(std::max(1.0, horizon_days)));
-  offsets[0] = raw[6];
-  offsets[1] = static_cast<float>(std::log(std::max(spend, 1e-4) / any));
+  BrowseGoneLogLikelihoodRatios(prior, history, now_ms, &raw[8]);
+  if (!(prior.browse_theta > 0) || history.purchases == 0) {
+    offsets[0] = raw[6];
+    offsets[1] = static_cast<float>(std::log(std::max(spend, 1e-4) / any));
+    return;
+  }
+  // With browsing: the offsets start from P(alive | purchases, browsing).
+  // Purchase odds of "dropped out after the last purchase" as in MBG/NBD
+  // (a dropout may follow any purchase, the first too), times the browsing
+  // likelihood ratio at the 30-day fade.
+  const double log_odds_gone = std::log(p.a / (p.b + c.x)) +
+                               (p.r + c.x) * (std::log(p.alpha + c.T) - std::log(p.alpha + c.t_x)) +
+                               raw[9];
+  const double alive_browsing = 1.0 / (1.0 + std::exp(std::clamp(log_odds_gone, -50.0, 50.0)));
+  const double any_if_alive = std::min(1.0, any / std::max(alive, 1e-4));
+  const double purchases_if_alive = purchases / std::max(alive, 1e-4);
+  const double any_browsing = std::clamp(alive_browsing * any_if_alive, 1e-4, 1.0 - 1e-4);
+  const double spend_browsing = alive_browsing * purchases_if_alive * order_value;
+  offsets[0] = static_cast<float>(std::log(any_browsing / (1.0 - any_browsing)));
+  offsets[1] = static_cast<float>(std::log(std::max(spend_browsing, 1e-4) / any_browsing));
+}
+
+void BrowseGoneLogLikelihoodRatios(const LstmPrior& prior, const History& history, int64_t now_ms,
+                                   float* out) {
+  out[0] = out[1] = 0.0f;
+  if (!(prior.browse_theta > 0) || history.purchases == 0 || history.first_event_ms == 0) return;
+  const double day = static_cast<double>(kMsPerDay);
+  const int64_t now = std::max(now_ms, history.last_event_ms);
+  const double tenure = static_cast<double>(now - history.first_event_ms) / day;
+  const double to_purchase =
+      std::max(0.0, static_cast<double>(history.last_purchase_ms - history.first_event_ms) / day);
+  const double since_purchase = std::max(0.0, tenure - to_purchase);
+  const double base_sessions =
+      std::max(1.0, static_cast<double>(history.sessions) - static_cast<double>(history.purchases));
+  const double theta = prior.browse_theta;
+  for (int i = 0; i < 2; ++i) {
+    const double fade = kBrowseFadeDays[i];
+    // Expected sessions per unit rate: all of the tenure when active; up to
+    // the last purchase, then the fading tail, when gone.
+    const double exposure_gone = to_purchase + fade * -std::expm1(-since_purchase / fade);
+    const double llr = -history.session_days_after_purchase / fade -
+                       (kBrowseKappa + base_sessions) *
+                           (std::log(theta + exposure_gone) - std::log(theta + tenure));
+    out[i] = static_cast<float>(std::clamp(std::isfinite(llr) ? llr : 0.0, -50.0, 50.0));
+  }
 }
 
 void AttrIndicators(const std::vector<AttrVocabEntry>& vocab, const History& history, float* out) {

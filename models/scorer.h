@@ -86,10 +86,10 @@ struct StepEvent {
   AttrEntries attrs{};  // profile events only: the attributes they set
 };
 
-// Running per-user aggregates. Plain data, stored in UserState.
 // Time constant of History::recent_sessions (days).
 inline constexpr double kRecentSessionsDays = 14.0;
 
+// Running per-user aggregates. Plain data, stored in UserState.
 struct History {
   int64_t first_event_ms = 0;     // 0 = no event yet
   int64_t last_event_ms = 0;

@@ -57,6 +57,23 @@ struct HorizonRange {
   }
 };
 
+// kBrowseKappa / the mean base session rate per day (sessions beyond one per
+// purchase) of the users at the data's end; 0 when the data has (almost) no
+// browsing, e.g. purchase records only.
+double BrowseTheta(const Dataset& data) {
+  constexpr double kMinRatePerDay = 0.005;
+  double sessions = 0, days = 0;
+  for (const UserSequence& user : data.users) {
+    History history;
+    for (const StepEvent& event : user.events) UpdateHistory(history, event);
+    if (history.events == 0) continue;
+    sessions += std::max(0.0, double(history.sessions) - double(history.purchases));
+    days += std::max(1.0, double(data.end_ms - history.first_event_ms) / double(kMsPerDay));
+  }
+  const double rate = days > 0 ? sessions / days : 0.0;
+  return rate >= kMinRatePerDay ? kBrowseKappa / rate : 0.0;
+}
+
 void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRange& horizons,
                        const LstmPrior& prior, const std::vector<AttrVocabEntry>& vocab,
                        int snapshots, std::mt19937_64& random, UserExamples* out) {
@@ -421,12 +438,14 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     }
     prior.bgnbd = baseline.bgnbd;
     prior.gamma_gamma = baseline.gamma_gamma;
+    prior.browse_theta = BrowseTheta(data);
     std::fprintf(stderr,
                  "prior: BG/NBD r %.4g alpha %.4g a %.4g b %.4g, Gamma-Gamma p %.4g q %.4g "
-                 "gamma %.4g (%.0f customers)\n",
+                 "gamma %.4g (%.0f customers), browsing theta %.4g%s\n",
                  prior.bgnbd.r, prior.bgnbd.alpha, prior.bgnbd.a, prior.bgnbd.b,
                  prior.gamma_gamma.p, prior.gamma_gamma.q, prior.gamma_gamma.gamma,
-                 baseline.fit.customers);
+                 baseline.fit.customers, prior.browse_theta,
+                 prior.browse_theta > 0 ? "" : " (no browsing in the data: inputs off)");
   }
   const std::vector<AttrVocabEntry> vocab = BuildAttrVocab(data, options.attr_vocab_size);
   const size_t pw = kPriorCount + vocab.size();

@@ -60,7 +60,9 @@ TEST(E2eModels, GenTrainEvalWritesTableJsonAndChart) {
   EXPECT_EQ(saved["hidden_size"], 16);
   // The heads' BG/NBD prior was fitted on the training events and is stored.
   EXPECT_GT(saved["prior"]["bgnbd"]["r"].get<double>(), 0);
-  EXPECT_EQ(saved["prior"]["inputs"].size(), 8u);
+  EXPECT_EQ(saved["prior"]["inputs"].size(), 10u);
+  // The synthetic shop browses: the browsing inputs are on.
+  EXPECT_GT(saved["prior"]["browse"]["theta"].get<double>(), 0);
   EXPECT_NE(saved["training"].dump().find("--epochs 2"), std::string::npos)
       << "the command line is recorded: " << saved["training"].dump();
 

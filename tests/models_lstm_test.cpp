@@ -562,6 +562,70 @@ TEST(LstmScorer, RescoreKeepsStateAndSeesTimePass) {
 // With the head's output weights at zero the network adds nothing to its
 // BG/NBD + Gamma-Gamma prior: the LSTM's score is the baseline's, for any
 // horizon asked (the horizon is an input, not a linear scale).
+// The browsing inputs of the heads (prior inputs 8, 9): a buyer who keeps
+// browsing after the last purchase looks active (< 0), one whose browsing
+// stopped with it looks gone (> 0), more so the longer the silence lasts;
+// the offsets follow.
+TEST(LstmPrior, BrowsingAfterTheLastPurchaseSaysActiveOrGone) {
+  const int64_t day = 24LL * 3600 * 1000;
+  const int64_t t0 = 1'700'000'000'000LL;
+  LstmPrior prior;
+  prior.browse_theta = kBrowseKappa / 0.2;  // 0.2 base sessions a day on average
+  // A session every 5 days for 60 days with a purchase on day 30.
+  auto shopper = [&](bool keeps_browsing) {
+    History h;
+    for (int d = 0; d <= 60; d += 5) {
+      if (d > 30 && !keeps_browsing) break;
+      UpdateHistory(h, {EventKind::kPageView, t0 + d * day, 0});
+      if (d == 30) UpdateHistory(h, {EventKind::kPurchase, t0 + d * day + 60'000, 20.0});
+    }
+    return h;
+  };
+  float active[2], gone_early[2], gone_late[2];
+  const History browsing = shopper(true), silent = shopper(false);
+  BrowseGoneLogLikelihoodRatios(prior, browsing, t0 + 61 * day, active);
+  BrowseGoneLogLikelihoodRatios(prior, silent, t0 + 40 * day, gone_early);
+  BrowseGoneLogLikelihoodRatios(prior, silent, t0 + 90 * day, gone_late);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_LT(active[i], 0.0f) << "fade " << kBrowseFadeDays[i];
+    EXPECT_GT(gone_late[i], 0.0f) << "fade " << kBrowseFadeDays[i];
+    EXPECT_GT(gone_late[i], gone_early[i]) << "fade " << kBrowseFadeDays[i];
+  }
+  // The same numbers come out as prior inputs 8 and 9.
+  float raw[kPriorCount], offsets[kPriorOffsetCount];
+  prior.bgnbd = {0.5, 2.0, 1.0, 4.0};
+  prior.gamma_gamma = {3.0, 3.5, 50.0};
+  RawPriorInputs(prior, silent, t0 + 90 * day, 365, raw, offsets);
+  EXPECT_EQ(raw[8], gone_late[0]);
+  EXPECT_EQ(raw[9], gone_late[1]);
+  EXPECT_STREQ(PriorName(9), "browse_gone_llr30");
+  // The heads' offsets start from P(alive | purchases, browsing): the same
+  // purchase record with browsing that stopped gives a lower P(any purchase)
+  // and spend than with browsing that goes on.
+  float raw_active[kPriorCount], offsets_active[kPriorOffsetCount];
+  float raw_silent[kPriorCount], offsets_silent[kPriorOffsetCount];
+  RawPriorInputs(prior, browsing, t0 + 61 * day, 365, raw_active, offsets_active);
+  RawPriorInputs(prior, silent, t0 + 61 * day, 365, raw_silent, offsets_silent);
+  EXPECT_EQ(raw_active[6], raw_silent[6]) << "BG/NBD sees the same purchases";
+  EXPECT_GT(offsets_active[0], offsets_silent[0] + 1.0f);
+  EXPECT_GT(offsets_active[0] + offsets_active[1], offsets_silent[0] + offsets_silent[1]);
+  // Nothing to say before the first purchase, or without browsing in the
+  // training data (browse_theta 0).
+  History window_shopper;
+  UpdateHistory(window_shopper, {EventKind::kPageView, t0, 0});
+  float none[2];
+  BrowseGoneLogLikelihoodRatios(prior, window_shopper, t0 + 90 * day, none);
+  EXPECT_EQ(none[0], 0.0f);
+  EXPECT_EQ(none[1], 0.0f);
+  prior.browse_theta = 0;
+  BrowseGoneLogLikelihoodRatios(prior, silent, t0 + 90 * day, none);
+  EXPECT_EQ(none[0], 0.0f);
+  EXPECT_EQ(none[1], 0.0f);
+  // ... and then the offsets are BG/NBD's own.
+  RawPriorInputs(prior, silent, t0 + 61 * day, 365, raw_silent, offsets_silent);
+  EXPECT_EQ(offsets_silent[0], raw_silent[6]);
+}
+
 TEST(LstmScorer, ZeroHeadWeightsGiveTheBgNbdGammaGammaScoreAtAnyHorizon) {
   LstmModel model = RandomLstmModel(16, 21);
   model.prior.bgnbd = {0.3, 5.0, 0.8, 2.5};
