@@ -260,24 +260,19 @@ bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalRepor
   candidates.push_back({"simple formula", nullptr,
                         [&](const History& h, int64_t now) { return baseline.SimpleClvAt(h, now); },
                         {}});
-  if (!options.oracle.empty()) {
-    EvalCandidate oracle;
-    oracle.name = "oracle (true expected)";
+  // Given values per user (synthetic truth), 0 for users the map lacks.
+  auto add_given = [&](const char* name, const std::map<std::string, double>& by_user) {
+    if (by_user.empty()) return;
+    EvalCandidate given;
+    given.name = name;
     for (const auto& user : data.users) {
-      auto it = options.oracle.find(user.user_id);
-      oracle.given.push_back(it != options.oracle.end() ? it->second : 0.0);
+      auto it = by_user.find(user.user_id);
+      given.given.push_back(it != by_user.end() ? it->second : 0.0);
     }
-    candidates.push_back(std::move(oracle));
-  }
-  if (!options.events_posterior.empty()) {
-    EvalCandidate posterior;
-    posterior.name = "Bayes from the events";
-    for (const auto& user : data.users) {
-      auto it = options.events_posterior.find(user.user_id);
-      posterior.given.push_back(it != options.events_posterior.end() ? it->second : 0.0);
-    }
-    candidates.push_back(std::move(posterior));
-  }
+    candidates.push_back(std::move(given));
+  };
+  add_given("oracle (true expected)", options.oracle);
+  add_given("Bayes from the events", options.events_posterior);
   std::string title = options.title;
   if (options.horizon_days > lstm_model.horizon_days * 1.001 ||
       options.horizon_days < lstm_model.min_horizon_days * 0.999) {
