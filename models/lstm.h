@@ -62,18 +62,20 @@ namespace clv::models {
 //   7 log(horizon days),
 //   8, 9 browsing since the last purchase: the log likelihood ratio of the
 //        user's sessions under "dropped out at the last purchase, browsing
-//        fades with a time constant of kBrowseFadeDays[i]" against "still
-//        active, browsing at the same rate": base sessions (sessions minus
-//        one per purchase) ~ Poisson(rho x time), rho ~ Gamma(kBrowseKappa,
-//        browse_theta) integrated out; uses History's sessions,
-//        sessions_since_purchase sums and times. > 0 says "gone". 0 before
-//        the first purchase and for models whose training data had no
-//        browsing (browse_theta 0, e.g. CDNOW).
+//        fades with a time constant of browse_fade_days (input 9: 4 x that)"
+//        against "still active, browsing at the same rate": base sessions
+//        (sessions minus browse_sessions_per_purchase per purchase) ~
+//        Poisson(rho x time), rho ~ Gamma(kBrowseKappa, browse_theta)
+//        integrated out; uses History's sessions, sessions_since_purchase
+//        sums and times. > 0 says "gone". 0 before the first purchase and for
+//        models whose training data had no browsing (browse_theta 0, e.g.
+//        CDNOW). The three browse_ parameters are fitted by clv train.
 // Offsets added to the raw head outputs: logit P(any) to out0 and
 // log(E[spend] / P(any)) to out1. O(1) per user (a hypergeometric series).
 inline constexpr int kPriorCount = 10;
 inline constexpr double kBrowseKappa = 2.0;
-inline constexpr double kBrowseFadeDays[2] = {7.0, 30.0};
+// Input 9's fade time, in multiples of browse_fade_days.
+inline constexpr double kBrowseSlowFade = 4.0;
 inline constexpr int kPriorOffsetCount = 2;
 const char* PriorName(int index);
 
@@ -83,6 +85,10 @@ struct LstmPrior {
   // Rate of the Gamma prior on a user's base sessions per day: kBrowseKappa /
   // the training users' mean base session rate; 0 = no browsing inputs.
   double browse_theta = 0;
+  // Time constant of the fade after a dropout (days), and the sessions each
+  // purchase brings beyond the base rate (its own session, research before).
+  double browse_fade_days = 14;
+  double browse_sessions_per_purchase = 1;
   // Standardization of the raw prior inputs (scale 0 = 1), clipped to +-8.
   std::array<float, kPriorCount> mean{};
   std::array<float, kPriorCount> scale{};
@@ -92,6 +98,10 @@ struct LstmPrior {
 // at now_ms for horizon_days. Deterministic; pure.
 void RawPriorInputs(const LstmPrior& prior, const History& history, int64_t now_ms,
                     double horizon_days, float* raw, float* offsets);
+// log of the odds that a customer with RFM summary `c` dropped out right
+// after the last purchase, from the purchases alone, MBG/NBD style (BG/NBD's
+// parameters; unlike BG/NBD a dropout may follow the first purchase too).
+double BrowsePurchaseLogOddsGone(const BgNbdParams& p, const RfmSummary& c);
 // Prior inputs 8 and 9 alone (see above); out[2].
 void BrowseGoneLogLikelihoodRatios(const LstmPrior& prior, const History& history, int64_t now_ms,
                                    float* out);

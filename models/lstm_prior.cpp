@@ -11,7 +11,7 @@ const char* PriorName(int index) {
   static constexpr const char* kNames[kPriorCount] = {
       "bg_p_alive",         "bg_logit_alive",     "bg_log_purchases", "bg_log_purchases_alive",
       "gg_log_order_value", "bg_log_clv",         "bg_logit_any",     "log_horizon_days",
-      "browse_gone_llr7",   "browse_gone_llr30"};
+      "browse_gone_llr",    "browse_gone_llr_slow"};
   return index >= 0 && index < kPriorCount ? kNames[index] : "?";
 }
 
@@ -51,10 +51,8 @@ void RawPriorInputs(const LstmPrior& prior, const History& history, int64_t now_
   // With browsing: the offsets start from P(alive | purchases, browsing).
   // Purchase odds of "dropped out after the last purchase" as in MBG/NBD
   // (a dropout may follow any purchase, the first too), times the browsing
-  // likelihood ratio at the 30-day fade.
-  const double log_odds_gone = std::log(p.a / (p.b + c.x)) +
-                               (p.r + c.x) * (std::log(p.alpha + c.T) - std::log(p.alpha + c.t_x)) +
-                               raw[9];
+  // likelihood ratio at the fitted fade.
+  const double log_odds_gone = BrowsePurchaseLogOddsGone(p, c) + raw[8];
   const double alive_browsing = 1.0 / (1.0 + std::exp(std::clamp(log_odds_gone, -50.0, 50.0)));
   const double any_if_alive = std::min(1.0, any / std::max(alive, 1e-4));
   const double purchases_if_alive = purchases / std::max(alive, 1e-4);
@@ -62,6 +60,11 @@ void RawPriorInputs(const LstmPrior& prior, const History& history, int64_t now_
   const double spend_browsing = alive_browsing * purchases_if_alive * order_value;
   offsets[0] = static_cast<float>(std::log(any_browsing / (1.0 - any_browsing)));
   offsets[1] = static_cast<float>(std::log(std::max(spend_browsing, 1e-4) / any_browsing));
+}
+
+double BrowsePurchaseLogOddsGone(const BgNbdParams& p, const RfmSummary& c) {
+  return std::log(p.a / (p.b + c.x)) +
+         (p.r + c.x) * (std::log(p.alpha + c.T) - std::log(p.alpha + c.t_x));
 }
 
 void BrowseGoneLogLikelihoodRatios(const LstmPrior& prior, const History& history, int64_t now_ms,
@@ -75,10 +78,11 @@ void BrowseGoneLogLikelihoodRatios(const LstmPrior& prior, const History& histor
       std::max(0.0, static_cast<double>(history.last_purchase_ms - history.first_event_ms) / day);
   const double since_purchase = std::max(0.0, tenure - to_purchase);
   const double base_sessions =
-      std::max(1.0, static_cast<double>(history.sessions) - static_cast<double>(history.purchases));
+      std::max(1.0, static_cast<double>(history.sessions) -
+                        prior.browse_sessions_per_purchase * static_cast<double>(history.purchases));
   const double theta = prior.browse_theta;
   for (int i = 0; i < 2; ++i) {
-    const double fade = kBrowseFadeDays[i];
+    const double fade = prior.browse_fade_days * (i == 0 ? 1.0 : kBrowseSlowFade);
     // Expected sessions per unit rate: all of the tenure when active; up to
     // the last purchase, then the fading tail, when gone.
     const double exposure_gone = to_purchase + fade * -std::expm1(-since_purchase / fade);

@@ -443,9 +443,11 @@ std::string LstmModelVersion(const LstmModel& model) {
   hash = Fnv1a(hash, &model.horizon_days, sizeof(double));
   hash = Fnv1a(hash, &model.min_horizon_days, sizeof(double));
   const LstmPrior& prior = model.prior;
-  double params[8] = {prior.bgnbd.r,         prior.bgnbd.alpha,       prior.bgnbd.a,
-                      prior.bgnbd.b,         prior.gamma_gamma.p,     prior.gamma_gamma.q,
-                      prior.gamma_gamma.gamma, prior.browse_theta};
+  double params[10] = {prior.bgnbd.r,         prior.bgnbd.alpha,
+                       prior.bgnbd.a,         prior.bgnbd.b,
+                       prior.gamma_gamma.p,   prior.gamma_gamma.q,
+                       prior.gamma_gamma.gamma, prior.browse_theta,
+                       prior.browse_fade_days, prior.browse_sessions_per_purchase};
   hash = Fnv1a(hash, params, sizeof(params));
   hash = Fnv1a(hash, prior.mean.data(), sizeof(float) * kPriorCount);
   hash = Fnv1a(hash, prior.scale.data(), sizeof(float) * kPriorCount);
@@ -505,8 +507,10 @@ bool SaveLstmModel(LstmModel model, const std::string& path, std::string* error)
                  {"b", prior.bgnbd.b}}},
       {"gamma_gamma", {{"p", prior.gamma_gamma.p}, {"q", prior.gamma_gamma.q},
                        {"gamma", prior.gamma_gamma.gamma}}},
-      {"browse", {{"kappa", kBrowseKappa}, {"theta", prior.browse_theta},
-                  {"fade_days", {kBrowseFadeDays[0], kBrowseFadeDays[1]}}}},
+      {"browse", {{"kappa", kBrowseKappa},
+                  {"theta", prior.browse_theta},
+                  {"fade_days", prior.browse_fade_days},
+                  {"sessions_per_purchase", prior.browse_sessions_per_purchase}}},
       {"inputs", prior_inputs}};
   auto parse_object = [&](const std::string& text) {
     auto parsed = nlohmann::json::parse(text.empty() ? "{}" : text, nullptr, false);
@@ -574,9 +578,14 @@ bool LoadLstmModel(const std::string& path, LstmModel* model, std::string* error
     const auto& gg = prior.at("gamma_gamma");
     loaded.prior.gamma_gamma = {gg.at("p").get<double>(), gg.at("q").get<double>(),
                                 gg.at("gamma").get<double>()};
-    loaded.prior.browse_theta = prior.at("browse").at("theta").get<double>();
-    if (!(loaded.prior.browse_theta >= 0)) {
-      *error = "LoadLstmModel " + path + ": prior.browse.theta must be >= 0";
+    const auto& browse = prior.at("browse");
+    loaded.prior.browse_theta = browse.at("theta").get<double>();
+    loaded.prior.browse_fade_days = browse.at("fade_days").get<double>();
+    loaded.prior.browse_sessions_per_purchase = browse.at("sessions_per_purchase").get<double>();
+    if (!(loaded.prior.browse_theta >= 0) || !(loaded.prior.browse_fade_days > 0) ||
+        !(loaded.prior.browse_sessions_per_purchase >= 0)) {
+      *error = "LoadLstmModel " + path +
+               ": prior.browse needs theta >= 0, fade_days > 0 and sessions_per_purchase >= 0";
       return false;
     }
     const auto& inputs = prior.at("inputs");

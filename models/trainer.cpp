@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <map>
 #include <numeric>
@@ -57,21 +58,87 @@ struct HorizonRange {
   }
 };
 
-// kBrowseKappa / the mean base session rate per day (sessions beyond one per
-// purchase) of the users at the data's end; 0 when the data has (almost) no
-// browsing, e.g. purchase records only.
-double BrowseTheta(const Dataset& data) {
+// The browsing model of the prior (lstm.h, inputs 8 and 9), fitted on the
+// users at the data's end:
+//  * rate: sessions per day beyond those that come with purchases;
+//    theta = kBrowseKappa / rate. No browsing (rate < 0.005 a day, e.g.
+//    purchase records only): theta 0.
+//  * sessions_per_purchase: sessions started in the kPurchaseWindowDays up
+//    to each purchase (its own session included) minus what the user's
+//    overall session rate puts in such a window, averaged over purchases.
+//  * fade_days by maximum likelihood over a grid: buyers' sessions as a
+//    mixture of "still active" and "dropped out at the last purchase", mixed
+//    by the purchase odds (BrowsePurchaseLogOddsGone).
+void FitBrowse(const Dataset& data, const BgNbdParams& bgnbd, LstmPrior* prior) {
   constexpr double kMinRatePerDay = 0.005;
-  double sessions = 0, days = 0;
+  struct Seen {
+    double sessions, purchases, tenure, to_purchase, after_sum;
+    RfmSummary rfm;
+  };
+  constexpr double kPurchaseWindowDays = 3.0;
+  const double day = static_cast<double>(kMsPerDay);
+  std::vector<Seen> seen;
+  double sessions_total = 0, days_total = 0, purchases_total = 0, excess_total = 0;
+  std::vector<int64_t> session_starts;
   for (const UserSequence& user : data.users) {
-    History history;
-    for (const StepEvent& event : user.events) UpdateHistory(history, event);
-    if (history.events == 0) continue;
-    sessions += std::max(0.0, double(history.sessions) - double(history.purchases));
-    days += std::max(1.0, double(data.end_ms - history.first_event_ms) / double(kMsPerDay));
+    History h;
+    session_starts.clear();
+    double excess = 0;
+    for (const StepEvent& event : user.events) {
+      const uint32_t sessions_before = h.sessions;
+      UpdateHistory(h, event);
+      if (h.sessions != sessions_before) session_starts.push_back(event.ts_ms);
+      if (event.kind == EventKind::kPurchase) {
+        const int64_t from = event.ts_ms - static_cast<int64_t>(kPurchaseWindowDays * day);
+        excess += static_cast<double>(session_starts.end() -
+                                      std::lower_bound(session_starts.begin(),
+                                                       session_starts.end(), from));
+      }
+    }
+    if (h.events == 0) continue;
+    Seen s{double(h.sessions), double(h.purchases),
+           std::max(1.0 / 24, double(data.end_ms - h.first_event_ms) / day),
+           h.purchases > 0 ? std::max(0.0, double(h.last_purchase_ms - h.first_event_ms) / day) : 0.0,
+           h.session_days_after_purchase, SummaryFromHistory(h, data.end_ms)};
+    // What the user's own overall rate puts into the purchase windows.
+    excess_total += excess - s.purchases * kPurchaseWindowDays * s.sessions / s.tenure;
+    purchases_total += s.purchases;
+    sessions_total += s.sessions;
+    days_total += s.tenure;
+    seen.push_back(s);
   }
-  const double rate = days > 0 ? sessions / days : 0.0;
-  return rate >= kMinRatePerDay ? kBrowseKappa / rate : 0.0;
+  prior->browse_theta = 0;
+  if (seen.empty() || !(days_total > 0)) return;
+  const double per_purchase =
+      purchases_total > 0 ? std::clamp(excess_total / purchases_total, 0.0, 10.0) : 0.0;
+  const double rate = (sessions_total - per_purchase * purchases_total) / days_total;
+  if (!(rate >= kMinRatePerDay)) return;
+  prior->browse_theta = kBrowseKappa / rate;
+  prior->browse_sessions_per_purchase = per_purchase;
+  const double theta = prior->browse_theta;
+  double best = -std::numeric_limits<double>::infinity();
+  for (double fade : {1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 14.0, 20.0, 30.0, 45.0, 60.0, 90.0}) {
+    double log_likelihood = 0;
+    for (const Seen& s : seen) {
+      if (s.purchases < 1) continue;
+      const double base = std::max(1.0, s.sessions - per_purchase * s.purchases);
+      const double since = std::max(0.0, s.tenure - s.to_purchase);
+      const double exposure_gone = s.to_purchase + fade * -std::expm1(-since / fade);
+      const double log_active = -(kBrowseKappa + base) * std::log(theta + s.tenure);
+      const double log_gone =
+          -s.after_sum / fade - (kBrowseKappa + base) * std::log(theta + exposure_gone);
+      const double log_odds = std::clamp(BrowsePurchaseLogOddsGone(bgnbd, s.rfm), -50.0, 50.0);
+      // log(P_active L_active + P_gone L_gone), P_gone = sigmoid(log_odds).
+      const double a = -std::log1p(std::exp(log_odds)) + log_active;
+      const double g = -std::log1p(std::exp(-log_odds)) + log_gone;
+      const double top = std::max(a, g);
+      log_likelihood += top + std::log(std::exp(a - top) + std::exp(g - top));
+    }
+    if (log_likelihood > best) {
+      best = log_likelihood;
+      prior->browse_fade_days = fade;
+    }
+  }
 }
 
 void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRange& horizons,
@@ -438,14 +505,21 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     }
     prior.bgnbd = baseline.bgnbd;
     prior.gamma_gamma = baseline.gamma_gamma;
-    prior.browse_theta = BrowseTheta(data);
+    FitBrowse(data, prior.bgnbd, &prior);
+    char browse[160] = "browsing: none in the data (browsing inputs off)";
+    if (prior.browse_theta > 0) {
+      std::snprintf(browse, sizeof(browse),
+                    "browsing: %.3g base sessions a day, %.3g more per purchase, fade %.3g days "
+                    "after a dropout",
+                    kBrowseKappa / prior.browse_theta, prior.browse_sessions_per_purchase,
+                    prior.browse_fade_days);
+    }
     std::fprintf(stderr,
                  "prior: BG/NBD r %.4g alpha %.4g a %.4g b %.4g, Gamma-Gamma p %.4g q %.4g "
-                 "gamma %.4g (%.0f customers), browsing theta %.4g%s\n",
+                 "gamma %.4g (%.0f customers); %s\n",
                  prior.bgnbd.r, prior.bgnbd.alpha, prior.bgnbd.a, prior.bgnbd.b,
                  prior.gamma_gamma.p, prior.gamma_gamma.q, prior.gamma_gamma.gamma,
-                 baseline.fit.customers, prior.browse_theta,
-                 prior.browse_theta > 0 ? "" : " (no browsing in the data: inputs off)");
+                 baseline.fit.customers, browse);
   }
   const std::vector<AttrVocabEntry> vocab = BuildAttrVocab(data, options.attr_vocab_size);
   const size_t pw = kPriorCount + vocab.size();

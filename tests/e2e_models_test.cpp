@@ -61,8 +61,14 @@ TEST(E2eModels, GenTrainEvalWritesTableJsonAndChart) {
   // The heads' BG/NBD prior was fitted on the training events and is stored.
   EXPECT_GT(saved["prior"]["bgnbd"]["r"].get<double>(), 0);
   EXPECT_EQ(saved["prior"]["inputs"].size(), 10u);
-  // The synthetic shop browses: the browsing inputs are on.
-  EXPECT_GT(saved["prior"]["browse"]["theta"].get<double>(), 0);
+  // The synthetic shop browses: the browsing inputs are on, and the fit finds
+  // the shop's own browsing: each purchase brings its session and about two
+  // research sessions, and browsing fades over about 14 days after a dropout.
+  const auto& browse = saved["prior"]["browse"];
+  EXPECT_GT(browse["theta"].get<double>(), 0);
+  EXPECT_NEAR(browse["sessions_per_purchase"].get<double>(), 3.0, 1.0) << browse.dump();
+  EXPECT_GE(browse["fade_days"].get<double>(), 7.0) << browse.dump();
+  EXPECT_LE(browse["fade_days"].get<double>(), 30.0) << browse.dump();
   EXPECT_NE(saved["training"].dump().find("--epochs 2"), std::string::npos)
       << "the command line is recorded: " << saved["training"].dump();
 

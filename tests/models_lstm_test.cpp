@@ -571,6 +571,8 @@ TEST(LstmPrior, BrowsingAfterTheLastPurchaseSaysActiveOrGone) {
   const int64_t t0 = 1'700'000'000'000LL;
   LstmPrior prior;
   prior.browse_theta = kBrowseKappa / 0.2;  // 0.2 base sessions a day on average
+  prior.browse_fade_days = 7;
+  prior.browse_sessions_per_purchase = 1;
   // A session every 5 days for 60 days with a purchase on day 30.
   auto shopper = [&](bool keeps_browsing) {
     History h;
@@ -587,9 +589,9 @@ TEST(LstmPrior, BrowsingAfterTheLastPurchaseSaysActiveOrGone) {
   BrowseGoneLogLikelihoodRatios(prior, silent, t0 + 40 * day, gone_early);
   BrowseGoneLogLikelihoodRatios(prior, silent, t0 + 90 * day, gone_late);
   for (int i = 0; i < 2; ++i) {
-    EXPECT_LT(active[i], 0.0f) << "fade " << kBrowseFadeDays[i];
-    EXPECT_GT(gone_late[i], 0.0f) << "fade " << kBrowseFadeDays[i];
-    EXPECT_GT(gone_late[i], gone_early[i]) << "fade " << kBrowseFadeDays[i];
+    EXPECT_LT(active[i], 0.0f) << "input " << 8 + i;
+    EXPECT_GT(gone_late[i], 0.0f) << "input " << 8 + i;
+    EXPECT_GT(gone_late[i], gone_early[i]) << "input " << 8 + i;
   }
   // The same numbers come out as prior inputs 8 and 9.
   float raw[kPriorCount], offsets[kPriorOffsetCount];
@@ -598,7 +600,7 @@ TEST(LstmPrior, BrowsingAfterTheLastPurchaseSaysActiveOrGone) {
   RawPriorInputs(prior, silent, t0 + 90 * day, 365, raw, offsets);
   EXPECT_EQ(raw[8], gone_late[0]);
   EXPECT_EQ(raw[9], gone_late[1]);
-  EXPECT_STREQ(PriorName(9), "browse_gone_llr30");
+  EXPECT_STREQ(PriorName(9), "browse_gone_llr_slow");
   // The heads' offsets start from P(alive | purchases, browsing): the same
   // purchase record with browsing that stopped gives a lower P(any purchase)
   // and spend than with browsing that goes on.
