@@ -153,11 +153,11 @@ void UpdateHistory(History& history, const StepEvent& event) {
         history.log_value_sum += log_amount;
         history.log_value_sq_sum += log_amount * log_amount;
       }
-      const int64_t previous_purchase_ms = history.purchases > 1 ? history.last_purchase_ms : 0;
+      // The newest purchase: browsing after it starts from zero (a late,
+      // older purchase leaves the count alone).
+      const bool newest = history.purchases == 1 || ts >= history.last_purchase_ms;
       FoldPurchaseDay(history, ts);
-      if (history.purchases == 1 || ts >= previous_purchase_ms) {
-        // The newest purchase: browsing after it starts from zero (a late,
-        // older purchase leaves the count alone).
+      if (newest) {
         history.sessions_since_purchase = 0;
         history.session_days_after_purchase = 0;
       }

@@ -102,6 +102,23 @@ void RawPriorInputs(const LstmPrior& prior, const History& history, int64_t now_
 // after the last purchase, from the purchases alone, MBG/NBD style (BG/NBD's
 // parameters; unlike BG/NBD a dropout may follow the first purchase too).
 double BrowsePurchaseLogOddsGone(const BgNbdParams& p, const RfmSummary& c);
+// What the browsing likelihoods see of a user at `now` (days; base sessions
+// = sessions minus browse_sessions_per_purchase per purchase, at least 1).
+struct BrowseSessions {
+  double base_sessions = 1;
+  double tenure = 0;       // first event -> now
+  double to_purchase = 0;  // first event -> last purchase
+  double after_sum = 0;    // History::session_days_after_purchase
+};
+BrowseSessions BrowseSessionsOf(const LstmPrior& prior, const History& history, int64_t now_ms);
+// log likelihoods of those sessions, up to a factor common to both, under
+// "still active" and "dropped out at the last purchase, browsing fades over
+// `fade` days" (Gamma(kBrowseKappa, theta) session rate integrated out).
+struct BrowseLogLikelihood {
+  double active = 0;
+  double gone = 0;
+};
+BrowseLogLikelihood BrowseLogLikelihoods(double theta, double fade, const BrowseSessions& s);
 // Prior inputs 8 and 9 alone (see above); out[2].
 void BrowseGoneLogLikelihoodRatios(const LstmPrior& prior, const History& history, int64_t now_ms,
                                    float* out);

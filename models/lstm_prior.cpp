@@ -67,28 +67,38 @@ double BrowsePurchaseLogOddsGone(const BgNbdParams& p, const RfmSummary& c) {
          (p.r + c.x) * (std::log(p.alpha + c.T) - std::log(p.alpha + c.t_x));
 }
 
+BrowseSessions BrowseSessionsOf(const LstmPrior& prior, const History& history, int64_t now_ms) {
+  const double day = static_cast<double>(kMsPerDay);
+  const int64_t now = std::max(now_ms, history.last_event_ms);
+  BrowseSessions s;
+  s.tenure = static_cast<double>(now - history.first_event_ms) / day;
+  s.to_purchase =
+      std::max(0.0, static_cast<double>(history.last_purchase_ms - history.first_event_ms) / day);
+  s.base_sessions =
+      std::max(1.0, static_cast<double>(history.sessions) -
+                        prior.browse_sessions_per_purchase * static_cast<double>(history.purchases));
+  s.after_sum = history.session_days_after_purchase;
+  return s;
+}
+
+BrowseLogLikelihood BrowseLogLikelihoods(double theta, double fade, const BrowseSessions& s) {
+  // Expected sessions per unit rate: all of the tenure when active; up to the
+  // last purchase, then the fading tail, when gone.
+  const double since_purchase = std::max(0.0, s.tenure - s.to_purchase);
+  const double exposure_gone = s.to_purchase + fade * -std::expm1(-since_purchase / fade);
+  return {-(kBrowseKappa + s.base_sessions) * std::log(theta + s.tenure),
+          -s.after_sum / fade - (kBrowseKappa + s.base_sessions) * std::log(theta + exposure_gone)};
+}
+
 void BrowseGoneLogLikelihoodRatios(const LstmPrior& prior, const History& history, int64_t now_ms,
                                    float* out) {
   out[0] = out[1] = 0.0f;
   if (!(prior.browse_theta > 0) || history.purchases == 0 || history.first_event_ms == 0) return;
-  const double day = static_cast<double>(kMsPerDay);
-  const int64_t now = std::max(now_ms, history.last_event_ms);
-  const double tenure = static_cast<double>(now - history.first_event_ms) / day;
-  const double to_purchase =
-      std::max(0.0, static_cast<double>(history.last_purchase_ms - history.first_event_ms) / day);
-  const double since_purchase = std::max(0.0, tenure - to_purchase);
-  const double base_sessions =
-      std::max(1.0, static_cast<double>(history.sessions) -
-                        prior.browse_sessions_per_purchase * static_cast<double>(history.purchases));
-  const double theta = prior.browse_theta;
+  const BrowseSessions sessions = BrowseSessionsOf(prior, history, now_ms);
   for (int i = 0; i < 2; ++i) {
     const double fade = prior.browse_fade_days * (i == 0 ? 1.0 : kBrowseSlowFade);
-    // Expected sessions per unit rate: all of the tenure when active; up to
-    // the last purchase, then the fading tail, when gone.
-    const double exposure_gone = to_purchase + fade * -std::expm1(-since_purchase / fade);
-    const double llr = -history.session_days_after_purchase / fade -
-                       (kBrowseKappa + base_sessions) *
-                           (std::log(theta + exposure_gone) - std::log(theta + tenure));
+    const BrowseLogLikelihood l = BrowseLogLikelihoods(prior.browse_theta, fade, sessions);
+    const double llr = l.gone - l.active;
     out[i] = static_cast<float>(std::clamp(std::isfinite(llr) ? llr : 0.0, -50.0, 50.0));
   }
 }

@@ -71,66 +71,64 @@ struct HorizonRange {
 //    by the purchase odds (BrowsePurchaseLogOddsGone).
 void FitBrowse(const Dataset& data, const BgNbdParams& bgnbd, LstmPrior* prior) {
   constexpr double kMinRatePerDay = 0.005;
-  struct Seen {
-    double sessions, purchases, tenure, to_purchase, after_sum;
-    RfmSummary rfm;
-  };
   constexpr double kPurchaseWindowDays = 3.0;
+  struct Buyer {
+    History history;
+    double log_odds_gone = 0;  // from the purchases alone
+  };
   const double day = static_cast<double>(kMsPerDay);
-  std::vector<Seen> seen;
+  std::vector<Buyer> buyers;
   double sessions_total = 0, days_total = 0, purchases_total = 0, excess_total = 0;
   std::vector<int64_t> session_starts;
   for (const UserSequence& user : data.users) {
     History h;
     session_starts.clear();
-    double excess = 0;
+    double in_windows = 0;  // sessions started in the window up to each purchase
     for (const StepEvent& event : user.events) {
       const uint32_t sessions_before = h.sessions;
       UpdateHistory(h, event);
       if (h.sessions != sessions_before) session_starts.push_back(event.ts_ms);
       if (event.kind == EventKind::kPurchase) {
         const int64_t from = event.ts_ms - static_cast<int64_t>(kPurchaseWindowDays * day);
-        excess += static_cast<double>(session_starts.end() -
-                                      std::lower_bound(session_starts.begin(),
-                                                       session_starts.end(), from));
+        in_windows += static_cast<double>(session_starts.end() -
+                                          std::lower_bound(session_starts.begin(),
+                                                           session_starts.end(), from));
       }
     }
     if (h.events == 0) continue;
-    Seen s{double(h.sessions), double(h.purchases),
-           std::max(1.0 / 24, double(data.end_ms - h.first_event_ms) / day),
-           h.purchases > 0 ? std::max(0.0, double(h.last_purchase_ms - h.first_event_ms) / day) : 0.0,
-           h.session_days_after_purchase, SummaryFromHistory(h, data.end_ms)};
+    const double tenure = std::max(1.0 / 24, double(data.end_ms - h.first_event_ms) / day);
     // What the user's own overall rate puts into the purchase windows.
-    excess_total += excess - s.purchases * kPurchaseWindowDays * s.sessions / s.tenure;
-    purchases_total += s.purchases;
-    sessions_total += s.sessions;
-    days_total += s.tenure;
-    seen.push_back(s);
+    excess_total += in_windows - h.purchases * kPurchaseWindowDays * h.sessions / tenure;
+    purchases_total += h.purchases;
+    sessions_total += h.sessions;
+    days_total += tenure;
+    if (h.purchases > 0) {
+      const double log_odds = BrowsePurchaseLogOddsGone(bgnbd, SummaryFromHistory(h, data.end_ms));
+      buyers.push_back({h, std::clamp(log_odds, -50.0, 50.0)});
+    }
   }
   prior->browse_theta = 0;
-  if (seen.empty() || !(days_total > 0)) return;
+  if (!(days_total > 0)) return;
   const double per_purchase =
       purchases_total > 0 ? std::clamp(excess_total / purchases_total, 0.0, 10.0) : 0.0;
   const double rate = (sessions_total - per_purchase * purchases_total) / days_total;
   if (!(rate >= kMinRatePerDay)) return;
   prior->browse_theta = kBrowseKappa / rate;
   prior->browse_sessions_per_purchase = per_purchase;
-  const double theta = prior->browse_theta;
+  std::vector<BrowseSessions> sessions;
+  sessions.reserve(buyers.size());
+  for (const Buyer& buyer : buyers) {
+    sessions.push_back(BrowseSessionsOf(*prior, buyer.history, data.end_ms));
+  }
   double best = -std::numeric_limits<double>::infinity();
   for (double fade : {1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 14.0, 20.0, 30.0, 45.0, 60.0, 90.0}) {
     double log_likelihood = 0;
-    for (const Seen& s : seen) {
-      if (s.purchases < 1) continue;
-      const double base = std::max(1.0, s.sessions - per_purchase * s.purchases);
-      const double since = std::max(0.0, s.tenure - s.to_purchase);
-      const double exposure_gone = s.to_purchase + fade * -std::expm1(-since / fade);
-      const double log_active = -(kBrowseKappa + base) * std::log(theta + s.tenure);
-      const double log_gone =
-          -s.after_sum / fade - (kBrowseKappa + base) * std::log(theta + exposure_gone);
-      const double log_odds = std::clamp(BrowsePurchaseLogOddsGone(bgnbd, s.rfm), -50.0, 50.0);
-      // log(P_active L_active + P_gone L_gone), P_gone = sigmoid(log_odds).
-      const double a = -std::log1p(std::exp(log_odds)) + log_active;
-      const double g = -std::log1p(std::exp(-log_odds)) + log_gone;
+    for (size_t i = 0; i < buyers.size(); ++i) {
+      const BrowseLogLikelihood l = BrowseLogLikelihoods(prior->browse_theta, fade, sessions[i]);
+      // log(P_active L_active + P_gone L_gone), P_gone = sigmoid(log odds).
+      const double log_odds = buyers[i].log_odds_gone;
+      const double a = -std::log1p(std::exp(log_odds)) + l.active;
+      const double g = -std::log1p(std::exp(-log_odds)) + l.gone;
       const double top = std::max(a, g);
       log_likelihood += top + std::log(std::exp(a - top) + std::exp(g - top));
     }

@@ -925,18 +925,24 @@ Dataset TinyShop(int users, uint64_t seed) {
   return data;
 }
 
-TEST(Trainer, TinyTrainingRunReducesLossAndRanksUsers) {
-  Dataset data = TinyShop(240, 1);
+// A small network on TinyShop's 150 days, one thread.
+TrainOptions TinyTrainOptions(int epochs) {
   TrainOptions options;
   options.horizon_days = 30;
   options.min_horizon_days = 10;
   options.hidden_size = 8;
   options.head_hidden = 8;
-  options.epochs = 6;
+  options.epochs = epochs;
+  options.threads = 1;
+  return options;
+}
+
+TEST(Trainer, TinyTrainingRunReducesLossAndRanksUsers) {
+  Dataset data = TinyShop(240, 1);
+  TrainOptions options = TinyTrainOptions(6);
   options.patience = 10;
   options.batch_users = 32;
   options.learning_rate = 1e-2;
-  options.threads = 1;
   testing::TempDir dir;
   options.checkpoint_path = dir.str() + "/checkpoint.json";
   std::vector<EpochReport> seen;
@@ -988,13 +994,7 @@ TEST(Trainer, BuildsAnAttrVocabularyFromProfileEventsAndCanBeToldNotTo) {
     data.attr_texts[AttrHash("tier=" + tier)] = "tier=" + tier;
     events.insert(events.begin(), profile);
   }
-  TrainOptions options;
-  options.horizon_days = 30;
-  options.min_horizon_days = 10;
-  options.hidden_size = 8;
-  options.head_hidden = 8;
-  options.epochs = 1;
-  options.threads = 1;
+  TrainOptions options = TinyTrainOptions(1);
   EXPECT_EQ(options.attr_vocab_size, 0);  // off unless asked for
   options.attr_vocab_size = 16;
   TrainResult result = TrainLstm(data, options, [](const EpochReport&) {});
