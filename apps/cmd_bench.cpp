@@ -234,8 +234,8 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
     auto started = Clock::now();
     int64_t events = 0;
     {
-      stream::SyntheticShop shop(flags->shop.options);
-      stream::GeneratedEvent event;
+      sim::SyntheticShop shop(flags->shop.options);
+      sim::GeneratedEvent event;
       while (shop.Next(&event)) {
         status = producer->Send(topic, event.user_id, event.json);
         if (!status.ok()) break;
@@ -330,8 +330,8 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
     std::atomic<bool> service_ready{false};
     std::atomic<bool> warmed_up{false};
     std::thread paced([&] {
-      stream::SyntheticShop shop(flags->shop.options);
-      stream::GeneratedEvent event;
+      sim::SyntheticShop shop(flags->shop.options);
+      sim::GeneratedEvent event;
       // Steady state only: start once the service has its partitions (the
       // group join is not part of event-to-score latency).
       const auto give_up = Clock::now() + std::chrono::seconds(60);

@@ -132,8 +132,8 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
                    service->http_port());
     }
     std::thread shop_thread([&] {
-      stream::SyntheticShop shop(flags->shop.options);
-      stream::GeneratedEvent event;
+      sim::SyntheticShop shop(flags->shop.options);
+      sim::GeneratedEvent event;
       auto started = Clock::now();
       int64_t n = 0;
       while (!StopRequested() && shop.Next(&event)) {

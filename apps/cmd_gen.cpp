@@ -31,7 +31,7 @@ bool ResolveShopFlags(ShopFlags& flags, const char* command) {
                  flags.horizon.c_str());
     return false;
   }
-  auto error = stream::ValidateShopOptions(flags.options);
+  auto error = sim::ValidateShopOptions(flags.options);
   if (!error.empty()) {
     std::fprintf(stderr, "%s: %s\n", command, error.c_str());
     return false;
@@ -106,8 +106,8 @@ void AddGenCommand(CLI::App& root, int* exit_code) {
       }
       out = &file;
     }
-    stream::SyntheticShop shop(flags->shop.options);
-    stream::GeneratedEvent event;
+    sim::SyntheticShop shop(flags->shop.options);
+    sim::GeneratedEvent event;
     const std::string clickstream = "clickstream", orders = "orders", profiles = "profiles";
     auto started = std::chrono::steady_clock::now();
     auto last_report = started;
@@ -156,8 +156,8 @@ void AddGenCommand(CLI::App& root, int* exit_code) {
       std::ofstream truth_file(flags->truth, std::ios::binary);
       auto truth = shop.Truth();
       bool csv = flags->truth.size() > 4 && flags->truth.substr(flags->truth.size() - 4) == ".csv";
-      bool ok = truth_file && (csv ? stream::WriteTruthCsv(truth, truth_file)
-                                   : stream::WriteTruthJsonl(truth, truth_file));
+      bool ok = truth_file && (csv ? sim::WriteTruthCsv(truth, truth_file)
+                                   : sim::WriteTruthJsonl(truth, truth_file));
       if (!ok) {
         std::fprintf(stderr, "clv gen: cannot write %s\n", flags->truth.c_str());
         *exit_code = 1;

@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "stream/synthetic_shop.h"
+#include "sim/synthetic_shop.h"
 
 namespace CLI {
 class App;
@@ -12,7 +12,7 @@ class App;
 namespace clv::apps {
 
 struct ShopFlags {
-  stream::ShopOptions options;
+  sim::ShopOptions options;
   std::string start;    // YYYY-MM-DD, overrides options.start_ms
   std::string horizon;  // "365d", overrides options.horizon_days
 };

@@ -14,16 +14,17 @@
 #include <vector>
 
 #include "config/config.h"
+#include "stream/decoder.h"
 #include "stream/event.h"
-#include "stream/synthetic_shop.h"
+#include "sim/synthetic_shop.h"
 
 namespace {
 
 using clv::stream::Decoder;
 using clv::stream::Event;
-using clv::stream::GeneratedEvent;
-using clv::stream::ShopOptions;
-using clv::stream::SyntheticShop;
+using clv::sim::GeneratedEvent;
+using clv::sim::ShopOptions;
+using clv::sim::SyntheticShop;
 
 constexpr int64_t kSampleUsers = 20000;
 constexpr double kSampleDays = 60;

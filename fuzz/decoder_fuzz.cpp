@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "config/config.h"
+#include "stream/decoder.h"
 #include "stream/event.h"
 
 namespace {

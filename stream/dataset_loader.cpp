@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "connectors/file_source.h"
+#include "stream/decoder.h"
 #include "stream/event.h"
 
 namespace clv::stream {

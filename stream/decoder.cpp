@@ -1,4 +1,4 @@
-// Decoder: one JSON message -> Event, validated (contract in stream/event.h).
+// Decoder: one JSON message -> Event, validated (contract in stream/decoder.h).
 //
 // Parsing uses simdjson's DOM parser rather than On-Demand: the DOM parser
 // validates the whole document (structure, every scalar, UTF-8, trailing
@@ -40,6 +40,7 @@
 #include <string>
 
 #include "config/config.h"
+#include "stream/decoder.h"
 #include "stream/event.h"
 
 namespace clv::stream {

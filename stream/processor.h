@@ -42,6 +42,7 @@
 #include "connectors/kafka.h"
 #include "models/scorer.h"
 #include "state/state_store.h"
+#include "stream/decoder.h"
 #include "stream/event.h"
 
 namespace clv::stream {

@@ -8,7 +8,7 @@
 
 #include "connectors/http_server.h"
 #include "stream/metrics.h"
-#include "stream/service_http.h"
+#include "stream/live_views.h"
 #include "stream/top_users.h"
 
 namespace clv::stream {

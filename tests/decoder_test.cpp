@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "stream/decoder.h"
 #include "stream/event.h"
 
 namespace clv::stream {

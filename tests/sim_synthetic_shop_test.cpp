@@ -13,11 +13,15 @@
 
 #include "config/config.h"
 #include "models/metrics.h"
+#include "sim/synthetic_shop.h"
+#include "stream/decoder.h"
 #include "stream/event.h"
-#include "stream/synthetic_shop.h"
 
-namespace clv::stream {
+namespace clv::sim {
 namespace {
+
+using stream::Decoder;
+using stream::Event;
 
 using models::EventKind;
 
@@ -347,4 +351,4 @@ TEST(SyntheticShopTest, TruthFilesHaveOneRowPerUser) {
 }
 
 }  // namespace
-}  // namespace clv::stream
+}  // namespace clv::sim

@@ -1,4 +1,4 @@
-#include "stream/service_http.h"
+#include "stream/live_views.h"
 
 #include <cstdio>
 #include <nlohmann/json.hpp>

@@ -42,8 +42,8 @@
 // Thread-safety: a SyntheticShop is not thread-safe.
 //
 // Example:
-//   stream::SyntheticShop shop({.users = 1000, .days = 90, .seed = 7});
-//   stream::GeneratedEvent event;
+//   sim::SyntheticShop shop({.users = 1000, .days = 90, .seed = 7});
+//   sim::GeneratedEvent event;
 //   while (shop.Next(&event)) producer.Send(event.user_id, event.json);
 //   auto truth = shop.Truth();
 #pragma once
@@ -56,7 +56,7 @@
 
 #include "models/scorer.h"
 
-namespace clv::stream {
+namespace clv::sim {
 
 struct ShopOptions {
   // Number of users (all sign up during the period, uniformly in time).
@@ -166,4 +166,4 @@ bool WriteEventsJsonl(SyntheticShop& shop, std::ostream& out, int64_t* events = 
 bool WriteTruthJsonl(const std::vector<UserTruth>& truth, std::ostream& out);
 bool WriteTruthCsv(const std::vector<UserTruth>& truth, std::ostream& out);
 
-}  // namespace clv::stream
+}  // namespace clv::sim

@@ -1,4 +1,4 @@
-// Synthetic shop (contract in stream/synthetic_shop.h).
+// Synthetic shop (contract in sim/synthetic_shop.h).
 //
 // Per user, five event sources run in parallel and the earliest wins:
 //   base sessions     Poisson(session rate x rhythm), thinned by the fade
@@ -12,7 +12,7 @@
 //   the session in progress (one event at a time, seconds apart).
 // Everything is drawn lazily from a per-user PRNG seeded from (seed, index),
 // so each user's stream does not depend on the others or on heap order.
-#include "stream/synthetic_shop.h"
+#include "sim/synthetic_shop.h"
 
 #include <algorithm>
 #include <array>
@@ -22,7 +22,7 @@
 #include <vector>
 #include <ostream>
 
-namespace clv::stream {
+namespace clv::sim {
 
 namespace {
 
@@ -992,4 +992,4 @@ bool WriteTruthCsv(const std::vector<UserTruth>& truth, std::ostream& out) {
   return static_cast<bool>(out);
 }
 
-}  // namespace clv::stream
+}  // namespace clv::sim
