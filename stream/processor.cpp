@@ -1,5 +1,7 @@
 #include "stream/processor.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -71,6 +73,29 @@ void ApplyProfile(const std::vector<std::pair<std::string, std::string>>& attrs,
     }
   }
   std::sort(s.attrs.begin(), s.attrs.end());
+}
+
+// Replaces the non-finite outputs of `score` (see processor.h "Non-finite
+// scores"); returns how many were.
+int ReplaceNonFinite(const state::UserState& previous, models::Score& score) {
+  int replaced = 0;
+  auto fix = [&](double& value, double fallback) {
+    if (std::isfinite(value)) return;
+    value = std::isfinite(fallback) ? fallback : 0.0;
+    ++replaced;
+  };
+  fix(score.clv, previous.clv);
+  fix(score.p_purchase, previous.p_purchase);
+  fix(score.churn_risk, previous.churn_risk);
+  fix(score.expected_purchases, 0);
+  fix(score.expected_order_value, 0);
+  for (auto& factor : score.top_factors) {
+    if (!std::isfinite(factor.contribution)) {
+      factor.contribution = 0;
+      ++replaced;
+    }
+  }
+  return replaced;
 }
 
 }  // namespace
@@ -167,7 +192,7 @@ struct Processor::Impl {
                  BatchWork& work);
   void IndexTimers(const BatchWork& work);
   Status Score(BatchWork& work);
-  Status DecideOutputs(UserWork& work, size_t round, const models::Score& score);
+  Status DecideOutputs(UserWork& work, size_t round, models::Score& score);
   Status Seal();
 
   // Helpers of the phases.
@@ -180,6 +205,7 @@ struct Processor::Impl {
                              const models::Score& score, double prev_clv) const;
   Status EmitAlert(const std::string& user_id, const Alert& alert,
                    const std::string& score_json);
+  void CountNonFinite(const std::string& user_id, const Op& op, int replaced);
   Status WriteAcknowledged(int max_pending);
   void EvictIfNeeded();
 
@@ -622,15 +648,30 @@ Status Processor::Impl::Score(BatchWork& work) {
   return Status::Ok();
 }
 
+void Processor::Impl::CountNonFinite(const std::string& user_id, const Op& op, int replaced) {
+  const int64_t count = counters.nonfinite_scores.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (metrics) metrics->scorer_nonfinite.Inc();
+  // Every one up to 100, then one in 10000: a broken model must not flood the log.
+  if (count <= 100 || count % 10000 == 0) {
+    spdlog::warn(
+        "msg=\"non-finite score replaced by the previous one\" user_id=\"{}\" seq={} "
+        "outputs={} model={} nonfinite_total={}",
+        user_id, op.seq, replaced, model_version, count);
+  }
+}
+
 // The outputs of one op's score: the user's new stage and score, the score
 // message (every op with stream.emit=per_event, else the user's last op of
 // the batch) and the alerts it raises.
-Status Processor::Impl::DecideOutputs(UserWork& w, size_t round, const models::Score& score) {
+Status Processor::Impl::DecideOutputs(UserWork& w, size_t round, models::Score& score) {
   const Op& op = w.ops[round];
   CachedUser& user = *w.user;
   auto& s = user.state;
   if (s.fp16) {
     for (auto& v : s.model_state) v = state::RoundToFp16(v);
+  }
+  if (const int replaced = ReplaceNonFinite(s, score); replaced > 0) {
+    CountNonFinite(user.user_id, op, replaced);
   }
   const double prev_clv = s.clv;
   const double prev_churn = s.churn_risk;

@@ -59,6 +59,9 @@ struct ProcessorCounters {
   std::atomic<int64_t> users_seen{0};  // users created
   std::atomic<int64_t> scorer_steps{0};
   std::atomic<int64_t> scorer_nanos{0};
+  // Scores with a non-finite output (NaN or inf), replaced by the fallback
+  // (Processor: "Non-finite scores").
+  std::atomic<int64_t> nonfinite_scores{0};
   // Where the wall time of the service loop goes (nanoseconds, summed):
   // waiting for input, processing batches, waiting for the producer's
   // acknowledgements before a commit, and writing the RocksDB batch.
@@ -117,6 +120,11 @@ struct ScoreRecord {
   std::string json;
 };
 
+// Non-finite scores: a scorer output that is NaN or inf is a defect of the
+// model. It is counted (clv_scorer_nonfinite_total, counters().nonfinite_scores),
+// logged with the user id, and replaced before anything reads it: clv,
+// p_purchase and churn_risk by the user's previous score (0 for a new user),
+// the other outputs and factor contributions by 0. NaN is never published.
 class Processor {
  public:
   // `store`, `scorer` and `sink` are borrowed and must outlive the Processor.

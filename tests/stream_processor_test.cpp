@@ -252,6 +252,31 @@ TEST_F(ProcessorOnFakes, AlertsCarryWhatChangedAndTheScore) {
   EXPECT_EQ(processor_->counters().alerts_emitted.load(), 5);
 }
 
+TEST_F(ProcessorOnFakes, ANonFiniteScoreIsCountedAndReplacedByThePreviousOne) {
+  Process({Event("orders", 0, "u1", 0, "purchase", 25),
+           Event("orders", 1, "u1", 1, "purchase", 666),
+           Event("orders", 2, "u2", 1, "purchase", 666)});
+  auto u1 = ScoresOf("u1");  // parsed strictly: no NaN, no inf
+  ASSERT_EQ(u1.size(), 2u);
+  EXPECT_DOUBLE_EQ(u1[1]["clv"].get<double>(), u1[0]["clv"].get<double>());
+  EXPECT_DOUBLE_EQ(u1[1]["p_purchase"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(u1[1]["churn_risk"].get<double>(), 0.1);
+  EXPECT_DOUBLE_EQ(u1[1]["top_factors"][0]["contribution"].get<double>(), 0);
+  auto u2 = ScoresOf("u2");
+  ASSERT_EQ(u2.size(), 1u);
+  EXPECT_DOUBLE_EQ(u2[0]["clv"].get<double>(), 0) << "no previous score: 0";
+  EXPECT_DOUBLE_EQ(u2[0]["churn_risk"].get<double>(), 0);
+  EXPECT_EQ(processor_->counters().nonfinite_scores.load(), 2);
+  for (const auto& value : sink_.Values("clv.alerts")) {
+    EXPECT_TRUE(nlohmann::json::accept(value)) << value;
+  }
+  ASSERT_TRUE(processor_->Commit().ok());
+  std::optional<state::UserState> stored;
+  ASSERT_TRUE(store_->GetUser("u1", &stored).ok());
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_TRUE(std::isfinite(stored->clv) && std::isfinite(stored->churn_risk));
+}
+
 TEST_F(ProcessorOnFakes, EachWrittenCommitReportsTheOffsetsItStored) {
   std::vector<std::map<connectors::TopicPartition, int64_t>> reported;
   processor_->set_commit_observer(
