@@ -258,6 +258,8 @@ TEST_F(OpsEndToEnd, SigtermMidStreamCommitsTheBatchAndARestartProcessesExactlyTh
   auto scores = Scores(in, static_cast<size_t>(in.events_count), &repeated);
   EXPECT_EQ(repeated, 0u) << "a clean stop sends no score twice";
   EXPECT_EQ(EventScores(scores), in.events_count) << "every event scored exactly once";
+  EXPECT_FALSE(ReadTopic(bootstrap(), in.alerts, 1).empty()) << "alerts, each strict JSON";
+
 }
 
 TEST_F(OpsEndToEnd, SecondSignalExitsAtOnceAndTheNextStartResumesFromStoredOffsets) {

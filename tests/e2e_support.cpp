@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <thread>
@@ -69,6 +70,19 @@ std::vector<connectors::Message> ReadTopic(const std::string& bootstrap, const s
     }
   }
   (void)source->Close();
+  for (const auto& m : messages) {
+    bool dead_letter = false;
+    for (const auto& [key, value] : m.headers) dead_letter = dead_letter || key == "clv.dlq.reason";
+    if (dead_letter) continue;
+    try {
+      auto json = nlohmann::json::parse(m.value);
+      EXPECT_TRUE(json.is_object()) << topic << " [" << m.partition << "] @" << m.offset
+                                    << ": not a JSON object: " << m.value;
+    } catch (const nlohmann::json::parse_error& e) {
+      ADD_FAILURE() << topic << " [" << m.partition << "] @" << m.offset
+                    << ": not strict JSON (" << e.what() << "): " << m.value;
+    }
+  }
   return messages;
 }
 

@@ -37,7 +37,10 @@ class BrokerProcess {
 connectors::ClientOptions ReaderClient(const std::string& bootstrap);
 
 // Every message of `topic`, from the beginning, read until `idle_ms` pass
-// without a new one after at least `min_messages` (at most 120 s).
+// without a new one after at least `min_messages` (at most 120 s). Every
+// value clvstream produced (scores, alerts: all but dead letters, which carry
+// the original bytes and a clv.dlq.reason header) must be one JSON object by
+// a strict parser (no NaN, no Infinity): the test fails otherwise.
 std::vector<connectors::Message> ReadTopic(const std::string& bootstrap, const std::string& topic,
                                            size_t min_messages, int idle_ms = 3000);
 
