@@ -5,8 +5,8 @@
 // corrupt input with an error instead of crashing. Encode(Decode(x)) == x for
 // the current version (a rapidcheck property in tests/state_test.cpp).
 //
-// state/ may depend on config/ only, so the aggregates are a plain copy of the
-// fields of models::History (stream/ copies between the two).
+// The aggregates are the type models/ folds events into (common/aggregates.h):
+// state/ depends on config/ and common/ only.
 //
 // Thread-safety: plain value type.
 #pragma once
@@ -15,6 +15,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "common/aggregates.h"
 
 namespace clv::state {
 
@@ -31,32 +33,8 @@ enum class Stage : uint8_t {
 };
 const char* StageName(Stage stage);
 
-// Same fields, same meaning as models::History.
-struct Aggregates {
-  int64_t first_event_ms = 0;
-  int64_t last_event_ms = 0;
-  int64_t first_purchase_ms = 0;
-  int64_t last_purchase_ms = 0;
-  uint32_t events = 0;
-  uint32_t purchases = 0;
-  uint32_t purchase_days = 0;
-  uint32_t refunds = 0;
-  uint32_t sessions = 0;
-  uint32_t cart_adds = 0;
-  uint32_t views = 0;
-  uint32_t recent_activity = 0;
-  double monetary_total = 0;
-  double purchase_value_sum = 0;
-  double log_value_sum = 0;
-  double log_value_sq_sum = 0;
-  double ewma_gap_days = 0;
-  // Version 2 (version 1 records decode with 0: the features start counting
-  // from the next session, and a decayed count of 0 only under-states).
-  uint32_t sessions_since_purchase = 0;
-  double session_days_after_purchase = 0;
-  double recent_sessions = 0;
-  bool operator==(const Aggregates&) const = default;
-};
+// The running aggregates (common/aggregates.h), shared with models::History.
+using Aggregates = ::clv::Aggregates;
 
 struct UserState {
   // Per-user update counter: +1 for every event folded in and every timer

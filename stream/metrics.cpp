@@ -375,6 +375,9 @@ ServiceMetrics::ServiceMetrics()
       scorer_user_steps(registry.AddCounter("clv_scorer_user_steps_total", "User-steps computed by the scorer.")),
       scorer_user_steps_per_second(registry.AddGauge("clv_scorer_user_steps_per_second",
                                                      "Scorer throughput during the last micro-batch.")),
+      scorer_nonfinite(registry.AddCounter(
+          "clv_scorer_nonfinite_total",
+          "Scores with a non-finite (NaN/inf) output, published with the fallback instead.")),
       alerts_emitted(registry.AddCounterFamily("clv_alerts_emitted_total", "Alerts sent, per alert kind.",
                                                {"kind"})),
       scores_emitted(registry.AddCounter("clv_scores_emitted_total", "Scores sent to the scores topic.")),

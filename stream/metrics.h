@@ -247,6 +247,9 @@ struct ServiceMetrics {
   Counter& scorer_user_steps;
   // clv_scorer_user_steps_per_second: scorer throughput in the last batch.
   Gauge& scorer_user_steps_per_second;
+  // clv_scorer_nonfinite_total: scores with a NaN/inf output, replaced by
+  // the fallback (stream/processor.h "Non-finite scores").
+  Counter& scorer_nonfinite;
   // clv_alerts_emitted_total{kind}
   Family<Counter>& alerts_emitted;
   // clv_scores_emitted_total

@@ -25,25 +25,21 @@
 
 #include <array>
 #include <atomic>
-#include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "config/config.h"
 #include "connectors/kafka.h"
 #include "models/scorer.h"
 #include "state/state_store.h"
-#include "stream/decoder.h"
-#include "stream/event.h"
+#include "stream/lifecycle.h"
+#include "stream/stage_timer.h"
 
 namespace clv::stream {
 
@@ -63,6 +59,9 @@ struct ProcessorCounters {
   std::atomic<int64_t> users_seen{0};  // users created
   std::atomic<int64_t> scorer_steps{0};
   std::atomic<int64_t> scorer_nanos{0};
+  // Scores with a non-finite output (NaN or inf), replaced by the fallback
+  // (Processor: "Non-finite scores").
+  std::atomic<int64_t> nonfinite_scores{0};
   // Where the wall time of the service loop goes (nanoseconds, summed):
   // waiting for input, processing batches, waiting for the producer's
   // acknowledgements before a commit, and writing the RocksDB batch.
@@ -70,25 +69,6 @@ struct ProcessorCounters {
   std::atomic<int64_t> process_nanos{0};
   std::atomic<int64_t> flush_nanos{0};
   std::atomic<int64_t> store_nanos{0};
-};
-
-// Adds the nanoseconds since `started` to `counter` when it goes out of scope.
-class StageTimer {
- public:
-  explicit StageTimer(std::atomic<int64_t>& counter)
-      : counter_(counter), started_(std::chrono::steady_clock::now()) {}
-  ~StageTimer() {
-    counter_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                           std::chrono::steady_clock::now() - started_)
-                           .count(),
-                       std::memory_order_relaxed);
-  }
-  StageTimer(const StageTimer&) = delete;
-  StageTimer& operator=(const StageTimer&) = delete;
-
- private:
-  std::atomic<int64_t>& counter_;
-  std::chrono::steady_clock::time_point started_;
 };
 
 // Event-to-score latency: from the input message's timestamp to the moment
@@ -140,6 +120,11 @@ struct ScoreRecord {
   std::string json;
 };
 
+// Non-finite scores: a scorer output that is NaN or inf is a defect of the
+// model. It is counted (clv_scorer_nonfinite_total, counters().nonfinite_scores),
+// logged with the user id, and replaced before anything reads it: clv,
+// p_purchase and churn_risk by the user's previous score (0 for a new user),
+// the other outputs and factor contributions by 0. NaN is never published.
 class Processor {
  public:
   // `store`, `scorer` and `sink` are borrowed and must outlive the Processor.
@@ -150,18 +135,16 @@ class Processor {
   Processor& operator=(const Processor&) = delete;
 
   // Optional observers (borrowed; may be null).
-  void set_metrics(ServiceMetrics* metrics) { metrics_ = metrics; }
+  void set_metrics(ServiceMetrics* metrics);
   // Called with each emitted score (on the processing thread).
-  void set_score_observer(std::function<void(const ScoreRecord&)> observer) {
-    score_observer_ = std::move(observer);
-  }
+  void set_score_observer(std::function<void(const ScoreRecord&)> observer);
   // Called for every computed score, and for every alert sent (processing thread).
-  void set_user_observer(std::function<void(const UserScoreChange&)> observer) {
-    user_observer_ = std::move(observer);
-  }
-  void set_alert_observer(std::function<void(const AlertRecord&)> observer) {
-    alert_observer_ = std::move(observer);
-  }
+  void set_user_observer(std::function<void(const UserScoreChange&)> observer);
+  void set_alert_observer(std::function<void(const AlertRecord&)> observer);
+  // Called after each commit is in the store with the next input offsets it
+  // wrote (processing thread), e.g. to commit them to the Kafka group too.
+  void set_commit_observer(
+      std::function<void(const std::map<connectors::TopicPartition, int64_t>&)> observer);
 
   // Processes one micro-batch. Messages of partitions not assigned any more
   // are ignored. On error nothing of the batch is committed; the caller should
@@ -172,9 +155,9 @@ class Processor {
   // acknowledge all scores, alerts and dead letters, then writes dirty user
   // states, timer changes, stream times and input offsets in one WriteBatch.
   connectors::Status Commit();
-  bool HasUncommitted() const { return !dirty_.empty() || !pending_offsets_.empty(); }
+  bool HasUncommitted() const;
   // Commits are two steps so that the next micro-batch runs while the broker
-  // acknowledges the last one's outputs:
+  // acknowledges the last one's outputs (stream/commit_pipeline.h):
   //  Seal() closes what was processed since the last seal into one pending
   //  commit (states, timers, event ids, offsets, stream time), tagged with
   //  the producer's Mark() of everything sent so far;
@@ -186,115 +169,28 @@ class Processor {
   connectors::Status Seal();
   connectors::Status WriteAcknowledged(int max_pending);
   // Pending commits (sealed, not yet written).
-  size_t sealed_count() const { return sealed_.size(); }
+  size_t sealed_count() const;
 
   // Rebalance hooks (connectors::SourceCallbacks).
   std::optional<int64_t> StartOffset(const connectors::TopicPartition& partition);
   void OnAssigned(const std::vector<connectors::TopicPartition>& partitions);
   void OnRevoked(const std::vector<connectors::TopicPartition>& partitions);
 
-  const ProcessorCounters& counters() const { return counters_; }
+  const ProcessorCounters& counters() const;
   // The service loop times its waits for input into the same counters.
-  std::atomic<int64_t>& mutable_poll_nanos() { return counters_.poll_nanos; }
+  std::atomic<int64_t>& mutable_poll_nanos();
   // Latency of everything committed since the last Reset() (processing thread only).
-  LatencyHistogram& latency() { return latency_; }
+  LatencyHistogram& latency();
   // Any thread: the processing thread forgets the latency recorded so far
   // before it records the next sample (e.g. to leave a warm-up out).
-  void RequestLatencyReset() { latency_reset_requested_.store(true); }
-  const std::string& model_version() const { return model_version_; }
+  void RequestLatencyReset();
+  const std::string& model_version() const;
   // The first error met inside a rebalance callback (those cannot return one).
-  const std::string& callback_error() const { return callback_error_; }
+  const std::string& callback_error() const;
 
  private:
-  struct CachedUser;
-  struct Op;
-  struct UserWork;
-
-  connectors::Status ProcessBatchImpl(const std::vector<connectors::Message>& messages);
-  connectors::Status LoadUsers(const std::vector<std::string>& user_ids);
-  connectors::Status SendDeadLetter(const connectors::Message& message, const std::string& reason);
-  std::string BuildScoreJson(const std::string& user_id, const CachedUser& user, const Op& op,
-                             const models::Score& score, double prev_clv) const;
-  connectors::Status EmitAlert(const std::string& user_id, const std::string& kind,
-                               const std::string& detail, const std::string& score_json);
-  int64_t NextTimerMs(const CachedUser& user) const;
-  void EvictIfNeeded();
-  // Whether an event id was folded into a sealed, not yet written commit.
-  bool InSealed(const std::pair<int32_t, uint64_t>& id) const;
-
-  struct SealedCommit {
-    uint64_t mark = 0;  // KafkaSink::Mark() after its outputs
-    state::CommitBatch batch;
-    std::set<std::pair<int32_t, uint64_t>> event_ids;
-    std::vector<int64_t> timestamps_ms;  // input timestamps, for the latency
-    // Given to the writer (its outputs are acknowledged) as its n-th commit.
-    bool handed_over = false;
-    uint64_t write_number = 0;
-  };
-  // Pending commits, oldest first; popped once written.
-  std::deque<SealedCommit> sealed_;
-  // Writes acknowledged commits to the store on its own thread, in order,
-  // while this one processes the next batch.
-  class Writer;
-  std::unique_ptr<Writer> writer_;
-  uint64_t handed_over_ = 0;
-  // Hands every acknowledged commit to the writer (in order); waits for the
-  // oldest one's acknowledgement when `wait` is set.
-  connectors::Status HandOver(bool wait);
-
-  config::Config config_;
-  state::StateStore& store_;
-  models::Scorer& scorer_;
-  connectors::KafkaSink& sink_;
-  ServiceMetrics* metrics_ = nullptr;
-  std::function<void(const ScoreRecord&)> score_observer_;
-  std::function<void(const UserScoreChange&)> user_observer_;
-  std::function<void(const AlertRecord&)> alert_observer_;
-  // Per input topic series of metrics_, looked up once (MetricsFor).
-  struct TopicMetrics;
-  TopicMetrics& MetricsFor(const std::string& topic);
-  std::map<std::string, std::unique_ptr<TopicMetrics>, std::less<>> topic_metrics_;
-  std::string last_topic_;
-  TopicMetrics* last_topic_metrics_ = nullptr;
-  std::unique_ptr<Decoder> decoder_;
-  std::string model_version_;
-  int state_size_ = 0;
-  double anomaly_z_ = 0;  // standard-normal quantile of lifecycle.anomaly_quantile
-
-  std::unordered_map<std::string, std::unique_ptr<CachedUser>> cache_;
-  std::set<std::string> dirty_;
-  // Uncommitted timers of dirty users: (partition, due, user).
-  std::set<std::tuple<int32_t, int64_t, std::string>> pending_timers_;
-  std::map<connectors::TopicPartition, int64_t> pending_offsets_;  // next offset
-  std::map<int32_t, int64_t> stream_time_ms_;                      // per partition number
-  std::set<int32_t> stream_time_dirty_;
-  // Latest event time per input topic-partition: events further behind it
-  // than stream.dedup_retention_days are refused as too late.
-  std::map<connectors::TopicPartition, int64_t> input_time_ms_;
-  std::set<connectors::TopicPartition> assigned_;
-  uint64_t batch_number_ = 0;
-  std::string callback_error_;
-  std::string failed_;  // first processing/commit error; the processor is stopped
-  std::vector<int64_t> uncommitted_timestamps_ms_;
-  // Event ids folded in since the last commit (not yet in the store).
-  std::set<std::pair<int32_t, uint64_t>> pending_event_ids_;
-  int32_t expired_before_day_ = INT32_MIN;  // input message timestamps since last commit
-  LatencyHistogram latency_;
-  std::atomic<bool> latency_reset_requested_{false};
-  ProcessorCounters counters_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
-
-// Lifecycle stage after a score (DESIGN.md "Lifecycle stages").
-state::Stage NextStage(state::Stage current, const state::Aggregates& aggregates,
-                       const models::Score& score, int64_t now_ms, bool purchased_now,
-                       const config::LifecycleOptions& options);
-
-// Quiet days after which a buyer counts as at risk (timers and NextStage).
-double AtRiskQuietDays(const state::Aggregates& aggregates, const config::LifecycleOptions& options);
-
-// Value segment of a score: "prospect" (never bought), "high_value",
-// "mid_value", "low_value" (clv against the lifecycle options' thresholds).
-const char* Segment(const state::Aggregates& aggregates, const models::Score& score,
-                    const config::LifecycleOptions& options);
 
 }  // namespace clv::stream

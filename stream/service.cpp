@@ -104,6 +104,18 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
     self->live_->OnScore(record);
     if (self->external_score_observer_) self->external_score_observer_(record);
   });
+  // The group's offsets in Kafka follow the store, for lag tools
+  // (kafka-consumer-groups.sh --describe): advisory, never read back.
+  processor->set_commit_observer(
+      [self](const std::map<connectors::TopicPartition, int64_t>& offsets) {
+        if (!self->source_) return;
+        auto committed = self->source_->CommitAsync(offsets);
+        if (!committed.ok()) {
+          spdlog::warn("msg=\"offsets not committed to the Kafka group (advisory)\" "
+                       "error=\"{}\"",
+                       committed.message);
+        }
+      });
   connectors::SourceCallbacks callbacks;
   callbacks.start_offset = [processor](const connectors::TopicPartition& tp) {
     return processor->StartOffset(tp);

@@ -258,6 +258,24 @@ TEST_F(OpsEndToEnd, SigtermMidStreamCommitsTheBatchAndARestartProcessesExactlyTh
   auto scores = Scores(in, static_cast<size_t>(in.events_count), &repeated);
   EXPECT_EQ(repeated, 0u) << "a clean stop sends no score twice";
   EXPECT_EQ(EventScores(scores), in.events_count) << "every event scored exactly once";
+  EXPECT_FALSE(ReadTopic(bootstrap(), in.alerts, 1).empty()) << "alerts, each strict JSON";
+
+  // The group's offsets in Kafka (what lag tools read) are the store's.
+  auto committed = testing::CommittedOffsets(bootstrap(), in.group, in.topic, 4);
+  config::StateOptions options;
+  options.dir = state_dir.string();
+  std::unique_ptr<state::StateStore> store;
+  ASSERT_TRUE(state::OpenRocksDbStoreReadOnly(options, &store).ok());
+  std::map<int32_t, int64_t> stored;
+  int64_t total = 0;
+  for (int32_t partition = 0; partition < 4; ++partition) {
+    std::optional<int64_t> offset;
+    ASSERT_TRUE(store->GetOffset(in.topic, partition, &offset).ok());
+    if (offset) stored[partition] = *offset;
+    total += offset.value_or(0);
+  }
+  EXPECT_EQ(total, in.events_count);
+  EXPECT_EQ(committed, stored) << "kafka-consumer-groups.sh --describe shows the stored offsets";
 }
 
 TEST_F(OpsEndToEnd, SecondSignalExitsAtOnceAndTheNextStartResumesFromStoredOffsets) {

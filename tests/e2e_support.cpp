@@ -1,9 +1,11 @@
 #include "tests/e2e_support.h"
 
 #include <gtest/gtest.h>
+#include <librdkafka/rdkafka.h>
 
 #include <chrono>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <thread>
@@ -69,7 +71,56 @@ std::vector<connectors::Message> ReadTopic(const std::string& bootstrap, const s
     }
   }
   (void)source->Close();
+  for (const auto& m : messages) {
+    bool dead_letter = false;
+    for (const auto& [key, value] : m.headers) dead_letter = dead_letter || key == "clv.dlq.reason";
+    if (dead_letter) continue;
+    try {
+      auto json = nlohmann::json::parse(m.value);
+      EXPECT_TRUE(json.is_object()) << topic << " [" << m.partition << "] @" << m.offset
+                                    << ": not a JSON object: " << m.value;
+    } catch (const nlohmann::json::parse_error& e) {
+      ADD_FAILURE() << topic << " [" << m.partition << "] @" << m.offset
+                    << ": not strict JSON (" << e.what() << "): " << m.value;
+    }
+  }
   return messages;
+}
+
+std::map<int32_t, int64_t> CommittedOffsets(const std::string& bootstrap, const std::string& group,
+                                            const std::string& topic, int partitions) {
+  std::map<int32_t, int64_t> committed;
+  char error[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), error, sizeof error) !=
+          RD_KAFKA_CONF_OK ||
+      rd_kafka_conf_set(conf, "group.id", group.c_str(), error, sizeof error) !=
+          RD_KAFKA_CONF_OK) {
+    rd_kafka_conf_destroy(conf);
+    ADD_FAILURE() << "CommittedOffsets: " << error;
+    return committed;
+  }
+  // rd_kafka_new owns conf from here on.
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, error, sizeof error);
+  if (rk == nullptr) {
+    rd_kafka_conf_destroy(conf);
+    ADD_FAILURE() << "CommittedOffsets: " << error;
+    return committed;
+  }
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
+  for (int p = 0; p < partitions; ++p) rd_kafka_topic_partition_list_add(list, topic.c_str(), p);
+  rd_kafka_resp_err_t err = rd_kafka_committed(rk, list, 10000);
+  EXPECT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR) << "OffsetFetch of group " << group << ": "
+                                             << rd_kafka_err2str(err);
+  for (int i = 0; i < list->cnt && !err; ++i) {
+    const auto& elem = list->elems[i];
+    if (elem.err == RD_KAFKA_RESP_ERR_NO_ERROR && elem.offset >= 0) {
+      committed[elem.partition] = elem.offset;
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  rd_kafka_destroy(rk);
+  return committed;
 }
 
 }  // namespace clv::testing

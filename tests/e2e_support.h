@@ -3,7 +3,9 @@
 // topic back, unique names, waiting for a condition.
 // Not thread-safe; one test at a time.
 #pragma once
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,8 +39,17 @@ class BrokerProcess {
 connectors::ClientOptions ReaderClient(const std::string& bootstrap);
 
 // Every message of `topic`, from the beginning, read until `idle_ms` pass
-// without a new one after at least `min_messages` (at most 120 s).
+// without a new one after at least `min_messages` (at most 120 s). Every
+// value clvstream produced (scores, alerts: all but dead letters, which carry
+// the original bytes and a clv.dlq.reason header) must be one JSON object by
+// a strict parser (no NaN, no Infinity): the test fails otherwise.
 std::vector<connectors::Message> ReadTopic(const std::string& bootstrap, const std::string& topic,
                                            size_t min_messages, int idle_ms = 3000);
+
+// The next offsets consumer group `group` committed to Kafka for partitions
+// 0..partitions-1 of `topic` (those without a commit are left out), as
+// `kafka-consumer-groups.sh --describe` shows them.
+std::map<int32_t, int64_t> CommittedOffsets(const std::string& bootstrap, const std::string& group,
+                                            const std::string& topic, int partitions);
 
 }  // namespace clv::testing

@@ -250,7 +250,8 @@ TEST(ServiceMetrics, ExposesEveryMetricOfIssue4UnderConventionalNames) {
       {"clv_event_to_score_seconds", "histogram"}, {"clv_consumer_lag_messages", "gauge"},
       {"clv_state_users", "gauge"},                {"clv_state_disk_bytes", "gauge"},
       {"clv_model_info", "gauge"},                 {"clv_scorer_user_steps_total", "counter"},
-      {"clv_scorer_user_steps_per_second", "gauge"}, {"clv_alerts_emitted_total", "counter"},
+      {"clv_scorer_user_steps_per_second", "gauge"}, {"clv_scorer_nonfinite_total", "counter"},
+      {"clv_alerts_emitted_total", "counter"},
       {"clv_scores_emitted_total", "counter"},     {"clv_commits_total", "counter"},
       {"clv_commit_duration_seconds", "histogram"}, {"clv_ready", "gauge"},
       {"clv_start_time_seconds", "gauge"}};

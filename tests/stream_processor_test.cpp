@@ -1,8 +1,14 @@
-// The processor on real components (RocksDB in a temp dir, the embedded
-// broker in this process, the shipped baseline scorer), fed micro-batches
-// directly: what a user of several input topics would notice.
+// The processor fed micro-batches directly: on real components (RocksDB in a
+// temp dir, the embedded broker in this process, the shipped baseline scorer)
+// what a user of several input topics would notice; with a fake sink and a
+// fake scorer, the content of timer re-scores, alerts and scores, and what
+// happens to a non-finite model output.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -11,6 +17,7 @@
 #include "models/scorer.h"
 #include "state/state_store.h"
 #include "stream/processor.h"
+#include "tests/fake_sink.h"
 #include "tests/test_support.h"
 
 namespace clv::stream {
@@ -20,7 +27,7 @@ constexpr int64_t kDayMs = 86400000;
 constexpr int64_t kStartMs = 1735689600000;  // 2025-01-01
 
 connectors::Message Event(const std::string& topic, int64_t offset, const std::string& user,
-                          int64_t day, const std::string& type) {
+                          int64_t day, const std::string& type, double amount = 25.0) {
   connectors::Message m;
   m.topic = topic;
   m.partition = 0;
@@ -29,7 +36,7 @@ connectors::Message Event(const std::string& topic, int64_t offset, const std::s
   const int64_t ts = kStartMs + day * kDayMs;
   m.value = R"({"event_id":")" + topic + "-" + std::to_string(offset) + R"(","user_id":")" + user +
             R"(","type":")" + type + R"(","ts":)" + std::to_string(ts) +
-            (type == "purchase" ? R"(,"amount":25.0})" : "}");
+            (type == "purchase" ? R"(,"amount":)" + std::to_string(amount) + "}" : "}");
   m.timestamp_ms = ts;
   return m;
 }
@@ -82,6 +89,209 @@ TEST(Processor, ATopicReadFarAheadOfAnotherMakesNoEventOfTheOtherLate) {
   ASSERT_TRUE(restarted.Commit().ok());
   EXPECT_EQ(restarted.counters().dead_lettered.load(), 1);
   EXPECT_EQ(restarted.counters().processed.load(), 1);
+}
+
+// A scorer whose outputs the test knows: events score clv 100 + 10 * the
+// user's purchases with churn risk 0.1, timer re-scores churn risk 0.9; a
+// purchase of 666 returns NaN and inf (a broken model).
+class FakeScorer : public models::Scorer {
+ public:
+  std::string version() const override { return "fake/1"; }
+  int state_size() const override { return 0; }
+  void Step(std::span<const models::StepInput> inputs, std::span<models::Score> outputs) override {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      auto& out = outputs[i];
+      out.clv = 100 + 10.0 * inputs[i].after->purchases;
+      out.p_purchase = 0.5;
+      out.churn_risk = 0.1;
+      std::snprintf(out.top_factors[0].name.data(), out.top_factors[0].name.size(), "recency");
+      out.top_factors[0].contribution = 1.5f;
+      if (inputs[i].event.amount == 666) {
+        const double nan = std::numeric_limits<double>::quiet_NaN();
+        out.clv = nan;
+        out.p_purchase = std::numeric_limits<double>::infinity();
+        out.churn_risk = nan;
+        out.top_factors[0].contribution = std::numeric_limits<float>::quiet_NaN();
+      }
+    }
+  }
+  void Rescore(std::span<const models::RescoreInput> inputs,
+               std::span<models::Score> outputs) override {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      outputs[i].clv = 50;
+      outputs[i].p_purchase = 0.2;
+      outputs[i].churn_risk = 0.9;
+    }
+  }
+};
+
+// A processor on a real store, the fake sink (acknowledging everything) and
+// the fake scorer, emitting every score; one input topic, "orders".
+class ProcessorOnFakes : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.state.dir = (dir_.path() / "state").string();
+    config_.kafka.input_topics = {"orders"};
+    config_.stream.emit = "per_event";
+    auto opened = state::OpenRocksDbStore(config_.state, &store_);
+    ASSERT_TRUE(opened.ok()) << opened.message;
+    sink_.AckAll();
+    processor_ = std::make_unique<Processor>(config_, *store_, scorer_, sink_);
+    processor_->OnAssigned({{"orders", 0}});
+  }
+  void Process(const std::vector<connectors::Message>& batch) {
+    auto status = processor_->ProcessBatch(batch);
+    ASSERT_TRUE(status.ok()) << status.message;
+  }
+  // Every value sent to `topic`, parsed strictly (NaN is not JSON).
+  std::vector<nlohmann::json> Parsed(const std::string& topic) const {
+    std::vector<nlohmann::json> parsed;
+    for (const auto& value : sink_.Values(topic)) {
+      EXPECT_NO_THROW(parsed.push_back(nlohmann::json::parse(value))) << value;
+    }
+    return parsed;
+  }
+  std::vector<nlohmann::json> ScoresOf(const std::string& user) const {
+    std::vector<nlohmann::json> scores;
+    for (auto& score : Parsed(config_.kafka.scores_topic)) {
+      if (score["user_id"] == user) scores.push_back(score);
+    }
+    return scores;
+  }
+
+  testing::TempDir dir_;
+  config::Config config_;
+  std::unique_ptr<state::StateStore> store_;
+  testing::FakeSink sink_;
+  FakeScorer scorer_;
+  std::unique_ptr<Processor> processor_;
+};
+
+TEST_F(ProcessorOnFakes, AScoreMessageHasItsDocumentedBytes) {
+  Process({Event("orders", 0, "u1", 0, "purchase")});
+  ASSERT_EQ(sink_.Values("clv.scores").size(), 1u);
+  EXPECT_EQ(sink_.Values("clv.scores")[0],
+            R"({"user_id":"u1","clv":110.0000,"p_purchase":0.500000,"churn_risk":0.100000,)"
+            R"("stage":"new","segment":"mid_value","seq":1,"event_ts":1735689600000,)"
+            R"("model":"fake/1","top_factors":[{"name":"recency","contribution":1.5000}],)"
+            R"("prev_clv":0.0000,"trigger":"purchase"})");
+}
+
+TEST_F(ProcessorOnFakes, TimersReScoreQuietBuyersAsStreamTimePassesTheirDueTime) {
+  // u1 buys on days 0 and 10: a 10-day rhythm, so at risk after day 30 and
+  // dormant after day 190. Other users' events move stream time.
+  Process({Event("orders", 0, "u1", 0, "purchase"), Event("orders", 1, "u1", 10, "purchase")});
+  ASSERT_TRUE(processor_->Commit().ok());  // the timer is in the store from now on
+  Process({Event("orders", 2, "u2", 29, "page_view")});
+  EXPECT_EQ(ScoresOf("u1").size(), 2u) << "day 29: not due yet";
+  Process({Event("orders", 3, "u2", 40, "page_view")});
+  auto u1 = ScoresOf("u1");
+  ASSERT_EQ(u1.size(), 3u);
+  const auto& at_risk = u1[2];
+  EXPECT_EQ(at_risk["trigger"], "timer");
+  EXPECT_EQ(at_risk["seq"], 3);
+  EXPECT_EQ(at_risk["event_ts"], kStartMs + 30 * kDayMs) << "scored at its due time, not day 40";
+  EXPECT_EQ(at_risk["stage"], "at_risk");
+  EXPECT_DOUBLE_EQ(at_risk["churn_risk"].get<double>(), 0.9);
+  EXPECT_DOUBLE_EQ(at_risk["prev_clv"].get<double>(), 120);
+  Process({Event("orders", 4, "u2", 200, "page_view")});
+  u1 = ScoresOf("u1");
+  ASSERT_EQ(u1.size(), 4u);
+  EXPECT_EQ(u1[3]["trigger"], "timer");
+  EXPECT_EQ(u1[3]["event_ts"], kStartMs + 190 * kDayMs);
+  EXPECT_EQ(u1[3]["stage"], "dormant");
+  EXPECT_EQ(processor_->counters().timer_rescores.load(), 2);
+  ASSERT_TRUE(processor_->Commit().ok());
+  std::optional<state::UserState> stored;
+  ASSERT_TRUE(store_->GetUser("u1", &stored).ok());
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->seq, 4u);
+  EXPECT_EQ(stored->stage, state::Stage::kDormant);
+  EXPECT_EQ(stored->next_timer_ms, 0) << "no check left after dormant";
+  // Nothing is left to fire for u1.
+  Process({Event("orders", 5, "u2", 201, "page_view")});
+  EXPECT_EQ(ScoresOf("u1").size(), 4u);
+}
+
+TEST_F(ProcessorOnFakes, AlertsCarryWhatChangedAndTheScore) {
+  // Orders every 10 days, the fourth 25 times the usual; then u1 is quiet
+  // while another user's event moves stream time past u1's at-risk check.
+  Process({Event("orders", 0, "u1", 0, "purchase", 20),
+           Event("orders", 1, "u1", 10, "purchase", 20),
+           Event("orders", 2, "u1", 20, "purchase", 20),
+           Event("orders", 3, "u1", 30, "purchase", 500),
+           Event("orders", 4, "u2", 80, "page_view")});
+  auto alerts = Parsed("clv.alerts");
+  std::vector<std::string> kinds;
+  for (const auto& alert : alerts) kinds.push_back(alert["kind"]);
+  EXPECT_EQ(kinds, std::vector<std::string>({"stage_change", "stage_change", "spend_anomaly",
+                                             "stage_change", "churn_risk"}));
+  ASSERT_EQ(alerts.size(), 5u);
+  for (const auto& alert : alerts) EXPECT_EQ(alert["user_id"], "u1");
+  EXPECT_EQ(alerts[0]["detail"], nlohmann::json::parse(
+                                     R"({"from":"potential","to":"new","seq":1,"event_ts":)" +
+                                     std::to_string(kStartMs) + "}"));
+  EXPECT_EQ(alerts[1]["detail"]["from"], "new");
+  EXPECT_EQ(alerts[1]["detail"]["to"], "active");
+  const auto& anomaly = alerts[2]["detail"];
+  EXPECT_DOUBLE_EQ(anomaly["amount"].get<double>(), 500);
+  EXPECT_DOUBLE_EQ(anomaly["typical_amount"].get<double>(), 20);
+  EXPECT_DOUBLE_EQ(anomaly["quantile"].get<double>(), config_.lifecycle.anomaly_quantile);
+  EXPECT_EQ(anomaly["seq"], 4);
+  EXPECT_EQ(alerts[2]["score"]["seq"], 4);
+  EXPECT_EQ(alerts[2]["score"]["trigger"], "purchase");
+  // Quiet for twice the 10-day rhythm: at risk (by the timer), churn up.
+  EXPECT_EQ(alerts[3]["detail"]["from"], "active");
+  EXPECT_EQ(alerts[3]["detail"]["to"], "at_risk");
+  const auto& churn = alerts[4]["detail"];
+  EXPECT_DOUBLE_EQ(churn["from"].get<double>(), 0.1);
+  EXPECT_DOUBLE_EQ(churn["to"].get<double>(), 0.9);
+  EXPECT_DOUBLE_EQ(churn["threshold"].get<double>(), config_.lifecycle.churn_alert);
+  EXPECT_EQ(alerts[4]["score"]["trigger"], "timer");
+  EXPECT_EQ(alerts[4]["score"], alerts[3]["score"]) << "one score, two alerts";
+  EXPECT_EQ(processor_->counters().alerts_emitted.load(), 5);
+}
+
+TEST_F(ProcessorOnFakes, ANonFiniteScoreIsCountedAndReplacedByThePreviousOne) {
+  Process({Event("orders", 0, "u1", 0, "purchase", 25),
+           Event("orders", 1, "u1", 1, "purchase", 666),
+           Event("orders", 2, "u2", 1, "purchase", 666)});
+  auto u1 = ScoresOf("u1");  // parsed strictly: no NaN, no inf
+  ASSERT_EQ(u1.size(), 2u);
+  EXPECT_DOUBLE_EQ(u1[1]["clv"].get<double>(), u1[0]["clv"].get<double>());
+  EXPECT_DOUBLE_EQ(u1[1]["p_purchase"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(u1[1]["churn_risk"].get<double>(), 0.1);
+  EXPECT_DOUBLE_EQ(u1[1]["top_factors"][0]["contribution"].get<double>(), 0);
+  auto u2 = ScoresOf("u2");
+  ASSERT_EQ(u2.size(), 1u);
+  EXPECT_DOUBLE_EQ(u2[0]["clv"].get<double>(), 0) << "no previous score: 0";
+  EXPECT_DOUBLE_EQ(u2[0]["churn_risk"].get<double>(), 0);
+  EXPECT_EQ(processor_->counters().nonfinite_scores.load(), 2);
+  for (const auto& value : sink_.Values("clv.alerts")) {
+    EXPECT_TRUE(nlohmann::json::accept(value)) << value;
+  }
+  ASSERT_TRUE(processor_->Commit().ok());
+  std::optional<state::UserState> stored;
+  ASSERT_TRUE(store_->GetUser("u1", &stored).ok());
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_TRUE(std::isfinite(stored->clv) && std::isfinite(stored->churn_risk));
+}
+
+TEST_F(ProcessorOnFakes, EachWrittenCommitReportsTheOffsetsItStored) {
+  std::vector<std::map<connectors::TopicPartition, int64_t>> reported;
+  processor_->set_commit_observer(
+      [&](const std::map<connectors::TopicPartition, int64_t>& offsets) {
+        reported.push_back(offsets);
+      });
+  Process({Event("orders", 0, "u1", 0, "purchase"), Event("orders", 1, "u2", 0, "purchase")});
+  EXPECT_TRUE(reported.empty()) << "nothing written yet";
+  ASSERT_TRUE(processor_->Commit().ok());
+  Process({Event("orders", 2, "u1", 1, "purchase")});
+  ASSERT_TRUE(processor_->Commit().ok());
+  using Offsets = std::map<connectors::TopicPartition, int64_t>;
+  ASSERT_EQ(reported.size(), 2u);
+  EXPECT_EQ(reported[0], (Offsets{{{"orders", 0}, 2}}));
+  EXPECT_EQ(reported[1], (Offsets{{{"orders", 0}, 3}}));
 }
 
 }  // namespace

@@ -1,0 +1,176 @@
+#include "stream/commit_pipeline.h"
+
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "stream/stage_timer.h"
+
+namespace clv::stream {
+
+using connectors::Status;
+
+namespace {
+
+// Times the scope into `counter` when there is one.
+class OptionalTimer {
+ public:
+  explicit OptionalTimer(std::atomic<int64_t>* counter) {
+    if (counter != nullptr) timer_.emplace(*counter);
+  }
+
+ private:
+  std::optional<StageTimer> timer_;
+};
+
+}  // namespace
+
+// The store writer: one thread, commits written in the order submitted. A
+// failed write stops it; the error is reported to the pipeline's thread.
+class CommitPipeline::Writer {
+ public:
+  Writer(state::StateStore& store, std::atomic<int64_t>* store_nanos)
+      : store_(store), store_nanos_(store_nanos), thread_([this] { Loop(); }) {}
+  ~Writer() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  void Submit(const state::CommitBatch* batch) {
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(batch);
+    }
+    cv_.notify_all();
+  }
+  // Blocks until `count` commits are written (wait) or just reports how many
+  // are; the first error, if any, in *error.
+  uint64_t Written(uint64_t count, bool wait, std::string* error) {
+    std::unique_lock lock(mu_);
+    if (wait) cv_.wait(lock, [&] { return written_ >= count || !error_.empty(); });
+    *error = error_;
+    return written_;
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      // Stopping drains what was handed over; after an error nothing more is written.
+      if (queue_.empty() || !error_.empty()) return;
+      const state::CommitBatch* batch = queue_.front();
+      lock.unlock();
+      state::Status status;
+      {
+        OptionalTimer timer(store_nanos_);
+        status = store_.Commit(*batch);
+      }
+      lock.lock();
+      queue_.pop_front();
+      if (status.ok()) {
+        ++written_;
+      } else {
+        error_ = "committing state: " + status.message;
+      }
+      cv_.notify_all();
+    }
+  }
+
+  state::StateStore& store_;
+  std::atomic<int64_t>* store_nanos_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<const state::CommitBatch*> queue_;  // guarded by mu_
+  uint64_t written_ = 0;                         // guarded by mu_
+  std::string error_;                            // guarded by mu_
+  bool stop_ = false;                            // guarded by mu_
+  std::thread thread_;  // last: starts after the members it uses
+};
+
+CommitPipeline::CommitPipeline(state::StateStore& store, connectors::KafkaSink& sink, Hooks hooks,
+                               int flush_timeout_ms)
+    : store_(store), sink_(sink), hooks_(std::move(hooks)), flush_timeout_ms_(flush_timeout_ms) {}
+
+CommitPipeline::~CommitPipeline() = default;
+
+Status CommitPipeline::Fail(std::string message) {
+  if (failed_.empty()) failed_ = std::move(message);
+  return Status::Error(failed_);
+}
+
+void CommitPipeline::Seal(PendingCommit commit) {
+  Sealed sealed;
+  sealed.commit = std::move(commit);
+  // Everything sent so far (scores, alerts, dead letters of these events).
+  sealed.mark = sink_.Mark();
+  sealed_.push_back(std::move(sealed));
+}
+
+bool CommitPipeline::Contains(const std::pair<int32_t, uint64_t>& event_id) const {
+  for (const auto& sealed : sealed_) {
+    if (sealed.commit.event_ids.count(event_id)) return true;
+  }
+  return false;
+}
+
+Status CommitPipeline::HandOver(bool wait) {
+  if (!failed_.empty()) return Status::Error(failed_);
+  for (Sealed& sealed : sealed_) {
+    if (sealed.handed_over) continue;
+    bool done = false;
+    int64_t acked_ms = 0;
+    Status status = Status::Ok();
+    {
+      OptionalTimer timer(hooks_.flush_nanos);
+      status = sink_.WaitAcked(sealed.mark, wait ? flush_timeout_ms_ : 0, &done, &acked_ms);
+    }
+    if (!status.ok()) return Fail("waiting for the producer before commit: " + status.message);
+    if (!done) {
+      if (!wait) return Status::Ok();
+      return Fail("waiting for the producer before commit: outputs not acknowledged within " +
+                  std::to_string(flush_timeout_ms_) + " ms");
+    }
+    if (hooks_.on_acknowledged) hooks_.on_acknowledged(sealed.commit, acked_ms);
+    if (!writer_) writer_ = std::make_unique<Writer>(store_, hooks_.store_nanos);
+    sealed.handed_over = true;
+    sealed.write_number = ++handed_over_;
+    writer_->Submit(&sealed.commit.batch);
+    wait = false;  // only the oldest is waited for
+  }
+  return Status::Ok();
+}
+
+Status CommitPipeline::WriteAcknowledged(int max_pending) {
+  auto status = HandOver(false);
+  if (!status.ok()) return status;
+  while (!sealed_.empty()) {
+    Sealed& front = sealed_.front();
+    const bool must_wait = static_cast<int>(sealed_.size()) > max_pending;
+    if (!front.handed_over) {
+      if (!must_wait) break;
+      status = HandOver(true);
+      if (!status.ok()) return status;
+    }
+    std::string error;
+    uint64_t written = 0;
+    {
+      OptionalTimer timer(hooks_.flush_nanos);
+      written = writer_->Written(front.write_number, must_wait, &error);
+    }
+    if (!error.empty()) return Fail(error);
+    if (written < front.write_number) break;
+    if (hooks_.on_written) hooks_.on_written(front.commit);
+    sealed_.pop_front();
+  }
+  return Status::Ok();
+}
+
+}  // namespace clv::stream

@@ -1,0 +1,106 @@
+// CommitPipeline: the processor's commits on their way to the store, so the
+// next micro-batch runs while the broker acknowledges the last one's outputs.
+//
+// Contract:
+//  * Seal() takes one commit (user states, timers, event ids, offsets, stream
+//    time) and tags it with the sink's Mark(): every score, alert and dead
+//    letter sent before it belongs to it.
+//  * HandOver() gives each sealed commit whose outputs the sink has all
+//    acknowledged to the store writer, oldest first; the writer (a thread of
+//    its own) writes them in that order. A commit is never written before its
+//    outputs are acknowledged, and never after a younger one.
+//  * WriteAcknowledged(max_pending) hands over what is acknowledged, pops what
+//    is written, and waits (up to the flush timeout) while more than
+//    max_pending commits remain. WriteAcknowledged(0) leaves none.
+//  * The first failure (a delivery, a timeout, a store write) stops the
+//    pipeline: every later call answers that error.
+//
+// Example:
+//   CommitPipeline pipeline(store, sink, hooks);
+//   pipeline.Seal(std::move(commit));        // after the batch's outputs were sent
+//   status = pipeline.WriteAcknowledged(2);  // keep at most 2 in flight
+//
+// Thread-safety: one thread calls every method; the writer thread touches only
+// the store and `hooks.store_nanos`.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "connectors/kafka.h"
+#include "state/state_store.h"
+
+namespace clv::stream {
+
+// One commit as the processor seals it.
+struct PendingCommit {
+  state::CommitBatch batch;
+  // Event ids folded into it (the processor's dedup asks Contains()).
+  std::set<std::pair<int32_t, uint64_t>> event_ids;
+  std::vector<int64_t> timestamps_ms;  // input timestamps, for the latency
+};
+
+class CommitPipeline {
+ public:
+  struct Hooks {
+    // Time spent waiting for the sink or the writer, and writing (borrowed;
+    // may be null).
+    std::atomic<int64_t>* flush_nanos = nullptr;
+    std::atomic<int64_t>* store_nanos = nullptr;
+    // A commit's outputs are all acknowledged, at wall-clock `acked_ms`
+    // (called before it is handed to the writer).
+    std::function<void(const PendingCommit&, int64_t acked_ms)> on_acknowledged;
+    // A commit is in the store (called in commit order, on the caller's thread).
+    std::function<void(const PendingCommit&)> on_written;
+  };
+  static constexpr int kDefaultFlushTimeoutMs = 60000;
+
+  // `store` and `sink` are borrowed and must outlive the pipeline.
+  CommitPipeline(state::StateStore& store, connectors::KafkaSink& sink, Hooks hooks,
+                 int flush_timeout_ms = kDefaultFlushTimeoutMs);
+  // Writes what was handed over (acknowledged) first; drops the rest.
+  ~CommitPipeline();
+  CommitPipeline(const CommitPipeline&) = delete;
+  CommitPipeline& operator=(const CommitPipeline&) = delete;
+
+  void Seal(PendingCommit commit);
+  // Hands every acknowledged commit to the writer, in order; with `wait`,
+  // waits up to the flush timeout for the oldest one not handed over yet.
+  connectors::Status HandOver(bool wait);
+  connectors::Status WriteAcknowledged(int max_pending);
+
+  // Sealed commits not yet written.
+  size_t pending() const { return sealed_.size(); }
+  // Whether an event id is in a sealed commit not yet written.
+  bool Contains(const std::pair<int32_t, uint64_t>& event_id) const;
+  // The first error; empty while none.
+  const std::string& failed() const { return failed_; }
+
+ private:
+  class Writer;
+  struct Sealed {
+    uint64_t mark = 0;  // KafkaSink::Mark() after its outputs
+    PendingCommit commit;
+    bool handed_over = false;
+    uint64_t write_number = 0;  // its place in the writer's order
+  };
+  connectors::Status Fail(std::string message);
+
+  state::StateStore& store_;
+  connectors::KafkaSink& sink_;
+  Hooks hooks_;
+  int flush_timeout_ms_;
+  std::deque<Sealed> sealed_;  // oldest first; popped once written
+  uint64_t handed_over_ = 0;
+  std::string failed_;
+  std::unique_ptr<Writer> writer_;  // started by the first hand-over
+};
+
+}  // namespace clv::stream

@@ -1,0 +1,214 @@
+// The commit pipeline against a fake sink (acknowledgements under the test's
+// control) and a real RocksDB store in a temp dir, wrapped to record the
+// order of its writes: a commit is never in the store before its outputs are
+// acknowledged, and commits are written in the order sealed.
+#include "stream/commit_pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include <mutex>
+
+#include "config/config.h"
+#include "tests/fake_sink.h"
+#include "tests/test_support.h"
+
+namespace clv::stream {
+namespace {
+
+// Forwards to the real store; records the offset each Commit() wrote.
+class RecordingStore : public state::StateStore {
+ public:
+  explicit RecordingStore(std::unique_ptr<state::StateStore> real) : real_(std::move(real)) {}
+  state::Status MultiGetUsers(const std::vector<std::string>& ids,
+                              std::vector<std::optional<state::UserState>>* states) override {
+    return real_->MultiGetUsers(ids, states);
+  }
+  state::Status GetUser(std::string_view id, std::optional<state::UserState>* state) override {
+    return real_->GetUser(id, state);
+  }
+  state::Status GetOffset(std::string_view topic, int32_t partition,
+                          std::optional<int64_t>* offset) override {
+    return real_->GetOffset(topic, partition, offset);
+  }
+  state::Status GetAllOffsets(std::vector<state::TopicPartitionOffset>* offsets) override {
+    return real_->GetAllOffsets(offsets);
+  }
+  state::Status DueTimers(int32_t partition, int64_t up_to_ms, size_t limit,
+                          std::vector<state::TimerEntry>* timers) override {
+    return real_->DueTimers(partition, up_to_ms, limit, timers);
+  }
+  state::Status GetMeta(std::string_view key, std::optional<std::string>* value) override {
+    return real_->GetMeta(key, value);
+  }
+  state::Status SeenEventIds(const std::vector<state::EventIdEntry>& ids,
+                             std::vector<bool>* seen) override {
+    return real_->SeenEventIds(ids, seen);
+  }
+  state::Status Commit(const state::CommitBatch& batch) override {
+    if (fail_commits) return state::Status::Error("disk full (test)");
+    auto status = real_->Commit(batch);
+    std::lock_guard lock(mu_);
+    for (const auto& o : batch.offsets) written_offsets_.push_back(o.offset);
+    return status;
+  }
+  std::unique_ptr<state::StateSnapshot> Snapshot() override { return real_->Snapshot(); }
+  uint64_t ApproximateBytes() override { return real_->ApproximateBytes(); }
+  uint64_t ApproximateUsers() override { return real_->ApproximateUsers(); }
+
+  std::vector<int64_t> written_offsets() {
+    std::lock_guard lock(mu_);
+    return written_offsets_;
+  }
+  std::optional<int64_t> StoredOffset() {
+    std::optional<int64_t> offset;
+    EXPECT_TRUE(real_->GetOffset("orders", 0, &offset).ok());
+    return offset;
+  }
+  bool fail_commits = false;  // set before any commit is handed over
+
+ private:
+  std::unique_ptr<state::StateStore> real_;
+  std::mutex mu_;
+  std::vector<int64_t> written_offsets_;
+};
+
+class CommitPipelineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config::StateOptions options;
+    options.dir = (dir_.path() / "state").string();
+    std::unique_ptr<state::StateStore> real;
+    auto status = state::OpenRocksDbStore(options, &real);
+    ASSERT_TRUE(status.ok()) << status.message;
+    store_ = std::make_unique<RecordingStore>(std::move(real));
+    CommitPipeline::Hooks hooks;
+    hooks.on_acknowledged = [this](const PendingCommit& c, int64_t acked_ms) {
+      acknowledged_.push_back({c.batch.offsets.at(0).offset, acked_ms});
+    };
+    hooks.on_written = [this](const PendingCommit& c) {
+      written_.push_back(c.batch.offsets.at(0).offset);
+    };
+    pipeline_ = std::make_unique<CommitPipeline>(*store_, sink_, hooks, /*flush_timeout_ms=*/50);
+  }
+
+  // A commit that moves the orders offset to `offset` and stores user `user`.
+  static PendingCommit CommitTo(int64_t offset, const std::string& user, uint64_t event_id) {
+    PendingCommit c;
+    state::UserState s;
+    s.seq = static_cast<uint64_t>(offset);
+    c.batch.users.push_back({user, s});
+    c.batch.offsets.push_back({"orders", 0, offset});
+    c.event_ids.insert({20000, event_id});
+    c.timestamps_ms = {1000, 2000};
+    return c;
+  }
+
+  testing::TempDir dir_;
+  testing::FakeSink sink_;
+  std::unique_ptr<RecordingStore> store_;
+  std::unique_ptr<CommitPipeline> pipeline_;
+  std::vector<std::pair<int64_t, int64_t>> acknowledged_;  // (offset, acked_ms)
+  std::vector<int64_t> written_;
+};
+
+TEST_F(CommitPipelineTest, NothingIsWrittenBeforeItsOutputsAreAcknowledged) {
+  ASSERT_TRUE(sink_.Send("scores", "u1", "{}", -1).ok());
+  pipeline_->Seal(CommitTo(10, "u1", 1));
+  ASSERT_TRUE(sink_.Send("scores", "u2", "{}", -1).ok());
+  pipeline_->Seal(CommitTo(20, "u2", 2));
+  EXPECT_EQ(sink_.marks(), 2u);
+  EXPECT_TRUE(pipeline_->Contains({20000, 1}));
+  EXPECT_TRUE(pipeline_->Contains({20000, 2}));
+
+  // Up to two may stay pending: nothing acknowledged, nothing written.
+  ASSERT_TRUE(pipeline_->WriteAcknowledged(2).ok());
+  EXPECT_EQ(pipeline_->pending(), 2u);
+  EXPECT_TRUE(store_->written_offsets().empty());
+  EXPECT_FALSE(store_->StoredOffset().has_value());
+  std::optional<state::UserState> user;
+  ASSERT_TRUE(store_->GetUser("u1", &user).ok());
+  EXPECT_FALSE(user.has_value()) << "a user state is in the store before its score was acked";
+
+  // The first commit's outputs are acknowledged: it alone is written.
+  sink_.acked_wall_ms = 5000;
+  sink_.Ack(1);
+  ASSERT_TRUE(pipeline_->WriteAcknowledged(1).ok());
+  EXPECT_EQ(pipeline_->pending(), 1u);
+  EXPECT_EQ(store_->written_offsets(), std::vector<int64_t>({10}));
+  EXPECT_EQ(store_->StoredOffset(), 10);
+  ASSERT_TRUE(store_->GetUser("u1", &user).ok());
+  ASSERT_TRUE(user.has_value());
+  EXPECT_EQ(user->seq, 10u);
+  EXPECT_FALSE(pipeline_->Contains({20000, 1})) << "written: the store answers for it now";
+  EXPECT_TRUE(pipeline_->Contains({20000, 2}));
+  ASSERT_EQ(acknowledged_.size(), 1u);
+  EXPECT_EQ(acknowledged_[0], std::make_pair(int64_t{10}, int64_t{5000}));
+  EXPECT_EQ(written_, std::vector<int64_t>({10}));
+
+  sink_.Ack(2);
+  ASSERT_TRUE(pipeline_->WriteAcknowledged(0).ok());
+  EXPECT_EQ(pipeline_->pending(), 0u);
+  EXPECT_EQ(store_->written_offsets(), std::vector<int64_t>({10, 20}));
+  EXPECT_EQ(store_->StoredOffset(), 20);
+  EXPECT_EQ(written_, std::vector<int64_t>({10, 20}));
+}
+
+TEST_F(CommitPipelineTest, AYoungerCommitAcknowledgedFirstWaitsForTheOlderOne) {
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(sink_.Send("scores", "u", "{}", -1).ok());
+    pipeline_->Seal(CommitTo(i * 10, "u" + std::to_string(i), static_cast<uint64_t>(i)));
+  }
+  // Deliveries of different partitions come back out of order.
+  sink_.Ack(3);
+  sink_.Ack(2);
+  ASSERT_TRUE(pipeline_->WriteAcknowledged(3).ok());
+  EXPECT_TRUE(store_->written_offsets().empty())
+      << "commit 3 would move the offset past commit 1's unacknowledged outputs";
+  sink_.Ack(1);
+  ASSERT_TRUE(pipeline_->WriteAcknowledged(0).ok());
+  EXPECT_EQ(store_->written_offsets(), std::vector<int64_t>({10, 20, 30}));
+  EXPECT_EQ(written_, std::vector<int64_t>({10, 20, 30}));
+  EXPECT_EQ(store_->StoredOffset(), 30);
+}
+
+TEST_F(CommitPipelineTest, OutputsNeverAcknowledgedStopThePipelineWithoutWriting) {
+  pipeline_->Seal(CommitTo(10, "u1", 1));
+  auto status = pipeline_->WriteAcknowledged(0);
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message.find("not acknowledged within 50 ms"), std::string::npos)
+      << status.message;
+  EXPECT_TRUE(store_->written_offsets().empty());
+  // Stopped: an acknowledgement arriving later writes nothing any more.
+  sink_.Ack(1);
+  status = pipeline_->WriteAcknowledged(0);
+  EXPECT_FALSE(status.ok());
+  EXPECT_FALSE(pipeline_->failed().empty());
+  EXPECT_TRUE(store_->written_offsets().empty());
+}
+
+TEST_F(CommitPipelineTest, AFailedDeliveryIsReportedAndNothingIsWritten) {
+  pipeline_->Seal(CommitTo(10, "u1", 1));
+  sink_.delivery_error = "scores [2]: topic authorization failed";
+  auto status = pipeline_->WriteAcknowledged(0);
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message.find("topic authorization failed"), std::string::npos)
+      << status.message;
+  EXPECT_FALSE(store_->StoredOffset().has_value());
+  EXPECT_TRUE(written_.empty());
+}
+
+TEST_F(CommitPipelineTest, AFailedStoreWriteIsReportedAndStopsLaterWrites) {
+  store_->fail_commits = true;
+  pipeline_->Seal(CommitTo(10, "u1", 1));
+  pipeline_->Seal(CommitTo(20, "u2", 2));
+  sink_.AckAll();
+  auto status = pipeline_->WriteAcknowledged(0);
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message.find("committing state: disk full (test)"), std::string::npos)
+      << status.message;
+  EXPECT_TRUE(written_.empty()) << "on_written only for commits in the store";
+  EXPECT_FALSE(pipeline_->WriteAcknowledged(0).ok());
+}
+
+}  // namespace
+}  // namespace clv::stream
