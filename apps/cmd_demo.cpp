@@ -118,6 +118,9 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
     }
     std::atomic<int64_t> produced{0};
     std::atomic<bool> producer_done{false};
+    // Set when the service's Run() returned (an error stops it early): the
+    // shop stops sending and the live view stops waiting for the scores.
+    std::atomic<bool> service_done{false};
     std::string producer_error;
     const auto& topics = config.kafka.input_topics;
     std::fprintf(stderr,
@@ -136,7 +139,7 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
       sim::GeneratedEvent event;
       auto started = Clock::now();
       int64_t n = 0;
-      while (!StopRequested() && shop.Next(&event)) {
+      while (!StopRequested() && !service_done.load() && shop.Next(&event)) {
         const std::string& topic = TopicForKind(event.kind, topics[0], topics[1], topics[2]);
         auto s = producer->Send(topic, event.user_id, event.json);
         if (s.ok() && flags->duplicate_every > 0 && n % flags->duplicate_every == 7) {
@@ -166,7 +169,10 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
 
     std::atomic<bool> stop{false};
     connectors::Status run_status = connectors::Status::Ok();
-    std::thread service_thread([&] { run_status = service->Run(stop); });
+    std::thread service_thread([&] {
+      run_status = service->Run(stop);
+      service_done.store(true);
+    });
 
     auto started = Clock::now();
     int64_t last_consumed = 0;
@@ -177,7 +183,9 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
       const auto& counters = service->processor().counters();
       int64_t consumed = counters.consumed.load();
       bool all_scored = producer_done.load() && consumed >= produced.load();
-      if (StopRequested() || all_scored || !producer_error.empty()) stop.store(true);
+      if (StopRequested() || all_scored || !producer_error.empty() || service_done.load()) {
+        stop.store(true);
+      }
       auto now = Clock::now();
       double dt = std::chrono::duration<double>(now - last_tick).count();
       if (dt < 1.0 && !stop.load()) continue;

@@ -22,8 +22,16 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <charconv>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <map>
+#include <mutex>
+#include <sys/time.h>
 
 #include "config/config.h"
 #include "state/rocksdb_store.h"
@@ -63,20 +71,102 @@ struct Tuning {
   static constexpr bool kSyncCommits = false;
   // Timers are read per partition: prefix = 4-byte partition.
   static constexpr size_t kTimersPrefixBytes = 4;
-  // RocksDB's own LOG files kept.
-  static constexpr size_t kKeepInfoLogFiles = 3;
-  static constexpr size_t kMaxInfoLogFileBytes = 16u << 20;
 };
 
 constexpr std::string_view kDefaultColumnFamily = "default";
 
-rocksdb::DBOptions MakeDbOptions(bool read_only) {
+// RocksDB's info log, written by us. RocksDB's own file logger asserts
+// (SIGABRT) when it appends after an earlier failed write, which is what a
+// full disk does to it; this one writes through stdio, so a full disk only
+// loses log lines, and the write error reaches Commit() as a Status that
+// names the state directory. Lines go to DIR/LOG (renamed to LOG.old past
+// kMaxInfoLogFileBytes); warnings and errors also to stderr, as logfmt.
+class StateDirLogger final : public rocksdb::Logger {
+ public:
+  explicit StateDirLogger(std::string dir)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL), dir_(std::move(dir)) {}
+  ~StateDirLogger() override {
+    if (file_ != nullptr) std::fclose(file_);
+  }
+
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char text[2048];
+    va_list copy;
+    va_copy(copy, ap);
+    int n = std::vsnprintf(text, sizeof(text), format, copy);
+    va_end(copy);
+    if (n < 0) return;
+    std::string_view line(text, std::min<size_t>(static_cast<size_t>(n), sizeof(text) - 1));
+    std::lock_guard<std::mutex> lock(mutex_);
+    WriteToFile(line);
+    if (level >= rocksdb::InfoLogLevel::WARN_LEVEL && Fresh(line)) {
+      std::string escaped;
+      for (char c : line) {
+        if (c == '"' || c == '\\') escaped += '\\';
+        escaped += (c == '\n' ? ' ' : c);
+      }
+      std::fprintf(stderr, "level=%s msg=\"rocksdb: %s\" state_dir=\"%s\"\n",
+                   level >= rocksdb::InfoLogLevel::ERROR_LEVEL ? "error" : "warn",
+                   escaped.c_str(), dir_.c_str());
+    }
+  }
+
+ private:
+  // RocksDB retries recovery from a full disk every few seconds, logging the
+  // same lines each time: stderr gets each text once a minute at most.
+  bool Fresh(std::string_view line) {
+    const std::time_t now = std::time(nullptr);
+    auto [it, inserted] = last_printed_.try_emplace(std::string(line), now);
+    if (!inserted && now - it->second < 60) return false;
+    it->second = now;
+    if (last_printed_.size() > 256) last_printed_.clear();
+    return true;
+  }
+
+  void WriteToFile(std::string_view line) {
+    const std::string path = dir_ + "/LOG";
+    if (file_ != nullptr && written_ > static_cast<long>(kMaxInfoLogFileBytes)) {
+      std::fclose(file_);
+      file_ = nullptr;
+      std::rename(path.c_str(), (path + ".old").c_str());
+    }
+    if (file_ == nullptr) {
+      file_ = std::fopen(path.c_str(), "a");
+      if (file_ == nullptr) return;  // no directory yet, or no space: the line is lost
+      written_ = std::ftell(file_);
+    }
+    timeval now{};
+    gettimeofday(&now, nullptr);
+    tm utc{};
+    gmtime_r(&now.tv_sec, &utc);
+    char stamp[100];
+    std::snprintf(stamp, sizeof(stamp), "%04d/%02d/%02d-%02d:%02d:%02d.%06ld ",
+                  utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
+                  utc.tm_sec, static_cast<long>(now.tv_usec));
+    int n = std::fprintf(file_, "%s%.*s\n", stamp, static_cast<int>(line.size()), line.data());
+    if (n > 0) written_ += n;
+    std::fflush(file_);
+  }
+
+  static constexpr size_t kMaxInfoLogFileBytes = 16u << 20;
+  const std::string dir_;
+  std::mutex mutex_;
+  std::FILE* file_ = nullptr;
+  long written_ = 0;
+  std::map<std::string, std::time_t> last_printed_;
+};
+
+rocksdb::DBOptions MakeDbOptions(bool read_only, const std::string& dir) {
   rocksdb::DBOptions options;
+  options.info_log = std::make_shared<StateDirLogger>(dir);
   options.create_if_missing = !read_only;
   options.create_missing_column_families = !read_only;
   options.max_background_jobs = Tuning::kMaxBackgroundJobs;
-  options.keep_log_file_num = Tuning::kKeepInfoLogFiles;
-  options.max_log_file_size = Tuning::kMaxInfoLogFileBytes;
   return options;
 }
 
@@ -186,13 +276,20 @@ struct Engine {
   rocksdb::ColumnFamilyHandle* timers = nullptr;
   rocksdb::ColumnFamilyHandle* meta = nullptr;
   rocksdb::ColumnFamilyHandle* event_ids = nullptr;
+  // A write failed (full disk, read-only remount, I/O error). RocksDB then
+  // refuses further writes, and syncing its WAL writer after the error
+  // aborts the process on an assertion, so a failed store is closed without
+  // the final SyncWAL. Nothing is lost by that: every commit that returned
+  // Ok is in the WAL already (the top of this file), and the next open
+  // replays it.
+  std::atomic<bool> write_failed{false};
 
   Engine() = default;
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
   ~Engine() {
     if (db == nullptr) return;
-    if (!read_only) (void)db->SyncWAL();
+    if (!read_only && !write_failed.load()) (void)db->SyncWAL();
     for (rocksdb::ColumnFamilyHandle* handle : handles) (void)db->DestroyColumnFamilyHandle(handle);
     (void)db->Close();
   }
@@ -472,9 +569,16 @@ class RocksDbStore final : public StateStore {
     write_options.disableWAL = false;
     rocksdb::Status status = engine_->db->Write(write_options, &write_batch);
     if (!status.ok()) {
-      return engine_->Error("commit of " + std::to_string(batch.users.size()) + " users, " +
-                                std::to_string(batch.offsets.size()) + " offsets",
-                            status);
+      engine_->write_failed.store(true);
+      Status error = engine_->Error("commit of " + std::to_string(batch.users.size()) +
+                                        " users, " + std::to_string(batch.offsets.size()) +
+                                        " offsets",
+                                    status);
+      error.message += status.IsNoSpace() || status.IsIOError()
+                           ? " (the store stops here; every earlier commit is on disk: free space "
+                             "or fix the device, and the next start resumes from the last commit)"
+                           : "";
+      return error;
     }
     return Status::Ok();
   }
@@ -553,7 +657,7 @@ Status OpenStore(const config::StateOptions& options, bool read_only,
                          ": state.block_cache_bytes is negative");
   }
 
-  const rocksdb::DBOptions db_options = MakeDbOptions(read_only);
+  const rocksdb::DBOptions db_options = MakeDbOptions(read_only, options.dir);
   std::vector<std::string> existing;
   rocksdb::Status status = rocksdb::DB::ListColumnFamilies(db_options, options.dir, &existing);
   if (!status.ok()) {
