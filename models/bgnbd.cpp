@@ -375,9 +375,10 @@ BgNbdFit FitBgNbd(std::span<const RfmSummary> customers, const FitOptions& optio
   });
   size_t rows = 0;
   for (size_t i = 0; i < normalized.size(); ++i) {
-    if (rows > 0 && normalized[rows - 1].x == normalized[i].x &&
-        normalized[rows - 1].t_x == normalized[i].t_x && normalized[rows - 1].T == normalized[i].T) {
-      normalized[rows - 1].weight += normalized[i].weight;
+    const RfmSummary& c = normalized[i];
+    if (rows > 0 && normalized[rows - 1].x == c.x && normalized[rows - 1].t_x == c.t_x &&
+        normalized[rows - 1].T == c.T) {
+      normalized[rows - 1].weight += c.weight;
     } else {
       normalized[rows++] = normalized[i];
     }

@@ -704,7 +704,8 @@ ShopFit FitShop(const SimulatedShop& shop, double time_scale) {
     const double n =
         BgNbdConditionalExpectedPurchases(fit.bgnbd.params, c.x, c.t_x, c.T, 52 * time_scale);
     fit.predicted_purchases += n;
-    fit.predicted_spend += n * GammaGammaConditionalExpectedValue(fit.spend.params, c.x, c.monetary);
+    fit.predicted_spend +=
+        n * GammaGammaConditionalExpectedValue(fit.spend.params, c.x, c.monetary);
   }
   return fit;
 }
@@ -770,7 +771,8 @@ TEST(GeneratedShops, DaysAndCentsGiveTheSamePredictionsScaled) {
               1e-4 * 100 * weeks.spend.params.gamma);
   EXPECT_NEAR(days.predicted_purchases, weeks.predicted_purchases,
               1e-4 * weeks.predicted_purchases);
-  EXPECT_NEAR(days.predicted_spend, 100 * weeks.predicted_spend, 1e-4 * 100 * weeks.predicted_spend);
+  EXPECT_NEAR(days.predicted_spend, 100 * weeks.predicted_spend,
+              1e-4 * 100 * weeks.predicted_spend);
 }
 
 TEST(GeneratedShops, AlmostNoDropoutIsReportedAndStillPredictsTheTotal) {
@@ -859,7 +861,8 @@ TEST(GeneratedShops, ADegenerateFitOfARetailLogIsRegularizedAndReported) {
     const int64_t t0 = DateToMs(2024, 1, 1);
     UpdateHistory(h, Purchase(t0, 10));
     for (int i = 1; i <= static_cast<int>(c.x); ++i) {
-      UpdateHistory(h, Purchase(t0 + static_cast<int64_t>(c.t_x * kMsPerWeek * i / c.x), c.monetary));
+      const auto at = static_cast<int64_t>(c.t_x * kMsPerWeek * i / c.x);
+      UpdateHistory(h, Purchase(t0 + at, c.monetary));
     }
     const Score score = scorer.ScoreAt(h, t0 + static_cast<int64_t>(c.T * kMsPerWeek) + kHour);
     ASSERT_TRUE(std::isfinite(score.clv)) << c.x << " " << c.t_x << " " << c.T;
@@ -872,8 +875,9 @@ TEST(BaselineScorer, ScoresAreFiniteForExtremeAggregates) {
   // 30 years, and hand-made models at the edges of the parameter space.
   const std::vector<BaselineModel> models = [] {
     std::vector<BaselineModel> out;
-    for (const BgNbdParams& p : {kPaper, BgNbdParams{1e-4, 1e-4, 1e-4, 1e6},
-                                 BgNbdParams{1e4, 1e4, 1e4, 1e-4}, BgNbdParams{0.01, 1e6, 50, 0.01}}) {
+    for (const BgNbdParams& p :
+         {kPaper, BgNbdParams{1e-4, 1e-4, 1e-4, 1e6}, BgNbdParams{1e4, 1e4, 1e4, 1e-4},
+          BgNbdParams{0.01, 1e6, 50, 0.01}}) {
       for (const GammaGammaParams& g : {kPaperSpend, GammaGammaParams{1e-4, 1 + 1e-9, 1e-4},
                                         GammaGammaParams{1e4, 1e4, 1e8}}) {
         BaselineModel m = PaperModel();
@@ -900,9 +904,11 @@ TEST(BaselineScorer, ScoresAreFiniteForExtremeAggregates) {
                                                     30LL * 365 * kMsPerDay);
     h.last_purchase_ms = t0 + span;
     h.monetary_total = *rc::gen::element(0.0, -1e6, 1e-300, 35.0, 1e12, 1e300);
-    const int64_t now = h.last_purchase_ms + *rc::gen::element<int64_t>(0, kHour, 10LL * 365 * kMsPerDay);
+    const int64_t now =
+        h.last_purchase_ms + *rc::gen::element<int64_t>(0, kHour, 10LL * 365 * kMsPerDay);
     const Score s = scorer.ScoreAt(h, now);
-    for (double v : {s.clv, s.p_purchase, s.churn_risk, s.expected_purchases, s.expected_order_value}) {
+    for (double v :
+         {s.clv, s.p_purchase, s.churn_risk, s.expected_purchases, s.expected_order_value}) {
       RC_ASSERT(std::isfinite(v));
     }
     RC_ASSERT(s.p_purchase >= 0 && s.p_purchase <= 1);

@@ -189,7 +189,8 @@ TEST(GammaGammaReference, ConditionalValueAgreesTo1e10) {
     const double x = i % 5 == 0 ? 0 : std::floor(LogUniform(rng, 1, 1e4 + 1));
     const double m = LogUniform(rng, 1e-2, 1e7);  // heavy tails: up to 1e9 x the smallest
     const Big p = g.p, q = g.q, gamma = g.gamma, bx = x, bm = m;
-    const Big reference = x > 0 ? (p * gamma + p * bx * bm) / (p * bx + q - 1) : p * gamma / (q - 1);
+    const Big reference =
+        x > 0 ? (p * gamma + p * bx * bm) / (p * bx + q - 1) : p * gamma / (q - 1);
     const double ours = GammaGammaConditionalExpectedValue(g, x, m);
     EXPECT_LE(RelativeError(ours, reference), 1e-10)
         << "p=" << g.p << " q=" << g.q << " gamma=" << g.gamma << " x=" << x << " m=" << m;
