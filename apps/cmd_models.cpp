@@ -46,12 +46,18 @@ void AddModelCommands(CLI::App& root, int* exit_code) {
     EventFileFlags events;
     std::string calibration_end;
     std::string out;
+    double penalizer = models::FitOptions{}.penalizer;
   };
   auto fit_flags = std::make_shared<FitFlags>();
   AddEventFileFlags(*fit, fit_flags->events);
   fit->add_option("--calibration-end", fit_flags->calibration_end,
                   "Only events before this date (YYYY-MM-DD) are used; default: all");
   fit->add_option("--out", fit_flags->out, "Model file to write (JSON)")->required();
+  fit->add_option("--penalizer", fit_flags->penalizer,
+                  "L2 penalty on the log-parameters, used when the maximum-likelihood fit runs "
+                  "to a boundary (0: keep the boundary fit)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   fit->callback([fit_flags, exit_code] {
     config::Config config;
     if (!LoadConfigOrReport(fit_flags->events.config, &config)) {
@@ -75,6 +81,7 @@ void AddModelCommands(CLI::App& root, int* exit_code) {
     std::string error;
     models::BaselineFitOptions options;
     options.created_by = "clv fit-baseline";
+    options.optimizer.penalizer = fit_flags->penalizer;
     std::fprintf(stderr, "fitting BG/NBD and Gamma-Gamma on %s users...\n",
                  WithThousands(data.users.size()).c_str());
     if (!models::FitBaseline(data, end_ms, &model, &error, options) ||
@@ -83,14 +90,23 @@ void AddModelCommands(CLI::App& root, int* exit_code) {
       *exit_code = 1;
       return;
     }
+    if (model.fit.bgnbd_status != "ok") {
+      std::fprintf(stderr, "clv fit-baseline: BG/NBD fit %s: %s\n",
+                   model.fit.bgnbd_status.c_str(), model.fit.bgnbd_reason.c_str());
+    }
+    if (model.fit.gamma_gamma_status != "ok") {
+      std::fprintf(stderr, "clv fit-baseline: Gamma-Gamma fit %s: %s\n",
+                   model.fit.gamma_gamma_status.c_str(), model.fit.gamma_gamma_reason.c_str());
+    }
     std::printf(
-        "BG/NBD      r=%.4f alpha=%.4f a=%.4f b=%.4f  (customers %.0f, log-likelihood %.2f)\n"
-        "Gamma-Gamma p=%.4f q=%.4f gamma=%.4f  (customers %.0f, log-likelihood %.2f)\n"
+        "BG/NBD      r=%.4g alpha=%.4g a=%.4g b=%.4g  (customers %.0f, log-likelihood %.2f, %s)\n"
+        "Gamma-Gamma p=%.4g q=%.4g gamma=%.4g  (customers %.0f, log-likelihood %.2f, %s)\n"
         "model %s written to %s\n",
         model.bgnbd.r, model.bgnbd.alpha, model.bgnbd.a, model.bgnbd.b, model.fit.customers,
-        model.fit.log_likelihood, model.gamma_gamma.p, model.gamma_gamma.q,
-        model.gamma_gamma.gamma, model.fit.gamma_gamma_customers,
-        model.fit.gamma_gamma_log_likelihood, model.Version().c_str(), fit_flags->out.c_str());
+        model.fit.log_likelihood, model.fit.bgnbd_status.c_str(), model.gamma_gamma.p,
+        model.gamma_gamma.q, model.gamma_gamma.gamma, model.fit.gamma_gamma_customers,
+        model.fit.gamma_gamma_log_likelihood, model.fit.gamma_gamma_status.c_str(),
+        model.Version().c_str(), fit_flags->out.c_str());
     *exit_code = 0;
   });
   AddTrainEvalCommands(root, exit_code);

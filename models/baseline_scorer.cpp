@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -78,6 +79,21 @@ std::string BaselineModel::Version() const {
   return std::string(hex, 12);
 }
 
+std::string BaselineFitInfo::Status() const {
+  if (bgnbd_status != "ok") return bgnbd_status;
+  return gamma_gamma_status;
+}
+
+std::string BaselineFitInfo::Reason() const {
+  std::string out;
+  if (bgnbd_status != "ok") out += "BG/NBD " + bgnbd_status + ": " + bgnbd_reason;
+  if (gamma_gamma_status != "ok") {
+    if (!out.empty()) out += "; ";
+    out += "Gamma-Gamma " + gamma_gamma_status + ": " + gamma_gamma_reason;
+  }
+  return out;
+}
+
 std::vector<RfmSummary> CalibrationSummaries(const Dataset& data, int64_t calibration_end_ms) {
   std::vector<RfmSummary> summaries;
   const int64_t observed_ms = calibration_end_ms - kMsPerDay;
@@ -139,16 +155,19 @@ bool FitBaseline(const Dataset& data, int64_t calibration_end_ms, BaselineModel*
     return false;
   }
   BgNbdFit bgnbd = FitBgNbd(customers, options.optimizer);
-  if (!std::isfinite(bgnbd.log_likelihood)) {
-    *error = "FitBaseline: BG/NBD fit did not reach a finite log-likelihood";
+  if (bgnbd.status == "failed" || !std::isfinite(bgnbd.log_likelihood)) {
+    *error = "FitBaseline: BG/NBD fit did not reach a finite log-likelihood (" + bgnbd.reason +
+             ")";
     return false;
   }
   GammaGammaFit gamma_gamma = FitGammaGamma(customers, options.optimizer);
-  if (gamma_gamma.customers < 3 || !std::isfinite(gamma_gamma.log_likelihood) ||
-      gamma_gamma.params.q <= 1) {
-    *error = "FitBaseline: Gamma-Gamma fit failed (" + std::to_string(gamma_gamma.customers) +
-             " repeat customers with spend, q = " + std::to_string(gamma_gamma.params.q) +
-             "; q must exceed 1 for a finite mean order value)";
+  if (gamma_gamma.customers < 3 || gamma_gamma.status == "failed" ||
+      !std::isfinite(gamma_gamma.log_likelihood)) {
+    char count[32];
+    std::snprintf(count, sizeof(count), "%.0f", gamma_gamma.customers);
+    *error = std::string("FitBaseline: Gamma-Gamma fit failed (") + count +
+             " repeat customers with a positive spend, need at least 3" +
+             (gamma_gamma.reason.empty() ? "" : "; " + gamma_gamma.reason) + ")";
     return false;
   }
   BaselineModel result;
@@ -193,6 +212,12 @@ bool FitBaseline(const Dataset& data, int64_t calibration_end_ms, BaselineModel*
   }
   result.simple.retention = first_half > 0 ? retained / first_half : 0;
 
+  result.fit.bgnbd_status = bgnbd.status;
+  result.fit.bgnbd_reason = bgnbd.reason;
+  result.fit.bgnbd_penalizer = bgnbd.penalizer;
+  result.fit.gamma_gamma_status = gamma_gamma.status;
+  result.fit.gamma_gamma_reason = gamma_gamma.reason;
+  result.fit.gamma_gamma_penalizer = gamma_gamma.penalizer;
   result.fit.customers = bgnbd.customers;
   result.fit.log_likelihood = bgnbd.log_likelihood;
   result.fit.gamma_gamma_customers = gamma_gamma.customers;
@@ -215,14 +240,24 @@ std::string BaselineModelToJson(const BaselineModel& model) {
                          {"q", model.gamma_gamma.q},
                          {"gamma", model.gamma_gamma.gamma}};
   json["time_unit"] = "week";
-  json["fit"] = {{"customers", model.fit.customers},
+  json["fit"] = {{"status", model.fit.Status()},
+                 {"reason", model.fit.Reason()},
+                 {"customers", model.fit.customers},
                  {"log_likelihood", model.fit.log_likelihood},
                  {"gamma_gamma_customers", model.fit.gamma_gamma_customers},
                  {"gamma_gamma_log_likelihood", model.fit.gamma_gamma_log_likelihood},
                  {"period_start", MsToDate(model.fit.period_start_ms)},
                  {"period_end", MsToDate(model.fit.period_end_ms)},
                  {"period_start_ms", model.fit.period_start_ms},
-                 {"period_end_ms", model.fit.period_end_ms}};
+                 {"period_end_ms", model.fit.period_end_ms},
+                 {"bgnbd",
+                  {{"status", model.fit.bgnbd_status},
+                   {"reason", model.fit.bgnbd_reason},
+                   {"penalizer", model.fit.bgnbd_penalizer}}},
+                 {"gamma_gamma",
+                  {{"status", model.fit.gamma_gamma_status},
+                   {"reason", model.fit.gamma_gamma_reason},
+                   {"penalizer", model.fit.gamma_gamma_penalizer}}}};
   json["reference"] = {{"recency_weeks", model.reference.recency_weeks},
                        {"frequency", model.reference.frequency},
                        {"monetary", model.reference.monetary},
@@ -309,6 +344,24 @@ bool BaselineModelFromJson(const std::string& text, const std::string& where, Ba
     result.fit.gamma_gamma_log_likelihood = number("gamma_gamma_log_likelihood", 0);
     result.fit.period_start_ms = static_cast<int64_t>(number("period_start_ms", 0));
     result.fit.period_end_ms = static_cast<int64_t>(number("period_end_ms", 0));
+    auto sub_fit = [&](const char* key, std::string* status, std::string* reason,
+                       double* penalizer) {
+      auto it = fit.find(key);
+      if (it == fit.end() || !it->is_object()) return;
+      if (it->contains("status") && (*it)["status"].is_string()) {
+        *status = (*it)["status"].get<std::string>();
+      }
+      if (it->contains("reason") && (*it)["reason"].is_string()) {
+        *reason = (*it)["reason"].get<std::string>();
+      }
+      if (it->contains("penalizer") && (*it)["penalizer"].is_number()) {
+        *penalizer = (*it)["penalizer"].get<double>();
+      }
+    };
+    sub_fit("bgnbd", &result.fit.bgnbd_status, &result.fit.bgnbd_reason,
+            &result.fit.bgnbd_penalizer);
+    sub_fit("gamma_gamma", &result.fit.gamma_gamma_status, &result.fit.gamma_gamma_reason,
+            &result.fit.gamma_gamma_penalizer);
   }
   if (json.contains("created_by") && json["created_by"].is_string()) {
     result.created_by = json["created_by"].get<std::string>();
@@ -374,6 +427,14 @@ Score BaselineScorer::ScoreAt(const History& history, int64_t now_ms) const {
   score.p_purchase =
       BgNbdProbabilityAnyPurchase(p, customer.x, customer.t_x, customer.T, horizon_weeks);
   score.churn_risk = 1 - BgNbdProbabilityAlive(p, customer.x, customer.t_x, customer.T);
+  auto finite_or = [](double value, double fallback) {
+    return std::isfinite(value) ? value : fallback;
+  };
+  score.expected_purchases = finite_or(score.expected_purchases, 0);
+  score.expected_order_value = finite_or(score.expected_order_value, 0);
+  score.clv = finite_or(score.clv, 0);
+  score.p_purchase = std::clamp(finite_or(score.p_purchase, 0), 0.0, 1.0);
+  score.churn_risk = std::clamp(finite_or(score.churn_risk, 0), 0.0, 1.0);
 
   // top_factors: clv minus clv with one input set to the population mean.
   const ReferenceCustomer& ref = model_.reference;
@@ -405,12 +466,17 @@ Score BaselineScorer::ScoreAt(const History& history, int64_t now_ms) const {
     c.t_x = std::clamp(c.T - recency, 0.0, c.T);
     candidates[3] = {"tenure", score.clv - ClvOf(c)};
   }
+  for (Candidate& candidate : candidates) {
+    if (!std::isfinite(candidate.contribution)) candidate.contribution = 0;
+  }
   std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& l, const Candidate& r) {
     return std::abs(l.contribution) > std::abs(r.contribution);
   });
   for (size_t i = 0; i < score.top_factors.size(); ++i) {
     SetFactorName(score.top_factors[i], candidates[i].name);
-    score.top_factors[i].contribution = static_cast<float>(candidates[i].contribution);
+    constexpr double kFloatMax = std::numeric_limits<float>::max();
+    score.top_factors[i].contribution =
+        static_cast<float>(std::clamp(candidates[i].contribution, -kFloatMax, kFloatMax));
   }
   return score;
 }

@@ -18,10 +18,18 @@
 //
 // Model file (JSON): {"kind":"bgnbd-gg","version":"<hash of params>",
 //   "bgnbd":{r,alpha,a,b},"gamma_gamma":{p,q,gamma},"time_unit":"week",
-//   "fit":{customers, log_likelihood, gamma_gamma_customers,
-//          gamma_gamma_log_likelihood, period_start, period_end},
+//   "fit":{status, reason, customers, log_likelihood, gamma_gamma_customers,
+//          gamma_gamma_log_likelihood, period_start, period_end,
+//          bgnbd:{status, reason, penalizer}, gamma_gamma:{status, reason, penalizer}},
+//   fit.status: "ok" when both fits are interior maximum likelihood,
+//   "regularized" when either ran to a boundary and was refitted with the
+//   penalty (FitOptions::penalizer); reason says which and why.
 //   "reference":{recency_weeks, frequency, monetary, tenure_weeks},
 //   "simple":{retention, min_tenure_weeks}, "created_by":"..."}
+//
+// Every score field is finite for any History: a non-finite intermediate
+// (only reachable with hand-made parameters) falls back to 0 for the amounts,
+// P(alive) = 1 and P(purchase) = 0.
 //
 // Thread-safety: BaselineModel is a plain value; a BaselineScorer is used from
 // one thread at a time (Scorer contract) but holds no mutable state.
@@ -47,6 +55,16 @@ struct ReferenceCustomer {
 };
 
 struct BaselineFitInfo {
+  std::string bgnbd_status = "ok";  // BgNbdFit::status
+  std::string bgnbd_reason;
+  double bgnbd_penalizer = 0;
+  std::string gamma_gamma_status = "ok";
+  std::string gamma_gamma_reason;
+  double gamma_gamma_penalizer = 0;
+  // "ok" if both are, else the first that is not.
+  std::string Status() const;
+  // The reasons of the fits that are not "ok", "BG/NBD: ...; Gamma-Gamma: ...".
+  std::string Reason() const;
   double customers = 0;
   double log_likelihood = 0;
   double gamma_gamma_customers = 0;

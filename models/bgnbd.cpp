@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 namespace clv::models {
@@ -49,6 +51,7 @@ Minimum NelderMead(const std::function<double(const std::vector<double>&)>& obje
     }
     bool converged = false;
     for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
+      if (best.evaluations >= options.max_evaluations) break;
       // Order: simplex[0] best ... simplex[n] worst.
       std::vector<size_t> order(n + 1);
       for (size_t i = 0; i <= n; ++i) order[i] = i;
@@ -125,6 +128,7 @@ Minimum NelderMead(const std::function<double(const std::vector<double>&)>& obje
     if (restart > 0 && converged && improvement <= options.tolerance * (1 + std::abs(best.value))) {
       break;
     }
+    if (best.evaluations >= options.max_evaluations) break;
   }
   return best;
 }
@@ -211,19 +215,72 @@ double Hyp2F1NearOne(double a, double b, double c, double z) {
          ratios.coefficient2 * std::exp(s * std::log(w)) * Hyp2F1(c - a, c - b, 1 + s, w);
 }
 
+double ExpectedPurchasesGivenAlive(double k, double beta, double a, double u) {
+  if (!(u > 0) || !(k > 0)) return 0;
+  // Given the purchase rate lambda and the drop-out probability p, a customer
+  // alive at T buys sum_{n>=1} P(N >= n) (1-p)^(n-1) times in the window,
+  // N ~ Poisson(lambda t). Over lambda ~ Gamma(k, alpha + T), N is negative
+  // binomial: P(N = m) = G(k+m) / (G(k) m!) (1-z)^k z^m, z = u / (1 + u);
+  // over p ~ Beta(a, beta), E[(1-p)^j] = w_j = prod_{i<j} (beta+i)/(beta+a+i).
+  // So the expectation is sum_{m>=1} P(N = m) S_m with S_m = w_0 + ... +
+  // w_{m-1}: positive terms only (no cancellation, no 1/(a-1) pole; it is
+  // FHL 2005 eq. 10 summed the other way round). The pmf is carried as a
+  // mantissa and a log scale, so (1-z)^k may underflow (k = r + x large).
+  const double z = u / (1 + u);
+  double log_scale = std::log(k) + std::log(u) - (k + 1) * std::log1p(u);  // log P(N = 1)
+  double pmf = 1;  // P(N = m) / exp(log_scale)
+  double sum = 0;  // in units of exp(log_scale)
+  double w = 1;    // w_{m-1}
+  double partial = 1;  // S_m
+  constexpr double kRelative = 1e-17;
+  // About k u + 40 (1 + u) terms are needed. Beyond this cap (~5 ms; u or
+  // k u above ~5e4: a customer with 10^4 purchase days asked for years ahead
+  // of a one-day history, or alpha of minutes) the sum stops early: a finite
+  // lower bound.
+  constexpr long kMaxTerms = 2'000'000;
+  for (long m = 1; m < kMaxTerms; ++m) {
+    const double term = pmf * partial;
+    sum += term;
+    const double md = static_cast<double>(m);
+    const double ratio = (k + md) / (md + 1) * z;  // P(N = m+1) / P(N = m)
+    // Later terms shrink at least by q = max(ratio, z) (1 + 1/m) each: the
+    // pmf ratio tends monotonically to z, and S_{m+1} / S_m <= 1 + 1/m
+    // because w is non-increasing.
+    const double q = std::max(ratio, z) * (1 + 1 / md);
+    if (q < 1 && term * q / (1 - q) <= kRelative * sum) break;
+    w *= (beta + md - 1) / (beta + a + md - 1);
+    partial += w;
+    pmf *= ratio;
+    if (pmf > 1e200) {  // rescale; what was summed before is negligible if it underflows
+      pmf *= 1e-200;
+      sum *= 1e-200;
+      log_scale += 200 * std::log(10.0);
+    }
+  }
+  return sum * std::exp(log_scale);
+}
+
 double BgNbdLogLikelihood(const BgNbdParams& p, std::span<const RfmSummary> customers) {
   const double log_beta_ab = LogBeta(p.a, p.b);
   const double common = -std::lgamma(p.r) + p.r * std::log(p.alpha);
+  // The Gamma-function terms depend on x only: computed once per run of
+  // equal x (the fitter sorts its customers by x).
+  double cached_x = std::numeric_limits<double>::quiet_NaN();
+  double a1 = 0, alive_part = 0, dropped_part = 0;
   double total = 0;
   for (const RfmSummary& c : customers) {
-    const double a1 = std::lgamma(p.r + c.x) + common;
+    if (!(c.x == cached_x)) {
+      cached_x = c.x;
+      a1 = std::lgamma(p.r + c.x) + common;
+      alive_part = LogBeta(p.a, p.b + c.x) - log_beta_ab;
+      dropped_part = c.x > 0 ? LogBeta(p.a + 1, p.b + c.x - 1) - log_beta_ab : 0;
+    }
     // Still alive at T (no drop-out after any of the x repeat purchases) ...
-    const double a2 = LogBeta(p.a, p.b + c.x) - log_beta_ab - (p.r + c.x) * std::log(p.alpha + c.T);
+    const double a2 = alive_part - (p.r + c.x) * std::log(p.alpha + c.T);
     double tail = a2;
     if (c.x > 0) {
       // ... or dropped out right after the last purchase at t_x.
-      const double a3 =
-          LogBeta(p.a + 1, p.b + c.x - 1) - log_beta_ab - (p.r + c.x) * std::log(p.alpha + c.t_x);
+      const double a3 = dropped_part - (p.r + c.x) * std::log(p.alpha + c.t_x);
       tail = LogAddExp(a2, a3);
     }
     total += c.weight * (a1 + tail);
@@ -231,40 +288,199 @@ double BgNbdLogLikelihood(const BgNbdParams& p, std::span<const RfmSummary> cust
   return total;
 }
 
+namespace {
+
+// log(1e4): a fitted (scale-free) log-parameter beyond this ran to a boundary.
+constexpr double kBoundaryLog = 9.2103403719761836;
+// log(1e8): the search box; the objective is +inf outside it.
+constexpr double kBoxLog = 18.420680743952367;
+
+double Penalty(const std::vector<double>& theta, double penalizer) {
+  double total = 0;
+  for (double v : theta) total += v * v;
+  return penalizer * total;
+}
+
+// Best of Nelder-Mead runs from each start.
+Minimum MinimizeFromStarts(const std::function<double(const std::vector<double>&)>& objective,
+                           const std::vector<std::vector<double>>& starts,
+                           const FitOptions& options) {
+  Minimum best;
+  int evaluations = 0;
+  for (const auto& start : starts) {
+    Minimum m = NelderMead(objective, start, options);
+    evaluations += m.evaluations;
+    if (best.point.empty() || m.value < best.value) best = std::move(m);
+  }
+  best.evaluations = evaluations;
+  return best;
+}
+
+std::string Format(const char* format, double value) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), format, value);
+  return buffer;
+}
+
+// Names the log-parameters of `theta` beyond the boundary ("" if none).
+std::string BoundaryParameters(const std::vector<double>& theta,
+                               const std::vector<std::string>& names,
+                               const std::vector<double>& values) {
+  std::string out;
+  for (size_t i = 0; i < theta.size(); ++i) {
+    if (std::abs(theta[i]) <= kBoundaryLog) continue;
+    if (!out.empty()) out += ", ";
+    out += names[i] + " = " + Format("%.4g", values[i]);
+  }
+  return out;
+}
+
+double WeightedMedian(std::vector<std::pair<double, double>> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  double total = 0;
+  for (const auto& v : values) total += v.second;
+  double running = 0;
+  for (const auto& v : values) {
+    running += v.second;
+    if (running >= total / 2) return v.first;
+  }
+  return values.back().first;
+}
+
+}  // namespace
+
 BgNbdFit FitBgNbd(std::span<const RfmSummary> customers, const FitOptions& options) {
   BgNbdFit fit;
   fit.customers = SumWeights(customers);
-  if (fit.customers <= 0) return fit;
-  auto to_params = [](const std::vector<double>& theta) {
+  if (fit.customers <= 0) {
+    fit.status = "failed";
+    fit.reason = "no customers";
+    return fit;
+  }
+  // Fit in a time unit of the customers' mean age T (scale-free: days or
+  // weeks give the same normalized data), then scale alpha back. r, a, b
+  // carry no unit.
+  double total_T = 0, total_x = 0;
+  for (const RfmSummary& c : customers) {
+    total_T += c.weight * std::max(0.0, c.T);
+    total_x += c.weight * std::max(0.0, c.x);
+  }
+  const double scale = total_T > 0 && std::isfinite(total_T) ? total_T / fit.customers : 1.0;
+  // Customers with the same (x, t_x, T) are one row with their summed
+  // weight (day-granular logs have few distinct rows among one-time buyers).
+  std::vector<RfmSummary> normalized(customers.begin(), customers.end());
+  std::sort(normalized.begin(), normalized.end(), [](const RfmSummary& l, const RfmSummary& r) {
+    return std::tie(l.x, l.t_x, l.T) < std::tie(r.x, r.t_x, r.T);
+  });
+  size_t rows = 0;
+  for (size_t i = 0; i < normalized.size(); ++i) {
+    const RfmSummary& c = normalized[i];
+    if (rows > 0 && normalized[rows - 1].x == c.x && normalized[rows - 1].t_x == c.t_x &&
+        normalized[rows - 1].T == c.T) {
+      normalized[rows - 1].weight += c.weight;
+    } else {
+      normalized[rows++] = normalized[i];
+    }
+  }
+  normalized.resize(rows);
+  for (RfmSummary& c : normalized) {
+    c.t_x /= scale;
+    c.T /= scale;
+  }
+  auto to_params = [scale](const std::vector<double>& theta) {
+    return BgNbdParams{std::exp(theta[0]), std::exp(theta[1]) * scale, std::exp(theta[2]),
+                       std::exp(theta[3])};
+  };
+  auto normalized_params = [](const std::vector<double>& theta) {
     return BgNbdParams{std::exp(theta[0]), std::exp(theta[1]), std::exp(theta[2]),
                        std::exp(theta[3])};
   };
-  auto objective = [&](const std::vector<double>& theta) {
-    for (double v : theta) {
-      if (!std::isfinite(v) || std::abs(v) > 30) return kInfinity;
-    }
-    const double ll = BgNbdLogLikelihood(to_params(theta), customers);
-    return std::isfinite(ll) ? -ll / fit.customers : kInfinity;
+  auto make_objective = [&](double penalizer) {
+    return [&, penalizer](const std::vector<double>& theta) {
+      for (double v : theta) {
+        if (!std::isfinite(v) || std::abs(v) > kBoxLog) return kInfinity;
+      }
+      const double ll = BgNbdLogLikelihood(normalized_params(theta), normalized);
+      return std::isfinite(ll) ? -ll / fit.customers + Penalty(theta, penalizer) : kInfinity;
+    };
   };
-  Minimum minimum = NelderMead(objective, {0.0, 0.0, 0.0, 0.0}, options);
-  fit.params = to_params(minimum.point);
-  fit.log_likelihood = BgNbdLogLikelihood(fit.params, customers);
-  fit.evaluations = minimum.evaluations;
+  // Starts: unit parameters, and two moment-based ones (r / alpha = the mean
+  // purchase rate, in the normalized unit) with little and much drop-out.
+  const double rate = total_x > 0 ? total_x / fit.customers : 0.1;  // per unit of mean T
+  const std::vector<std::vector<double>> starts = {
+      {0.0, 0.0, 0.0, 0.0},
+      {0.0, -std::log(rate), 0.0, std::log(3.0)},
+      {std::log(0.3), std::log(0.3 / rate), std::log(0.5), std::log(10.0)},
+  };
+  Minimum minimum = MinimizeFromStarts(make_objective(0), starts, options);
+  if (minimum.point.empty() || !std::isfinite(minimum.value)) {
+    fit.status = "failed";
+    fit.reason = "no finite log-likelihood from any start";
+    fit.evaluations = minimum.evaluations;
+    return fit;
+  }
+  const BgNbdParams unpenalized = to_params(minimum.point);
+  const std::string boundary = BoundaryParameters(
+      minimum.point, {"r", "alpha", "a", "b"},
+      {unpenalized.r, unpenalized.alpha, unpenalized.a, unpenalized.b});
+  // a / (a + b), the mean drop-out probability, running to 0 is the NBD
+  // limit (no drop-out) even while a and b stay inside the box.
+  const bool no_dropout = unpenalized.a / (unpenalized.a + unpenalized.b) < 1e-5;
+  fit.unpenalized_log_likelihood = BgNbdLogLikelihood(unpenalized, customers);
+  if ((!boundary.empty() || no_dropout) && options.penalizer > 0) {
+    std::string why = boundary.empty() ? "" : boundary + " ran to a boundary";
+    if (no_dropout) {
+      if (!why.empty()) why += "; ";
+      why += "mean drop-out probability a/(a+b) = " +
+             Format("%.3g", unpenalized.a / (unpenalized.a + unpenalized.b)) +
+             " (the no-drop-out NBD limit)";
+    }
+    // From the moment start and from the boundary point pulled inside the box.
+    std::vector<double> inside = minimum.point;
+    for (double& v : inside) v = std::clamp(v, -kBoundaryLog, kBoundaryLog);
+    Minimum penalized =
+        MinimizeFromStarts(make_objective(options.penalizer), {starts[1], inside}, options);
+    fit.evaluations = minimum.evaluations + penalized.evaluations;
+    if (!penalized.point.empty() && std::isfinite(penalized.value)) {
+      minimum.point = penalized.point;
+      minimum.converged = penalized.converged;
+    }
+    fit.params = to_params(minimum.point);
+    fit.log_likelihood = BgNbdLogLikelihood(fit.params, customers);
+    fit.status = "regularized";
+    fit.penalizer = options.penalizer;
+    fit.reason = "maximum likelihood: " + why + "; refitted with an L2 penalty " +
+                 Format("%g", options.penalizer) +
+                 " on the log-parameters (log-likelihood " +
+                 Format("%.2f", fit.log_likelihood) + " vs " +
+                 Format("%.2f", fit.unpenalized_log_likelihood) + " unpenalized)";
+  } else {
+    fit.params = unpenalized;
+    fit.log_likelihood = fit.unpenalized_log_likelihood;
+    fit.evaluations = minimum.evaluations;
+    if (!boundary.empty() || no_dropout) {
+      fit.status = "boundary";
+      fit.reason = boundary.empty() ? "mean drop-out probability near 0" : boundary;
+    }
+  }
   fit.converged = minimum.converged && std::isfinite(fit.log_likelihood);
+  if (!fit.converged && fit.reason.empty()) fit.reason = "optimizer hit its iteration limit";
   return fit;
 }
 
 double BgNbdExpectedPurchases(const BgNbdParams& p, double t) {
-  if (t <= 0) return 0;
-  const double z = t / (p.alpha + t);
-  const double hyp = Hyp2F1(p.r, p.b, p.a + p.b - 1, z);
-  return (p.a + p.b - 1) / (p.a - 1) * (1 - std::pow(p.alpha / (p.alpha + t), p.r) * hyp);
+  if (!(t > 0)) return 0;
+  return ExpectedPurchasesGivenAlive(p.r, p.b, p.a, t / p.alpha);
 }
 
 double BgNbdProbabilityAlive(const BgNbdParams& p, double x, double t_x, double T) {
-  if (x <= 0) return 1.0;
-  const double log_odds = std::log(p.a / (p.b + x - 1)) +
-                          (p.r + x) * (std::log(p.alpha + T) - std::log(p.alpha + t_x));
+  if (!(x > 0)) return 1.0;
+  t_x = std::clamp(t_x, 0.0, std::max(0.0, T));
+  // Odds of having dropped out right after the purchase at t_x:
+  // a / (b + x - 1) * ((alpha + T) / (alpha + t_x))^(r + x), in logs.
+  const double log_odds = std::log(p.a) - std::log(p.b + x - 1) +
+                          (p.r + x) * std::log1p((T - t_x) / (p.alpha + t_x));
   // 1 / (1 + exp(log_odds)) without overflow.
   return log_odds > 0 ? std::exp(-log_odds) / (1 + std::exp(-log_odds))
                       : 1 / (1 + std::exp(log_odds));
@@ -298,20 +514,10 @@ double BgNbdConditionalExpectedPurchasesByQuadrature(const BgNbdParams& p, doubl
 
 double BgNbdConditionalExpectedPurchases(const BgNbdParams& p, double x, double t_x, double T,
                                          double t) {
-  if (t <= 0) return 0;
-  const double c = p.a + p.b + x - 1;
-  if (std::abs(p.a - 1) < 1e-6 || c <= 0) {
-    return BgNbdConditionalExpectedPurchasesByQuadrature(p, x, t_x, T, t);
-  }
-  const double base = p.alpha + T;
-  const double z = t / (base + t);
-  // The paper's ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; c; z), with
-  // Euler's transformation 2F1(A, B; C; z) = (1-z)^(C-A-B) 2F1(C-A, C-B; C; z)
-  // and 1 - z = (alpha+T)/(alpha+T+t): (1-z)^(a-1) 2F1(a+b-1-r, a-1; c; z).
-  // Its terms no longer grow with x before they fall.
-  const double hyp = Hyp2F1NearOne(p.a + p.b - 1 - p.r, p.a - 1, c, z);
-  const double power = std::exp((p.a - 1) * (std::log(base) - std::log(base + t)));
-  const double given_alive = c / (p.a - 1) * (1 - power * hyp);
+  if (!(t > 0)) return 0;
+  x = std::max(0.0, x);
+  T = std::max(0.0, T);
+  const double given_alive = ExpectedPurchasesGivenAlive(p.r + x, p.b + x, p.a, t / (p.alpha + T));
   return BgNbdProbabilityAlive(p, x, t_x, T) * given_alive;
 }
 
@@ -323,12 +529,17 @@ double BgNbdProbabilityAnyPurchase(const BgNbdParams& p, double x, double t_x, d
 
 double GammaGammaLogLikelihood(const GammaGammaParams& g, std::span<const RfmSummary> customers) {
   const double common = -std::lgamma(g.q) + g.q * std::log(g.gamma);
+  double cached_x = std::numeric_limits<double>::quiet_NaN();
+  double per_x = 0;  // the terms that depend on x only
   double total = 0;
   for (const RfmSummary& c : customers) {
     if (!UsableForGammaGamma(c)) continue;
     const double px = g.p * c.x;
-    total += c.weight * (std::lgamma(px + g.q) - std::lgamma(px) + common +
-                         (px - 1) * std::log(c.monetary) + px * std::log(c.x) -
+    if (!(c.x == cached_x)) {
+      cached_x = c.x;
+      per_x = std::lgamma(px + g.q) - std::lgamma(px) + common + px * std::log(c.x);
+    }
+    total += c.weight * (per_x + (px - 1) * std::log(c.monetary) -
                          (px + g.q) * std::log(g.gamma + c.monetary * c.x));
   }
   return total;
@@ -336,31 +547,112 @@ double GammaGammaLogLikelihood(const GammaGammaParams& g, std::span<const RfmSum
 
 GammaGammaFit FitGammaGamma(std::span<const RfmSummary> customers, const FitOptions& options) {
   GammaGammaFit fit;
+  std::vector<std::pair<double, double>> values;
   for (const RfmSummary& c : customers) {
-    if (UsableForGammaGamma(c)) fit.customers += c.weight;
+    if (!UsableForGammaGamma(c) || !std::isfinite(c.monetary)) continue;
+    fit.customers += c.weight;
+    values.emplace_back(c.monetary, c.weight);
   }
-  if (fit.customers <= 0) return fit;
-  auto to_params = [](const std::vector<double>& theta) {
-    return GammaGammaParams{std::exp(theta[0]), std::exp(theta[1]), std::exp(theta[2])};
+  if (fit.customers <= 0) {
+    fit.status = "failed";
+    fit.reason = "no repeat customer with a positive spend";
+    return fit;
+  }
+  // Money in units of the median m_x (cents or dollars give the same
+  // normalized data); gamma scales back. q enters as log(q - 1): the mean
+  // order value p gamma / (q - 1) must be finite.
+  const double scale = std::max(WeightedMedian(values), std::numeric_limits<double>::min());
+  std::vector<RfmSummary> normalized;
+  double mean_value = 0;
+  for (const RfmSummary& c : customers) {
+    if (!UsableForGammaGamma(c) || !std::isfinite(c.monetary)) continue;
+    normalized.push_back(c);
+    normalized.back().monetary /= scale;
+    mean_value += c.weight * normalized.back().monetary;
+  }
+  mean_value /= fit.customers;
+  std::stable_sort(normalized.begin(), normalized.end(),
+                   [](const RfmSummary& l, const RfmSummary& r) { return l.x < r.x; });
+  auto normalized_params = [](const std::vector<double>& theta) {
+    return GammaGammaParams{std::exp(theta[0]), 1 + std::exp(theta[1]), std::exp(theta[2])};
   };
-  auto objective = [&](const std::vector<double>& theta) {
-    for (double v : theta) {
-      if (!std::isfinite(v) || std::abs(v) > 30) return kInfinity;
+  auto to_params = [&](const std::vector<double>& theta) {
+    GammaGammaParams g = normalized_params(theta);
+    g.gamma *= scale;
+    return g;
+  };
+  auto make_objective = [&](double penalizer) {
+    return [&, penalizer](const std::vector<double>& theta) {
+      for (double v : theta) {
+        if (!std::isfinite(v) || std::abs(v) > kBoxLog) return kInfinity;
+      }
+      const double ll = GammaGammaLogLikelihood(normalized_params(theta), normalized);
+      return std::isfinite(ll) ? -ll / fit.customers + Penalty(theta, penalizer) : kInfinity;
+    };
+  };
+  // Starts: unit parameters; moment-based: population mean p gamma / (q-1)
+  // = the mean m_x, for q = 3 and p = 1 or 5.
+  const double mean = std::max(mean_value, 1e-6);
+  const std::vector<std::vector<double>> starts = {
+      {0.0, 0.0, 0.0},
+      {0.0, std::log(2.0), std::log(2 * mean)},
+      {std::log(5.0), std::log(2.0), std::log(2 * mean / 5)},
+  };
+  Minimum minimum = MinimizeFromStarts(make_objective(0), starts, options);
+  if (minimum.point.empty() || !std::isfinite(minimum.value)) {
+    fit.status = "failed";
+    fit.reason = "no finite log-likelihood from any start";
+    fit.evaluations = minimum.evaluations;
+    return fit;
+  }
+  const GammaGammaParams unpenalized = to_params(minimum.point);
+  const std::string boundary =
+      BoundaryParameters(minimum.point, {"p", "q - 1", "gamma"},
+                         {unpenalized.p, unpenalized.q - 1, unpenalized.gamma});
+  fit.unpenalized_log_likelihood = GammaGammaLogLikelihood(unpenalized, customers);
+  if (!boundary.empty() && options.penalizer > 0) {
+    std::vector<double> inside = minimum.point;
+    for (double& v : inside) v = std::clamp(v, -kBoundaryLog, kBoundaryLog);
+    Minimum penalized =
+        MinimizeFromStarts(make_objective(options.penalizer), {starts[1], inside}, options);
+    fit.evaluations = minimum.evaluations + penalized.evaluations;
+    if (!penalized.point.empty() && std::isfinite(penalized.value)) {
+      minimum.point = penalized.point;
+      minimum.converged = penalized.converged;
     }
-    const double ll = GammaGammaLogLikelihood(to_params(theta), customers);
-    return std::isfinite(ll) ? -ll / fit.customers : kInfinity;
-  };
-  Minimum minimum = NelderMead(objective, {0.0, 0.0, 0.0}, options);
-  fit.params = to_params(minimum.point);
-  fit.log_likelihood = GammaGammaLogLikelihood(fit.params, customers);
-  fit.evaluations = minimum.evaluations;
+    fit.params = to_params(minimum.point);
+    fit.log_likelihood = GammaGammaLogLikelihood(fit.params, customers);
+    fit.status = "regularized";
+    fit.penalizer = options.penalizer;
+    const bool heavy = minimum.point[1] < -kBoundaryLog;
+    fit.reason = "maximum likelihood: " + boundary + " ran to a boundary" +
+                 (heavy ? " (order values so heavy-tailed that the mean is nearly infinite)"
+                        : "") +
+                 "; refitted with an L2 penalty " + Format("%g", options.penalizer) +
+                 " on the log-parameters (log-likelihood " + Format("%.2f", fit.log_likelihood) +
+                 " vs " + Format("%.2f", fit.unpenalized_log_likelihood) + " unpenalized)";
+  } else {
+    fit.params = unpenalized;
+    fit.log_likelihood = fit.unpenalized_log_likelihood;
+    fit.evaluations = minimum.evaluations;
+    if (!boundary.empty()) {
+      fit.status = "boundary";
+      fit.reason = boundary;
+    }
+  }
   fit.converged = minimum.converged && std::isfinite(fit.log_likelihood);
+  if (!fit.converged && fit.reason.empty()) fit.reason = "optimizer hit its iteration limit";
   return fit;
 }
 
 double GammaGammaConditionalExpectedValue(const GammaGammaParams& g, double x, double monetary) {
-  if (x <= 0) return g.p * g.gamma / (g.q - 1);
-  return g.p * (g.gamma + x * monetary) / (g.p * x + g.q - 1);
+  if (!(x > 0)) return g.q > 1 ? g.p * g.gamma / (g.q - 1) : kInfinity;
+  monetary = std::max(0.0, monetary);
+  const double denominator = g.p * x + g.q - 1;
+  if (!(denominator > 0)) return kInfinity;
+  // p (gamma + x m) / (p x + q - 1), divided term by term so that x m
+  // cannot overflow first.
+  return g.p * (g.gamma / denominator + monetary * (x / denominator));
 }
 
 double ExpectedClv(const BgNbdParams& bgnbd, const GammaGammaParams& gamma_gamma,

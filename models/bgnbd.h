@@ -55,24 +55,55 @@ struct FitOptions {
   // the best point so far (ends early when a restart no longer improves).
   int max_iterations = 4000;
   int restarts = 6;
+  // Budget of objective evaluations per start (restarts included): a
+  // likelihood that keeps creeping along a flat ridge toward a boundary
+  // stops here (and the boundary test below catches it).
+  int max_evaluations = 6000;
   // Stop a start when the simplex's log-likelihood spread is below this.
   double tolerance = 1e-10;
+  // Regularized maximum likelihood (like lifetimes' penalizer_coef): when the
+  // plain maximum-likelihood fit runs to a boundary (a scale-free parameter
+  // beyond 1e-4..1e4, or for BG/NBD a mean drop-out probability a/(a+b)
+  // below 1e-5: the NBD limit), the fit is redone minimizing
+  //   -(log-likelihood) / customers + penalizer * sum(log(theta)^2)
+  // over the scale-free log-parameters (BG/NBD: r, alpha / mean T, a, b;
+  // Gamma-Gamma: p, q - 1, gamma / median m_x). 0 keeps the boundary fit
+  // (status "boundary"). Fits inside the boundary are plain maximum
+  // likelihood, whatever this is. The default 1e-4 is small: on simulated
+  // shops whose fits run to a boundary it costs under one log-likelihood
+  // unit (less than the noise of the fit) while keeping every parameter
+  // inside 1e-4..1e4 of its scale.
+  double penalizer = 1e-4;
 };
 
+// How a fit ended. status: "ok" (interior maximum likelihood),
+// "regularized" (the maximum-likelihood fit ran to a boundary and was refitted
+// with the penalty, see FitOptions::penalizer), "boundary" (ran to a boundary,
+// penalizer 0), "failed" (no finite likelihood; params are the defaults).
+// reason says which parameter ran where, in words. Parameters are always
+// finite and > 0 (q > 1).
 struct BgNbdFit {
   BgNbdParams params;
   double log_likelihood = 0;  // at params, summed over customers
+  double unpenalized_log_likelihood = 0;  // of the plain maximum-likelihood fit
   double customers = 0;       // sum of weights
   int evaluations = 0;
   bool converged = false;
+  std::string status = "ok";
+  std::string reason;
+  double penalizer = 0;  // the penalty used (0 unless regularized)
 };
 
 struct GammaGammaFit {
   GammaGammaParams params;
   double log_likelihood = 0;
+  double unpenalized_log_likelihood = 0;
   double customers = 0;  // customers with x > 0 and monetary > 0 that were used
   int evaluations = 0;
   bool converged = false;
+  std::string status = "ok";
+  std::string reason;
+  double penalizer = 0;
 };
 
 // --- BG/NBD -------------------------------------------------------------
@@ -83,14 +114,21 @@ double BgNbdLogLikelihood(const BgNbdParams& params, std::span<const RfmSummary>
 // information through x = 0, T = 0: none).
 BgNbdFit FitBgNbd(std::span<const RfmSummary> customers, const FitOptions& options = {});
 
+// E[purchases in the next window | alive] with k = r + x, beta = b + x and
+// u = t / (alpha + T): E_p[(1 - (1 + p u)^-k) / p], p ~ Beta(a, beta), summed
+// as a series of positive terms (see bgnbd.cpp); accurate to ~1e-14 relative
+// for any a, beta, k > 0 and u >= 0, with about k u + 40 (1 + u) terms
+// (capped at 2e6 terms, a lower bound beyond: far outside real histories).
+double ExpectedPurchasesGivenAlive(double k, double beta, double a, double u);
+
 // E[X(t)]: expected purchases in (0, t] of a customer just acquired at 0.
 double BgNbdExpectedPurchases(const BgNbdParams& params, double t);
 // E[X(T, T + t) | x, t_x, T]: expected purchases in the next t weeks.
 double BgNbdConditionalExpectedPurchases(const BgNbdParams& params, double x, double t_x,
                                          double T, double t);
 // Same, by numeric integration over the posterior of the drop-out
-// probability (independent of the hypergeometric series; used when a ~ 1
-// and as a cross-check in tests).
+// probability (independent of the series; a cross-check in tests, for
+// moderate parameters only: Simpson's rule, ~1e-6).
 double BgNbdConditionalExpectedPurchasesByQuadrature(const BgNbdParams& params, double x,
                                                      double t_x, double T, double t);
 // P(alive at T | x, t_x, T). Equals 1 when x = 0 (a BG/NBD property: drop-out
@@ -116,7 +154,8 @@ double GammaGammaLogLikelihood(const GammaGammaParams& params,
                                std::span<const RfmSummary> customers);
 GammaGammaFit FitGammaGamma(std::span<const RfmSummary> customers, const FitOptions& options = {});
 // E[M | x, m_x] = p (gamma + x m_x) / (p x + q - 1); the population mean
-// p gamma / (q - 1) when x = 0. Needs q > 1.
+// p gamma / (q - 1) when x = 0. With q <= 1 the population mean is infinite:
+// +inf for x = 0 (fits and model files always have q > 1).
 double GammaGammaConditionalExpectedValue(const GammaGammaParams& params, double x,
                                           double monetary);
 

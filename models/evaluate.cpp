@@ -1,6 +1,7 @@
 #include "models/evaluate.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -102,12 +103,37 @@ EvalReport Evaluate(const Dataset& data, int64_t cutoff_ms, double horizon_days,
         model.predicted.push_back(index < candidate.given.size() ? candidate.given[index] : 0.0);
       }
     }
+    // A non-finite prediction is a defect of the candidate: it counts as 0
+    // everywhere (metrics, gain curve, CSV) and is reported.
+    size_t non_finite = 0;
+    for (double& v : model.predicted) {
+      if (!std::isfinite(v)) {
+        v = 0;
+        ++non_finite;
+      }
+    }
     model.metrics = ComputeMetrics(model.predicted, report.actual);
+    model.metrics.non_finite_predictions = non_finite;
     model.gain = GainCurve(model.predicted, report.actual);
     report.models.push_back(std::move(model));
   }
   return report;
 }
+
+namespace {
+
+// printf of one number, or "n/a" (same width) when it is undefined/non-finite.
+std::string Cell(const char* format, int width, double value) {
+  char text[64];
+  if (IsDefined(value)) {
+    std::snprintf(text, sizeof(text), format, value);
+  } else {
+    std::snprintf(text, sizeof(text), "%*s", width, "n/a");
+  }
+  return text;
+}
+
+}  // namespace
 
 std::string EvalReportText(const EvalReport& report) {
   std::string out;
@@ -121,14 +147,24 @@ std::string EvalReportText(const EvalReport& report) {
                 "MSE", "MAE", "R2", "MAPE*", "Gini(n)", "Spearman", "Top10 P", "Top10 R",
                 "Top10 F1", "sum pred");
   out += line;
+  std::string notes;
   for (const auto& m : report.models) {
     const Metrics& x = m.metrics;
-    std::snprintf(line, sizeof(line),
-                  "%-22s %10.2f %9.3f %8.4f %8.3f %8.4f %8.4f %8.3f %8.3f %8.3f %12.1f\n",
-                  m.name.c_str(), x.mse, x.mae, x.r2, x.mape_buyers, x.normalized_gini, x.spearman,
-                  x.top_decile_precision, x.top_decile_recall, x.top_decile_f1, x.total_predicted);
+    std::snprintf(line, sizeof(line), "%-22s ", m.name.c_str());
     out += line;
+    out += Cell("%10.2f", 10, x.mse) + " " + Cell("%9.3f", 9, x.mae) + " " +
+           Cell("%8.4f", 8, x.r2) + " " + Cell("%8.3f", 8, x.mape_buyers) + " " +
+           Cell("%8.4f", 8, x.normalized_gini) + " " + Cell("%8.4f", 8, x.spearman) + " " +
+           Cell("%8.3f", 8, x.top_decile_precision) + " " +
+           Cell("%8.3f", 8, x.top_decile_recall) + " " + Cell("%8.3f", 8, x.top_decile_f1) +
+           " " + Cell("%12.1f", 12, x.total_predicted) + "\n";
+    if (x.non_finite_predictions > 0) {
+      std::snprintf(line, sizeof(line), "note: %s: %zu non-finite predictions counted as 0\n",
+                    m.name.c_str(), x.non_finite_predictions);
+      notes += line;
+    }
   }
+  out += notes;
   out += "(*MAPE over buyers only)\n\nDecile calibration (mean predicted / mean actual, decile 1 = "
          "highest predicted)\n";
   std::snprintf(line, sizeof(line), "%-22s", "decile");
@@ -142,7 +178,9 @@ std::string EvalReportText(const EvalReport& report) {
     std::snprintf(line, sizeof(line), "%-22s", m.name.c_str());
     out += line;
     for (const auto& row : m.metrics.deciles) {
-      std::snprintf(line, sizeof(line), " %7.1f/%-7.1f", row.mean_predicted, row.mean_actual);
+      const std::string predicted = Cell("%7.1f", 7, row.mean_predicted);
+      std::string actual = Cell("%.1f", 0, row.mean_actual);
+      std::snprintf(line, sizeof(line), " %s/%-7s", predicted.c_str(), actual.c_str());
       out += line;
     }
     out += "\n";
@@ -151,9 +189,14 @@ std::string EvalReportText(const EvalReport& report) {
 }
 
 namespace {
+// A metric as JSON: null when undefined (NaN) or not finite.
+nlohmann::json Number(double value) {
+  return IsDefined(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
+}
+
 nlohmann::json GainJson(const std::vector<GainPoint>& gain) {
   nlohmann::json points = nlohmann::json::array();
-  for (const auto& p : gain) points.push_back({p.user_share, p.value_share});
+  for (const auto& p : gain) points.push_back({Number(p.user_share), Number(p.value_share)});
   return points;
 }
 }  // namespace
@@ -173,24 +216,25 @@ std::string EvalReportJson(const EvalReport& report) {
     for (const auto& row : x.deciles) {
       deciles.push_back({{"decile", row.decile},
                          {"users", row.users},
-                         {"mean_predicted", row.mean_predicted},
-                         {"mean_actual", row.mean_actual}});
+                         {"mean_predicted", Number(row.mean_predicted)},
+                         {"mean_actual", Number(row.mean_actual)}});
     }
     models.push_back({{"name", m.name},
                       {"users", x.users},
                       {"buyers", x.buyers},
-                      {"mse", x.mse},
-                      {"mae", x.mae},
-                      {"r2", x.r2},
-                      {"mape_buyers", x.mape_buyers},
-                      {"gini", x.gini},
-                      {"normalized_gini", x.normalized_gini},
-                      {"spearman", x.spearman},
-                      {"top_decile_precision", x.top_decile_precision},
-                      {"top_decile_recall", x.top_decile_recall},
-                      {"top_decile_f1", x.top_decile_f1},
-                      {"total_predicted", x.total_predicted},
-                      {"total_actual", x.total_actual},
+                      {"mse", Number(x.mse)},
+                      {"mae", Number(x.mae)},
+                      {"r2", Number(x.r2)},
+                      {"mape_buyers", Number(x.mape_buyers)},
+                      {"gini", Number(x.gini)},
+                      {"normalized_gini", Number(x.normalized_gini)},
+                      {"spearman", Number(x.spearman)},
+                      {"top_decile_precision", Number(x.top_decile_precision)},
+                      {"top_decile_recall", Number(x.top_decile_recall)},
+                      {"top_decile_f1", Number(x.top_decile_f1)},
+                      {"total_predicted", Number(x.total_predicted)},
+                      {"total_actual", Number(x.total_actual)},
+                      {"non_finite_predictions", x.non_finite_predictions},
                       {"deciles", deciles},
                       {"gain", GainJson(m.gain)}});
   }

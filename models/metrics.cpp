@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 namespace clv::models {
@@ -70,10 +71,26 @@ double SpearmanCorrelation(std::span<const double> a, std::span<const double> b)
   return Pearson(AverageRanks(a), AverageRanks(b));
 }
 
+namespace {
+
+bool IsConstant(std::span<const double> values) {
+  for (double v : values) {
+    if (!(v == values.front())) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 double NormalizedGini(std::span<const double> predicted, std::span<const double> actual) {
+  const size_t n = std::min(predicted.size(), actual.size());
+  predicted = predicted.first(n);
+  actual = actual.first(n);
+  if (n == 0 || IsConstant(predicted)) return 0;
   double perfect = GiniOfOrder(DescendingOrder(actual), actual);
-  if (perfect == 0) return 0;
-  return GiniOfOrder(DescendingOrder(predicted), actual) / perfect;
+  if (perfect == 0 || !std::isfinite(perfect)) return 0;
+  const double gini = GiniOfOrder(DescendingOrder(predicted), actual) / perfect;
+  return std::isfinite(gini) ? gini : 0;
 }
 
 std::vector<GainPoint> GainCurve(std::span<const double> predicted, std::span<const double> actual,
@@ -94,13 +111,25 @@ std::vector<GainPoint> GainCurve(std::span<const double> predicted, std::span<co
   return curve;
 }
 
-Metrics ComputeMetrics(std::span<const double> predicted, std::span<const double> actual) {
+Metrics ComputeMetrics(std::span<const double> predicted_in, std::span<const double> actual) {
   Metrics m;
-  const size_t n = std::min(predicted.size(), actual.size());
-  predicted = predicted.first(n);
+  constexpr double kUndefined = std::numeric_limits<double>::quiet_NaN();
+  const size_t n = std::min(predicted_in.size(), actual.size());
   actual = actual.first(n);
+  std::vector<double> predicted_values(predicted_in.begin(), predicted_in.begin() + n);
+  for (double& v : predicted_values) {
+    if (!std::isfinite(v)) {
+      v = 0;
+      ++m.non_finite_predictions;
+    }
+  }
+  std::span<const double> predicted(predicted_values);
   m.users = n;
-  if (n == 0) return m;
+  if (n == 0) {
+    m.r2 = kUndefined;
+    m.mape_buyers = kUndefined;
+    return m;
+  }
   double mean_actual = 0;
   for (size_t i = 0; i < n; ++i) {
     mean_actual += actual[i];
@@ -121,14 +150,15 @@ Metrics ComputeMetrics(std::span<const double> predicted, std::span<const double
   }
   m.mse = ss_res / double(n);
   m.mae /= double(n);
-  m.r2 = ss_tot > 0 ? 1 - ss_res / ss_tot : 0;
-  m.mape_buyers = m.buyers > 0 ? ape / double(m.buyers) : 0;
+  m.r2 = ss_tot > 0 ? 1 - ss_res / ss_tot : kUndefined;
+  m.mape_buyers = m.buyers > 0 ? ape / double(m.buyers) : kUndefined;
 
   auto by_prediction = DescendingOrder(predicted);
   auto by_actual = DescendingOrder(actual);
-  m.gini = GiniOfOrder(by_prediction, actual);
+  const bool constant = IsConstant(predicted);
+  m.gini = constant ? 0 : GiniOfOrder(by_prediction, actual);
   double perfect = GiniOfOrder(by_actual, actual);
-  m.normalized_gini = perfect != 0 ? m.gini / perfect : 0;
+  m.normalized_gini = perfect != 0 && !constant ? m.gini / perfect : 0;
   m.spearman = SpearmanCorrelation(predicted, actual);
 
   for (int d = 0; d < 10; ++d) {

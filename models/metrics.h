@@ -10,6 +10,14 @@
 //    ranking, about 0 for a random one, negative for an inverted one.
 //  * Spearman: Pearson correlation of ranks, ties given their average rank.
 //  * MAPE averages |pred - actual| / actual over buyers (actual > 0) only.
+//  * Degenerate inputs give defined numbers, never a NaN from arithmetic:
+//    a non-finite prediction counts as 0 (and in non_finite_predictions);
+//    Gini, normalized Gini and Spearman are 0 for a constant prediction or
+//    when every actual is equal (all zero: nothing to rank); an empty decile
+//    (fewer than 10 users) has 0 users and means 0. Two metrics can be
+//    undefined and are then NaN, which the reports print as "n/a" (text) and
+//    null (JSON): R2 when every actual is equal (no variance to explain) and
+//    MAPE when nobody bought. IsDefined() tells.
 //  * Deciles: users sorted by prediction, highest first, cut into 10 groups
 //    of n/10 (sizes differ by at most one); decile 1 = highest predictions.
 //  * Top decile: the ceil(n/10) highest predictions vs the ceil(n/10)
@@ -47,8 +55,12 @@ struct Metrics {
   double top_decile_f1 = 0;
   double total_predicted = 0;
   double total_actual = 0;
+  size_t non_finite_predictions = 0;  // counted as 0 above
   std::vector<DecileRow> deciles;
 };
+
+// False for the NaN that marks an undefined R2 or MAPE (and any non-finite value).
+inline bool IsDefined(double metric) { return metric - metric == 0; }
 
 // All metrics at once. predicted.size() must equal actual.size().
 Metrics ComputeMetrics(std::span<const double> predicted, std::span<const double> actual);

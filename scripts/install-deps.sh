@@ -5,7 +5,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   librdkafka-dev librocksdb-dev libtorch-dev libopenblas0-pthread
   nlohmann-json3-dev libsimdjson-dev libcpp-httplib-dev libcli11-dev libspdlog-dev libfmt-dev
-  libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
+  libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev libboost-dev
   kcat maven openjdk-17-jre-headless
   chromium
 )

@@ -2,9 +2,14 @@
 // the running aggregates (UpdateHistory), the model file and the scorer.
 #include <gtest/gtest.h>
 
+#include <rapidcheck/gtest.h>
+
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -194,7 +199,7 @@ TEST(BgNbd, HypergeometricFormulaAgreesWithQuadrature) {
     EXPECT_NEAR(series, quadrature, 1e-4 * std::max(1.0, quadrature))
         << "x=" << c.x << " t_x=" << c.t_x << " T=" << c.T << " t=" << c.t;
   }
-  // a = 1 exactly makes the closed form 0/0; the scorer falls back to quadrature.
+  // a = 1 exactly makes the closed form 0/0; the positive series has no pole there.
   const BgNbdParams at_one{0.5, 5, 1.0, 2.5};
   const double value = BgNbdConditionalExpectedPurchases(at_one, 2, 10, 20, 39);
   EXPECT_TRUE(std::isfinite(value));
@@ -607,6 +612,310 @@ TEST(BgNbd, HypergeometricNearOneAgreesWithTheSeries) {
   EXPECT_NEAR(series, quadrature, 1e-4 * std::max(1.0, quadrature));
 }
 
+
+
+// --- generated shops with known parameters ------------------------------
+
+// A BG/NBD + Gamma-Gamma shop simulated in the test itself: each customer
+// has a purchase rate lambda ~ Gamma(r, alpha) and a drop-out probability
+// p ~ Beta(a, b); after the first purchase at a uniform time in the
+// 52-week calibration period, purchases follow Poisson(lambda), and after
+// each repeat purchase the customer leaves with probability p. Times are
+// rounded to days (day-granular logs) before summarizing. Order values are
+// Gamma(p_gg, nu), nu ~ Gamma(q, gamma), or log-normal (sigma 2: the top
+// orders ~1000x the median) when heavy_tails. The truth kept is what each
+// customer buys in the 52 weeks after the calibration period.
+struct SimulatedShop {
+  std::vector<RfmSummary> customers;  // in weeks x time_scale, money x money_scale
+  double holdout_purchases = 0;
+  double holdout_spend = 0;
+};
+
+struct ShopSpec {
+  BgNbdParams bgnbd;
+  GammaGammaParams spend{6.25, 3.74, 15.44};
+  bool heavy_tails = false;
+  int customers = 1500;
+  double time_scale = 1;   // 7: RFM in days
+  double money_scale = 1;  // 100: cents
+  unsigned seed = 1;
+};
+
+SimulatedShop Simulate(const ShopSpec& spec) {
+  std::mt19937_64 rng(spec.seed);
+  std::gamma_distribution<double> rate(spec.bgnbd.r, 1 / spec.bgnbd.alpha);
+  std::gamma_distribution<double> beta_a(spec.bgnbd.a, 1), beta_b(spec.bgnbd.b, 1);
+  std::gamma_distribution<double> scale(spec.spend.q, 1 / spec.spend.gamma);
+  std::lognormal_distribution<double> heavy(0, 2);
+  std::uniform_real_distribution<double> unit(0, 1);
+  constexpr double kWeeks = 52, kDay = 1.0 / 7;
+  SimulatedShop shop;
+  for (int i = 0; i < spec.customers; ++i) {
+    const double lambda = std::max(rate(rng), 1e-12);
+    const double ga = beta_a(rng), gb = beta_b(rng);
+    const double p = ga + gb > 0 ? ga / (ga + gb) : 0;
+    std::gamma_distribution<double> value(spec.spend.p, 1 / std::max(scale(rng), 1e-12));
+    auto order_value = [&] { return spec.heavy_tails ? heavy(rng) : value(rng); };
+    std::exponential_distribution<double> gap(lambda);
+    const double birth = std::floor(kWeeks * unit(rng) / kDay) * kDay;
+    const double T = std::floor((kWeeks - birth) / kDay) * kDay;
+    double t = 0, t_x = 0, spend = 0;
+    int x = 0;
+    bool alive = true;
+    while (alive) {
+      t += gap(rng);
+      if (t > T) break;
+      ++x;
+      t_x = std::floor(t / kDay) * kDay;
+      spend += order_value();
+      alive = unit(rng) >= p;
+    }
+    RfmSummary c;
+    c.x = x;
+    c.t_x = std::min(t_x, T) * spec.time_scale;
+    c.T = T * spec.time_scale;
+    c.monetary = x > 0 ? spend / x * spec.money_scale : 0;
+    shop.customers.push_back(c);
+    // The holdout: the Poisson clock is memoryless, so it restarts at T.
+    double s = T;
+    while (alive) {
+      s += gap(rng);
+      if (s > T + kWeeks) break;
+      shop.holdout_purchases += 1;
+      shop.holdout_spend += order_value() * spec.money_scale;
+      alive = unit(rng) >= p;
+    }
+  }
+  return shop;
+}
+
+struct ShopFit {
+  BgNbdFit bgnbd;
+  GammaGammaFit spend;
+  double predicted_purchases = 0;
+  double predicted_spend = 0;
+};
+
+ShopFit FitShop(const SimulatedShop& shop, double time_scale) {
+  ShopFit fit;
+  fit.bgnbd = FitBgNbd(shop.customers);
+  fit.spend = FitGammaGamma(shop.customers);
+  for (const RfmSummary& c : shop.customers) {
+    const double n =
+        BgNbdConditionalExpectedPurchases(fit.bgnbd.params, c.x, c.t_x, c.T, 52 * time_scale);
+    fit.predicted_purchases += n;
+    fit.predicted_spend +=
+        n * GammaGammaConditionalExpectedValue(fit.spend.params, c.x, c.monetary);
+  }
+  return fit;
+}
+
+void ExpectFiniteFit(const ShopFit& fit, const char* shop) {
+  for (double v : {fit.bgnbd.params.r, fit.bgnbd.params.alpha, fit.bgnbd.params.a,
+                   fit.bgnbd.params.b, fit.spend.params.p, fit.spend.params.q,
+                   fit.spend.params.gamma, fit.predicted_purchases, fit.predicted_spend}) {
+    EXPECT_TRUE(std::isfinite(v) && v > 0) << shop << ": " << v;
+  }
+  EXPECT_GT(fit.spend.params.q, 1) << shop;
+  EXPECT_NE(fit.bgnbd.status, "failed") << shop;
+  EXPECT_NE(fit.spend.status, "failed") << shop;
+  // Regularized fits stay inside the 1e-4..1e4 box that defines "boundary"
+  // (scale-free: alpha relative to the mean T).
+  for (double v : {fit.bgnbd.params.r, fit.bgnbd.params.a, fit.bgnbd.params.b}) {
+    if (fit.bgnbd.status == "regularized") {
+      EXPECT_LT(std::abs(std::log(v)), std::log(1e4)) << shop;
+    }
+  }
+}
+
+void ExpectRatio(double predicted, double actual, double low, double high, const char* what) {
+  ASSERT_GT(actual, 0) << what;
+  EXPECT_GT(predicted / actual, low) << what << ": predicted " << predicted << " actual " << actual;
+  EXPECT_LT(predicted / actual, high) << what << ": predicted " << predicted << " actual "
+                                      << actual;
+}
+
+TEST(GeneratedShops, CdnowLikeShopRecoversItsParameters) {
+  ShopSpec spec;
+  spec.bgnbd = {0.243, 4.414, 0.793, 2.426};
+  spec.customers = 3000;
+  const SimulatedShop shop = Simulate(spec);
+  const ShopFit fit = FitShop(shop, 1);
+  ExpectFiniteFit(fit, "cdnow-like");
+  EXPECT_EQ(fit.bgnbd.status, "ok") << fit.bgnbd.reason;
+  EXPECT_EQ(fit.spend.status, "ok") << fit.spend.reason;
+  EXPECT_NEAR(fit.bgnbd.params.r, 0.243, 0.243 * 0.3);
+  EXPECT_NEAR(fit.bgnbd.params.alpha, 4.414, 4.414 * 0.4);
+  EXPECT_NEAR(fit.bgnbd.params.a / (fit.bgnbd.params.a + fit.bgnbd.params.b),
+              0.793 / (0.793 + 2.426), 0.1);
+  EXPECT_NEAR(fit.spend.params.p, 6.25, 6.25 * 0.4);
+  // Population mean order value p gamma / (q - 1) = 35.2.
+  EXPECT_NEAR(fit.spend.params.p * fit.spend.params.gamma / (fit.spend.params.q - 1), 35.2, 6);
+  ExpectRatio(fit.predicted_purchases, shop.holdout_purchases, 0.85, 1.15, "purchases");
+  ExpectRatio(fit.predicted_spend, shop.holdout_spend, 0.8, 1.25, "spend");
+}
+
+TEST(GeneratedShops, DaysAndCentsGiveTheSamePredictionsScaled) {
+  ShopSpec spec;
+  spec.bgnbd = {0.5, 3, 0.7, 3};
+  spec.customers = 1000;
+  const ShopFit weeks = FitShop(Simulate(spec), 1);
+  spec.time_scale = 7;
+  spec.money_scale = 100;
+  const SimulatedShop in_days_and_cents = Simulate(spec);  // same seed: same shop
+  const ShopFit days = FitShop(in_days_and_cents, 7);
+  EXPECT_NEAR(days.bgnbd.params.r, weeks.bgnbd.params.r, 1e-4 * weeks.bgnbd.params.r);
+  EXPECT_NEAR(days.bgnbd.params.alpha, 7 * weeks.bgnbd.params.alpha,
+              1e-4 * 7 * weeks.bgnbd.params.alpha);
+  EXPECT_NEAR(days.spend.params.gamma, 100 * weeks.spend.params.gamma,
+              1e-4 * 100 * weeks.spend.params.gamma);
+  EXPECT_NEAR(days.predicted_purchases, weeks.predicted_purchases,
+              1e-4 * weeks.predicted_purchases);
+  EXPECT_NEAR(days.predicted_spend, 100 * weeks.predicted_spend,
+              1e-4 * 100 * weeks.predicted_spend);
+}
+
+TEST(GeneratedShops, AlmostNoDropoutIsReportedAndStillPredictsTheTotal) {
+  ShopSpec spec;
+  spec.bgnbd = {1.5, 6, 0.5, 1e6};  // mean drop-out probability 5e-7
+  spec.customers = 800;
+  const SimulatedShop shop = Simulate(spec);
+  const ShopFit fit = FitShop(shop, 1);
+  ExpectFiniteFit(fit, "no dropout");
+  EXPECT_EQ(fit.bgnbd.status, "regularized");
+  EXPECT_NE(fit.bgnbd.reason.find("boundary"), std::string::npos) << fit.bgnbd.reason;
+  // Within one log-likelihood unit of the boundary fit.
+  EXPECT_GT(fit.bgnbd.log_likelihood, fit.bgnbd.unpenalized_log_likelihood - 3);
+  EXPECT_NEAR(fit.bgnbd.params.r / fit.bgnbd.params.alpha, 0.25, 0.05);
+  ExpectRatio(fit.predicted_purchases, shop.holdout_purchases, 0.85, 1.15, "purchases");
+  ExpectRatio(fit.predicted_spend, shop.holdout_spend, 0.8, 1.25, "spend");
+}
+
+TEST(GeneratedShops, HighDropoutAndMostlyOneTimeBuyers) {
+  ShopSpec high;
+  high.bgnbd = {0.8, 3, 3, 1};  // 3 in 4 leave after each purchase
+  high.customers = 1000;
+  const SimulatedShop churny = Simulate(high);
+  const ShopFit churny_fit = FitShop(churny, 1);
+  ExpectFiniteFit(churny_fit, "high dropout");
+  EXPECT_GT(churny_fit.bgnbd.params.a / (churny_fit.bgnbd.params.a + churny_fit.bgnbd.params.b),
+            0.5);
+  ExpectRatio(churny_fit.predicted_purchases, churny.holdout_purchases, 0.8, 1.25, "purchases");
+
+  ShopSpec once;
+  once.bgnbd = {0.05, 20, 0.8, 2.5};
+  once.customers = 1500;
+  const SimulatedShop one_timers = Simulate(once);
+  size_t one_time = 0;
+  for (const RfmSummary& c : one_timers.customers) one_time += c.x == 0;
+  EXPECT_GT(one_time, one_timers.customers.size() * 9 / 10);
+  const ShopFit once_fit = FitShop(one_timers, 1);
+  ExpectFiniteFit(once_fit, "one-time buyers");
+  ExpectRatio(once_fit.predicted_purchases, one_timers.holdout_purchases, 0.6, 1.6, "purchases");
+}
+
+TEST(GeneratedShops, HeavyTailedOrderValuesGiveAFiniteMeanAndASensibleTotal) {
+  ShopSpec spec;
+  spec.bgnbd = {0.8, 5, 0.5, 5};
+  spec.heavy_tails = true;  // log-normal sigma 2: not Gamma-Gamma at all
+  spec.customers = 1000;
+  const SimulatedShop shop = Simulate(spec);
+  const ShopFit fit = FitShop(shop, 1);
+  ExpectFiniteFit(fit, "heavy tails");
+  ExpectRatio(fit.predicted_spend, shop.holdout_spend, 0.5, 2, "spend");
+  // Population mean order value finite and of the order of the true mean
+  // e^2 = 7.4 (the median is 1).
+  const double mean = fit.spend.params.p * fit.spend.params.gamma / (fit.spend.params.q - 1);
+  EXPECT_GT(mean, 2);
+  EXPECT_LT(mean, 40);
+}
+
+TEST(GeneratedShops, ADegenerateFitOfARetailLogIsRegularizedAndReported) {
+  // The wholesale log ran to a = 0.0013, b = 251,777: a shop where
+  // nobody visibly leaves. Its fit must come back finite, inside the box,
+  // and say so in the model file.
+  ShopSpec spec;
+  spec.bgnbd = {2, 8, 0.001, 3e5};
+  spec.heavy_tails = true;
+  spec.customers = 800;
+  const SimulatedShop shop = Simulate(spec);
+  BaselineModel model = PaperModel();  // through the model file's JSON
+  const ShopFit fit = FitShop(shop, 1);
+  ExpectFiniteFit(fit, "retail");
+  EXPECT_EQ(fit.bgnbd.status, "regularized") << fit.bgnbd.reason;
+  model.bgnbd = fit.bgnbd.params;
+  model.gamma_gamma = fit.spend.params;
+  model.fit.bgnbd_status = fit.bgnbd.status;
+  model.fit.bgnbd_reason = fit.bgnbd.reason;
+  const nlohmann::json json = nlohmann::json::parse(BaselineModelToJson(model));
+  EXPECT_EQ(json["fit"]["status"], "regularized");
+  EXPECT_NE(json["fit"]["reason"].get<std::string>().find("BG/NBD"), std::string::npos);
+  EXPECT_EQ(json["fit"]["bgnbd"]["status"], "regularized");
+  BaselineModel loaded;
+  std::string error;
+  ASSERT_TRUE(BaselineModelFromJson(json.dump(), "retail.json", &loaded, &error)) << error;
+  EXPECT_EQ(loaded.fit.bgnbd_reason, fit.bgnbd.reason);
+  BaselineScorer scorer(loaded, 365);
+  for (const RfmSummary& c : shop.customers) {
+    History h;
+    const int64_t t0 = DateToMs(2024, 1, 1);
+    UpdateHistory(h, Purchase(t0, 10));
+    for (int i = 1; i <= static_cast<int>(c.x); ++i) {
+      const auto at = static_cast<int64_t>(c.t_x * kMsPerWeek * i / c.x);
+      UpdateHistory(h, Purchase(t0 + at, c.monetary));
+    }
+    const Score score = scorer.ScoreAt(h, t0 + static_cast<int64_t>(c.T * kMsPerWeek) + kHour);
+    ASSERT_TRUE(std::isfinite(score.clv)) << c.x << " " << c.t_x << " " << c.T;
+  }
+}
+
+TEST(BaselineScorer, ScoresAreFiniteForExtremeAggregates) {
+  // Any History a stream can hold: counts up to 1e6 purchase days, spend up
+  // to 1e300 or negative (refunds), times from the same millisecond to
+  // 30 years, and hand-made models at the edges of the parameter space.
+  const std::vector<BaselineModel> models = [] {
+    std::vector<BaselineModel> out;
+    for (const BgNbdParams& p :
+         {kPaper, BgNbdParams{1e-4, 1e-4, 1e-4, 1e6}, BgNbdParams{1e4, 1e4, 1e4, 1e-4},
+          BgNbdParams{0.01, 1e6, 50, 0.01}}) {
+      for (const GammaGammaParams& g : {kPaperSpend, GammaGammaParams{1e-4, 1 + 1e-9, 1e-4},
+                                        GammaGammaParams{1e4, 1e4, 1e8}}) {
+        BaselineModel m = PaperModel();
+        m.bgnbd = p;
+        m.gamma_gamma = g;
+        out.push_back(m);
+      }
+    }
+    return out;
+  }();
+  rc::check("every score field is finite", [&] {
+    const BaselineModel& model = models[*rc::gen::inRange<size_t>(0, models.size())];
+    const double horizon = *rc::gen::element(1.0, 90.0, 365.0, 3650.0);
+    BaselineScorer scorer(model, horizon);
+    History h;
+    const int64_t t0 = DateToMs(2000, 1, 1);
+    h.events = *rc::gen::inRange<uint32_t>(0, 1'000'000);
+    h.first_event_ms = t0;
+    h.purchases = *rc::gen::element<uint32_t>(0, 1, 2, 10, 1000, 1'000'000);
+    h.purchase_days =
+        std::min<uint32_t>(h.purchases, *rc::gen::element<uint32_t>(1, 2, 50, 1'000'000));
+    h.first_purchase_ms = t0;
+    const int64_t span = *rc::gen::element<int64_t>(0, 1, kMsPerDay, 365 * kMsPerDay,
+                                                    30LL * 365 * kMsPerDay);
+    h.last_purchase_ms = t0 + span;
+    h.monetary_total = *rc::gen::element(0.0, -1e6, 1e-300, 35.0, 1e12, 1e300);
+    const int64_t now =
+        h.last_purchase_ms + *rc::gen::element<int64_t>(0, kHour, 10LL * 365 * kMsPerDay);
+    const Score s = scorer.ScoreAt(h, now);
+    for (double v :
+         {s.clv, s.p_purchase, s.churn_risk, s.expected_purchases, s.expected_order_value}) {
+      RC_ASSERT(std::isfinite(v));
+    }
+    RC_ASSERT(s.p_purchase >= 0 && s.p_purchase <= 1);
+    RC_ASSERT(s.churn_risk >= 0 && s.churn_risk <= 1);
+    for (const Factor& f : s.top_factors) RC_ASSERT(std::isfinite(f.contribution));
+  });
+}
 
 }  // namespace
 }  // namespace clv::models

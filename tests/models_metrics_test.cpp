@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -134,6 +136,109 @@ TEST(Evaluate, ScoresUsersSeenBeforeTheCutoffAgainstTheirLaterSpend) {
   EXPECT_EQ(svg.rfind("<svg", 0), 0u);
   EXPECT_NE(svg.find("</svg>"), std::string::npos);
   EXPECT_NE(svg.find("given (Gini 1.000)"), std::string::npos);
+}
+
+// --- degenerate inputs: defined numbers, never NaN ------------------------
+
+// Every number in the JSON document, recursively, is finite (null is the
+// undefined marker).
+void ExpectFiniteNumbers(const nlohmann::json& json, const std::string& path) {
+  if (json.is_number()) {
+    EXPECT_TRUE(std::isfinite(json.get<double>())) << path;
+  } else if (json.is_object()) {
+    for (auto it = json.begin(); it != json.end(); ++it) {
+      ExpectFiniteNumbers(it.value(), path + "." + it.key());
+    }
+  } else if (json.is_array()) {
+    for (size_t i = 0; i < json.size(); ++i) {
+      ExpectFiniteNumbers(json[i], path + "[" + std::to_string(i) + "]");
+    }
+  }
+}
+
+TEST(Metrics, DegenerateInputsHaveDocumentedValues) {
+  const std::vector<double> zeros(7, 0.0), ones(7, 1.0);
+  const std::vector<double> rising = {1, 2, 3, 4, 5, 6, 7};
+  // All-zero actuals: nothing to rank, no variance, no buyers.
+  Metrics m = ComputeMetrics(rising, zeros);
+  EXPECT_EQ(m.gini, 0);
+  EXPECT_EQ(m.normalized_gini, 0);
+  EXPECT_EQ(m.spearman, 0);
+  EXPECT_FALSE(IsDefined(m.r2));
+  EXPECT_FALSE(IsDefined(m.mape_buyers));
+  EXPECT_TRUE(IsDefined(m.mse));
+  EXPECT_EQ(m.top_decile_recall, 0);
+  // A constant prediction ranks nobody: Gini 0 (not the index order's Gini).
+  m = ComputeMetrics(ones, rising);
+  EXPECT_EQ(m.gini, 0);
+  EXPECT_EQ(m.normalized_gini, 0);
+  EXPECT_EQ(NormalizedGini(ones, rising), 0);
+  EXPECT_EQ(m.spearman, 0);
+  EXPECT_TRUE(IsDefined(m.r2));
+  // Fewer than 10 users: empty deciles have 0 users and means 0.
+  size_t empty = 0;
+  for (const DecileRow& row : m.deciles) {
+    if (row.users == 0) {
+      ++empty;
+      EXPECT_EQ(row.mean_predicted, 0);
+      EXPECT_EQ(row.mean_actual, 0);
+    }
+  }
+  EXPECT_EQ(empty, 3u);
+  // No users at all.
+  m = ComputeMetrics({}, {});
+  EXPECT_EQ(m.users, 0u);
+  EXPECT_EQ(m.normalized_gini, 0);
+  EXPECT_FALSE(IsDefined(m.r2));
+  // Non-finite predictions count as 0 and are counted.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  m = ComputeMetrics(std::vector<double>{nan, 2, inf, 4, -inf, 6, 7}, rising);
+  EXPECT_EQ(m.non_finite_predictions, 3u);
+  EXPECT_NEAR(m.total_predicted, 19, 1e-12);
+  for (double v : {m.mse, m.mae, m.r2, m.gini, m.normalized_gini, m.spearman}) {
+    EXPECT_TRUE(std::isfinite(v));
+  }
+}
+
+TEST(Evaluate, ReportsOfDegenerateCandidatesAreValidJsonAndPrintNoNan) {
+  const int64_t day = kMsPerDay;
+  const int64_t t0 = DateToMs(2020, 1, 1);
+  // Nobody buys after the cutoff (all-zero actuals); 3 users (< 10: empty deciles).
+  std::vector<UserEvent> events = {
+      {"a", {EventKind::kPurchase, t0, 10}},
+      {"b", {EventKind::kPurchase, t0 + day, 5}},
+      {"c", {EventKind::kPurchase, t0 + 2 * day, 50}},
+  };
+  Dataset data = MakeDataset(events);
+  EvalCandidate constant{"constant", nullptr, [](const History&, int64_t) { return 3.0; }, {}};
+  EvalCandidate broken{"broken", nullptr,
+                       [](const History& h, int64_t) {
+                         return h.monetary_total > 20 ? std::numeric_limits<double>::quiet_NaN()
+                                                      : std::numeric_limits<double>::infinity();
+                       },
+                       {}};
+  EvalReport report = Evaluate(data, t0 + 10 * day, 30, {constant, broken}, "degenerate");
+  ASSERT_EQ(report.models.size(), 2u);
+  EXPECT_EQ(report.models[1].metrics.non_finite_predictions, 3u);
+  const std::string text = EvalReportText(report);
+  for (const char* bad : {"nan", "NaN", "inf"}) {
+    EXPECT_EQ(text.find(bad), std::string::npos) << bad << " in\n" << text;
+  }
+  EXPECT_NE(text.find("n/a"), std::string::npos) << text;  // R2 and MAPE undefined
+  EXPECT_NE(text.find("3 non-finite predictions"), std::string::npos) << text;
+  const nlohmann::json json =
+      nlohmann::json::parse(EvalReportJson(report), nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(json.is_discarded());
+  ExpectFiniteNumbers(json, "report");
+  ASSERT_EQ(json["models"].size(), 2u);
+  EXPECT_TRUE(json["models"][0]["r2"].is_null());
+  EXPECT_TRUE(json["models"][0]["mape_buyers"].is_null());
+  EXPECT_EQ(json["models"][0]["normalized_gini"].get<double>(), 0);
+  EXPECT_EQ(json["models"][1]["non_finite_predictions"].get<int>(), 3);
+  const std::string csv = EvalScoresCsv(data, report);
+  EXPECT_EQ(csv.find("nan"), std::string::npos) << csv;
+  EXPECT_EQ(csv.find("inf"), std::string::npos) << csv;
 }
 
 }  // namespace
