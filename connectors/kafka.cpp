@@ -403,6 +403,8 @@ class KafkaSinkImpl final : public KafkaSink {
           RD_KAFKA_V_KEY(key.empty() ? nullptr : const_cast<char*>(key.data()), key.size()),
           RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
           RD_KAFKA_V_HEADERS(record_headers),
+          // The opaque carries the group number, not a pointer.
+          // NOLINTNEXTLINE(performance-no-int-to-ptr)
           RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(group))),
           RD_KAFKA_V_END);
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR && record_headers != nullptr) {
