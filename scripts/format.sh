@@ -7,7 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clang_format=${CLANG_FORMAT:-clang-format}
-command -v "$clang_format" >/dev/null || { echo "format: $clang_format not found (scripts/install-deps.sh)" >&2; exit 2; }
+if ! command -v "$clang_format" >/dev/null; then
+  echo "format: $clang_format not found (scripts/install-deps.sh)" >&2
+  exit 2
+fi
 mapfile -t files < <(git ls-files '*.h' '*.cpp')
 if [[ ${1:-} == --check ]]; then
   bad=()
@@ -15,7 +18,8 @@ if [[ ${1:-} == --check ]]; then
     "$clang_format" --dry-run -Werror "$f" >/dev/null 2>&1 || bad+=("$f")
   done
   if ((${#bad[@]} > 0)); then
-    echo "format: ${#bad[@]} of ${#files[@]} files differ from .clang-format (fix: scripts/format.sh):" >&2
+    echo "format: ${#bad[@]} of ${#files[@]} files differ from .clang-format" \
+      "(fix: scripts/format.sh):" >&2
     printf '  %s\n' "${bad[@]}" >&2
     exit 1
   fi

@@ -14,16 +14,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${1:-build}
 clang_tidy=${CLANG_TIDY:-clang-tidy}
-command -v "$clang_tidy" >/dev/null || { echo "tidy: $clang_tidy not found (scripts/install-deps.sh)" >&2; exit 2; }
+if ! command -v "$clang_tidy" >/dev/null; then
+  echo "tidy: $clang_tidy not found (scripts/install-deps.sh)" >&2
+  exit 2
+fi
 if [[ ! -f $build_dir/compile_commands.json ]]; then
-  echo "tidy: no $build_dir/compile_commands.json (configure first: scripts/build.sh $build_dir)" >&2
+  echo "tidy: no $build_dir/compile_commands.json (configure: scripts/build.sh $build_dir)" >&2
   exit 2
 fi
 # stream/processor.cpp: clang 14 rejects lambdas capturing structured bindings
 # (C++20, accepted by GCC 12); take it out of this list once it has none.
 excluded='^(stream/processor\.cpp)$'
-mapfile -t files < <(git ls-files 'apps/*.cpp' 'common/*.cpp' 'config/*.cpp' 'connectors/*.cpp' \
-  'models/*.cpp' 'state/*.cpp' 'stream/*.cpp' | grep -Ev "$excluded" | xargs grep -L '#include <torch/')
+mapfile -t files < <(git ls-files 'apps/*.cpp' 'common/*.cpp' 'config/*.cpp' \
+  'connectors/*.cpp' 'models/*.cpp' 'state/*.cpp' 'stream/*.cpp' |
+  grep -Ev "$excluded" | xargs grep -L '#include <torch/')
 start=$(date +%s)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -31,7 +35,8 @@ trap 'rm -f "$log"' EXIT
 status=0
 printf '%s\n' "${files[@]}" | xargs -P "$(nproc)" -n 1 "$clang_tidy" -p "$build_dir" --quiet \
   --extra-arg=-Wno-unknown-warning-option >"$log" 2>&1 || status=$?
-grep -v -E '^[0-9]+ warnings? (and [0-9]+ errors? )?generated\.$|^Suppressed [0-9]+ warnings|^Use -header-filter|^Use -system-headers' "$log" || true
+noise='^[0-9]+ warnings? (and [0-9]+ errors? )?generated\.$|^Suppressed [0-9]+ warnings|^Use -'
+grep -v -E "$noise" "$log" || true
 if ((status != 0)); then
   echo "tidy: clang-tidy reported problems in ${#files[@]} files ($(( $(date +%s) - start ))s)" >&2
   exit 1
