@@ -1,12 +1,12 @@
 // clv run: the service against any Kafka cluster (or the embedded broker when
 // kafka.bootstrap_servers is empty).
 #include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
 
-#include <cstdio>
+#include <cmath>
 
 #include "apps/commands.h"
 #include "apps/common.h"
+#include "common/log.h"
 #include "stream/service.h"
 
 namespace clv::apps {
@@ -34,31 +34,40 @@ void AddRunCommand(CLI::App& root, int* exit_code) {
     std::unique_ptr<stream::Service> service;
     auto status = stream::Service::Create(config, &service);
     if (!status.ok()) {
-      spdlog::error("msg=\"clv run: could not start\" error=\"{}\"", status.message);
+      Log(LogLevel::kError, "clv run: could not start", {{"error", status.message}});
       *exit_code = 1;
       return;
     }
     if (!*quiet) {
       service->set_progress_observer([](const stream::ServiceProgress& p) {
-        spdlog::info("msg=progress seconds={:.1f} events={} events_per_second={:.0f} lag={} "
-                     "new_users={} scores={} dead_lettered={} duplicates={} partitions={}",
-                     p.seconds, p.consumed, p.events_per_second, p.lag, p.users, p.scores,
-                     p.dead_lettered, p.duplicates, p.partitions);
+        Log(LogLevel::kInfo, "progress",
+            {{"seconds", p.seconds},
+             {"events", p.consumed},
+             {"events_per_second", static_cast<int64_t>(std::llround(p.events_per_second))},
+             {"lag", p.lag},
+             {"new_users", p.users},
+             {"scores", p.scores},
+             {"dead_lettered", p.dead_lettered},
+             {"duplicates", p.duplicates},
+             {"partitions", p.partitions}});
       });
     }
     status = service->Run(stop);
     if (!status.ok()) {
-      spdlog::error("msg=\"clv run: stopped on error\" error=\"{}\"", status.message);
+      Log(LogLevel::kError, "clv run: stopped on error", {{"error", status.message}});
       *exit_code = 1;
       return;
     }
     auto p = service->progress();
     // The e2e tests read the counters of this line.
-    spdlog::info("msg=\"clv run: stopped cleanly (state and offsets committed)\" consumed={} "
-                 "processed={} dead_lettered={} duplicates={} scores={} alerts={} "
-                 "timer_rescores={} ",
-                 p.consumed, p.processed, p.dead_lettered, p.duplicates, p.scores, p.alerts,
-                 p.timer_rescores);
+    Log(LogLevel::kInfo, "clv run: stopped cleanly (state and offsets committed)",
+        {{"consumed", p.consumed},
+         {"processed", p.processed},
+         {"dead_lettered", p.dead_lettered},
+         {"duplicates", p.duplicates},
+         {"scores", p.scores},
+         {"alerts", p.alerts},
+         {"timer_rescores", p.timer_rescores}});
     *exit_code = 0;
   });
 }

@@ -1,13 +1,17 @@
 #include "apps/common.h"
 
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
-#include <csignal>
-#include <cstdio>
-#include <ctime>
-#include <unistd.h>
+
+#include "common/log.h"
 
 namespace clv::apps {
 
@@ -51,14 +55,31 @@ void SetupLogging(const config::Config& config) {
   if (config.log.level != "off" && level == spdlog::level::off) level = spdlog::level::info;
   spdlog::set_level(level);
   spdlog::flush_on(spdlog::level::trace);  // stderr, and tests read it after a SIGKILL
+  // clv::Log (common/log.h) is the one logging call of every layer; here its
+  // lines go to spdlog's logger, which adds ts= and level=.
+  LogLevel clv_level = LogLevel::kInfo;
+  if (!ParseLogLevel(config.log.level, &clv_level)) clv_level = LogLevel::kInfo;
+  SetLogLevel(clv_level);
+  SetLogSink([](LogLevel line_level, std::string_view line) {
+    spdlog::level::level_enum to = spdlog::level::info;
+    switch (line_level) {
+      case LogLevel::kTrace: to = spdlog::level::trace; break;
+      case LogLevel::kDebug: to = spdlog::level::debug; break;
+      case LogLevel::kInfo: to = spdlog::level::info; break;
+      case LogLevel::kWarn: to = spdlog::level::warn; break;
+      case LogLevel::kError: to = spdlog::level::err; break;
+      case LogLevel::kOff: return;
+    }
+    spdlog::log(to, "{}", line);
+  });
 }
 
 void LogEffectiveConfig(const config::Config& config, const std::string& command) {
   // ToJson masks the secrets; compact it to one line.
   auto json = nlohmann::json::parse(config::ToJson(config), nullptr, false);
   std::string text = json.is_discarded() ? config::ToJson(config) : json.dump();
-  spdlog::info("msg=\"effective configuration\" command={} log_level={} config={}", command,
-               config.log.level, text);
+  Log(LogLevel::kInfo, "effective configuration",
+      {{"command", command}, {"log_level", config.log.level}, {"config", text}});
 }
 
 const std::atomic<bool>& InstallStopSignals() {

@@ -26,8 +26,9 @@ void AddConfigFlags(CLI::App& app, ConfigFlags& flags);
 // Loads the config or prints the error (naming the key) and returns false.
 bool LoadConfigOrReport(const ConfigFlags& flags, config::Config* config);
 
-// Structured logs: logfmt lines on stderr (`ts=... level=info msg="..." key=value`)
-// through spdlog's default logger, at config.log.level. Call once, early.
+// Structured logs: every clv::Log line (common/log.h) goes to spdlog's default
+// logger, logfmt on stderr (`ts=... level=info msg="..." key=value`), at
+// config.log.level. Call once, early, before threads start.
 void SetupLogging(const config::Config& config);
 // One log line with the effective configuration (secrets masked).
 void LogEffectiveConfig(const config::Config& config, const std::string& command);

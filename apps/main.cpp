@@ -2,10 +2,15 @@
 // `clv SUBCOMMAND --help` their flags.
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
+#include <exception>
+
 #include "apps/commands.h"
 #include "apps/common.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int Run(int argc, char** argv) {
   CLI::App app{"clvstream: live customer-lifetime-value scores from Kafka event streams"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "clv 0.1.0");
@@ -27,4 +32,19 @@ int main(int argc, char** argv) {
     return app.exit(error);
   }
   return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // What escapes is a bug or an unusable environment (e.g. out of memory), not
+  // a user error: say so and exit 1 instead of std::terminate's abort.
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "clv: stopped by an unexpected error: %s\n", error.what());
+  } catch (...) {
+    std::fprintf(stderr, "clv: stopped by an unexpected error\n");
+  }
+  return 1;
 }

@@ -1,9 +1,12 @@
 // The option table and everything driven by it: JSON / environment / flag
 // parsing, validation, the effective-config dump and docs/CONFIGURATION.md.
 //
-// To add an option: add the member (initializer = default, comment) to
-// config.h, then one entry to OptionTable() below, then regenerate the docs
-// with scripts/gen-config-docs.sh (tests/config_test.cpp fails until you do).
+// To add an option: add the member (initializer = default, no comment) to
+// config.h, then one entry to OptionTable() below (its description is the
+// option's only documentation), then regenerate the docs with
+// scripts/gen-config-docs.sh. tests/config_test.cpp fails until all three
+// agree: a member without a row, a row whose key or CLV_* name does not match
+// the member, or stale docs.
 #include "config/config.h"
 
 #include <algorithm>
@@ -51,7 +54,8 @@ struct Option {
   // Dotted key: "<section>.<name>".
   std::string_view key;
   ValueRef (*access)(Config&);
-  // Same text as the comment in config.h.
+  // What the option means, its unit and its effect: the only copy (config.h
+  // has none), shown in docs/CONFIGURATION.md.
   std::string_view description;
   // Numeric range (int, int64, double), inclusive unless min_exclusive.
   std::optional<double> min = std::nullopt;
@@ -227,6 +231,13 @@ std::string CheckDormantDays(const Config& config) {
   if (config.lifecycle.dormant_days <= config.lifecycle.at_risk_default_days) {
     return "must be greater than lifecycle.at_risk_default_days (a user turns at_risk before "
            "dormant)";
+  }
+  return "";
+}
+
+std::string CheckLowValueClv(const Config& config) {
+  if (config.lifecycle.low_value_clv > config.lifecycle.high_value_clv) {
+    return "must be at most lifecycle.high_value_clv (a low_value buyer is not above high_value)";
   }
   return "";
 }
@@ -435,9 +446,10 @@ const std::vector<Option>& OptionTable() {
        .max = 3600000},
       {.key = "stream.commits_in_flight",
        .access = MemberOf<&Config::stream, &StreamOptions::commits_in_flight>,
-       .description = "Commits whose scores may still await the broker's acknowledgement while "
-                      "the next micro-batch is processed (a commit is written only after "
-                      "everything produced before it is acknowledged, in order). 0: wait for the "
+       .description = "Commits whose outputs may still await the broker's acknowledgement while "
+                      "the next micro-batch is processed. A commit is written only once every "
+                      "score, alert and dead letter produced before it is acknowledged, in "
+                      "order, so this changes speed, never what is committed. 0: wait for the "
                       "acknowledgements before reading more input.",
        .min = 0,
        .max = 16},
@@ -449,7 +461,7 @@ const std::vector<Option>& OptionTable() {
        .choices = {"per_batch", "per_event"}},
       {.key = "stream.dedup_window",
        .access = MemberOf<&Config::stream, &StreamOptions::dedup_window>,
-       .description = "Event ids remembered per user for dedup.",
+       .description = "Event ids remembered per user for dedup (a fast in-memory check).",
        .min = 0,
        .max = 4096},
       {.key = "stream.dedup_retention_days",
@@ -514,6 +526,21 @@ const std::vector<Option>& OptionTable() {
        .min = 0,
        .max = 1,
        .min_exclusive = true},
+      {.key = "lifecycle.high_value_clv",
+       .access = MemberOf<&Config::lifecycle, &LifecycleOptions::high_value_clv>,
+       .description = "Value segments: a buyer whose predicted clv is at or above this is "
+                      "\"high_value\".",
+       .min = 0,
+       .max = 1e12},
+      {.key = "lifecycle.low_value_clv",
+       .access = MemberOf<&Config::lifecycle, &LifecycleOptions::low_value_clv>,
+       .description = "Value segments: a buyer whose predicted clv is below this is "
+                      "\"low_value\", in between \"mid_value\" (users who never bought are "
+                      "\"prospect\").",
+       .min = 0,
+       .max = 1e12,
+       .check = CheckLowValueClv,
+       .check_doc = "at most lifecycle.high_value_clv"},
       // state
       {.key = "state.dir",
        .access = MemberOf<&Config::state, &StateOptions::dir>,

@@ -15,6 +15,8 @@
 #include <mutex>
 #include <set>
 
+#include "common/log.h"
+
 namespace clv::connectors {
 namespace {
 
@@ -71,8 +73,6 @@ using HandlePtr = std::unique_ptr<rd_kafka_t, HandleDeleter>;
 using PartitionListPtr = std::unique_ptr<rd_kafka_topic_partition_list_t, PartitionListDeleter>;
 using QueuePtr = std::unique_ptr<rd_kafka_queue_t, QueueDeleter>;
 using EventPtr = std::unique_ptr<rd_kafka_event_t, EventDeleter>;
-
-void LogWarning(const std::string& text) { std::fprintf(stderr, "clv connectors: %s\n", text.c_str()); }
 
 Status SetProperty(rd_kafka_conf_t* conf, const std::string& key, const std::string& value) {
   char errstr[512];
@@ -208,8 +208,8 @@ class KafkaSourceImpl final : public KafkaSource {
           return Status::Error("Kafka consumer fatal error on " + where + ": " + text);
         }
         if (++transient_errors_ <= 20 || transient_errors_ % 1000 == 0) {
-          LogWarning("Kafka consumer error on " + where + " (not fatal, #" +
-                     std::to_string(transient_errors_) + "): " + text);
+          Log(LogLevel::kWarn, "Kafka consumer error (not fatal)",
+              {{"where", where}, {"count", transient_errors_}, {"error", text}});
         }
         continue;
       }
@@ -313,17 +313,18 @@ class KafkaSourceImpl final : public KafkaSource {
       }
       if (cooperative) {
         if (rd_kafka_error_t* error = rd_kafka_incremental_assign(rk, partitions)) {
-          LogWarning(std::string("incremental assign failed: ") + rd_kafka_error_string(error));
+          Log(LogLevel::kWarn, "Kafka incremental assign failed",
+              {{"error", rd_kafka_error_string(error)}});
           rd_kafka_error_destroy(error);
         }
       } else if (auto e = rd_kafka_assign(rk, partitions); e) {
-        LogWarning(std::string("assign failed: ") + rd_kafka_err2str(e));
+        Log(LogLevel::kWarn, "Kafka assign failed", {{"error", rd_kafka_err2str(e)}});
       }
       if (callbacks_.on_assigned) callbacks_.on_assigned(ToVector(partitions));
       return;
     }
     if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-      LogWarning(std::string("rebalance error: ") + rd_kafka_err2str(err));
+      Log(LogLevel::kWarn, "Kafka rebalance error", {{"error", rd_kafka_err2str(err)}});
     }
     // Revoke (or lost, or error): the owner commits before we let go.
     const auto revoked = ToVector(partitions);
@@ -331,7 +332,8 @@ class KafkaSourceImpl final : public KafkaSource {
     for (const auto& tp : revoked) next_offset_.erase(tp);
     if (cooperative) {
       if (rd_kafka_error_t* error = rd_kafka_incremental_unassign(rk, partitions)) {
-        LogWarning(std::string("incremental unassign failed: ") + rd_kafka_error_string(error));
+        Log(LogLevel::kWarn, "Kafka incremental unassign failed",
+            {{"error", rd_kafka_error_string(error)}});
         rd_kafka_error_destroy(error);
       }
     } else {
@@ -401,6 +403,8 @@ class KafkaSinkImpl final : public KafkaSink {
           RD_KAFKA_V_KEY(key.empty() ? nullptr : const_cast<char*>(key.data()), key.size()),
           RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
           RD_KAFKA_V_HEADERS(record_headers),
+          // The opaque carries the group number, not a pointer.
+          // NOLINTNEXTLINE(performance-no-int-to-ptr)
           RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(group))),
           RD_KAFKA_V_END);
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR && record_headers != nullptr) {

@@ -14,6 +14,7 @@
 #include <numeric>
 #include <random>
 
+#include "common/log.h"
 #include "models/metrics.h"
 #include "models/baseline_scorer.h"
 #include "models/trainer.h"
@@ -461,11 +462,14 @@ std::vector<AttrVocabEntry> BuildAttrVocab(const Dataset& data, int size) {
 }
 
 void PrintEpoch(const EpochReport& r) {
-  std::fprintf(stderr,
-               "epoch %3d  train loss %.4f  validation loss %.4f  validation gini %.4f  lr %.2e  "
-               "%.1fs%s\n",
-               r.epoch, r.train_loss, r.validation_loss, r.validation_gini, r.learning_rate,
-               r.seconds, r.improved ? "  *best*" : "");
+  Log(LogLevel::kInfo, "epoch",
+      {{"epoch", r.epoch},
+       {"train_loss", r.train_loss},
+       {"validation_loss", r.validation_loss},
+       {"validation_gini", r.validation_gini},
+       {"learning_rate", r.learning_rate},
+       {"seconds", r.seconds},
+       {"best", r.improved}});
 }
 
 }  // namespace
@@ -512,19 +516,23 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
                     kBrowseKappa / prior.browse_theta, prior.browse_sessions_per_purchase,
                     prior.browse_fade_days);
     }
-    std::fprintf(stderr,
-                 "prior: BG/NBD r %.4g alpha %.4g a %.4g b %.4g, Gamma-Gamma p %.4g q %.4g "
-                 "gamma %.4g (%.0f customers); %s\n",
-                 prior.bgnbd.r, prior.bgnbd.alpha, prior.bgnbd.a, prior.bgnbd.b,
-                 prior.gamma_gamma.p, prior.gamma_gamma.q, prior.gamma_gamma.gamma,
-                 baseline.fit.customers, browse);
+    Log(LogLevel::kInfo, "prior fitted",
+        {{"bgnbd_r", prior.bgnbd.r},
+         {"bgnbd_alpha", prior.bgnbd.alpha},
+         {"bgnbd_a", prior.bgnbd.a},
+         {"bgnbd_b", prior.bgnbd.b},
+         {"gamma_gamma_p", prior.gamma_gamma.p},
+         {"gamma_gamma_q", prior.gamma_gamma.q},
+         {"gamma_gamma_gamma", prior.gamma_gamma.gamma},
+         {"customers", baseline.fit.customers},
+         {"browsing", browse}});
   }
   const std::vector<AttrVocabEntry> vocab = BuildAttrVocab(data, options.attr_vocab_size);
   const size_t pw = kPriorCount + vocab.size();
   if (!vocab.empty()) {
     std::string names;
     for (const auto& entry : vocab) names += (names.empty() ? "" : " ") + entry.text;
-    std::fprintf(stderr, "profile attribute inputs (%zu): %s\n", vocab.size(), names.c_str());
+    Log(LogLevel::kInfo, "profile attribute inputs", {{"count", vocab.size()}, {"names", names}});
   }
   torch::manual_seed(options.seed);
   if (options.threads > 0) at::set_num_threads(options.threads);

@@ -2,7 +2,7 @@
 # Installs what clvstream needs from Debian 12 packages (skips when present).
 set -euo pipefail
 packages=(
-  build-essential cmake ninja-build ccache pkg-config git
+  build-essential cmake ninja-build ccache pkg-config git clang-format clang-tidy
   librdkafka-dev librocksdb-dev libtorch-dev libopenblas0-pthread
   nlohmann-json3-dev libsimdjson-dev libcpp-httplib-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev libboost-dev

@@ -684,6 +684,7 @@ Status OpenStore(const config::StateOptions& options, bool read_only,
 
   auto cache = rocksdb::NewLRUCache(static_cast<size_t>(options.block_cache_bytes));
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  descriptors.reserve(names.size());
   for (const std::string& name : names) {
     descriptors.emplace_back(name, MakeColumnFamilyOptions(name, cache));
   }

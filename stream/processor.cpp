@@ -1,7 +1,5 @@
 #include "stream/processor.h"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -10,6 +8,7 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "common/log.h"
 #include "state/half.h"
 #include "stream/commit_pipeline.h"
 #include "stream/decoder.h"
@@ -654,10 +653,12 @@ void Processor::Impl::CountNonFinite(const std::string& user_id, const Op& op, i
   if (metrics) metrics->scorer_nonfinite.Inc();
   // Every one up to 100, then one in 10000: a broken model must not flood the log.
   if (count <= 100 || count % 10000 == 0) {
-    spdlog::warn(
-        "msg=\"non-finite score replaced by the previous one\" user_id=\"{}\" seq={} "
-        "outputs={} model={} nonfinite_total={}",
-        user_id, op.seq, replaced, model_version, count);
+    Log(LogLevel::kWarn, "non-finite score replaced by the previous one",
+        {{"user_id", user_id},
+         {"seq", op.seq},
+         {"outputs", replaced},
+         {"model", model_version},
+         {"nonfinite_total", count}});
   }
 }
 

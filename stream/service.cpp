@@ -1,11 +1,11 @@
 #include "stream/service.h"
 
-#include <spdlog/spdlog.h>
-
 #include <chrono>
-#include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
+#include "common/log.h"
 #include "connectors/http_server.h"
 #include "stream/metrics.h"
 #include "stream/live_views.h"
@@ -68,8 +68,10 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   service->scorer_name_ = config.model.scorer;
   service->model_version_ = service->scorer_->version();
   service->metrics_->SetModelInfo(service->scorer_name_, service->model_version_);
-  spdlog::info("msg=\"model loaded\" scorer={} version={} device={}", service->scorer_name_,
-               service->model_version_, config.model.device);
+  Log(LogLevel::kInfo, "model loaded",
+      {{"scorer", service->scorer_name_},
+       {"version", service->model_version_},
+       {"device", config.model.device}});
   auto restore_status = service->RestoreLiveViews();
   if (!restore_status.ok()) return restore_status;
 
@@ -111,9 +113,8 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
         if (!self->source_) return;
         auto committed = self->source_->CommitAsync(offsets);
         if (!committed.ok()) {
-          spdlog::warn("msg=\"offsets not committed to the Kafka group (advisory)\" "
-                       "error=\"{}\"",
-                       committed.message);
+          Log(LogLevel::kWarn, "offsets not committed to the Kafka group (advisory)",
+              {{"error", committed.message}});
         }
       });
   connectors::SourceCallbacks callbacks;
@@ -129,7 +130,7 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
       self->assigned_.insert(tps.begin(), tps.end());
       assigned = self->assigned_.size();
     }
-    spdlog::info("msg=\"partitions assigned\" added={} assigned={}", tps.size(), assigned);
+    Log(LogLevel::kInfo, "partitions assigned", {{"added", tps.size()}, {"assigned", assigned}});
   };
   callbacks.on_revoked = [processor, self](const std::vector<connectors::TopicPartition>& tps) {
     processor->OnRevoked(tps);
@@ -144,7 +145,7 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
       }
       assigned = self->assigned_.size();
     }
-    spdlog::info("msg=\"partitions revoked\" removed={} assigned={}", tps.size(), assigned);
+    Log(LogLevel::kInfo, "partitions revoked", {{"removed", tps.size()}, {"assigned", assigned}});
   };
   status = connectors::KafkaSource::Create(client, config.kafka.input_topics, std::move(callbacks),
                                            &service->source_);
@@ -167,8 +168,8 @@ Status Service::RestoreLiveViews() {
   if (!status.ok()) return Status::Error("scanning the stored users: " + status.message);
   live_->FlushPending();
   restored_.store(true);
-  spdlog::info("msg=\"state restored\" dir={} users={} seconds={:.3f}", config_.state.dir, users,
-               SecondsSince(started));
+  Log(LogLevel::kInfo, "state restored",
+      {{"dir", config_.state.dir}, {"users", users}, {"seconds", SecondsSince(started)}});
   return Status::Ok();
 }
 
@@ -184,8 +185,9 @@ Status Service::StartHttp() {
   handlers.summary_json = [this] { return SummaryJson(); };
   auto status = connectors::HttpServer::Start(*options, std::move(handlers), &http_server_);
   if (!status.ok()) return Status::Error("starting the HTTP server: " + status.message);
-  spdlog::info("msg=\"http listening\" url=http://{}:{}/ token={}", options->bind,
-               http_server_->port(), options->token.empty() ? "none" : "required");
+  Log(LogLevel::kInfo, "http listening",
+      {{"url", "http://" + options->bind + ":" + std::to_string(http_server_->port()) + "/"},
+       {"token", options->token.empty() ? "none" : "required"}});
   return Status::Ok();
 }
 
@@ -442,7 +444,7 @@ Status Service::Run(const std::atomic<bool>& stop) {
       }
     }
   }
-  if (stop.load()) spdlog::info("msg=\"stop requested: finishing the micro-batch\"");
+  if (stop.load()) Log(LogLevel::kInfo, "stop requested: finishing the micro-batch");
   if (result.ok()) {
     auto status = processor_->Commit();
     if (!status.ok()) result = status;
@@ -455,11 +457,10 @@ Status Service::Run(const std::atomic<bool>& stop) {
   stopped_.store(true);
   publish_progress(true);
   if (result.ok()) {
-    spdlog::info("msg=\"stopped: committed, left the group, flushed the producer\" consumed={} "
-                 "commits={}",
-                 counters.consumed.load(), counters.commits.load());
+    Log(LogLevel::kInfo, "stopped: committed, left the group, flushed the producer",
+        {{"consumed", counters.consumed.load()}, {"commits", counters.commits.load()}});
   } else {
-    spdlog::error("msg=\"stopped on error\" error=\"{}\"", result.message);
+    Log(LogLevel::kError, "stopped on error", {{"error", result.message}});
   }
   return result;
 }

@@ -18,7 +18,7 @@
 // starts the read-only HTTP server (/users/{id}, /top, /metrics, /healthz,
 // /readyz, /api/summary, the dashboard) on its own threads; it stops when
 // the Service is destroyed, so it keeps answering after Run() returns.
-// Logs go to spdlog's default logger (apps/ sets it up).
+// Logs go through clv::Log (common/log.h; apps/ routes them to spdlog).
 //
 // Thread-safety: Run() on one thread; progress(), ready(), metrics() and the
 // HTTP handlers from any thread. Set observers before Run().

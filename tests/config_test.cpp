@@ -9,6 +9,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <regex>
+#include <set>
 #include <sstream>
 
 #include "tests/test_support.h"
@@ -428,17 +431,185 @@ TEST(ConfigDocs, ConfigurationMdIsGeneratedFromTheOptionTable) {
       << "config/config.cpp: run scripts/gen-config-docs.sh (fresh text: " << fresh << ")";
 }
 
-TEST(ConfigDocs, EveryOptionIsDocumentedWithItsEnvironmentNameDerivable) {
-  std::string docs = MarkdownTable();
-  auto json = nlohmann::json::parse(ToJson(Config{}));
-  size_t options = 0;
-  for (const auto& [section, members] : json.items()) {
-    for (const auto& [name, value] : members.items()) {
-      ++options;
-      EXPECT_TRUE(Contains(docs, "| `" + section + "." + name + "` |"));
+// ---- config.h against the option table ------------------------------------
+//
+// config.h is read as text, so nothing here comes from the table itself: a
+// member without a row, a row under another key, a row pointing at another
+// member or a CLV_* name that does not follow from the key makes these fail.
+
+// One member of an options struct, as written in config/config.h.
+struct HeaderOption {
+  std::string key;  // "<section>.<member>", the section being the Config member
+  std::string type;
+  std::string initializer;
+};
+
+std::vector<HeaderOption> HeaderOptions() {
+  const std::string header = ReadFile(testing::SourceDir() / "config" / "config.h");
+  auto body_of = [&](const std::string& type) {
+    const std::regex open("\nstruct " + type + " \\{\n");
+    std::smatch match;
+    if (!std::regex_search(header, match, open)) return std::string();
+    size_t begin = static_cast<size_t>(match.position(0) + match.length(0));
+    return header.substr(begin, header.find("\n};", begin) - begin);
+  };
+  const std::regex section_line(R"(^  (\w+) (\w+);$)");
+  const std::regex member_line(R"(^  ([\w:<>, ]+?) (\w+) = (.*);$)");
+  std::vector<HeaderOption> options;
+  std::istringstream sections(body_of("Config"));
+  for (std::string line; std::getline(sections, line);) {
+    std::smatch section;
+    if (!std::regex_match(line, section, section_line)) continue;
+    std::istringstream members(body_of(section[1]));
+    for (std::string member_text; std::getline(members, member_text);) {
+      std::smatch member;
+      if (!std::regex_match(member_text, member, member_line)) continue;
+      options.push_back({section[2].str() + "." + member[2].str(), member[1], member[3]});
     }
   }
-  EXPECT_GE(options, 50u);
+  return options;
+}
+
+std::string SectionOfKey(const std::string& key) { return key.substr(0, key.find('.')); }
+std::string NameOfKey(const std::string& key) { return key.substr(key.find('.') + 1); }
+
+// "stream.batch_max_events" -> "CLV_STREAM_BATCH_MAX_EVENTS" (docs/CONFIGURATION.md).
+std::string EnvironmentNameOf(const std::string& key) {
+  std::string name = "CLV_";
+  for (unsigned char c : key) name += c == '.' ? '_' : static_cast<char>(std::toupper(c));
+  return name;
+}
+
+// Keys of ToJson(): one per row of the option table.
+std::vector<std::string> TableKeys(const nlohmann::json& json) {
+  std::vector<std::string> keys;
+  for (const auto& [section, members] : json.items()) {
+    for (const auto& [name, value] : members.items()) keys.push_back(section + "." + name);
+  }
+  return keys;
+}
+
+// Sections (Config members) whose typed value differs between a and b.
+std::vector<std::string> DifferingSections(const Config& a, const Config& b) {
+  std::vector<std::string> out;
+  auto add = [&](const char* name, bool equal) {
+    if (!equal) out.push_back(name);
+  };
+  add("kafka", a.kafka == b.kafka);
+  add("mapping", a.mapping == b.mapping);
+  add("validation", a.validation == b.validation);
+  add("stream", a.stream == b.stream);
+  add("lifecycle", a.lifecycle == b.lifecycle);
+  add("state", a.state == b.state);
+  add("model", a.model == b.model);
+  add("http", a.http == b.http);
+  add("log", a.log == b.log);
+  if (!(a == b) && out.empty()) out.push_back("(a section DifferingSections does not list)");
+  return out;
+}
+
+// Values of the member's type that some option of that type accepts; the
+// round trip takes the first one that loads and is not the default.
+std::vector<std::string> CandidateValues(const std::string& type) {
+  if (type == "std::string") {
+    return {"x-test", "per_event", "lstm", "cuda", "tab", "debug", "epoch_s", "purchase"};
+  }
+  if (type == "int" || type == "int64_t") return {"7", "1234"};
+  if (type == "double") return {"0.5", "7", "600"};
+  if (type == "bool") return {"false", "true"};
+  if (type == "std::vector<std::string>") return {"x-test,y-test"};
+  if (type == "std::map<std::string, std::string>") return {"x-test=purchase"};
+  return {};
+}
+
+TEST(ConfigTable, EveryMemberOfConfigHasARowUnderItsOwnKey) {
+  const std::vector<HeaderOption> header = HeaderOptions();
+  ASSERT_GE(header.size(), 50u) << "config/config.h no longer parses as `  TYPE NAME = DEFAULT;` "
+                                   "members of the structs named in `struct Config`";
+  const std::vector<std::string> table = TableKeys(nlohmann::json::parse(ToJson(Config{})));
+  std::set<std::string> header_keys;
+  for (const HeaderOption& option : header) {
+    header_keys.insert(option.key);
+    EXPECT_TRUE(std::find(table.begin(), table.end(), option.key) != table.end())
+        << "config/config.h has " << option.key << " but the option table in config/config.cpp "
+        << "has no row for it (add one to OptionTable())";
+  }
+  for (const std::string& key : table) {
+    EXPECT_TRUE(header_keys.count(key) == 1)
+        << "the option table has '" << key << "', which names no member of config/config.h";
+  }
+}
+
+TEST(ConfigTable, EveryOptionIsSetByItsEnvironmentNameAndChangesOnlyItsMember) {
+  const Config defaults;
+  const nlohmann::json default_json = nlohmann::json::parse(ToJson(defaults, false));
+  for (const HeaderOption& option : HeaderOptions()) {
+    const std::string env = EnvironmentNameOf(option.key);
+    SCOPED_TRACE(option.key + " via " + env);
+    const std::vector<std::string> candidates = CandidateValues(option.type);
+    ASSERT_FALSE(candidates.empty()) << "no test values for type " << option.type;
+    std::string errors;
+    std::optional<Config> changed;
+    for (const std::string& value : candidates) {
+      LoadResult result = Load("", {}, {{env, value}});
+      if (!result.ok()) {
+        errors += "\n  " + env + "=" + value + ": " + result.error;
+      } else if (!(*result.config == defaults)) {
+        changed = result.config;
+        break;
+      }
+    }
+    ASSERT_TRUE(changed.has_value()) << "no value set through " << env << " changed the config:"
+                                     << errors;
+    EXPECT_EQ(DifferingSections(*changed, defaults),
+              std::vector<std::string>{SectionOfKey(option.key)});
+    const nlohmann::json json = nlohmann::json::parse(ToJson(*changed, false));
+    std::vector<std::string> changed_keys;
+    for (const std::string& key : TableKeys(json)) {
+      const auto section = SectionOfKey(key), name = NameOfKey(key);
+      if (json[section][name] != default_json[section][name]) changed_keys.push_back(key);
+    }
+    EXPECT_EQ(changed_keys, std::vector<std::string>{option.key});
+  }
+}
+
+// Where config.h's initializer is a plain literal, the table's row reads that
+// member: its default is the same value.
+TEST(ConfigTable, EveryRowReadsTheMemberWhoseDefaultItShows) {
+  const nlohmann::json json = nlohmann::json::parse(ToJson(Config{}, false));
+  const std::regex string_literal(R"re("((?:[^"\\]|\\.)*)")re");
+  const std::regex number_literal(R"(-?[0-9]+(\.[0-9]*)?(e[0-9]+)?(LL)?)");
+  const std::regex string_list(R"re(\{("[^"]*"(, "[^"]*")*)\})re");
+  size_t compared = 0;
+  for (const HeaderOption& option : HeaderOptions()) {
+    const nlohmann::json shown =
+        json.value(SectionOfKey(option.key), nlohmann::json::object())
+            .value(NameOfKey(option.key), nlohmann::json());
+    nlohmann::json expected;
+    std::smatch match;
+    if (std::regex_match(option.initializer, match, string_literal)) {
+      expected = nlohmann::json::parse(option.initializer);
+    } else if (std::regex_match(option.initializer, number_literal)) {
+      std::string digits = option.initializer;
+      if (digits.ends_with("LL")) digits.resize(digits.size() - 2);
+      expected = std::stod(digits);
+    } else if (option.initializer == "true" || option.initializer == "false") {
+      expected = option.initializer == "true";
+    } else if (std::regex_match(option.initializer, match, string_list)) {
+      expected = nlohmann::json::parse("[" + match[1].str() + "]");
+    } else {
+      continue;  // an expression such as 24LL * 3600 * 1000
+    }
+    ++compared;
+    if (expected.is_number()) {
+      EXPECT_TRUE(shown.is_number() && shown.get<double>() == expected.get<double>())
+          << option.key << ": config.h says " << option.initializer << ", the table shows "
+          << shown;
+    } else {
+      EXPECT_EQ(shown, expected) << option.key << ": config.h says " << option.initializer;
+    }
+  }
+  EXPECT_GE(compared, 40u);
 }
 
 }  // namespace
