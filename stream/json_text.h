@@ -1,16 +1,12 @@
-// Small, allocation-light helpers for writing JSON text by hand on the hot
-// path (scores, alerts, dead letters), where output must be byte-stable.
+// The JSON text helpers moved to common/json_text.h; stream/ code keeps its
+// names through these declarations.
 #pragma once
 
-#include <string>
-#include <string_view>
+#include "common/json_text.h"
 
 namespace clv::stream {
 
-// Appends `value` as a JSON string literal (quotes, escapes, \u00XX for
-// control characters). Bytes that are not valid UTF-8 are replaced by U+FFFD.
-void AppendJsonString(std::string& out, std::string_view value);
-
-bool IsValidUtf8(std::string_view bytes);
+using clv::AppendJsonString;
+using clv::IsValidUtf8;
 
 }  // namespace clv::stream
