@@ -8,6 +8,7 @@
 
 #include "common/time.h"
 #include "connectors/http_server.h"
+#include "stream/http_api.h"
 #include "stream/metrics.h"
 #include "stream/live_views.h"
 #include "stream/top_users.h"
@@ -145,14 +146,15 @@ Status Service::RestoreLiveViews() {
 Status Service::StartHttp() {
   auto options = connectors::FromConfig(config_.http);
   if (!options) return Status::Ok();
-  connectors::HttpHandlers handlers;
+  ApiHandlers handlers;
   handlers.user_json = [this](std::string_view user_id) { return UserJson(user_id); };
   handlers.top_json = [this](int n, std::string_view by) { return TopJson(n, by); };
   handlers.metrics_text = [this] { return MetricsText(); };
   handlers.ready = [this] { return ready(); };
   handlers.ready_detail = [this] { return ReadyDetail(); };
   handlers.summary_json = [this] { return SummaryJson(); };
-  auto status = connectors::HttpServer::Start(*options, std::move(handlers), &http_server_);
+  auto status =
+      connectors::HttpServer::Start(*options, ApiRoutes(std::move(handlers)), &http_server_);
   if (!status.ok()) return Status::Error("starting the HTTP server: " + status.message);
   spdlog::info("msg=\"http listening\" url=http://{}:{}/ token={}", options->bind,
                http_server_->port(), options->token.empty() ? "none" : "required");
