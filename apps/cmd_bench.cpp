@@ -215,7 +215,7 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
       config.kafka.scores_topic += suffix;
       config.kafka.alerts_topic += suffix;
       config.kafka.dead_letter_topic += suffix;
-      status = connectors::EnsureTopics(ClientOptionsFrom(config), {topic, paced_topic},
+      status = connectors::EnsureTopics(ClientOptionsFrom(config.kafka), {topic, paced_topic},
                                         flags->partitions, 1);
     }
     if (!status.ok()) {
@@ -225,7 +225,7 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
     }
     // 1. produce
     std::unique_ptr<connectors::KafkaSink> producer;
-    status = connectors::KafkaSink::Create(ClientOptionsFrom(config), &producer);
+    status = connectors::KafkaSink::Create(ClientOptionsFrom(config.kafka), &producer);
     if (!status.ok()) {
       std::fprintf(stderr, "clv bench: %s\n", status.message.c_str());
       *exit_code = 1;
@@ -256,7 +256,7 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
 
     // 2. ceiling
     connectors::ConsumeStats ceiling;
-    auto client = ClientOptionsFrom(config);
+    auto client = ClientOptionsFrom(config.kafka);
     client.group_id = "bench-ceiling";
     status = connectors::ConsumeOnlyPass(client, {topic}, events, 300000, &ceiling);
     if (!status.ok()) {

@@ -110,7 +110,7 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
 
     // The shop: a producer thread.
     std::unique_ptr<connectors::KafkaSink> producer;
-    status = connectors::KafkaSink::Create(ClientOptionsFrom(config), &producer);
+    status = connectors::KafkaSink::Create(ClientOptionsFrom(config.kafka), &producer);
     if (!status.ok()) {
       std::fprintf(stderr, "clv demo: %s\n", status.message.c_str());
       *exit_code = 1;

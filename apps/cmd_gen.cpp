@@ -39,12 +39,12 @@ bool ResolveShopFlags(ShopFlags& flags, const char* command) {
   return true;
 }
 
-const std::string& TopicForKind(models::EventKind kind, const std::string& clickstream,
+const std::string& TopicForKind(EventKind kind, const std::string& clickstream,
                                 const std::string& orders, const std::string& profiles) {
   switch (kind) {
-    case models::EventKind::kPurchase:
-    case models::EventKind::kRefund: return orders;
-    case models::EventKind::kProfile: return profiles;
+    case EventKind::kPurchase:
+    case EventKind::kRefund: return orders;
+    case EventKind::kProfile: return profiles;
     default: return clickstream;
   }
 }

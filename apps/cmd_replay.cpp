@@ -49,7 +49,7 @@ void AddReplayCommand(CLI::App& root, int* exit_code) {
     }
     std::string topic = flags->topic.empty() ? config.kafka.input_topics.front() : flags->topic;
     std::unique_ptr<connectors::KafkaSink> sink;
-    auto status = connectors::KafkaSink::Create(ClientOptionsFrom(config), &sink);
+    auto status = connectors::KafkaSink::Create(ClientOptionsFrom(config.kafka), &sink);
     if (!status.ok()) {
       std::fprintf(stderr, "clv replay: %s\n", status.message.c_str());
       *exit_code = 1;

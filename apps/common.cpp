@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -12,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/log.h"
+#include "common/time.h"
 
 namespace clv::apps {
 
@@ -90,14 +92,6 @@ const std::atomic<bool>& InstallStopSignals() {
 
 bool StopRequested() { return g_stop.load(); }
 
-connectors::ClientOptions ClientOptionsFrom(const config::Config& config) {
-  connectors::ClientOptions options;
-  options.bootstrap_servers = config.kafka.bootstrap_servers;
-  options.group_id = config.kafka.group_id;
-  options.properties = config.kafka.properties;
-  return options;
-}
-
 bool EnsureBroker(config::Config* config, std::unique_ptr<connectors::EmbeddedBroker>* broker) {
   if (!config->kafka.bootstrap_servers.empty()) return true;
   auto status = connectors::EmbeddedBroker::Start(1, config->kafka.embedded_partitions, broker);
@@ -129,25 +123,14 @@ std::string WithThousands(int64_t value) {
 }
 
 bool ParseDateMs(const std::string& text, int64_t* ms) {
-  if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos &&
-      text.size() > 8) {
-    *ms = std::stoll(text);
-    return true;
+  const bool digits_only =
+      !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+  if (digits_only && text.size() > 8) {
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), *ms);
+    return error == std::errc() && end == text.data() + text.size();
   }
-  std::tm tm{};
-  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
-  int fields = std::sscanf(text.c_str(), "%d-%d-%dT%d:%d:%d", &year, &month, &day, &hour, &minute,
-                           &second);
-  if (fields != 3 && fields != 6) return false;
-  if (month < 1 || month > 12 || day < 1 || day > 31) return false;
-  tm.tm_year = year - 1900;
-  tm.tm_mon = month - 1;
-  tm.tm_mday = day;
-  tm.tm_hour = hour;
-  tm.tm_min = minute;
-  tm.tm_sec = second;
-  *ms = static_cast<int64_t>(timegm(&tm)) * 1000;
-  return true;
+  std::string why;
+  return ParseRfc3339(text, ms, &why);
 }
 
 bool ParseDurationDays(const std::string& text, double* days) {

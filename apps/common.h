@@ -43,11 +43,14 @@ bool StopRequested();
 // writes its address into the config. Keeps the broker in *broker.
 bool EnsureBroker(config::Config* config, std::unique_ptr<connectors::EmbeddedBroker>* broker);
 
-connectors::ClientOptions ClientOptionsFrom(const config::Config& config);
+// Kafka client options of config.kafka (connectors/kafka.h).
+using connectors::ClientOptionsFrom;
 
 // "1,234,567"
 std::string WithThousands(int64_t value);
-// Parses "2026-01-31", "2026-01-31T12:00:00Z" or epoch ms into epoch ms (UTC).
+// Parses "2026-01-31", "2026-01-31T12:00:00Z" (common/time.h's ParseRfc3339:
+// calendar-checked, 2026-02-31 is refused) or epoch ms (over 8 digits) into
+// epoch ms (UTC).
 bool ParseDateMs(const std::string& text, int64_t* ms);
 // Parses "365d", "52w", "12h", or a plain number of days.
 bool ParseDurationDays(const std::string& text, double* days);

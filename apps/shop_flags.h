@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "common/event_kind.h"
 #include "sim/synthetic_shop.h"
 
 namespace CLI {
@@ -22,7 +23,7 @@ bool ResolveShopFlags(ShopFlags& flags, const char* command);
 
 // The input topic an event goes to when events are split by kind:
 // purchases and refunds -> orders, profile -> profiles, the rest -> clickstream.
-const std::string& TopicForKind(models::EventKind kind, const std::string& clickstream,
+const std::string& TopicForKind(EventKind kind, const std::string& clickstream,
                                 const std::string& orders, const std::string& profiles);
 
 }  // namespace clv::apps

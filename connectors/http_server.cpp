@@ -1,9 +1,9 @@
 // HttpServer on cpp-httplib (Debian's compiled libcpp-httplib 0.11).
 //
-// All requests go through one pre-routing handler (Route) instead of
-// httplib's regex routes: libstdc++'s std::regex recurses per character and a
-// long path could exhaust a worker's stack, and one function keeps the order
-// of checks explicit: auth -> method -> path -> parameters -> handler.
+// All requests go through one pre-routing handler (Route) over our own route
+// table instead of httplib's regex routes: libstdc++'s std::regex recurses per
+// character and a long path could exhaust a worker's stack, and one function
+// keeps the order of checks explicit: auth -> method -> path -> handler.
 #include "connectors/http_server.h"
 
 #include <httplib.h>
@@ -17,87 +17,17 @@
 #include <thread>
 #include <utility>
 
+#include "common/json_text.h"
 #include "config/config.h"
 
 namespace clv::connectors {
 namespace {
 
-constexpr size_t kMaxUserIdBytes = 256;
-constexpr int kMaxTopN = 1000;
-constexpr int kDefaultTopN = 100;
 constexpr const char* kJsonType = "application/json";
-constexpr const char* kMetricsType = "text/plain; version=0.0.4; charset=utf-8";
-constexpr const char* kHtmlType = "text/html; charset=utf-8";
-constexpr const char* kEndpoints =
-    "GET /users/{id}, /top?n=&by=clv|churn_risk, /metrics, /healthz, /readyz, /api/summary, /";
-
-// Appends `text` as a JSON string literal. Valid UTF-8 passes through; control
-// characters are escaped; bytes that are not valid UTF-8 become U+FFFD, so the
-// output is valid JSON whatever a client sent.
-void AppendJsonString(std::string_view text, std::string* out) {
-  out->push_back('"');
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto byte = static_cast<unsigned char>(text[i]);
-    if (byte < 0x80) {
-      switch (byte) {
-        case '"': *out += "\\\""; break;
-        case '\\': *out += "\\\\"; break;
-        case '\n': *out += "\\n"; break;
-        case '\r': *out += "\\r"; break;
-        case '\t': *out += "\\t"; break;
-        default:
-          if (byte < 0x20 || byte == 0x7f) {
-            static constexpr char kHex[] = "0123456789abcdef";
-            *out += "\\u00";
-            out->push_back(kHex[byte >> 4]);
-            out->push_back(kHex[byte & 0xf]);
-          } else {
-            out->push_back(static_cast<char>(byte));
-          }
-      }
-      ++i;
-      continue;
-    }
-    // Multi-byte UTF-8: lead byte gives the length; reject overlongs,
-    // surrogates and code points above U+10FFFF.
-    size_t length = 0;
-    uint32_t code_point = 0;
-    if ((byte & 0xe0) == 0xc0) {
-      length = 2;
-      code_point = byte & 0x1f;
-    } else if ((byte & 0xf0) == 0xe0) {
-      length = 3;
-      code_point = byte & 0x0f;
-    } else if ((byte & 0xf8) == 0xf0) {
-      length = 4;
-      code_point = byte & 0x07;
-    }
-    bool valid = length > 0 && i + length <= text.size();
-    for (size_t k = 1; valid && k < length; ++k) {
-      const auto next = static_cast<unsigned char>(text[i + k]);
-      valid = (next & 0xc0) == 0x80;
-      code_point = (code_point << 6) | (next & 0x3f);
-    }
-    if (valid) {
-      static constexpr uint32_t kMinForLength[] = {0, 0, 0x80, 0x800, 0x10000};
-      valid = code_point >= kMinForLength[length] && code_point <= 0x10ffff &&
-              !(code_point >= 0xd800 && code_point <= 0xdfff);
-    }
-    if (valid) {
-      out->append(text.substr(i, length));
-      i += length;
-    } else {
-      *out += "\\ufffd";
-      ++i;
-    }
-  }
-  out->push_back('"');
-}
 
 std::string ErrorJson(int status, std::string_view message) {
   std::string body = "{\"error\":";
-  AppendJsonString(message, &body);
+  AppendJsonString(body, message);
   body += ",\"status\":";
   body += std::to_string(status);
   body += "}";
@@ -122,36 +52,6 @@ const char* Reason(int status) {
   }
 }
 
-// Shortens what we echo back from a request (paths, parameters) in errors.
-std::string_view Clip(std::string_view text) { return text.substr(0, 120); }
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Strict percent-decoding of a path segment ('+' stays '+'). False on a
-// malformed escape.
-bool PercentDecode(std::string_view raw, std::string* out) {
-  out->clear();
-  out->reserve(raw.size());
-  for (size_t i = 0; i < raw.size(); ++i) {
-    if (raw[i] != '%') {
-      out->push_back(raw[i]);
-      continue;
-    }
-    if (i + 2 >= raw.size()) return false;  // needs two hex digits after '%'
-    const int high = HexValue(raw[i + 1]);
-    const int low = HexValue(raw[i + 2]);
-    if (high < 0 || low < 0) return false;
-    out->push_back(static_cast<char>(high * 16 + low));
-    i += 2;
-  }
-  return true;
-}
-
 bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   unsigned char diff = 0;
@@ -168,10 +68,70 @@ bool IEqualsAscii(std::string_view a, std::string_view b) {
          });
 }
 
+// A route with its pattern split: `prefix` is the whole path of an exact
+// route, or the part before "{name}" of a capturing one.
+struct CompiledRoute {
+  std::string method;
+  std::string prefix;
+  bool captures = false;
+  bool open = false;
+  HttpHandler handler;
+
+  bool MatchesPath(std::string_view path) const {
+    return captures ? path.starts_with(prefix) : path == prefix;
+  }
+  bool MatchesMethod(std::string_view request_method) const {
+    return request_method == method || (method == "GET" && request_method == "HEAD");
+  }
+};
+
+Status Compile(const std::vector<HttpRoute>& routes, std::vector<CompiledRoute>* compiled) {
+  for (const HttpRoute& route : routes) {
+    const std::string where = "http route " + route.method + " " + route.path;
+    if (route.path.empty() || route.path.front() != '/') {
+      return Status::Error(where + ": the path must start with '/'");
+    }
+    if (route.method.empty() || !route.handler) {
+      return Status::Error(where + ": needs a method and a handler");
+    }
+    CompiledRoute entry{route.method, route.path, false, route.open, route.handler};
+    const size_t brace = route.path.find('{');
+    if (brace != std::string::npos) {
+      const bool last_segment = route.path[brace - 1] == '/' && route.path.back() == '}' &&
+                                route.path.find_first_of("{}/", brace + 1) == route.path.size() - 1;
+      if (!last_segment || route.path.size() - brace < 3) {
+        return Status::Error(where + ": a pattern may only end in one \"/{name}\" segment");
+      }
+      entry.prefix = route.path.substr(0, brace);
+      entry.captures = true;
+    }
+    compiled->push_back(std::move(entry));
+  }
+  return Status::Ok();
+}
+
+// "GET, HEAD, POST": each method once, in table order; GET brings HEAD.
+std::string AllowList(const std::vector<const CompiledRoute*>& routes) {
+  std::vector<std::string> methods;
+  auto add = [&](const std::string& method) {
+    if (std::find(methods.begin(), methods.end(), method) == methods.end()) {
+      methods.push_back(method);
+    }
+  };
+  for (const CompiledRoute* route : routes) {
+    add(route->method);
+    if (route->method == "GET") add("HEAD");
+  }
+  std::string allow;
+  for (const std::string& method : methods) allow += (allow.empty() ? "" : ", ") + method;
+  return allow;
+}
+
 class HttpServerImpl final : public HttpServer {
  public:
-  HttpServerImpl(const HttpServerOptions& options, HttpHandlers handlers)
-      : options_(options), handlers_(std::move(handlers)) {}
+  HttpServerImpl(const HttpServerOptions& options, std::vector<CompiledRoute> routes,
+                 std::string endpoints)
+      : options_(options), routes_(std::move(routes)), endpoints_(std::move(endpoints)) {}
   ~HttpServerImpl() override { Stop(); }
 
   Status Init() {
@@ -249,131 +209,59 @@ class HttpServerImpl final : public HttpServer {
     try {
       Route(req, raw_path, res);
     } catch (const std::exception& e) {
-      SetError(res, 500, "internal error serving " + std::string(Clip(raw_path)) + ": " + e.what());
+      SetError(res, 500,
+               "internal error serving " + std::string(ClipForError(raw_path)) + ": " + e.what());
     } catch (...) {
-      SetError(res, 500, "internal error serving " + std::string(Clip(raw_path)));
+      SetError(res, 500, "internal error serving " + std::string(ClipForError(raw_path)));
     }
   }
 
   void Route(const httplib::Request& req, std::string_view path, httplib::Response& res) {
-    const bool is_get = req.method == "GET" || req.method == "HEAD";
-    if (!is_get) {
+    const std::string_view method = req.method;
+    if (method != "GET" && method != "HEAD") {
       // The body (if any) was not read: do not reuse this connection.
       res.set_header("Connection", "close");
     }
-    const bool is_page = path == "/" || path == "/index.html";
-    if (!options_.token.empty() && !(is_get && is_page) && !Authorized(req)) {
+    const CompiledRoute* route = nullptr;
+    std::vector<const CompiledRoute*> at_path;
+    bool method_served = false;
+    for (const CompiledRoute& candidate : routes_) {
+      method_served = method_served || candidate.MatchesMethod(method);
+      if (!candidate.MatchesPath(path)) continue;
+      at_path.push_back(&candidate);
+      if (route == nullptr && candidate.MatchesMethod(method)) route = &candidate;
+    }
+    if (!options_.token.empty() && !(route != nullptr && route->open) && !Authorized(req)) {
       res.set_header("WWW-Authenticate", "Bearer realm=\"clvstream\"");
       SetError(res, 401,
                req.has_header("Authorization") ? "invalid bearer token"
                                                : "missing 'Authorization: Bearer <token>' header");
       return;
     }
-    if (!is_get) {
-      res.set_header("Allow", "GET, HEAD");
-      SetError(res, 405, "method " + std::string(Clip(req.method)) + " not allowed on " +
-                             std::string(Clip(path)) + "; this API is read-only (GET)");
+    if (route == nullptr && (!at_path.empty() || !method_served)) {
+      std::vector<const CompiledRoute*> all;
+      for (const CompiledRoute& candidate : routes_) all.push_back(&candidate);
+      res.set_header("Allow", AllowList(at_path.empty() ? all : at_path));
+      SetError(res, 405, "method " + std::string(ClipForError(method)) + " not allowed on " +
+                             std::string(ClipForError(path)) + "; allowed: " +
+                             AllowList(at_path.empty() ? all : at_path));
       return;
     }
-    if (is_page) {
-      res.set_header("Content-Security-Policy",
-                     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                     "connect-src 'self'; img-src data:");
-      res.set_content(std::string(DashboardHtml()), kHtmlType);
+    if (route == nullptr) {
+      SetError(res, 404, "unknown path " + std::string(ClipForError(path)) +
+                             "; endpoints: " + endpoints_);
       return;
     }
-    if (path == "/healthz") {
-      res.set_content("{\"status\":\"ok\"}", kJsonType);
-      return;
-    }
-    if (path == "/readyz") {
-      const bool ready = handlers_.ready && handlers_.ready();
-      std::string detail = handlers_.ready_detail ? handlers_.ready_detail() : std::string();
-      if (detail.empty()) detail = ready ? "{\"ready\":true}" : "{\"ready\":false}";
-      res.status = ready ? 200 : 503;
-      res.set_content(detail, kJsonType);
-      return;
-    }
-    if (path == "/metrics") {
-      if (!Available(handlers_.metrics_text, "metrics", res)) return;
-      res.set_content(handlers_.metrics_text(), kMetricsType);
-      return;
-    }
-    if (path == "/api/summary") {
-      if (!Available(handlers_.summary_json, "summary", res)) return;
-      res.set_content(handlers_.summary_json(), kJsonType);
-      return;
-    }
-    if (path == "/top") {
-      ServeTop(req, res);
-      return;
-    }
-    constexpr std::string_view kUsersPrefix = "/users/";
-    if (path.starts_with(kUsersPrefix)) {
-      ServeUser(path.substr(kUsersPrefix.size()), res);
-      return;
-    }
-    SetError(res, 404, "unknown path " + std::string(Clip(path)) + "; endpoints: " + kEndpoints);
-  }
-
-  void ServeUser(std::string_view raw_id, httplib::Response& res) {
-    std::string user_id;
-    if (!PercentDecode(raw_id, &user_id)) {
-      SetError(res, 400, "user id: malformed percent-encoding in '" + std::string(Clip(raw_id)) + "'");
-      return;
-    }
-    if (user_id.empty() || user_id.size() > kMaxUserIdBytes) {
-      SetError(res, 400, "user id: must be 1.." + std::to_string(kMaxUserIdBytes) +
-                             " bytes after URL-decoding, got " + std::to_string(user_id.size()));
-      return;
-    }
-    if (std::any_of(user_id.begin(), user_id.end(),
-                    [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
-      SetError(res, 400, "user id: control characters are not allowed");
-      return;
-    }
-    if (!Available(handlers_.user_json, "user lookup", res)) return;
-    std::optional<std::string> json = handlers_.user_json(user_id);
-    if (!json) {
-      SetError(res, 404, "unknown user '" + std::string(Clip(user_id)) + "'");
-      return;
-    }
-    res.set_content(*json, kJsonType);
-  }
-
-  void ServeTop(const httplib::Request& req, httplib::Response& res) {
-    int n = kDefaultTopN;
-    if (req.has_param("n")) {
-      const std::string text = req.get_param_value("n");
-      int value = 0;
-      const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-      const bool digits_only = !text.empty() && text.size() <= 7 &&
-                               std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-      if (!digits_only || error != std::errc() || end != text.data() + text.size() || value < 1 ||
-          value > kMaxTopN) {
-        SetError(res, 400, "parameter n: must be an integer in 1.." + std::to_string(kMaxTopN) + ", got '" +
-                               std::string(Clip(text)) + "'");
-        return;
-      }
-      n = value;
-    }
-    std::string by = "clv";
-    if (req.has_param("by")) {
-      by = req.get_param_value("by");
-      if (by != "clv" && by != "churn_risk") {
-        SetError(res, 400, "parameter by: must be 'clv' or 'churn_risk', got '" + std::string(Clip(by)) + "'");
-        return;
-      }
-    }
-    if (!Available(handlers_.top_json, "top users", res)) return;
-    res.set_content(handlers_.top_json(n, by), kJsonType);
-  }
-
-  template <class Function>
-  static bool Available(const Function& function, std::string_view what, httplib::Response& res) {
-    if (function) return true;
-    SetError(res, 503, std::string(what) + " not available (the service has not provided it)");
-    return false;
+    HttpRequest request;
+    request.method = method;
+    request.path = path;
+    if (route->captures) request.capture = path.substr(route->prefix.size());
+    request.params = &req.params;
+    HttpResponse response;
+    route->handler(request, &response);
+    for (const auto& [name, value] : response.headers) res.set_header(name, value);
+    res.status = response.status;
+    res.set_content(std::move(response.body), response.content_type);
   }
 
   bool Authorized(const httplib::Request& req) const {
@@ -386,7 +274,8 @@ class HttpServerImpl final : public HttpServer {
   }
 
   const HttpServerOptions options_;
-  const HttpHandlers handlers_;
+  const std::vector<CompiledRoute> routes_;
+  const std::string endpoints_;  // for 404 answers
   httplib::Server server_;
   std::thread listener_;
   int port_ = -1;
@@ -395,6 +284,41 @@ class HttpServerImpl final : public HttpServer {
 };
 
 }  // namespace
+
+void HttpResponse::Error(int error_status, std::string_view message) {
+  status = error_status;
+  Json(ErrorJson(error_status, message));
+}
+
+// Shortens what we echo back from a request (paths, parameters) in errors.
+std::string_view ClipForError(std::string_view text) { return text.substr(0, 120); }
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Strict percent-decoding of a path segment ('+' stays '+'). False on a
+// malformed escape.
+bool PercentDecode(std::string_view raw, std::string* out) {
+  out->clear();
+  out->reserve(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '%') {
+      out->push_back(raw[i]);
+      continue;
+    }
+    if (i + 2 >= raw.size()) return false;  // needs two hex digits after '%'
+    const int high = HexValue(raw[i + 1]);
+    const int low = HexValue(raw[i + 2]);
+    if (high < 0 || low < 0) return false;
+    out->push_back(static_cast<char>(high * 16 + low));
+    i += 2;
+  }
+  return true;
+}
 
 std::optional<HttpServerOptions> FromConfig(const config::HttpOptions& http) {
   if (http.port == 0) return std::nullopt;
@@ -405,7 +329,7 @@ std::optional<HttpServerOptions> FromConfig(const config::HttpOptions& http) {
   return options;
 }
 
-Status HttpServer::Start(const HttpServerOptions& options, HttpHandlers handlers,
+Status HttpServer::Start(const HttpServerOptions& options, std::vector<HttpRoute> routes,
                          std::unique_ptr<HttpServer>* server) {
   const std::string where = options.bind + ":" + std::to_string(options.port);
   if (options.port < 0 || options.port > 65535) {
@@ -418,8 +342,17 @@ Status HttpServer::Start(const HttpServerOptions& options, HttpHandlers handlers
       options.keep_alive_max_requests < 1 || options.max_body_bytes < 0) {
     return Status::Error("http " + where + ": timeouts and keep_alive_max_requests must be positive");
   }
-  auto impl = std::make_unique<HttpServerImpl>(options, std::move(handlers));
-  Status status = impl->Init();
+  std::vector<CompiledRoute> compiled;
+  Status status = Compile(routes, &compiled);
+  if (!status.ok()) return status;
+  std::string endpoints;
+  for (const HttpRoute& route : routes) {
+    if (route.help.empty()) continue;
+    endpoints += endpoints.empty() ? route.method + " " : ", ";
+    endpoints += route.help;
+  }
+  auto impl = std::make_unique<HttpServerImpl>(options, std::move(compiled), std::move(endpoints));
+  status = impl->Init();
   if (!status.ok()) return status;
   *server = std::move(impl);
   return Status::Ok();

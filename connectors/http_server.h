@@ -1,27 +1,31 @@
-// Read-only HTTP server of the service: query API, Prometheus metrics,
-// health/readiness probes and the dashboard page.
+// A small HTTP server for read APIs: it serves a route table (method, path
+// pattern, handler) that its user declares next to the handlers (the
+// service's routes are in stream/http_api.cpp).
 //
 // Contract:
 //  * The server owns a small fixed pool of threads (HttpServerOptions::threads);
-//    nothing it does runs on the caller's or the processing thread. It never
-//    writes state: every endpoint is a GET that calls one of HttpHandlers.
-//  * Endpoints (all answers but /, /metrics and /healthz are JSON):
-//      GET /users/{id}   user_json(id); nullopt -> 404. The id is taken from
-//                        the raw request target and percent-decoded; it must
-//                        be 1..256 bytes without control characters, else 400.
-//      GET /top?n=100&by=clv|churn_risk
-//                        top_json(n, by); n in 1..1000 (default 100), by is
-//                        "clv" (default) or "churn_risk", else 400.
-//      GET /metrics      metrics_text(), "text/plain; version=0.0.4".
-//      GET /healthz      200 {"status":"ok"} while the process serves HTTP.
-//      GET /readyz       200 when ready(), else 503; body = ready_detail().
-//      GET /api/summary  summary_json() (schema in docs/OPERATIONS.md).
-//      GET /             the dashboard (one self-contained HTML page).
-//    Unknown path -> 404, other methods -> 405 (with an Allow header), a
-//    handler that throws -> 500; all with {"error": "...", "status": N}.
-//  * With a token configured every request except GET / (the static page,
-//    which carries no data and asks the browser user for the token) needs
-//    `Authorization: Bearer <token>`, else 401 (compared in constant time).
+//    nothing it does runs on the caller's or the processing thread.
+//  * Routing, in this order, for every request:
+//      1. With a token configured, every request needs
+//         `Authorization: Bearer <token>` (compared in constant time), else
+//         401; except a route marked `open` (a static page carrying no data)
+//         requested with its own method.
+//      2. A method that no route serves at that path -> 405 with an Allow
+//         header listing the methods that are served (HEAD is served by GET
+//         routes); unless the path is served by no route at all and the
+//         method is one the table serves, which gives 404.
+//      3. A path no route matches -> 404 naming the path and the endpoints
+//         (HttpRoute::help of each route).
+//      4. The handler; an exception it throws -> 500 naming the path and
+//         the exception's message; the server keeps serving.
+//    Errors have the body {"error": "...", "status": N} (HttpResponse::Error).
+//    Every answer carries Cache-Control: no-store and
+//    X-Content-Type-Options: nosniff. Request bodies are not read: an answer
+//    to a request with another method than GET or HEAD closes the connection.
+//  * Path patterns: "/top" matches that path exactly; "/users/{id}" matches
+//    every path that starts with "/users/" and hands the raw rest (not
+//    percent-decoded, maybe empty, maybe with '/') to the handler as
+//    HttpRequest::capture. The query string is never part of the path.
 //  * Abuse limits: request line/headers are capped by cpp-httplib (8 KiB),
 //    bodies by max_body_bytes (413), a connection that sends nothing for
 //    read_timeout_ms is closed, keep-alive connections are recycled after
@@ -30,26 +34,32 @@
 //    thread; `threads` such clients at once stall the HTTP API (never the
 //    stream). Bind to 127.0.0.1 (the default) or put a proxy in front.
 //
-// Thread-safety: every HttpHandlers function is called concurrently from the
-// server's threads and must be thread-safe. Start/Stop/port may be called
-// from any one owning thread. Stop() waits for in-flight requests to finish
-// and is idempotent; the destructor calls it.
+// Thread-safety: handlers are called concurrently from the server's threads
+// and must be thread-safe. Start/Stop/port may be called from any one owning
+// thread. Stop() waits for in-flight requests to finish and is idempotent;
+// the destructor calls it.
 //
 // Example:
-//   HttpHandlers handlers;
-//   handlers.metrics_text = [&] { return metrics.Render(); };
+//   std::vector<HttpRoute> routes;
+//   routes.push_back({.path = "/metrics", .help = "/metrics",
+//                     .handler = [&](const HttpRequest&, HttpResponse* res) {
+//                       res->Text(metrics.Render(), "text/plain; version=0.0.4");
+//                     }});
 //   std::unique_ptr<HttpServer> server;
-//   auto status = HttpServer::Start({.bind = "127.0.0.1", .port = 8080}, handlers, &server);
+//   auto status = HttpServer::Start({.bind = "127.0.0.1", .port = 8080}, routes, &server);
 //   if (!status.ok()) { ... status.message names bind address and port ... }
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
-#include "connectors/kafka.h"  // Status
+#include "common/status.h"
 
 namespace clv::config {
 struct HttpOptions;
@@ -75,7 +85,7 @@ struct HttpServerOptions {
   // Keep-alive: requests per connection and idle time before closing.
   int keep_alive_max_requests = 20;
   int keep_alive_timeout_ms = 1000;
-  // Largest accepted request body (all endpoints are GET: bodies are useless).
+  // Largest accepted request body (handlers never see bodies).
   int max_body_bytes = 4096;
 };
 
@@ -83,31 +93,64 @@ struct HttpServerOptions {
 // default). Returns nullopt when config.http.port is 0 (server disabled).
 std::optional<HttpServerOptions> FromConfig(const config::HttpOptions& http);
 
-// What the service provides. Each function is called on HTTP threads and must
-// be thread-safe. An unset function makes its endpoint answer 503
-// {"error": "... not available"} (readyz: not ready).
-struct HttpHandlers {
-  // JSON of one user, or nullopt when the user is unknown (-> 404).
-  std::function<std::optional<std::string>(std::string_view user_id)> user_json;
-  // JSON of the top n users by "clv" or "churn_risk" (already validated).
-  std::function<std::string(int n, std::string_view by)> top_json;
-  // Prometheus text exposition format 0.0.4.
-  std::function<std::string()> metrics_text;
-  // Partitions assigned, state restored, model loaded.
-  std::function<bool()> ready;
-  // JSON object explaining readiness (body of /readyz, both 200 and 503).
-  std::function<std::string()> ready_detail;
-  // Dashboard data (docs/OPERATIONS.md, "/api/summary").
-  std::function<std::string()> summary_json;
+// One request as a handler sees it (valid during the handler call).
+struct HttpRequest {
+  std::string_view method;   // as sent ("HEAD" reaches GET routes)
+  std::string_view path;     // raw path, without the query string
+  std::string_view capture;  // raw rest of the path after a "{name}" pattern's prefix
+  const std::multimap<std::string, std::string>* params = nullptr;  // decoded query
+
+  // The query parameter `name` (the first when repeated), or nullptr.
+  const std::string* param(const std::string& name) const {
+    if (params == nullptr) return nullptr;
+    auto it = params->find(name);
+    return it == params->end() ? nullptr : &it->second;
+  }
 };
+
+// What a handler answers. Defaults: 200 with an empty JSON body.
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra headers
+
+  void Json(std::string json) { Text(std::move(json), "application/json"); }
+  void Text(std::string text, std::string type) {
+    body = std::move(text);
+    content_type = std::move(type);
+  }
+  // {"error": message, "status": status}; message is escaped into valid JSON.
+  void Error(int error_status, std::string_view message);
+};
+
+using HttpHandler = std::function<void(const HttpRequest&, HttpResponse*)>;
+
+struct HttpRoute {
+  std::string method = "GET";
+  // "/exact" or "/prefix/{name}" (see the contract above).
+  std::string path;
+  // Served without the bearer token (a static page that carries no data).
+  bool open = false;
+  // How the endpoint is listed in 404 answers ("/top?n=&by=clv|churn_risk").
+  std::string help;
+  HttpHandler handler;
+};
+
+// Strict percent-decoding of a path segment ('+' stays '+'); false on a
+// malformed escape.
+bool PercentDecode(std::string_view raw, std::string* out);
+// What of a request (paths, parameters) errors echo back: the first 120 bytes.
+std::string_view ClipForError(std::string_view text);
 
 class HttpServer {
  public:
   virtual ~HttpServer() = default;
   // Binds and starts serving on the server's own threads. Error (naming
-  // bind:port and the reason) when the address cannot be bound or the options
-  // are out of range.
-  static Status Start(const HttpServerOptions& options, HttpHandlers handlers,
+  // bind:port and the reason) when the address cannot be bound, the options
+  // are out of range, or a route is malformed (a path without a leading '/',
+  // a "{" that is not a last "{name}" segment, no handler).
+  static Status Start(const HttpServerOptions& options, std::vector<HttpRoute> routes,
                       std::unique_ptr<HttpServer>* server);
   // The bound port (the real one when options.port was 0).
   virtual int port() const = 0;

@@ -16,6 +16,8 @@
 #include <set>
 
 #include "common/log.h"
+#include "common/time.h"
+#include "config/config.h"
 
 namespace clv::connectors {
 namespace {
@@ -487,7 +489,7 @@ class KafkaSinkImpl final : public KafkaSink {
             last = std::max(last, settled_ms_.begin()->second);
             settled_ms_.erase(settled_ms_.begin());
           }
-          if (acked_ms != nullptr) *acked_ms = last > 0 ? last : WallMs();
+          if (acked_ms != nullptr) *acked_ms = last > 0 ? last : WallClockMs();
           return Status::Ok();
         }
       }
@@ -501,12 +503,6 @@ class KafkaSinkImpl final : public KafkaSink {
   uint64_t delivered() const override { return delivered_.load(std::memory_order_relaxed); }
 
  private:
-  static int64_t WallMs() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  }
-
   // One message of `group` is done (acknowledged, failed or never queued).
   // Caller holds mu_.
   void Settle(uint64_t group) {
@@ -514,7 +510,7 @@ class KafkaSinkImpl final : public KafkaSink {
     if (it == outstanding_.end()) return;
     if (--it->second == 0) {
       outstanding_.erase(it);
-      settled_ms_[group] = WallMs();
+      settled_ms_[group] = WallClockMs();
     }
   }
 
@@ -796,6 +792,14 @@ Status ConsumeOnlyPass(const ClientOptions& options, const std::vector<std::stri
                          " within " + std::to_string(timeout_ms) + " ms");
   }
   return Status::Ok();
+}
+
+ClientOptions ClientOptionsFrom(const config::KafkaOptions& kafka) {
+  ClientOptions options;
+  options.bootstrap_servers = kafka.bootstrap_servers;
+  options.group_id = kafka.group_id;
+  options.properties = kafka.properties;
+  return options;
 }
 
 }  // namespace clv::connectors

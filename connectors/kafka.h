@@ -24,15 +24,15 @@
 #include <string_view>
 #include <vector>
 
+#include "common/status.h"
+
+namespace clv::config {
+struct KafkaOptions;
+}  // namespace clv::config
+
 namespace clv::connectors {
 
-struct [[nodiscard]] Status {
-  bool ok_ = true;
-  std::string message;
-  static Status Ok() { return {}; }
-  static Status Error(std::string msg) { return {false, std::move(msg)}; }
-  bool ok() const { return ok_; }
-};
+using Status = clv::Status;  // common/status.h
 
 struct Message {
   std::string topic;
@@ -61,6 +61,10 @@ struct ClientOptions {
   // Extra librdkafka properties (security.protocol, sasl.*, ssl.*, ...).
   std::map<std::string, std::string> properties;
 };
+
+// Client options of the service's Kafka settings (bootstrap servers, group,
+// extra properties; client_id stays the default).
+ClientOptions ClientOptionsFrom(const config::KafkaOptions& kafka);
 
 // Callbacks run on the polling thread, inside Poll().
 struct SourceCallbacks {

@@ -11,26 +11,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/hash.h"
+#include "common/time.h"
+
 namespace clv::models {
 
 namespace {
 
 constexpr double kMsPerWeekDouble = static_cast<double>(kMsPerWeek);
 
-int64_t DayOf(int64_t ts_ms) {
-  int64_t day = ts_ms / kMsPerDay;
-  if (ts_ms % kMsPerDay < 0) --day;
-  return day;
-}
-
-uint64_t Fnv1a(const std::string& text) {
-  uint64_t hash = 1469598103934665603ULL;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ULL;
-  }
-  return hash;
-}
+// Seed of the version id hash: not FNV's offset basis (a digit short), kept
+// so that the shipped baseline models keep their version ids.
+constexpr uint64_t kVersionHashSeed = 1469598103934665603ULL;
 
 void SetFactorName(Factor& factor, const char* name) {
   factor.name.fill('\0');
@@ -75,7 +67,8 @@ std::string BaselineModel::Version() const {
                 reference.recency_weeks, reference.frequency, reference.monetary,
                 reference.tenure_weeks);
   char hex[17];
-  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(Fnv1a(buffer)));
+  std::snprintf(hex, sizeof(hex), "%016llx",
+                static_cast<unsigned long long>(Fnv1a(buffer, kVersionHashSeed)));
   return std::string(hex, 12);
 }
 
@@ -106,7 +99,7 @@ std::vector<RfmSummary> CalibrationSummaries(const Dataset& data, int64_t calibr
       UpdateHistory(history, event);
       if (event.kind != EventKind::kPurchase && event.kind != EventKind::kRefund) continue;
       const double signed_amount = event.kind == EventKind::kPurchase ? event.amount : -event.amount;
-      const int64_t day = DayOf(event.ts_ms);
+      const int64_t day = UtcDay(event.ts_ms);
       if (event.kind == EventKind::kPurchase && (day_spend.empty() || day_spend.back().first != day)) {
         day_spend.emplace_back(day, signed_amount);
       } else if (!day_spend.empty()) {

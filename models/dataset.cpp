@@ -9,63 +9,11 @@
 #include <sstream>
 #include <string_view>
 
+#include "common/time.h"
+
 namespace clv::models {
 
 namespace {
-
-int64_t DayOf(int64_t ts_ms) {
-  int64_t day = ts_ms / kMsPerDay;
-  if (ts_ms % kMsPerDay < 0) --day;
-  return day;
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (era-based civil count).
-int64_t DaysFromCivil(int year, int month, int day) {
-  const int64_t y = static_cast<int64_t>(year) - (month <= 2 ? 1 : 0);
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t year_of_era = y - era * 400;
-  const int64_t shifted_month = month > 2 ? month - 3 : month + 9;  // March = 0
-  const int64_t day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-  const int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-  return era * 146097 + day_of_era - 719468;
-}
-
-void CivilFromDays(int64_t days, int* year, int* month, int* day) {
-  const int64_t z = days + 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const int64_t day_of_era = z - era * 146097;
-  const int64_t year_of_era =
-      (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
-  const int64_t day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-  const int64_t shifted_month = (5 * day_of_year + 2) / 153;
-  *day = static_cast<int>(day_of_year - (153 * shifted_month + 2) / 5 + 1);
-  *month = static_cast<int>(shifted_month < 10 ? shifted_month + 3 : shifted_month - 9);
-  *year = static_cast<int>(year_of_era + era * 400 + (*month <= 2 ? 1 : 0));
-}
-
-bool IsLeap(int year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
-
-int DaysInMonth(int year, int month) {
-  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return month == 2 && IsLeap(year) ? 29 : kDays[month - 1];
-}
-
-// "YYYYMMDD" -> epoch ms of that day, false when not a valid date.
-bool ParseCompactDate(std::string_view text, int64_t* ts_ms) {
-  if (text.size() != 8) return false;
-  for (char c : text) {
-    if (c < '0' || c > '9') return false;
-  }
-  auto number = [&](size_t begin, size_t length) {
-    int value = 0;
-    for (size_t i = begin; i < begin + length; ++i) value = value * 10 + (text[i] - '0');
-    return value;
-  };
-  const int year = number(0, 4), month = number(4, 2), day = number(6, 2);
-  if (month < 1 || month > 12 || day < 1 || day > DaysInMonth(year, month)) return false;
-  *ts_ms = DateToMs(year, month, day);
-  return true;
-}
 
 bool ParseDouble(std::string_view text, double* value) {
   const char* end = text.data() + text.size();
@@ -86,18 +34,6 @@ std::vector<std::string_view> SplitWhitespace(std::string_view line) {
 }
 
 }  // namespace
-
-int64_t DateToMs(int year, int month, int day) {
-  return DaysFromCivil(year, month, day) * kMsPerDay;
-}
-
-std::string MsToDate(int64_t ts_ms) {
-  int year = 0, month = 0, day = 0;
-  CivilFromDays(DayOf(ts_ms), &year, &month, &day);
-  char buffer[32];
-  std::snprintf(buffer, sizeof(buffer), "%04d-%02d-%02d", year, month, day);
-  return buffer;
-}
 
 Dataset Dataset::SliceBefore(int64_t cutoff_ms) const {
   Dataset slice;
@@ -133,7 +69,7 @@ std::vector<WindowOutcome> ActualInWindow(const Dataset& data, int64_t begin_ms,
       if (event.kind == EventKind::kPurchase) {
         outcome.spend += event.amount;
         ++outcome.purchases;
-        const int64_t day = DayOf(event.ts_ms);
+        const int64_t day = UtcDay(event.ts_ms);
         if (!any_day || day != last_day) ++outcome.purchase_days;  // events are time ordered
         any_day = true;
         last_day = day;
@@ -152,7 +88,7 @@ Dataset MakeDataset(std::vector<UserEvent> events) {
   for (UserEvent& item : events) {
     if (first || item.event.ts_ms < dataset.start_ms) dataset.start_ms = item.event.ts_ms;
     if (first || item.event.ts_ms >= dataset.end_ms) {
-      dataset.end_ms = (DayOf(item.event.ts_ms) + 1) * kMsPerDay;
+      dataset.end_ms = (UtcDay(item.event.ts_ms) + 1) * kMsPerDay;
     }
     first = false;
     by_user[item.user_id].push_back(item.event);

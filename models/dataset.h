@@ -20,17 +20,17 @@
 #include <string>
 #include <vector>
 
+#include "common/time.h"
 #include "models/scorer.h"
 
 namespace clv::models {
 
-inline constexpr int64_t kMsPerDay = 24LL * 3600 * 1000;
-inline constexpr int64_t kMsPerWeek = 7 * kMsPerDay;
+using clv::kMsPerDay;  // common/units.h
+using clv::kMsPerWeek;
 
-// Epoch ms of 00:00 UTC on a proleptic Gregorian date (month 1-12, day 1-31).
-int64_t DateToMs(int year, int month, int day);
-// "YYYY-MM-DD" of the UTC day holding `ts_ms`.
-std::string MsToDate(int64_t ts_ms);
+// Epoch ms of 00:00 UTC on a date; "YYYY-MM-DD" of the UTC day of ts_ms.
+using clv::DateToMs;  // common/time.h
+using clv::MsToDate;
 
 struct UserSequence {
   std::string user_id;

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numbers>
 
+#include "common/units.h"
+
 namespace clv::models {
 
 namespace {
@@ -20,9 +22,6 @@ constexpr std::array<const char*, kFeatureCount> kFeatureNames = {
     "events", "refunds", "session_activity", "mean_gap_days", "order_value_spread",
     "has_purchased", "overdue_ratio", "sessions_since_buy", "browse_days_after_buy",
     "recent_sessions"};
-
-constexpr double kMsPerHour = 3600.0 * 1000.0;
-constexpr double kMsPerDay = 24.0 * kMsPerHour;
 
 float LogDays(int64_t from_ms, int64_t to_ms) {
   return static_cast<float>(std::log1p(std::max<double>(0.0, double(to_ms - from_ms) / kMsPerDay)));
@@ -93,9 +92,8 @@ void RawStepFeatures(const StepEvent& event, const History& before, const Histor
   out[12] = first ? 1.0f : 0.0f;
   out[13] = before.purchases == 0 ? 1.0f : 0.0f;
   // Hour of day and weekday in UTC; 1970-01-01 was a Thursday (weekday 4, Sunday = 0).
-  int64_t day = event.ts_ms >= 0 ? event.ts_ms / int64_t(kMsPerDay)
-                                 : (event.ts_ms - int64_t(kMsPerDay) + 1) / int64_t(kMsPerDay);
-  double hour = double(event.ts_ms - day * int64_t(kMsPerDay)) / kMsPerHour;
+  int64_t day = FloorDiv(event.ts_ms, kMsPerDay);
+  double hour = double(event.ts_ms - day * kMsPerDay) / double(kMsPerHour);
   int weekday = static_cast<int>(((day + 4) % 7 + 7) % 7);
   constexpr double kTwoPi = 2.0 * std::numbers::pi;
   out[14] = static_cast<float>(std::sin(kTwoPi * hour / 24.0));

@@ -6,24 +6,21 @@
 #include <cstdint>
 #include <string>
 
+#include "common/hash.h"
+#include "common/units.h"
 #include "models/scorer.h"
 
 namespace clv::models {
 
 namespace {
 
-constexpr int64_t kMsPerDay = 24LL * 3600 * 1000;
 // A gap between two events longer than this starts a new session.
 constexpr int64_t kSessionGapMs = 30LL * 60 * 1000;
 // Weight of the newest gap in ewma_gap_days (the older mean keeps 1 - this).
 constexpr double kGapEwmaWeight = 0.3;
 
 // UTC day number (floor division, so times before 1970 also land right).
-int64_t DayOf(int64_t ts_ms) {
-  int64_t day = ts_ms / kMsPerDay;
-  if (ts_ms % kMsPerDay < 0) --day;
-  return day;
-}
+int64_t DayOf(int64_t ts_ms) { return FloorDiv(ts_ms, kMsPerDay); }
 
 void FoldPurchaseDay(History& history, int64_t ts_ms) {
   if (history.purchases == 1) {  // this is the first purchase
@@ -60,11 +57,7 @@ void FoldPurchaseDay(History& history, int64_t ts_ms) {
 }  // namespace
 
 uint64_t AttrHash(std::string_view text) {
-  uint64_t hash = 0xcbf29ce484222325ULL;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 0x100000001b3ULL;
-  }
+  const uint64_t hash = Fnv1a(text);
   return hash == 0 ? 1 : hash;
 }
 

@@ -10,6 +10,7 @@
 #include <random>
 #include <sstream>
 
+#include "common/hash.h"
 #include "config/config.h"
 #include "models/lstm.h"
 #include "models/lstm_kernel.h"
@@ -20,15 +21,6 @@ namespace {
 
 constexpr int kHeadOutputs = 4;
 constexpr int kFormatVersion = 2;
-
-uint64_t Fnv1a(uint64_t hash, const void* data, size_t bytes) {
-  auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < bytes; ++i) {
-    hash ^= p[i];
-    hash *= 1099511628211ULL;
-  }
-  return hash;
-}
 
 uint64_t HashFloats(uint64_t hash, const std::vector<float>& values) {
   return Fnv1a(hash, values.data(), values.size() * sizeof(float));
@@ -430,7 +422,7 @@ LstmModel RandomLstmModel(int hidden_size, uint64_t seed, int head_hidden,
 }
 
 std::string LstmModelVersion(const LstmModel& model) {
-  uint64_t hash = 14695981039346656037ULL;
+  uint64_t hash = kFnv1aOffset;
   const LstmWeights& w = model.weights;
   int64_t sizes[3] = {w.input_size, w.hidden_size, w.head_hidden};
   hash = Fnv1a(hash, sizes, sizeof(sizes));

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "common/aggregates.h"
+#include "common/event_kind.h"
 
 namespace clv::config {
 struct ModelOptions;
@@ -43,23 +44,11 @@ struct ModelOptions;
 
 namespace clv::models {
 
-// Canonical event types. The numeric values are stored in state and model
-// files: append only.
-enum class EventKind : uint8_t {
-  kPageView = 0,
-  kSearch = 1,
-  kAddToCart = 2,
-  kRemoveFromCart = 3,
-  kWishlist = 4,
-  kAdClick = 5,
-  kPurchase = 6,
-  kRefund = 7,
-  kProfile = 8,
-};
-inline constexpr int kEventKindCount = 9;
-const char* EventKindName(EventKind kind);
-// Canonical name -> kind; false when unknown.
-bool ParseEventKind(std::string_view name, EventKind* kind);
+// The event vocabulary lives in common/event_kind.h (sim/ and stream/ use it too).
+using clv::EventKind;
+using clv::EventKindName;
+using clv::kEventKindCount;
+using clv::ParseEventKind;
 
 // Profile attributes as a scorer sees them: up to kMaxAttrs (key, value)
 // pairs as hashes (AttrHash of "key" and of "key=value"), sorted by key_hash,

@@ -22,15 +22,13 @@
 #include <vector>
 #include <ostream>
 
+#include "common/units.h"
+
 namespace clv::sim {
 
 namespace {
 
-using models::EventKind;
-
 constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
-constexpr double kMsPerDay = 86400000.0;
-constexpr int64_t kMsPerHour = 3600000;
 constexpr int64_t kSessionGapMs = 31 * 60 * 1000;  // > 30 min: History starts a new session
 constexpr int kProducts = 5000;
 // Browse-only users stop browsing (fade) after Exponential(this mean) days.
@@ -174,7 +172,6 @@ class Rhythm {
   static bool IsWeekend(int64_t ms) { return HourOfWeek(ms) >= 120; }
 
  private:
-  static int64_t FloorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
   static size_t HourOfWeek(int64_t ms) {
     int64_t since_monday = FloorDiv(ms, kMsPerHour) + 72;
     return static_cast<size_t>(since_monday - FloorDiv(since_monday, 168) * 168);
@@ -740,7 +737,7 @@ void SyntheticShop::Impl::Format(int64_t index, const User& user, GeneratedEvent
   json += R"(","user_id":")";
   json += event->user_id;
   json += R"(","type":")";
-  json += models::EventKindName(user.pending_kind);
+  json += EventKindName(user.pending_kind);
   json += R"(","ts":)";
   AppendInt(json, user.pending_ms);
   auto session_id = [&]() {

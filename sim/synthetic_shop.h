@@ -54,7 +54,7 @@
 #include <string>
 #include <vector>
 
-#include "models/scorer.h"
+#include "common/event_kind.h"
 
 namespace clv::sim {
 
@@ -102,7 +102,7 @@ struct GeneratedEvent {
   std::string user_id;  // Kafka key
   std::string json;     // the message value, one JSON object, no newline
   int64_t ts_ms = 0;
-  models::EventKind kind = models::EventKind::kPageView;
+  EventKind kind = EventKind::kPageView;
   double amount = 0;    // purchase/refund amount, else 0
   int64_t user_index = 0;
 };

@@ -41,6 +41,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/status.h"
 #include "state/user_state.h"
 
 namespace clv::config {
@@ -49,14 +50,7 @@ struct StateOptions;
 
 namespace clv::state {
 
-// Error as a value. message names what and where.
-struct [[nodiscard]] Status {
-  bool ok_ = true;
-  std::string message;
-  static Status Ok() { return {}; }
-  static Status Error(std::string msg) { return {false, std::move(msg)}; }
-  bool ok() const { return ok_; }
-};
+using Status = clv::Status;  // common/status.h
 
 struct TopicPartitionOffset {
   std::string topic;

@@ -39,6 +39,7 @@
 #include <map>
 #include <string>
 
+#include "common/time.h"
 #include "config/config.h"
 #include "stream/decoder.h"
 #include "stream/event.h"
@@ -204,149 +205,11 @@ bool ParseNumericString(std::string_view text, double* value) {
   return true;
 }
 
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
 // ------------------------------------------------------------------- time --
 
-bool IsLeapYear(int64_t year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
-
-int DaysInMonth(int64_t year, int month) {
-  static constexpr std::array<int, 12> kDays = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return month == 2 && IsLeapYear(year) ? 29 : kDays[static_cast<size_t>(month - 1)];
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (month 1..12).
-int64_t DaysFromCivil(int64_t year, int month, int day) {
-  // Count years from March so the leap day is the last day of a "year".
-  year -= month <= 2 ? 1 : 0;
-  const int64_t era = (year >= 0 ? year : year - 399) / 400;
-  const int64_t year_of_era = year - era * 400;                       // [0, 399]
-  const int64_t shifted_month = month > 2 ? month - 3 : month + 9;     // March = 0
-  const int64_t day_of_year = (153 * shifted_month + 2) / 5 + day - 1;  // [0, 365]
-  const int64_t day_of_era =
-      year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-  return era * 146097 + day_of_era - 719468;
-}
-
-struct CivilTime {
-  int64_t year = 1970;
-  int month = 1;
-  int day = 1;
-  int hour = 0;
-  int minute = 0;
-  int second = 0;
-  int64_t millis = 0;
-  int64_t offset_seconds = 0;  // local time = UTC + offset
-};
-
-bool CivilToMs(const CivilTime& time, int64_t* ms, std::string* why) {
-  if (time.month < 1 || time.month > 12) {
-    *why = "month out of range";
-    return false;
-  }
-  if (time.day < 1 || time.day > DaysInMonth(time.year, time.month)) {
-    *why = "day out of range";
-    return false;
-  }
-  if (time.hour > 23 || time.minute > 59 || time.second > 60) {
-    *why = "time of day out of range";
-    return false;
-  }
-  const int64_t days = DaysFromCivil(time.year, time.month, time.day);
-  const int64_t seconds =
-      days * 86400 + time.hour * 3600 + time.minute * 60 + time.second - time.offset_seconds;
-  *ms = seconds * 1000 + time.millis;
-  return true;
-}
-
-// Reads 1..max_digits digits at text[*pos].
-bool ReadDigits(std::string_view text, size_t* pos, size_t min_digits, size_t max_digits,
-                int64_t* value) {
-  size_t start = *pos;
-  int64_t result = 0;
-  while (*pos < text.size() && *pos - start < max_digits && IsDigit(text[*pos])) {
-    result = result * 10 + (text[*pos] - '0');
-    ++*pos;
-  }
-  if (*pos - start < min_digits) return false;
-  *value = result;
-  return true;
-}
-
-// ".123456" -> milliseconds (extra digits truncated).
-bool ReadFraction(std::string_view text, size_t* pos, int64_t* millis) {
-  if (*pos >= text.size() || (text[*pos] != '.' && text[*pos] != ',')) return true;
-  ++*pos;
-  size_t start = *pos;
-  int64_t result = 0;
-  while (*pos < text.size() && IsDigit(text[*pos])) {
-    if (*pos - start < 3) result = result * 10 + (text[*pos] - '0');
-    ++*pos;
-  }
-  if (*pos == start) return false;
-  for (size_t digits = *pos - start; digits < 3; ++digits) result *= 10;
-  *millis = result;
-  return true;
-}
-
-// "Z", "z", "+02:00", "+0200", "-05".
-bool ReadOffset(std::string_view text, size_t* pos, int64_t* offset_seconds) {
-  if (*pos >= text.size()) return false;
-  char sign = text[*pos];
-  if (sign == 'Z' || sign == 'z') {
-    ++*pos;
-    *offset_seconds = 0;
-    return true;
-  }
-  if (sign != '+' && sign != '-') return false;
-  ++*pos;
-  int64_t hours = 0;
-  int64_t minutes = 0;
-  if (!ReadDigits(text, pos, 2, 2, &hours)) return false;
-  if (*pos < text.size() && text[*pos] == ':') ++*pos;
-  if (*pos < text.size() && IsDigit(text[*pos])) {
-    if (!ReadDigits(text, pos, 2, 2, &minutes)) return false;
-  }
-  if (hours > 23 || minutes > 59) return false;
-  *offset_seconds = (sign == '-' ? -1 : 1) * (hours * 3600 + minutes * 60);
-  return true;
-}
-
-// RFC 3339 and the common ISO 8601 forms.
-bool ParseRfc3339(std::string_view text, int64_t* ms, std::string* why) {
-  CivilTime time;
-  size_t pos = 0;
-  int64_t value = 0;
-  *why = "expected an RFC 3339 time like 2026-01-02T03:04:05Z";
-  if (!ReadDigits(text, &pos, 4, 4, &time.year)) return false;
-  if (pos >= text.size() || text[pos] != '-') return false;
-  ++pos;
-  if (!ReadDigits(text, &pos, 2, 2, &value)) return false;
-  time.month = static_cast<int>(value);
-  if (pos >= text.size() || text[pos] != '-') return false;
-  ++pos;
-  if (!ReadDigits(text, &pos, 2, 2, &value)) return false;
-  time.day = static_cast<int>(value);
-  if (pos < text.size()) {
-    if (text[pos] != 'T' && text[pos] != 't' && text[pos] != ' ') return false;
-    ++pos;
-    if (!ReadDigits(text, &pos, 2, 2, &value)) return false;
-    time.hour = static_cast<int>(value);
-    if (pos >= text.size() || text[pos] != ':') return false;
-    ++pos;
-    if (!ReadDigits(text, &pos, 2, 2, &value)) return false;
-    time.minute = static_cast<int>(value);
-    if (pos < text.size() && text[pos] == ':') {
-      ++pos;
-      if (!ReadDigits(text, &pos, 2, 2, &value)) return false;
-      time.second = static_cast<int>(value);
-      if (!ReadFraction(text, &pos, &time.millis)) return false;
-    }
-    if (pos < text.size() && !ReadOffset(text, &pos, &time.offset_seconds)) return false;
-  }
-  if (pos != text.size()) return false;
-  return CivilToMs(time, ms, why);
-}
+using time_text::ReadDigits;
+using time_text::ReadFraction;
+using time_text::ReadOffset;
 
 // strftime-style pattern, see the file comment for the directives.
 bool ParsePattern(std::string_view pattern, std::string_view text, int64_t* ms,

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/hash.h"
 #include "models/scorer.h"
 
 namespace clv::stream {
@@ -33,6 +34,6 @@ struct Event {
 };
 
 // 64-bit FNV-1a, stable across platforms and versions (stored in state).
-uint64_t StableHash64(std::string_view bytes);
+inline uint64_t StableHash64(std::string_view bytes) { return Fnv1a(bytes); }
 
 }  // namespace clv::stream

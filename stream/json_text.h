@@ -1,18 +1,17 @@
-// Small, allocation-light helpers for writing JSON text by hand on the hot
-// path (scores, alerts, dead letters), where output must be byte-stable.
+// JSON text for the stream's outputs: the helpers of common/json_text.h under
+// stream/ names, and JsonObjectWriter for byte-stable objects (alerts).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "common/json_text.h"
+
 namespace clv::stream {
 
-// Appends `value` as a JSON string literal (quotes, escapes, \u00XX for
-// control characters). Bytes that are not valid UTF-8 are replaced by U+FFFD.
-void AppendJsonString(std::string& out, std::string_view value);
-
-bool IsValidUtf8(std::string_view bytes);
+using clv::AppendJsonString;
+using clv::IsValidUtf8;
 
 // Appends one JSON object to `out`, fields in the order written:
 //   JsonObjectWriter(out).String("kind", kind).Fixed("amount", 12.5, 2).Close();

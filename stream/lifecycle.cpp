@@ -3,13 +3,12 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/units.h"
 #include "stream/json_text.h"
 
 namespace clv::stream {
 
 namespace {
-
-constexpr int64_t kMsPerDay = 86400000LL;
 
 int64_t DormantDueMs(const Aggregates& a, const config::LifecycleOptions& options) {
   return a.last_event_ms + static_cast<int64_t>(options.dormant_days * kMsPerDay);

@@ -1,5 +1,5 @@
 // What the service keeps in memory for its HTTP API and dashboard, and the
-// JSON answers built from it (connectors/http_server.h serves them).
+// JSON answers built from it (stream/http_api.cpp routes them).
 //
 //  * LiveViews: users per lifecycle stage, the CLV distribution, the top users
 //    (stream/top_users.h), the last emitted score of recently scored users

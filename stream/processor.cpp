@@ -9,6 +9,8 @@
 #include <unordered_map>
 
 #include "common/log.h"
+#include "common/time.h"
+#include "common/units.h"
 #include "state/half.h"
 #include "stream/commit_pipeline.h"
 #include "stream/decoder.h"
@@ -21,18 +23,6 @@ namespace clv::stream {
 using connectors::Status;
 
 namespace {
-
-constexpr int64_t kMsPerDay = 86400000LL;
-
-int64_t WallClockMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-int32_t EventDay(int64_t ts_ms) {
-  return static_cast<int32_t>(ts_ms >= 0 ? ts_ms / kMsPerDay : (ts_ms - kMsPerDay + 1) / kMsPerDay);
-}
 
 std::string StreamTimeKey(int32_t partition) { return "stream_time/" + std::to_string(partition); }
 

@@ -6,7 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "common/time.h"
 #include "connectors/http_server.h"
+#include "stream/http_api.h"
 #include "stream/metrics.h"
 #include "stream/live_views.h"
 #include "stream/top_users.h"
@@ -19,27 +21,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-connectors::ClientOptions ClientOptionsFrom(const config::Config& config) {
-  connectors::ClientOptions options;
-  options.bootstrap_servers = config.kafka.bootstrap_servers;
-  options.group_id = config.kafka.group_id;
-  options.properties = config.kafka.properties;
-  return options;
 }
 
 }  // namespace
@@ -75,7 +58,7 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   auto restore_status = service->RestoreLiveViews();
   if (!restore_status.ok()) return restore_status;
 
-  auto client = ClientOptionsFrom(config);
+  auto client = connectors::ClientOptionsFrom(config.kafka);
   // Create only the output topics that are missing: an out-of-process
   // embedded broker (`clv broker`) has no controller to answer CreateTopics,
   // and a real cluster may not allow it; existing topics need neither.
@@ -101,7 +84,7 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   processor->set_metrics(self->metrics_.get());
   LiveViews* live = self->live_.get();
   processor->set_user_observer([live](const UserScoreChange& change) { live->OnUserScored(change); });
-  processor->set_alert_observer([live](const AlertRecord& alert) { live->OnAlert(alert, WallMs()); });
+  processor->set_alert_observer([live](const AlertRecord& alert) { live->OnAlert(alert, WallClockMs()); });
   processor->set_score_observer([self](const ScoreRecord& record) {
     self->live_->OnScore(record);
     if (self->external_score_observer_) self->external_score_observer_(record);
@@ -176,14 +159,15 @@ Status Service::RestoreLiveViews() {
 Status Service::StartHttp() {
   auto options = connectors::FromConfig(config_.http);
   if (!options) return Status::Ok();
-  connectors::HttpHandlers handlers;
+  ApiHandlers handlers;
   handlers.user_json = [this](std::string_view user_id) { return UserJson(user_id); };
   handlers.top_json = [this](int n, std::string_view by) { return TopJson(n, by); };
   handlers.metrics_text = [this] { return MetricsText(); };
   handlers.ready = [this] { return ready(); };
   handlers.ready_detail = [this] { return ReadyDetail(); };
   handlers.summary_json = [this] { return SummaryJson(); };
-  auto status = connectors::HttpServer::Start(*options, std::move(handlers), &http_server_);
+  auto status =
+      connectors::HttpServer::Start(*options, ApiRoutes(std::move(handlers)), &http_server_);
   if (!status.ok()) return Status::Error("starting the HTTP server: " + status.message);
   Log(LogLevel::kInfo, "http listening",
       {{"url", "http://" + options->bind + ":" + std::to_string(http_server_->port()) + "/"},
@@ -264,7 +248,7 @@ std::string Service::MetricsText() {
 
 std::string Service::SummaryJson() {
   const auto& c = processor_->counters();
-  const int64_t now = SteadyMs();
+  const int64_t now = SteadyClockMs();
   nlohmann::json lag_partitions = nlohmann::json::array();
   int64_t lag_total = 0;
   {
@@ -282,7 +266,7 @@ std::string Service::SummaryJson() {
                    {"stage", entry.stage}});
   }
   nlohmann::json json = {
-      {"ts_ms", WallMs()},
+      {"ts_ms", WallClockMs()},
       {"ready", ready()},
       {"model", {{"scorer", scorer_name_}, {"version", model_version_}}},
       {"events_per_second", events_rate_->Update(now, static_cast<double>(c.consumed.load()))},

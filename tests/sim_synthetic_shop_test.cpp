@@ -11,6 +11,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "common/units.h"
 #include "config/config.h"
 #include "models/metrics.h"
 #include "sim/synthetic_shop.h"
@@ -24,9 +25,6 @@ using stream::Decoder;
 using stream::Event;
 
 using models::EventKind;
-
-constexpr int64_t kMsPerHour = 3600000;
-constexpr int64_t kMsPerDay = 24 * kMsPerHour;
 
 std::string Generate(const ShopOptions& options, std::string* truth_csv = nullptr) {
   SyntheticShop shop(options);
