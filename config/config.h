@@ -57,6 +57,10 @@ struct MappingOptions {
   std::string ts_field = "ts";
   // Input field holding the purchase/refund amount.
   std::string amount_field = "amount";
+  // A negative purchase (or refund) amount is a refund of |amount|. False: a
+  // negative amount is malformed (dead letter). A purchase of 0 is always a
+  // purchase worth 0.
+  bool negative_amount_is_refund = false;
   // Input field holding the currency code.
   std::string currency_field = "currency";
   // Input field holding the order id.
