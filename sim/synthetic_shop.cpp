@@ -361,7 +361,7 @@ std::string ApplyShopProfiles(const std::string& profiles, ShopOptions* options)
       o.purchase_rate_rate = 12.5;  // mean 0.08/day
       o.browse_only_share = 0.1;
       o.dropout_a = 1.0;
-      o.dropout_b = 12.0;
+      o.dropout_b = 30.0;
       o.order_p = 1.0;  // exponential orders around each buyer's mean
       o.order_q = 1.3;  // buyers' means: a power-law tail of index 1.3
       o.order_gamma = 60.0;
@@ -382,7 +382,7 @@ std::string ApplyShopProfiles(const std::string& profiles, ShopOptions* options)
       o.purchase_rate_rate = 5.0;  // mean 0.1/day, heavy tail
       o.dropout_a = 1.0;
       o.dropout_b = 10.0;
-      o.session_rate = 1.0;
+      o.session_rate = 1.5;
       o.interest_shape = 0.3;
     } else if (name == "day_granularity") {
       o.day_granularity = true;
@@ -769,7 +769,10 @@ void SyntheticShop::Impl::Finalize(User& user) const {
   auto expected_if_alive = [&]() {
     if (!(user.lambda > 0)) return 0.0;
     if (user.dropout <= 0) return lambda_horizon;
-    return (1.0 - std::exp(-user.dropout * lambda_horizon)) / user.dropout;
+    const double x = user.dropout * lambda_horizon;
+    // expm1 where 1 - exp(-x) loses the digits (tiny dropout: no_dropout).
+    if (x < 1e-8) return -std::expm1(-x) / user.dropout;
+    return (1.0 - std::exp(-x)) / user.dropout;
   };
   const double alive_purchases = expected_if_alive();
   user.expected_purchases = user.dropped ? 0.0 : alive_purchases;
