@@ -943,6 +943,7 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
         if (amount < 0) what += " (negative: set mapping.negative_amount_is_refund if a refund)";
         return Fail(reason, Field::kAmount, what);
       }
+      amount += 0.0;  // -0 is 0
       if (amount > limits.max_amount) {
         what = "got ";
         AppendNumber(what, amount);
