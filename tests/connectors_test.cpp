@@ -332,7 +332,7 @@ TEST(FileRowIdTest, BasenameAndLineAddedOnlyWhereTheRowHasNoId) {
   json = R"({"event_id":null,"user_id":"u1"})";
   EXPECT_TRUE(AddRowId(&json, "event_id", "o.csv:3"));
   EXPECT_EQ(json, R"({"event_id":"o.csv:3","event_id":null,"user_id":"u1"})");
-  for (std::string kept : {R"({"event_id":"e7"})", std::string("not json"), std::string("[1]")}) {
+  for (std::string kept : std::vector<std::string>{R"({"event_id":"e7"})", "not json", "[1]"}) {
     const std::string before = kept;
     EXPECT_FALSE(AddRowId(&kept, "event_id", "o.csv:4"));
     EXPECT_EQ(kept, before);
