@@ -19,9 +19,21 @@ void AddShopFlags(CLI::App& cmd, ShopFlags& flags) {
   cmd.add_option("--seed", o.seed, "Random seed (same seed, same bytes)");
   cmd.add_option("--start", flags.start, "First day of the period, YYYY-MM-DD (default 2025-01-01)");
   cmd.add_option("--horizon", flags.horizon, "Ground-truth horizon after the period, e.g. 365d");
+  std::string names;
+  for (const auto& name : sim::ShopProfileNames()) names += (names.empty() ? "" : "|") + name;
+  cmd.add_option("--profile", flags.profile,
+                 "Shop profile(s), comma-separated, later ones win: " + names +
+                     " (sim/synthetic_shop.h)");
 }
 
 bool ResolveShopFlags(ShopFlags& flags, const char* command) {
+  if (!flags.profile.empty()) {
+    auto error = sim::ApplyShopProfiles(flags.profile, &flags.options);
+    if (!error.empty()) {
+      std::fprintf(stderr, "%s: --profile: %s\n", command, error.c_str());
+      return false;
+    }
+  }
   if (!flags.start.empty() && !ParseDateMs(flags.start, &flags.options.start_ms)) {
     std::fprintf(stderr, "%s: --start '%s' is not a date (YYYY-MM-DD)\n", command, flags.start.c_str());
     return false;

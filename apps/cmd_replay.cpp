@@ -87,6 +87,8 @@ void AddReplayCommand(CLI::App& root, int* exit_code) {
       connectors::ReplayOptions options;
       options.topic = topic;
       options.key_field = config.mapping.user_id_field;
+      options.row_id_field = config.mapping.event_id_field;
+      options.source_path = file;
       options.max_events = flags->max_events;
       int64_t events = 0;
       status = connectors::ReplayFile(reader.get(), sink.get(), options, &events);

@@ -16,9 +16,10 @@ struct ShopFlags {
   sim::ShopOptions options;
   std::string start;    // YYYY-MM-DD, overrides options.start_ms
   std::string horizon;  // "365d", overrides options.horizon_days
+  std::string profile;  // "wholesale,cents": sim::ApplyShopProfiles
 };
 void AddShopFlags(CLI::App& cmd, ShopFlags& flags);
-// Applies start/horizon and validates; prints the error and returns false.
+// Applies the profiles, start/horizon, and validates; prints the error and returns false.
 bool ResolveShopFlags(ShopFlags& flags, const char* command);
 
 // The input topic an event goes to when events are split by kind:

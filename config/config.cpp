@@ -339,6 +339,11 @@ const std::vector<Option>& OptionTable() {
        .access = MemberOf<&Config::mapping, &MappingOptions::amount_field>,
        .description = "Input field holding the purchase/refund amount.",
        .non_empty = true},
+      {.key = "mapping.negative_amount_is_refund",
+       .access = MemberOf<&Config::mapping, &MappingOptions::negative_amount_is_refund>,
+       .description = "A negative purchase (or refund) amount is a refund of |amount|. False: a "
+                      "negative amount is malformed (dead letter). A purchase of 0 is always a "
+                      "purchase worth 0."},
       {.key = "mapping.currency_field",
        .access = MemberOf<&Config::mapping, &MappingOptions::currency_field>,
        .description = "Input field holding the currency code.",

@@ -44,6 +44,7 @@ struct MappingOptions {
   std::string type_field = "type";
   std::string ts_field = "ts";
   std::string amount_field = "amount";
+  bool negative_amount_is_refund = false;
   std::string currency_field = "currency";
   std::string order_id_field = "order_id";
   std::string items_field = "items";

@@ -209,8 +209,9 @@ Status EventFileReader::Open(const std::string& path, const std::string& format,
   return Status::Ok();
 }
 
-std::string JsonFieldAsString(std::string_view json, const std::string& field) {
-  auto doc = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+namespace {
+
+std::string ScalarText(const nlohmann::json& doc, const std::string& field) {
   if (!doc.is_object()) return "";
   auto it = doc.find(field);
   if (it == doc.end()) return "";
@@ -219,19 +220,57 @@ std::string JsonFieldAsString(std::string_view json, const std::string& field) {
   return "";
 }
 
+bool LacksField(const nlohmann::json& doc, const std::string& field) {
+  if (!doc.is_object()) return false;
+  auto it = doc.find(field);
+  return it == doc.end() || it->is_null();
+}
+
+// `json` is a JSON object text: "<field>":"<id>" goes right after its '{'.
+void InsertAtFront(std::string* json, const std::string& field, const std::string& id) {
+  const size_t open = json->find('{');
+  const size_t next = json->find_first_not_of(" \t\r\n", open + 1);
+  std::string entry = nlohmann::json(field).dump() + ":" + nlohmann::json(id).dump();
+  if (next != std::string::npos && (*json)[next] != '}') entry += ",";
+  json->insert(open + 1, entry);
+}
+
+}  // namespace
+
+std::string JsonFieldAsString(std::string_view json, const std::string& field) {
+  return ScalarText(nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false), field);
+}
+
+std::string FileRowId(const std::string& path, int64_t line) {
+  return std::filesystem::path(path).filename().string() + ":" + std::to_string(line);
+}
+
+bool AddRowId(std::string* json, const std::string& field, const std::string& id) {
+  if (!LacksField(nlohmann::json::parse(*json, nullptr, /*allow_exceptions=*/false), field)) {
+    return false;
+  }
+  InsertAtFront(json, field, id);
+  return true;
+}
+
 Status ReplayFile(EventFileReader* reader, KafkaSink* sink, const ReplayOptions& options,
                   int64_t* events) {
   if (options.topic.empty()) return Status::Error("ReplayFile: no topic given");
+  const bool key_from_field = !options.key_of && !options.key_field.empty();
   int64_t sent = 0;
   std::string json;
   int64_t line_no = 0;
   while ((options.max_events == 0 || sent < options.max_events) && reader->Next(&json, &line_no)) {
     std::string key;
-    if (options.key_of) {
-      key = options.key_of(json);
-    } else if (!options.key_field.empty()) {
-      key = JsonFieldAsString(json, options.key_field);
+    if (key_from_field || !options.row_id_field.empty()) {
+      // One parse serves the key and the row id.
+      auto doc = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+      if (key_from_field) key = ScalarText(doc, options.key_field);
+      if (!options.row_id_field.empty() && LacksField(doc, options.row_id_field)) {
+        InsertAtFront(&json, options.row_id_field, FileRowId(options.source_path, line_no));
+      }
     }
+    if (options.key_of) key = options.key_of(json);
     if (auto s = sink->Send(options.topic, key, json); !s.ok()) {
       return Status::Error("ReplayFile: line " + std::to_string(line_no) + ": " + s.message);
     }

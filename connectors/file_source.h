@@ -66,8 +66,27 @@ class EventFileReader {
   virtual const std::vector<std::string>& columns() const = 0;
 };
 
+// Event ids of file rows (clv replay, clv train, clv eval, clv fit-baseline):
+// a row without an event id (no event-id column, an empty cell, a JSONL line
+// without the field) gets the id "<file basename>:<line>". Identical rows are
+// separate events (CDNOW lists several orders of one customer and day as
+// identical rows), while replaying or loading the same file again, from any
+// directory, repeats the ids, so the second time every row is a duplicate.
+// Two different files with the same name are the same source: rename one.
+// Kafka messages without an id keep the decoder's content hash.
+std::string FileRowId(const std::string& path, int64_t line);
+
+// Adds "<field>":"<id>" at the front of a JSON object text that lacks the
+// field (absent or null); other bytes stay as they were. False, text
+// unchanged, when `json` is not a JSON object or already has the field.
+bool AddRowId(std::string* json, const std::string& field, const std::string& id);
+
 struct ReplayOptions {
   std::string topic;
+  // When set: rows without this field (the mapping's event_id_field) get
+  // FileRowId(source_path, line) in it.
+  std::string row_id_field = "";
+  std::string source_path = "";
   // Message key: key_of(json) when set; else the value of this top-level
   // field (string as is, numbers as their text); else no key.
   std::string key_field = "";

@@ -22,6 +22,7 @@
 #include <vector>
 #include <ostream>
 
+#include "common/time.h"
 #include "common/units.h"
 
 namespace clv::sim {
@@ -33,8 +34,6 @@ constexpr int64_t kSessionGapMs = 31 * 60 * 1000;  // > 30 min: History starts a
 constexpr int kProducts = 5000;
 // Browse-only users stop browsing (fade) after Exponential(this mean) days.
 constexpr double kBrowseOnlyFadeMeanDays = 30.0;
-// A user's interest in browsing ~ Gamma(shape, rate = shape): mean 1.
-constexpr double kInterestShape = 2.0;
 // Browsing activity: buyers 0.5 + 0.5 sqrt(lambda / mean lambda), browse-only users this.
 constexpr double kBrowseOnlyActivity = 0.6;
 
@@ -275,6 +274,9 @@ void AppendCents(std::string& out, int64_t cents) {
   out += static_cast<char>('0' + rest % 10);
 }
 
+// "YYYY-MM-DD" (UTC) of an epoch-ms time.
+void AppendDate(std::string& out, int64_t ms) { out += MsToDate(ms); }
+
 void AppendCsvNumber(std::ostream& out, double value) {
   std::array<char, 32> buffer{};
   auto [end, ec] = std::to_chars(buffer.data(), buffer.data() + buffer.size(), value);
@@ -309,6 +311,64 @@ std::string ValidateShopOptions(const ShopOptions& options) {
   }
   if (!(options.refund_share >= 0 && options.refund_share <= 1)) {
     return "shop option 'refund_share' must be in [0, 1]";
+  }
+  if (!(options.interest_shape > 0)) return "shop option 'interest_shape' must be > 0";
+  return "";
+}
+
+const std::vector<std::string>& ShopProfileNames() {
+  static const std::vector<std::string> names = {
+      "default",      "wholesale",    "one_time",        "no_dropout",
+      "high_dropout", "long_history", "day_granularity", "cents"};
+  return names;
+}
+
+std::string ApplyShopProfiles(const std::string& profiles, ShopOptions* options) {
+  size_t begin = 0;
+  while (begin <= profiles.size()) {
+    size_t end = profiles.find(',', begin);
+    if (end == std::string::npos) end = profiles.size();
+    const std::string name = profiles.substr(begin, end - begin);
+    ShopOptions& o = *options;
+    if (name == "default") {
+    } else if (name == "wholesale") {
+      o.purchase_rate_shape = 1.0;
+      o.purchase_rate_rate = 12.5;  // mean 0.08/day
+      o.browse_only_share = 0.1;
+      o.dropout_a = 1.0;
+      o.dropout_b = 30.0;
+      o.order_p = 1.0;  // exponential orders around each buyer's mean
+      o.order_q = 1.3;  // buyers' means: a power-law tail of index 1.3
+      o.order_gamma = 60.0;
+      o.refund_share = 0.02;
+    } else if (name == "one_time") {
+      o.dropout_a = 6.0;
+      o.dropout_b = 1.0;
+    } else if (name == "no_dropout") {
+      o.dropout_a = 0.05;
+      o.dropout_b = 50.0;
+    } else if (name == "high_dropout") {
+      o.purchase_rate_shape = 1.0;
+      o.purchase_rate_rate = 14.0;  // mean 0.07/day
+      o.dropout_a = 3.0;
+      o.dropout_b = 2.0;
+    } else if (name == "long_history") {
+      o.purchase_rate_shape = 0.5;
+      o.purchase_rate_rate = 5.0;  // mean 0.1/day, heavy tail
+      o.dropout_a = 1.0;
+      o.dropout_b = 10.0;
+      o.session_rate = 1.5;
+      o.interest_shape = 0.3;
+    } else if (name == "day_granularity") {
+      o.day_granularity = true;
+    } else if (name == "cents") {
+      o.money_in_cents = true;
+    } else {
+      std::string known;
+      for (const auto& n : ShopProfileNames()) known += (known.empty() ? "" : ", ") + n;
+      return "unknown shop profile '" + name + "' (known: " + known + ")";
+    }
+    begin = end + 1;
   }
   return "";
 }
@@ -378,7 +438,7 @@ SyntheticShop::Impl::Impl(ShopOptions shop_options) : options(std::move(shop_opt
     user.lambda = buyer ? gamma_lambda * kChannelRate[user.channel] * kTierRate[user.tier] : 0.0;
     user.dropout = rng.Beta(options.dropout_a, options.dropout_b);
     user.order_rate = rng.Gamma(options.order_q, options.order_gamma);
-    double interest = rng.Gamma(kInterestShape, kInterestShape);  // mean 1
+    double interest = rng.Gamma(options.interest_shape, options.interest_shape);  // mean 1
     double activity = buyer ? 0.5 + 0.5 * std::sqrt(user.lambda / mean_lambda) : kBrowseOnlyActivity;
     user.session_rate = options.session_rate * interest * activity;
     if (!buyer) {
@@ -591,7 +651,7 @@ void SyntheticShop::Impl::Posterior(User& user) const {
   // the browsing rate; they are taken out in expectation.
   const double n = std::max(1.0, static_cast<double>(user.observed_sessions) -
                                      static_cast<double>(user.purchases) * (1.0 + options.pre_purchase_sessions));
-  const double kappa = kInterestShape;
+  const double kappa = options.interest_shape;
   // E[sqrt(g / mean g)] for g ~ Gamma(r, .): buyers' mean browsing activity.
   const double sqrt_ratio = std::exp(std::lgamma(r + 0.5) - std::lgamma(r)) / std::sqrt(r);
   const double buyer_activity = 0.5 + 0.5 * std::sqrt(k) * sqrt_ratio;
@@ -684,7 +744,10 @@ void SyntheticShop::Impl::Finalize(User& user) const {
   auto expected_if_alive = [&]() {
     if (!(user.lambda > 0)) return 0.0;
     if (user.dropout <= 0) return lambda_horizon;
-    return (1.0 - std::exp(-user.dropout * lambda_horizon)) / user.dropout;
+    const double x = user.dropout * lambda_horizon;
+    // expm1 where 1 - exp(-x) loses the digits (tiny dropout: no_dropout).
+    if (x < 1e-8) return -std::expm1(-x) / user.dropout;
+    return (1.0 - std::exp(-x)) / user.dropout;
   };
   const double alive_purchases = expected_if_alive();
   user.expected_purchases = user.dropped ? 0.0 : alive_purchases;
@@ -738,8 +801,14 @@ void SyntheticShop::Impl::Format(int64_t index, const User& user, GeneratedEvent
   json += event->user_id;
   json += R"(","type":")";
   json += EventKindName(user.pending_kind);
-  json += R"(","ts":)";
-  AppendInt(json, user.pending_ms);
+  if (options.day_granularity) {
+    json += R"(","ts":")";
+    AppendDate(json, user.pending_ms);
+    json += '"';
+  } else {
+    json += R"(","ts":)";
+    AppendInt(json, user.pending_ms);
+  }
   auto session_id = [&]() {
     json += R"(,"session_id":")";
     json += event->user_id;
@@ -753,11 +822,16 @@ void SyntheticShop::Impl::Format(int64_t index, const User& user, GeneratedEvent
     json += "-o";
     AppendInt(json, order_id);
     json += R"(","amount":)";
-    AppendCents(json, user.pending_cents);
+    if (options.money_in_cents) {
+      AppendInt(json, user.pending_cents);
+      event->amount = static_cast<double>(user.pending_cents);
+    } else {
+      AppendCents(json, user.pending_cents);
+      event->amount = static_cast<double>(user.pending_cents) / 100.0;
+    }
     json += R"(,"currency":")";
     json += options.currency;
     json += '"';
-    event->amount = static_cast<double>(user.pending_cents) / 100.0;
   };
   auto product = [&]() {
     json += R"(,"product_id":"p)";
@@ -859,9 +933,10 @@ UserTruth SyntheticShop::Impl::TruthOf(int64_t index) const {
   truth.tier = kTiers[user.tier];
   truth.purchase_rate_per_day = user.lambda;
   truth.dropout_probability = user.dropout;
-  truth.mean_order_value = options.order_p / user.order_rate;
+  const double money = options.money_in_cents ? 100.0 : 1.0;  // truth in the events' units
+  truth.mean_order_value = money * options.order_p / user.order_rate;
   truth.purchases = user.purchases;
-  truth.spend = static_cast<double>(user.spend_cents) / 100.0;
+  truth.spend = money * static_cast<double>(user.spend_cents) / 100.0;
   truth.last_purchase_ms = user.last_purchase_ms;
   truth.finished = user.finished;
   if (!user.finished) return truth;
@@ -871,9 +946,9 @@ UserTruth SyntheticShop::Impl::TruthOf(int64_t index) const {
   truth.expected_spend = user.expected_purchases * truth.mean_order_value;
   truth.oracle_expected_spend = user.oracle_expected_purchases * truth.mean_order_value;
   truth.posterior_alive = user.posterior_alive;
-  truth.posterior_expected_spend = user.posterior_expected_spend;
+  truth.posterior_expected_spend = money * user.posterior_expected_spend;
   truth.realized_purchases = user.realized_purchases;
-  truth.realized_spend = static_cast<double>(user.realized_cents) / 100.0;
+  truth.realized_spend = money * static_cast<double>(user.realized_cents) / 100.0;
   return truth;
 }
 

@@ -93,10 +93,43 @@ struct ShopOptions {
   // Share of purchases refunded later.
   double refund_share = 0.05;
   std::string currency = "EUR";
+  // A user's interest in browsing ~ Gamma(shape, rate = shape): mean 1; a
+  // small shape gives a few users very long histories.
+  double interest_shape = 2.0;
+  // Output forms; the truth uses the same units, and the posterior stays
+  // the Bayes posterior of the shop:
+  //  * day_granularity: "ts" is the event's day, "YYYY-MM-DD" (UTC), as in
+  //    exports that keep dates only. The posterior is still computed from the
+  //    exact times, a little more than the day-level events show.
+  //  * money_in_cents: amounts are integer cents (values x 100), and so are
+  //    the truth's mean_order_value, spend and expected/realized spend.
+  bool day_granularity = false;
+  bool money_in_cents = false;
 };
 
 // Returns "" when the options are usable, else a message naming the option.
 std::string ValidateShopOptions(const ShopOptions& options);
+
+// Shop profiles that look like real shops unlike the default one (`clv gen
+// --profile`), applied in order to `options` (later ones win on the same
+// option), e.g. "wholesale,cents":
+//   default         the options as they are;
+//   wholesale       heavy-tailed order values (Gamma-Gamma q = 1.3: single
+//                   orders up to ~1000x the median), frequent repeat buyers,
+//                   few dropouts, few browse-only users;
+//   one_time        dropout after a purchase ~ Beta(6, 1): most buyers buy once;
+//   no_dropout      dropout ~ Beta(0.05, 50) (mean 0.001): almost nobody leaves;
+//   high_dropout    dropout ~ Beta(3, 2) (mean 0.6) at a higher purchase rate;
+//   long_history    heavy-tailed browsing and purchase rates: with a year or
+//                   more, some users have 10k+ events;
+//   day_granularity timestamps as days (see ShopOptions::day_granularity);
+//   cents           money in cents (see ShopOptions::money_in_cents).
+// Every profile is a change of the population parameters or of the output
+// form, so the truth and the Bayes posterior stay exact for it (the
+// day_granularity caveat above aside). "" on success, else the unknown name.
+std::string ApplyShopProfiles(const std::string& profiles, ShopOptions* options);
+// The profile names, in the order above.
+const std::vector<std::string>& ShopProfileNames();
 
 struct GeneratedEvent {
   std::string user_id;  // Kafka key
@@ -116,7 +149,7 @@ struct UserTruth {
   // Latent parameters.
   double purchase_rate_per_day = 0;  // lambda (0 = browse-only)
   double dropout_probability = 0;    // p
-  double mean_order_value = 0;       // E[order value | user]
+  double mean_order_value = 0;       // E[order value | user] (money: cents with money_in_cents)
   // Observed in the generated period.
   int64_t purchases = 0;
   double spend = 0;

@@ -66,6 +66,10 @@ bool LoadDataset(const std::vector<std::string>& paths, const config::Config& co
         }
         continue;
       }
+      // Rows without an event id: the file's row id (connectors/file_source.h).
+      if (!event.event_id_given) {
+        event.event_id_hash = StableHash64(connectors::FileRowId(path, line));
+      }
       if (!seen_ids.insert(event.event_id_hash).second) {
         ++stats->duplicates;
         continue;

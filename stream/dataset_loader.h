@@ -2,6 +2,10 @@
 // through the same Decoder the service uses, so `clv train`, `clv eval` and
 // `clv fit-baseline` see exactly what the stream would see.
 //
+// Rows without an event id get the file's row id "<basename>:<line>"
+// (connectors::FileRowId): identical rows count as separate events, the same
+// file given twice is all duplicates the second time.
+//
 // Malformed rows are skipped and counted; the first few are reported with
 // file:line and the decoder's reason.
 #pragma once

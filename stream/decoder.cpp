@@ -17,7 +17,9 @@
 //  * null counts as absent for every field.
 //  * A known field that appears twice in one object is rejected (ambiguous).
 //  * amount is only kept for purchase and refund; on other types it is
-//    checked for type and then ignored.
+//    checked for type and then ignored. A purchase of 0 is a purchase worth
+//    0; a refund must be > 0. A negative amount is rejected, unless
+//    mapping.negative_amount_is_refund: then it is a refund of |amount|.
 //  * ts "auto": numbers and numeric strings are epoch seconds below 1e11 and
 //    epoch milliseconds from 1e11 on; other strings are RFC 3339 / ISO 8601
 //    ("2026-01-02", "2026-01-02T03:04:05Z", fraction, "+02:00"/"+0200";
@@ -350,6 +352,7 @@ struct Decoder::Impl {
   std::map<std::string, EventKind, std::less<>> kinds;  // canonical names and aliases
   std::map<std::string, std::string, std::less<>> bad_aliases;  // alias -> unknown target
   bool has_default_kind = false;
+  bool negative_is_refund = false;  // mapping.negative_amount_is_refund
   EventKind default_kind = EventKind::kPageView;
   std::string default_type_error;
   TsMode ts_mode = TsMode::kAuto;
@@ -374,7 +377,7 @@ struct Decoder::Impl {
 
 Decoder::Impl::Impl(const config::MappingOptions& mapping,
                     const config::ValidationOptions& validation)
-    : limits(validation) {
+    : negative_is_refund(mapping.negative_amount_is_refund), limits(validation) {
   names[static_cast<size_t>(Field::kEventId)] = mapping.event_id_field;
   names[static_cast<size_t>(Field::kUserId)] = mapping.user_id_field;
   names[static_cast<size_t>(Field::kType)] = mapping.type_field;
@@ -667,6 +670,7 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
   reason->clear();
   event->user_id.clear();
   event->event_id_hash = 0;
+  event->event_id_given = false;
   event->kind = EventKind::kPageView;
   event->ts_ms = 0;
   event->amount = 0;
@@ -785,14 +789,24 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
     double amount = 0;
     if (!ReadNumber(Field::kAmount, &amount, reason)) return false;
     if (money) {
+      // A purchase of 0 (free, fully discounted) counts as a purchase worth 0.
+      // A negative amount is a refund of |amount| only with
+      // mapping.negative_amount_is_refund; a refund itself must be > 0.
       std::string what;
-      if (!(amount > 0)) {
-        what = "must be > 0 for ";
+      if (amount < 0 && negative_is_refund) {
+        event->kind = EventKind::kRefund;
+        amount = -amount;
+      }
+      const bool refund = event->kind == EventKind::kRefund;
+      if (std::isnan(amount) || amount < 0 || (refund && amount == 0)) {
+        what = refund ? "must be > 0 for " : "must be >= 0 for ";
         what += models::EventKindName(event->kind);
         what += ", got ";
         AppendNumber(what, amount);
+        if (amount < 0) what += " (negative: set mapping.negative_amount_is_refund if a refund)";
         return Fail(reason, Field::kAmount, what);
       }
+      amount += 0.0;  // -0 is 0
       if (amount > limits.max_amount) {
         what = "got ";
         AppendNumber(what, amount);
@@ -847,6 +861,7 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
     if (!ReadIdText(Field::kEventId, kMaxIdBytes, &text_buffer, reason)) return false;
     if (text_buffer.empty()) return Fail(reason, Field::kEventId, "must not be empty");
     event->event_id_hash = StableHash64(text_buffer);
+    event->event_id_given = true;
   } else {
     event->event_id_hash = StableHash64(bytes);
   }

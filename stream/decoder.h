@@ -4,11 +4,12 @@
 // JSONL line / CSV row converted to JSON) into an Event, using the field and
 // type-name mapping from config. It never throws: on anything malformed it
 // returns false with a one-line reason naming the field, e.g.
-//   "field 'amount': must be > 0 for purchase, got -3"
+//   "field 'amount': must be >= 0 for purchase, got -3 (negative: ...)"
 // and the caller sends the original bytes to the dead-letter topic.
 //
 // Event ids: `event_id` when present, else a 64-bit hash of the message
-// content, so an exact re-send is still recognised as a duplicate.
+// content, so an exact re-send is still recognised as a duplicate
+// (Event::event_id_given tells which; file loaders then use the row's id).
 //
 // Thread-safety: a Decoder is not thread-safe (it reuses a parser); use one
 // per thread.

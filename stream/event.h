@@ -21,9 +21,12 @@ using models::EventKind;
 struct Event {
   std::string user_id;
   uint64_t event_id_hash = 0;
+  // True when the message carried an event id; false when event_id_hash is
+  // the hash of the message bytes (file loaders then use the file's row id).
+  bool event_id_given = false;
   EventKind kind = EventKind::kPageView;
   int64_t ts_ms = 0;
-  double amount = 0;  // > 0 for purchase/refund, 0 otherwise
+  double amount = 0;  // >= 0 for purchase, > 0 for refund, 0 otherwise
   std::string currency;
   std::string order_id;
   std::string product_id;

@@ -320,6 +320,55 @@ TEST(EventFileReaderTest, CdnowWhitespaceTableWithGivenColumns) {
   EXPECT_DOUBLE_EQ(first["amount"].get<double>(), 29.33);
 }
 
+TEST(FileRowIdTest, BasenameAndLineAddedOnlyWhereTheRowHasNoId) {
+  EXPECT_EQ(FileRowId("/data/2026/orders.csv", 12), "orders.csv:12");
+  EXPECT_EQ(FileRowId("orders.csv", 12), FileRowId("/elsewhere/orders.csv", 12));
+  std::string json = R"({"user_id":"u1"})";
+  EXPECT_TRUE(AddRowId(&json, "event_id", "o.csv:2"));
+  EXPECT_EQ(json, R"({"event_id":"o.csv:2","user_id":"u1"})");
+  json = " { } ";
+  EXPECT_TRUE(AddRowId(&json, "event_id", "x\"y"));
+  EXPECT_EQ(nlohmann::json::parse(json)["event_id"], "x\"y");
+  json = R"({"event_id":null,"user_id":"u1"})";
+  EXPECT_TRUE(AddRowId(&json, "event_id", "o.csv:3"));
+  EXPECT_EQ(json, R"({"event_id":"o.csv:3","event_id":null,"user_id":"u1"})");
+  for (std::string kept : std::vector<std::string>{R"({"event_id":"e7"})", "not json", "[1]"}) {
+    const std::string before = kept;
+    EXPECT_FALSE(AddRowId(&kept, "event_id", "o.csv:4"));
+    EXPECT_EQ(kept, before);
+  }
+}
+
+// Identical rows get distinct ids (their lines); a second replay of the same
+// file repeats the ids, so the service sees duplicates, not new orders.
+TEST_F(EmbeddedBrokerTest, ReplayGivesIdlessRowsTheirFileRowId) {
+  ASSERT_TRUE(broker_->CreateTopic("replay-ids", 1).ok());
+  clv::testing::TempDir dir;
+  auto path = WriteFile(dir, "orders.csv", "user_id,amount\nu1,10\nu1,10\n");
+  auto sink = MakeSink();
+  ReplayOptions replay;
+  replay.topic = "replay-ids";
+  replay.key_field = "user_id";
+  replay.row_id_field = "event_id";
+  replay.source_path = path;
+  for (int pass = 0; pass < 2; ++pass) {
+    std::unique_ptr<EventFileReader> reader;
+    ASSERT_TRUE(EventFileReader::Open(path, "auto", {}, &reader).ok());
+    int64_t events = 0;
+    auto s = ReplayFile(reader.get(), sink.get(), replay, &events);
+    ASSERT_TRUE(s.ok()) << s.message;
+  }
+  std::unique_ptr<KafkaSource> source;
+  ASSERT_TRUE(KafkaSource::Create(options_, {"replay-ids"}, {}, &source).ok());
+  auto messages = PollN(source.get(), 4);
+  ASSERT_EQ(messages.size(), 4u);
+  std::vector<std::string> got;
+  for (const auto& m : messages) got.push_back(m.value);
+  const std::string second = R"({"event_id":"orders.csv:2","user_id":"u1","amount":10})";
+  const std::string third = R"({"event_id":"orders.csv:3","user_id":"u1","amount":10})";
+  EXPECT_EQ(got, (std::vector<std::string>{second, third, second, third}));
+}
+
 TEST_F(EmbeddedBrokerTest, ReplayFileProducesEveryRowKeyedByField) {
   ASSERT_TRUE(broker_->CreateTopic("replay", 2).ok());
   clv::testing::TempDir dir;

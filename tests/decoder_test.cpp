@@ -276,9 +276,11 @@ TEST(DecoderTest, RejectsMalformedEventsWithAReasonNamingTheField) {
       {"missing ts", R"({"user_id":"u","type":"search"})", "'ts': missing"},
       {"purchase without amount", "{" + head + R"(,"type":"purchase"})", "'amount': missing"},
       {"refund without amount", "{" + head + R"(,"type":"refund"})", "'amount': missing"},
-      {"zero amount", "{" + head + R"(,"type":"purchase","amount":0})", "must be > 0"},
-      {"negative amount", "{" + head + R"(,"type":"purchase","amount":-3})", "must be > 0"},
+      {"zero refund", "{" + head + R"(,"type":"refund","amount":0})", "must be > 0 for refund"},
+      {"negative amount", "{" + head + R"(,"type":"purchase","amount":-3})",
+       "must be >= 0 for purchase, got -3 (negative: set mapping.negative_amount_is_refund"},
       {"negative refund", "{" + head + R"(,"type":"refund","amount":-3})", "must be > 0"},
+      {"huge negative amount", "{" + head + R"(,"type":"purchase","amount":-1e300})", "must be >= 0"},
       {"huge amount", "{" + head + R"(,"type":"purchase","amount":1e9})", "max_amount"},
       {"overflowing amount", "{" + head + R"(,"type":"purchase","amount":1e400})", "not valid JSON"},
       {"string amount", "{" + head + R"(,"type":"purchase","amount":"ten"})", "'amount'"},
@@ -308,6 +310,49 @@ TEST(DecoderTest, RejectsMalformedEventsWithAReasonNamingTheField) {
         << c.name << ": reason was: " << result.reason;
     EXPECT_EQ(result.reason.find('\n'), std::string::npos) << c.name;
   }
+}
+
+// A free (fully discounted) order is a purchase worth 0; a negative amount is
+// a refund only where the mapping says so, and stays within max_amount.
+TEST(DecoderTest, ZeroPurchaseCountsAndNegativeAmountsFollowTheMapping) {
+  const std::string head = R"({"user_id":"u","ts":1767225600000,"type":)";
+  auto zero = DecodeDefault(head + R"("purchase","amount":0})");
+  ASSERT_TRUE(zero.ok) << zero.reason;
+  EXPECT_EQ(zero.event.kind, EventKind::kPurchase);
+  EXPECT_EQ(zero.event.amount, 0.0);
+
+  config::MappingOptions mapping;
+  mapping.negative_amount_is_refund = true;
+  const config::ValidationOptions limits;
+  for (const std::string type : {"purchase", "refund"}) {
+    auto negative = DecodeWith(mapping, limits, head + "\"" + type + R"(","amount":-3.5})");
+    ASSERT_TRUE(negative.ok) << type << ": " << negative.reason;
+    EXPECT_EQ(negative.event.kind, EventKind::kRefund) << type;
+    EXPECT_EQ(negative.event.amount, 3.5) << type;
+  }
+  auto positive = DecodeWith(mapping, limits, head + R"("purchase","amount":3.5})");
+  ASSERT_TRUE(positive.ok);
+  EXPECT_EQ(positive.event.kind, EventKind::kPurchase);
+  auto free = DecodeWith(mapping, limits, head + R"("purchase","amount":0})");
+  ASSERT_TRUE(free.ok);
+  EXPECT_EQ(free.event.kind, EventKind::kPurchase);
+  auto zero_refund = DecodeWith(mapping, limits, head + R"("refund","amount":0})");
+  EXPECT_FALSE(zero_refund.ok);
+  auto absurd = DecodeWith(mapping, limits, head + R"("purchase","amount":-1e300})");
+  EXPECT_FALSE(absurd.ok);
+  EXPECT_NE(absurd.reason.find("max_amount"), std::string::npos) << absurd.reason;
+  auto on_page_view = DecodeWith(mapping, limits, head + R"("page_view","amount":-3})");
+  ASSERT_TRUE(on_page_view.ok);
+  EXPECT_EQ(on_page_view.event.kind, EventKind::kPageView);
+}
+
+TEST(DecoderTest, EventIdGivenTellsAContentHashFromAnId) {
+  auto with_id = DecodeDefault(kPurchase);
+  ASSERT_TRUE(with_id.ok);
+  EXPECT_TRUE(with_id.event.event_id_given);
+  auto without = DecodeDefault(R"({"user_id":"u","type":"search","ts":1767225600})");
+  ASSERT_TRUE(without.ok);
+  EXPECT_FALSE(without.event.event_id_given);
 }
 
 TEST(DecoderTest, EveryTruncationOfAValidMessageIsRejected) {
