@@ -1,6 +1,7 @@
-// TrainLstm (torch). See trainer.h for the method; the network math here must
-// match LstmScorer (lstm_scorer.cpp on CUDA, lstm_kernel.cpp on CPU: the same
-// functions, evaluated in another order, so equal to ~1e-6, not bit for bit).
+// TrainLstm (torch). See trainer.h for the method; the network is LstmNet
+// (lstm_net.h), the same module the scorer runs on CUDA; the CPU scorer's
+// kernel (lstm_kernel.cpp) evaluates the same functions in another order
+// (equal to ~1e-6, not bit for bit; test LstmNet.AgreesWithTheCpuKernel).
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -16,13 +17,13 @@
 
 #include "models/metrics.h"
 #include "models/baseline_scorer.h"
+#include "models/lstm_net.h"
 #include "models/trainer.h"
 
 namespace clv::models {
 
 namespace {
 
-constexpr int kHeadOutputs = 4;
 // Step examples of one user weigh this much in all at most (BuildUserExamples).
 constexpr float kStepWeightPerUser = 8;
 
@@ -278,63 +279,6 @@ Batch MakeBatch(const std::vector<const UserExamples*>& users, int64_t pw) {
   return batch;
 }
 
-struct Net {
-  torch::Tensor w_ih, w_hh, b_ih, b_hh, head1_w, head1_b, head2_w, head2_b;
-  std::vector<torch::Tensor> parameters() const {
-    return {w_ih, w_hh, b_ih, b_hh, head1_w, head1_b, head2_w, head2_b};
-  }
-};
-
-Net NetFromWeights(const LstmWeights& w) {
-  auto t = [](const std::vector<float>& v, std::vector<int64_t> shape) {
-    return torch::from_blob(const_cast<float*>(v.data()), shape, torch::kFloat32)
-        .clone()
-        .requires_grad_(true);
-  };
-  int64_t gates = 4 * w.hidden_size;
-  return Net{t(w.w_ih, {gates, w.input_size}),
-             t(w.w_hh, {gates, w.hidden_size}),
-             t(w.b_ih, {gates}),
-             t(w.b_hh, {gates}),
-             t(w.head1_w, {w.head_hidden, w.head_input_size()}),
-             t(w.head1_b, {w.head_hidden}),
-             t(w.head2_w, {kHeadOutputs, w.head_hidden}),
-             t(w.head2_b, {kHeadOutputs})};
-}
-
-std::vector<float> ToVector(const torch::Tensor& t) {
-  torch::Tensor c = t.detach().contiguous().to(torch::kCPU);
-  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-}
-
-void ExportWeights(const Net& net, LstmWeights* w) {
-  w->w_ih = ToVector(net.w_ih);
-  w->w_hh = ToVector(net.w_hh);
-  w->b_ih = ToVector(net.b_ih);
-  w->b_hh = ToVector(net.b_hh);
-  w->head1_w = ToVector(net.head1_w);
-  w->head1_b = ToVector(net.head1_b);
-  w->head2_w = ToVector(net.head2_w);
-  w->head2_b = ToVector(net.head2_b);
-}
-
-// Heads on [..., H], [..., A], [..., P] plus offsets [..., O]; returns raw
-// outputs [..., 4] (same math as LstmScorer::Heads, which then applies the
-// link functions).
-torch::Tensor HeadOutputs(const Net& net, const torch::Tensor& h, const torch::Tensor& agg,
-                          const torch::Tensor& prior, const torch::Tensor& offsets) {
-  torch::Tensor z = torch::cat({h, agg, prior}, -1);
-  torch::Tensor hidden = torch::relu(torch::matmul(z, net.head1_w.t()) + net.head1_b);
-  return torch::matmul(hidden, net.head2_w.t()) + net.head2_b +
-         torch::constant_pad_nd(offsets, {0, kHeadOutputs - kPriorOffsetCount});
-}
-
-torch::Tensor ExpectedClv(const torch::Tensor& out) {
-  torch::Tensor p = torch::sigmoid(out.select(-1, 0));
-  torch::Tensor sigma = torch::softplus(out.select(-1, 2)) + 0.01;
-  return p * torch::exp(torch::clamp_max(out.select(-1, 1) + 0.5 * sigma * sigma, 20.0));
-}
-
 // Sum of per-example losses over mask, and the mask's sum.
 std::pair<torch::Tensor, torch::Tensor> ZilnLoss(const torch::Tensor& out, const torch::Tensor& y,
                                                  const torch::Tensor& churn,
@@ -360,7 +304,7 @@ struct PassResult {
 };
 
 // One pass over `batches`; trains when `optimizer` is set.
-PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vector<size_t>& order,
+PassResult RunPass(LstmNet& net, std::vector<Batch>& batches, const std::vector<size_t>& order,
                    int hidden, int bptt, torch::optim::Adam* optimizer, double clip) {
   PassResult result;
   for (size_t index : order) {
@@ -373,7 +317,7 @@ PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vecto
       std::vector<torch::Tensor> hs;
       hs.reserve(steps);
       for (int64_t t = start; t < start + steps; ++t) {
-        auto [h1, c1] = torch::lstm_cell(batch.x[t], {h, c}, net.w_ih, net.w_hh, net.b_ih, net.b_hh);
+        auto [h1, c1] = net->Cell(batch.x[t], h, c);
         h = h1;
         c = c1;
         hs.push_back(h1);
@@ -382,10 +326,10 @@ PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vecto
       auto x = batch.x.narrow(0, start, steps);
       auto slice = [&](torch::Tensor& t) { return t.narrow(0, start, steps); };
       torch::Tensor step_out =
-          HeadOutputs(net, hseq, x.narrow(2, kAggregateBegin, kAggregateCount),
+          net->Heads(hseq, x.narrow(2, kAggregateBegin, kAggregateCount),
                       slice(batch.step_prior), slice(batch.step_offsets));
       torch::Tensor rescore_out =
-          HeadOutputs(net, hseq, batch.r.narrow(0, start, steps), slice(batch.rescore_prior),
+          net->Heads(hseq, batch.r.narrow(0, start, steps), slice(batch.rescore_prior),
                       slice(batch.rescore_offsets));
       auto [step_loss, step_count] =
           ZilnLoss(step_out, slice(batch.step_y), slice(batch.step_churn), slice(batch.step_mask));
@@ -400,11 +344,11 @@ PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vecto
         if (optimizer != nullptr) {
           optimizer->zero_grad();
           (loss_sum / count).backward();
-          torch::nn::utils::clip_grad_norm_(net.parameters(), clip);
+          torch::nn::utils::clip_grad_norm_(net->parameters(), clip);
           optimizer->step();
         } else {
           torch::Tensor mask = slice(batch.rescore_mask).reshape({-1});
-          torch::Tensor clv = ExpectedClv(rescore_out).reshape({-1});
+          torch::Tensor clv = LstmHeadLinks(rescore_out).clv.reshape({-1});
           torch::Tensor y = slice(batch.rescore_y).reshape({-1});
           torch::Tensor keep = mask > 0;
           torch::Tensor kept_clv = clv.masked_select(keep).contiguous();
@@ -636,8 +580,8 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   model.weights.head2_b = {0.0f, static_cast<float>(mean_log),
                            static_cast<float>(std::log(std::expm1(std::max(0.02, sd_log - 0.01)))),
                            static_cast<float>(logit(churned / labelled_train))};
-  Net net = NetFromWeights(model.weights);
-  torch::optim::Adam optimizer(net.parameters(), torch::optim::AdamOptions(options.learning_rate));
+  LstmNet net(model.weights);
+  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(options.learning_rate));
 
   double best_loss = std::numeric_limits<double>::infinity();
   double best_gini = -std::numeric_limits<double>::infinity();
@@ -726,7 +670,7 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     if (report.improved) {
       best_loss = report.validation_loss;
       best_gini = report.validation_gini;
-      ExportWeights(net, &best_weights);
+      net->ExportTo(&best_weights);
       result.best_epoch = epoch;
       best_report = report;
       since_best = 0;

@@ -18,6 +18,7 @@
 #include "models/dataset.h"
 #include "models/features.h"
 #include "models/lstm.h"
+#include "models/lstm_kernel.h"
 #include "models/trainer.h"
 #include "tests/test_support.h"
 
@@ -508,6 +509,48 @@ TEST(LstmScorer, KernelIsaLevelsAgree) {
     }
     EXPECT_NEAR(best.rescored[u].clv, generic.rescored[u].clv, 1e-5 * std::max(1.0, best.rescored[u].clv));
   }
+}
+
+// The torch network (LstmNet: trainer, CUDA scorer) and the CPU kernel are the
+// two implementations of one function: random weights and inputs, with a
+// vocabulary, the new state and head values agree to ~1e-6.
+TEST(LstmNet, AgreesWithTheCpuKernel) {
+  std::vector<AttrVocabEntry> vocab(3);
+  for (size_t i = 0; i < vocab.size(); ++i) vocab[i].pair_hash = 11 + i;
+  LstmModel model = RandomLstmModel(24, 31, 12, vocab);
+  const int pw = kPriorCount + 3;
+  std::mt19937_64 random(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto fill = [&](std::vector<float>& v, size_t n) {
+    v.resize(n);
+    for (float& f : v) f = normal(random);
+  };
+  LstmCpuKernel kernel(model.weights);
+  int compared = 0;
+  for (int tile = 0; tile < 20; ++tile) {
+    const int rows = 1 + tile % LstmCpuKernel::kTileRows;
+    std::vector<float> x, prior, offsets, state;
+    fill(x, size_t(rows) * kFeatureCount);
+    fill(prior, size_t(rows) * pw);
+    fill(offsets, size_t(rows) * kPriorOffsetCount);
+    fill(state, size_t(rows) * 2 * 24);
+    for (int i = 0; i < rows; ++i) prior[size_t(i) * pw + kPriorCount + i % 3] = 1.0f;
+    std::vector<float> kernel_state = state, net_state = state;
+    std::vector<float> kernel_heads(size_t(rows) * 4), net_heads(size_t(rows) * 4);
+    kernel.Step(rows, x.data(), prior.data(), offsets.data(), kernel_state.data(),
+                kernel_heads.data(), nullptr);
+    LstmNetStepOnCpu(model.weights, rows, x.data(), prior.data(), offsets.data(),
+                     net_state.data(), net_heads.data());
+    for (size_t j = 0; j < state.size(); ++j) {
+      ASSERT_NEAR(kernel_state[j], net_state[j], 2e-6) << "tile " << tile << " state " << j;
+    }
+    for (size_t j = 0; j < kernel_heads.size(); ++j) {
+      ASSERT_NEAR(kernel_heads[j], net_heads[j], 2e-6 * std::max(1.0f, std::fabs(net_heads[j])))
+          << "tile " << tile << " head value " << j;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 4 * (20 / 8 * 36 + 1 + 2 + 3 + 4));
 }
 
 TEST(LstmScorer, TopFactorsNameFeaturesAndSumTowardTheScore) {
