@@ -12,6 +12,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <random>
 
@@ -37,7 +38,20 @@ struct UserExamples {
   std::vector<float> step_prior, step_offsets, rescore_prior, rescore_offsets;
   std::vector<float> step_y, step_mask, step_churn;
   std::vector<float> rescore_y, rescore_mask, rescore_churn;
+  // Backtest example (validation users, calibrate_total): the state after
+  // event backtest_k (-1 = none), aggregates [A], prior inputs [P + K] and
+  // offsets [O] at the backtest cutoff, and the spend in the window after it.
+  int64_t backtest_k = -1;
+  std::vector<float> backtest_r, backtest_prior, backtest_offsets;
+  float backtest_y = 0;
   size_t length() const { return step_y.size(); }
+};
+
+// The question asked in the field, asked of the validation users inside the
+// training data: everyone at `cutoff_ms`, spend over the next horizon_days.
+struct BacktestWindow {
+  int64_t cutoff_ms = 0;
+  double horizon_days = 0;
 };
 
 // Horizons: each labelled example draws its own horizon log-uniformly from
@@ -225,6 +239,37 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRa
   }
 }
 
+// Fills out's backtest example: the user's history up to the cutoff and the
+// spend (purchases minus refunds, floored at 0) from the cutoff on. Nothing
+// for a user without an event before the cutoff.
+void BuildBacktest(const UserSequence& user, const BacktestWindow& window, const LstmPrior& prior,
+                   const std::vector<AttrVocabEntry>& vocab, UserExamples* out) {
+  History history;
+  int64_t last = -1;
+  double spend = 0;
+  for (size_t i = 0; i < user.events.size(); ++i) {
+    const StepEvent& event = user.events[i];
+    if (event.ts_ms < window.cutoff_ms) {
+      UpdateHistory(history, event);
+      last = static_cast<int64_t>(i);
+    } else if (event.kind == EventKind::kPurchase) {
+      spend += event.amount;
+    } else if (event.kind == EventKind::kRefund) {
+      spend -= event.amount;
+    }
+  }
+  if (last < 0) return;
+  out->backtest_k = last;
+  out->backtest_y = static_cast<float>(std::max(0.0, spend));
+  out->backtest_r.assign(kAggregateCount, 0.0f);
+  out->backtest_prior.assign(kPriorCount + vocab.size(), 0.0f);
+  out->backtest_offsets.assign(kPriorOffsetCount, 0.0f);
+  RawAggregateFeatures(history, window.cutoff_ms, out->backtest_r.data());
+  RawPriorInputs(prior, history, window.cutoff_ms, window.horizon_days,
+                 out->backtest_prior.data(), out->backtest_offsets.data());
+  AttrIndicators(vocab, history, out->backtest_prior.data() + kPriorCount);
+}
+
 // Padded tensors of one mini-batch, time-major.
 struct Batch {
   int64_t length = 0;
@@ -234,6 +279,10 @@ struct Batch {
   torch::Tensor step_offsets, rescore_offsets;  // [L, B, O]
   torch::Tensor step_y, step_mask, step_churn;
   torch::Tensor rescore_y, rescore_mask, rescore_churn;  // [L, B]
+  // Backtest rows, by event index: (event index, user column), and their
+  // aggregates [N, A], prior inputs [N, P], offsets [N, O] and spend [N].
+  std::vector<std::pair<int64_t, int64_t>> backtest;
+  torch::Tensor backtest_r, backtest_prior, backtest_offsets, backtest_y;
 };
 
 Batch MakeBatch(const std::vector<const UserExamples*>& users, int64_t pw) {
@@ -276,6 +325,25 @@ Batch MakeBatch(const std::vector<const UserExamples*>& users, int64_t pw) {
       set(batch.rescore_churn, u.rescore_churn[k]);
     }
   }
+  for (int64_t j = 0; j < b; ++j) {
+    if (users[j]->backtest_k >= 0) batch.backtest.emplace_back(users[j]->backtest_k, j);
+  }
+  std::stable_sort(batch.backtest.begin(), batch.backtest.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  const int64_t rows = static_cast<int64_t>(batch.backtest.size());
+  batch.backtest_r = torch::zeros({rows, kAggregateCount});
+  batch.backtest_prior = torch::zeros({rows, pw});
+  batch.backtest_offsets = torch::zeros({rows, kPriorOffsetCount});
+  batch.backtest_y = torch::zeros({rows});
+  for (int64_t i = 0; i < rows; ++i) {
+    const UserExamples& u = *users[batch.backtest[i].second];
+    std::copy_n(u.backtest_r.data(), kAggregateCount,
+                batch.backtest_r.data_ptr<float>() + i * kAggregateCount);
+    std::copy_n(u.backtest_prior.data(), pw, batch.backtest_prior.data_ptr<float>() + i * pw);
+    std::copy_n(u.backtest_offsets.data(), kPriorOffsetCount,
+                batch.backtest_offsets.data_ptr<float>() + i * kPriorOffsetCount);
+    batch.backtest_y.data_ptr<float>()[i] = u.backtest_y;
+  }
   return batch;
 }
 
@@ -300,6 +368,8 @@ std::pair<torch::Tensor, torch::Tensor> ZilnLoss(const torch::Tensor& out, const
 struct PassResult {
   double loss_sum = 0;
   double count = 0;
+  // Mini-batches skipped because their loss or gradient was not finite.
+  size_t non_finite = 0;
   std::vector<double> predicted, actual;  // labelled rescore examples
 };
 
@@ -338,14 +408,21 @@ PassResult RunPass(LstmNet& net, std::vector<Batch>& batches, const std::vector<
                                                     slice(batch.rescore_mask));
       double count = step_count.item<double>() + rescore_count.item<double>();
       torch::Tensor loss_sum = step_loss + rescore_loss;
-      if (count > 0) {
-        result.loss_sum += loss_sum.item<double>();
+      const double loss_value = count > 0 ? loss_sum.item<double>() : 0.0;
+      if (!std::isfinite(loss_value)) {
+        ++result.non_finite;  // skipped: no step, not in the loss
+      } else if (count > 0) {
+        result.loss_sum += loss_value;
         result.count += count;
         if (optimizer != nullptr) {
           optimizer->zero_grad();
           (loss_sum / count).backward();
-          torch::nn::utils::clip_grad_norm_(net->parameters(), clip);
-          optimizer->step();
+          const double norm = torch::nn::utils::clip_grad_norm_(net->parameters(), clip);
+          if (std::isfinite(norm)) {
+            optimizer->step();
+          } else {
+            ++result.non_finite;
+          }
         } else {
           torch::Tensor mask = slice(batch.rescore_mask).reshape({-1});
           torch::Tensor clv = LstmHeadLinks(rescore_out).clv.reshape({-1});
@@ -364,6 +441,42 @@ PassResult RunPass(LstmNet& net, std::vector<Batch>& batches, const std::vector<
     }
   }
   return result;
+}
+
+// Predicted and actual total spend of the backtest rows of `batches`.
+std::pair<double, double> BacktestTotals(LstmNet& net, const std::vector<Batch>& batches,
+                                         int hidden) {
+  torch::NoGradGuard no_grad;
+  double predicted = 0, actual = 0;
+  for (const Batch& batch : batches) {
+    if (batch.backtest.empty()) continue;
+    const int64_t b = batch.x.size(1);
+    torch::Tensor h = torch::zeros({b, hidden});
+    torch::Tensor c = torch::zeros({b, hidden});
+    std::vector<torch::Tensor> rows(batch.backtest.size());
+    size_t next = 0;
+    for (int64_t t = 0; t < batch.length && next < rows.size(); ++t) {
+      auto [h1, c1] = net->Cell(batch.x[t], h, c);
+      h = h1;
+      c = c1;
+      for (; next < rows.size() && batch.backtest[next].first == t; ++next) {
+        rows[next] = h[batch.backtest[next].second];
+      }
+    }
+    torch::Tensor clv = LstmHeadLinks(net->Heads(torch::stack(rows, 0), batch.backtest_r,
+                                                 batch.backtest_prior, batch.backtest_offsets))
+                            .clv;
+    predicted += clv.sum().item<double>();
+    actual += batch.backtest_y.sum().item<double>();
+  }
+  return {predicted, actual};
+}
+
+bool AllFinite(LstmNet& net) {
+  for (const auto& parameter : net->parameters()) {
+    if (!torch::isfinite(parameter).all().item<bool>()) return false;
+  }
+  return true;
 }
 
 // The `size` most frequent profile (key=value) pairs, by users holding them at
@@ -484,11 +597,20 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   double prior_count = 0;
   std::array<double, kPriorCount> prior_mean{}, prior_m2{};
   std::vector<double> residual_log;
+  // Backtest: the validation users at data end - min(horizon, span / 2).
+  BacktestWindow backtest;
+  backtest.horizon_days =
+      std::min(options.horizon_days, double(data.end_ms - data.start_ms) / kMsPerDay / 2);
+  backtest.cutoff_ms = data.end_ms - static_cast<int64_t>(backtest.horizon_days * kMsPerDay);
+  const bool calibrate = options.calibrate_total && backtest.horizon_days >= 1;
   for (size_t i = 0; i < data.users.size(); ++i) {
     examples[i].user = i;
     BuildUserExamples(data.users[i], data.end_ms, horizons, prior, vocab,
                       options.snapshots_per_user, random, &examples[i]);
     bool is_validation = holdout(random);
+    if (is_validation && calibrate) {
+      BuildBacktest(data.users[i], backtest, prior, vocab, &examples[i]);
+    }
     const UserExamples& u = examples[i];
     events += u.length();
     for (size_t k = 0; k < u.length(); ++k) {
@@ -540,6 +662,10 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
       StandardizePrior(prior, &u.step_prior[k * pw]);
       StandardizePrior(prior, &u.rescore_prior[k * pw]);
     }
+    if (u.backtest_k >= 0) {
+      norm.Apply(u.backtest_r.data(), kAggregateCount, kAggregateBegin);
+      StandardizePrior(prior, u.backtest_prior.data());
+    }
   }
 
   // Batches of users of similar length.
@@ -576,12 +702,33 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   for (double v : residual_log) var_log += (v - mean_log) * (v - mean_log);
   if (residual_log.size() > 1) var_log /= double(residual_log.size() - 1);
   double sd_log = std::clamp(std::sqrt(var_log), 0.1, 3.0);
-  for (float& w : model.weights.head2_w) w *= 0.1f;
-  model.weights.head2_b = {0.0f, static_cast<float>(mean_log),
-                           static_cast<float>(std::log(std::expm1(std::max(0.02, sd_log - 0.01)))),
-                           static_cast<float>(logit(churned / labelled_train))};
+  if (options.init_weights) {
+    // Fine-tuning: the given weights as they are (their heads already hold
+    // a correction of the prior, which is refitted on this data).
+    const LstmWeights& init = *options.init_weights;
+    if (init.hidden_size != options.hidden_size || init.head_hidden != options.head_hidden ||
+        init.attr_count != int(vocab.size()) || init.input_size != kFeatureCount ||
+        !init.CheckShapes().empty()) {
+      result.error = "TrainLstm: the initial weights (hidden " + std::to_string(init.hidden_size) +
+                     ", head hidden " + std::to_string(init.head_hidden) + ", " +
+                     std::to_string(init.attr_count) + " attribute inputs) do not fit this "
+                     "training (hidden " + std::to_string(options.hidden_size) + ", head hidden " +
+                     std::to_string(options.head_hidden) + ", " + std::to_string(vocab.size()) +
+                     " attribute inputs)" +
+                     (init.CheckShapes().empty() ? "" : ": " + init.CheckShapes());
+      return result;
+    }
+    model.weights = init;
+  } else {
+    for (float& w : model.weights.head2_w) w *= 0.1f;
+    model.weights.head2_b = {
+        0.0f, static_cast<float>(mean_log),
+        static_cast<float>(std::log(std::expm1(std::max(0.02, sd_log - 0.01)))),
+        static_cast<float>(logit(churned / labelled_train))};
+  }
   LstmNet net(model.weights);
-  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(options.learning_rate));
+  auto optimizer = std::make_unique<torch::optim::Adam>(
+      net->parameters(), torch::optim::AdamOptions(options.learning_rate));
 
   double best_loss = std::numeric_limits<double>::infinity();
   double best_gini = -std::numeric_limits<double>::infinity();
@@ -624,6 +771,14 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
         {"lr_decay", options.lr_decay},
         {"patience", options.patience},
         {"select_by", options.select_by_gini ? "validation gini" : "validation loss"},
+        {"fine_tuned", options.init_weights.has_value()},
+        {"recoveries", result.recoveries},
+        {"total_calibration",
+         {{"backtest_cutoff", calibrate ? MsToDate(backtest.cutoff_ms) : ""},
+          {"backtest_horizon_days", calibrate ? backtest.horizon_days : 0.0},
+          {"predicted", result.backtest_predicted},
+          {"actual", result.backtest_actual},
+          {"scale", result.total_scale}}},
         {"validation_fraction", options.validation_fraction},
         {"seed", options.seed},
         {"threads", options.threads},
@@ -646,11 +801,11 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     std::vector<size_t> order(train_batches.size());
     std::iota(order.begin(), order.end(), size_t{0});
     std::shuffle(order.begin(), order.end(), random);
-    for (auto& group : optimizer.param_groups()) {
+    for (auto& group : optimizer->param_groups()) {
       static_cast<torch::optim::AdamOptions&>(group.options()).lr(learning_rate);
     }
     PassResult train = RunPass(net, train_batches, order, options.hidden_size, options.bptt_steps,
-                               &optimizer, options.clip_grad_norm);
+                               optimizer.get(), options.clip_grad_norm);
     PassResult validation;
     {
       torch::NoGradGuard no_grad;
@@ -665,6 +820,38 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     report.learning_rate = learning_rate;
     report.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const bool diverged = train.non_finite > 0 || validation.non_finite > 0 ||
+                          !std::isfinite(report.train_loss) ||
+                          !std::isfinite(report.validation_loss) || !AllFinite(net);
+    if (diverged) {
+      // Undo the epoch: the last good weights, a fresh optimizer, a lower rate.
+      if (result.recoveries >= options.max_recoveries) {
+        result.error = "TrainLstm: training diverged (loss or weights not finite) at epoch " +
+                       std::to_string(epoch) + " after " + std::to_string(result.recoveries) +
+                       " recoveries; lower --lr";
+        return result;
+      }
+      ++result.recoveries;
+      learning_rate *= 0.25;
+      net = LstmNet(best_weights);
+      optimizer = std::make_unique<torch::optim::Adam>(
+          net->parameters(), torch::optim::AdamOptions(learning_rate));
+      std::fprintf(stderr,
+                   "clv train: epoch %d diverged (%zu of %zu mini-batches with a non-finite loss "
+                   "or gradient); restored the weights of epoch %d, learning rate lowered to "
+                   "%.2e\n",
+                   epoch, train.non_finite + validation.non_finite,
+                   train_batches.size() + validation_batches.size(), result.best_epoch,
+                   learning_rate);
+      report.improved = false;
+      result.epochs.push_back(report);
+      if (on_epoch) {
+        on_epoch(report);
+      } else {
+        PrintEpoch(report);
+      }
+      continue;
+    }
     report.improved = options.select_by_gini ? report.validation_gini > best_gini
                                              : report.validation_loss < best_loss;
     if (report.improved) {
@@ -691,15 +878,36 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
         return result;
       }
     }
-    if (!std::isfinite(report.train_loss)) {
-      result.error = "TrainLstm: loss is not finite at epoch " + std::to_string(epoch) +
-                     " (lower the learning rate)";
-      return result;
-    }
     if (since_best >= options.patience) break;
     learning_rate *= options.lr_decay;
   }
+  if (result.best_epoch == 0) {
+    result.error = "TrainLstm: no epoch ended with finite weights";
+    return result;
+  }
+  if (calibrate) {
+    LstmNet best_net(best_weights);
+    auto [predicted, actual] = BacktestTotals(best_net, validation_batches, options.hidden_size);
+    result.backtest_predicted = predicted;
+    result.backtest_actual = actual;
+    if (predicted > 0 && actual > 0 && std::isfinite(predicted) && std::isfinite(actual)) {
+      result.total_scale = std::clamp(actual / predicted, 0.25, 4.0);
+      best_weights.head2_b[1] += static_cast<float>(std::log(result.total_scale));
+    }
+    std::fprintf(stderr,
+                 "total calibration: validation users at %s, next %.0f days: predicted %.4g, "
+                 "actual %.4g; expected spend scaled by %.3f\n",
+                 MsToDate(backtest.cutoff_ms).c_str(), backtest.horizon_days, predicted, actual,
+                 result.total_scale);
+  }
   result.model = finish_model(best_weights, &best_report);
+  if (!options.checkpoint_path.empty()) {
+    std::string error;
+    if (!SaveLstmModel(result.model, options.checkpoint_path, &error)) {
+      result.error = "TrainLstm: checkpoint: " + error;
+      return result;
+    }
+  }
   result.train_users = train_users.size();
   result.validation_users = validation_users.size();
   result.labelled_examples = labelled;
