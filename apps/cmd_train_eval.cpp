@@ -31,6 +31,7 @@ struct TrainFlags {
   std::string out;
   std::string calibration_end;
   std::string init_from;
+  int batch_users = 0;  // 0 = by the number of users (RunTrain)
   models::TrainOptions options;
 };
 
@@ -150,6 +151,15 @@ void RunTrain(TrainFlags& flags, const std::string& command, int* exit_code) {
     flags.options.min_horizon_days = std::max(1.0, std::round(flags.options.horizon_days / 10));
     flags.options.min_horizon_days =
         std::min(flags.options.min_horizon_days, flags.options.horizon_days);
+  }
+  // Mini-batches: at least ~25 updates an epoch on a small shop (a power of
+  // two <= users / 32), 256 users at most.
+  if (flags.batch_users > 0) {
+    flags.options.batch_users = flags.batch_users;
+  } else {
+    int batch = 8;
+    while (batch < 256 && size_t(batch) * 2 * 32 <= data.users.size()) batch *= 2;
+    flags.options.batch_users = batch;
   }
   if (!flags.init_from.empty()) {
     models::LstmModel init;
@@ -304,8 +314,9 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
       ->capture_default_str()->check(CLI::Range(1, 4096));
   train->add_option("--head-hidden", t.options.head_hidden, "Head hidden layer size")
       ->capture_default_str()->check(CLI::Range(1, 4096));
-  train->add_option("--batch-users", t.options.batch_users, "Users per mini-batch")
-      ->capture_default_str()->check(CLI::Range(1, 1000000));
+  train->add_option("--batch-users", t.batch_users,
+                    "Users per mini-batch (default: a power of two <= users / 32, at most 256)")
+      ->check(CLI::Range(1, 1000000));
   train->add_option("--bptt", t.options.bptt_steps, "Truncated BPTT chunk, events")
       ->capture_default_str()->check(CLI::Range(1, 100000));
   train->add_option("--snapshots", t.options.snapshots_per_user,

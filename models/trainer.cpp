@@ -443,11 +443,11 @@ PassResult RunPass(LstmNet& net, std::vector<Batch>& batches, const std::vector<
   return result;
 }
 
-// Predicted and actual total spend of the backtest rows of `batches`.
-std::pair<double, double> BacktestTotals(LstmNet& net, const std::vector<Batch>& batches,
-                                         int hidden) {
+// Predicted and actual spend of every backtest row of `batches`.
+std::pair<std::vector<double>, std::vector<double>> BacktestSpend(
+    LstmNet& net, const std::vector<Batch>& batches, int hidden) {
   torch::NoGradGuard no_grad;
-  double predicted = 0, actual = 0;
+  std::vector<double> predicted, actual;
   for (const Batch& batch : batches) {
     if (batch.backtest.empty()) continue;
     const int64_t b = batch.x.size(1);
@@ -466,8 +466,10 @@ std::pair<double, double> BacktestTotals(LstmNet& net, const std::vector<Batch>&
     torch::Tensor clv = LstmHeadLinks(net->Heads(torch::stack(rows, 0), batch.backtest_r,
                                                  batch.backtest_prior, batch.backtest_offsets))
                             .clv;
-    predicted += clv.sum().item<double>();
-    actual += batch.backtest_y.sum().item<double>();
+    for (int64_t i = 0; i < clv.numel(); ++i) {
+      predicted.push_back(clv[i].item<double>());
+      actual.push_back(batch.backtest_y[i].item<double>());
+    }
   }
   return {predicted, actual};
 }
@@ -838,8 +840,8 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
           net->parameters(), torch::optim::AdamOptions(learning_rate));
       std::fprintf(stderr,
                    "clv train: epoch %d diverged (%zu of %zu mini-batches with a non-finite loss "
-                   "or gradient); restored the weights of epoch %d, learning rate lowered to "
-                   "%.2e\n",
+                   "or gradient); restored the weights of epoch %d (0: the initial ones), learning "
+                   "rate lowered to %.2e\n",
                    epoch, train.non_finite + validation.non_finite,
                    train_batches.size() + validation_batches.size(), result.best_epoch,
                    learning_rate);
@@ -882,22 +884,64 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     learning_rate *= options.lr_decay;
   }
   if (result.best_epoch == 0) {
-    result.error = "TrainLstm: no epoch ended with finite weights";
+    result.error = "TrainLstm: training diverged: no epoch ended with finite weights; lower --lr";
     return result;
   }
   if (calibrate) {
     LstmNet best_net(best_weights);
-    auto [predicted, actual] = BacktestTotals(best_net, validation_batches, options.hidden_size);
+    auto [each_predicted, each_actual] =
+        BacktestSpend(best_net, validation_batches, options.hidden_size);
+    double predicted = 0, actual = 0;
+    for (size_t i = 0; i < each_predicted.size(); ++i) {
+      predicted += each_predicted[i];
+      actual += each_actual[i];
+    }
     result.backtest_predicted = predicted;
     result.backtest_actual = actual;
+    // Scale only when the miss is larger than its noise: |log ratio| above
+    // two standard errors (delta method over the users' residuals), and the
+    // same sign in each of kGroups disjoint groups of users (heavy-tailed
+    // spend: one whale must not decide it). The scale is the median of the
+    // groups' ratios (median of means, robust to a few large buyers).
+    constexpr size_t kGroups = 5;
+    std::array<double, kGroups> group_predicted{}, group_actual{};
+    for (size_t i = 0; i < each_predicted.size(); ++i) {
+      group_predicted[i % kGroups] += each_predicted[i];
+      group_actual[i % kGroups] += each_actual[i];
+    }
+    double log_ratio = 0, standard_error = 0;
     if (predicted > 0 && actual > 0 && std::isfinite(predicted) && std::isfinite(actual)) {
-      result.total_scale = std::clamp(actual / predicted, 0.25, 4.0);
-      best_weights.head2_b[1] += static_cast<float>(std::log(result.total_scale));
+      const double ratio = actual / predicted;
+      double residual2 = 0;
+      for (size_t i = 0; i < each_predicted.size(); ++i) {
+        const double r = each_actual[i] - ratio * each_predicted[i];
+        residual2 += r * r;
+      }
+      log_ratio = std::log(ratio);
+      standard_error = std::sqrt(residual2) / actual;
+      std::array<double, kGroups> group_ratio{};
+      size_t above = 0, below = 0;
+      for (size_t g = 0; g < kGroups; ++g) {
+        group_ratio[g] = group_predicted[g] > 0 ? group_actual[g] / group_predicted[g] : 1.0;
+        above += group_ratio[g] > 1;
+        below += group_ratio[g] < 1;
+      }
+      std::sort(group_ratio.begin(), group_ratio.end());
+      const bool consistent = above == kGroups || below == kGroups;
+      // Fewer users than this measure no total worth acting on.
+      constexpr size_t kMinBacktestUsers = 200;
+      if (std::fabs(log_ratio) > 2 * standard_error && consistent &&
+          each_predicted.size() >= kMinBacktestUsers) {
+        result.total_scale = std::clamp(group_ratio[kGroups / 2], 0.25, 4.0);
+        best_weights.head2_b[1] += static_cast<float>(std::log(result.total_scale));
+      }
     }
     std::fprintf(stderr,
-                 "total calibration: validation users at %s, next %.0f days: predicted %.4g, "
-                 "actual %.4g; expected spend scaled by %.3f\n",
-                 MsToDate(backtest.cutoff_ms).c_str(), backtest.horizon_days, predicted, actual,
+                 "total calibration: %zu validation users at %s, next %.0f days: predicted "
+                 "%.4g, actual %.4g (log ratio %.3f, standard error %.3f); expected spend "
+                 "scaled by %.3f\n",
+                 each_predicted.size(), MsToDate(backtest.cutoff_ms).c_str(),
+                 backtest.horizon_days, predicted, actual, log_ratio, standard_error,
                  result.total_scale);
   }
   result.model = finish_model(best_weights, &best_report);

@@ -41,7 +41,11 @@
 // validation users at a backtest cutoff (data end - min(horizon, span / 2)):
 // predicted total vs actual total in the window after it; the expected spend
 // is scaled by that ratio (clamped to [1/4, 4]) through the mu bias, which
-// leaves every ranking as it is.
+// leaves every ranking as it is, when the miss is larger than its noise
+// (|log ratio| > 2 standard errors, delta method over the users' residuals,
+// and the same direction in each of 5 disjoint groups of users; the scale is
+// the median of the groups' ratios, so a few very large buyers do not set it),
+// with at least 200 validation users in the backtest.
 // Fine-tuning (init_weights): training starts from an existing model's
 // weights (same hidden sizes and attribute count) instead of random ones; the
 // prior, the feature normalization and the browsing model are fitted on the
