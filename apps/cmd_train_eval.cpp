@@ -1,13 +1,14 @@
 // clv train / clv eval: see models/trainer.h and models/evaluate.h.
 //
-//   clv train --events FILE... --horizon 365d [--min-horizon 30d] --out MODEL [--epochs N --hidden N
-//             --batch-users N --bptt N --lr X --lr-decay X --patience N
+//   clv train --events FILE... --out MODEL [--horizon 365d --min-horizon 30d --epochs N
+//             --hidden N --batch-users N --bptt N --lr X --lr-decay X --patience N
 //             --validation X --seed N --threads N --checkpoint FILE
-//             --calibration-end DATE]
+//             --calibration-end DATE --init-from MODEL]
 //   clv eval  --events FILE... --cutoff DATE [--horizon 273d] [--model MODEL]
 //             [--baseline MODEL] [--truth FILE] [--json OUT] [--svg OUT] [--device D]
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -25,10 +26,12 @@ namespace {
 
 struct TrainFlags {
   EventFileFlags events;
-  std::string horizon = "365d";
-  std::string min_horizon;
+  std::string horizon;      // "" = model.horizon_days of the config, at most the data's span
+  std::string min_horizon;  // "" = a tenth of the horizon
   std::string out;
   std::string calibration_end;
+  std::string init_from;
+  int batch_users = 0;  // 0 = by the number of users (RunTrain)
   models::TrainOptions options;
 };
 
@@ -105,7 +108,7 @@ void RunTrain(TrainFlags& flags, const std::string& command, int* exit_code) {
     *exit_code = 2;
     return;
   }
-  if (!ParseDurationDays(flags.horizon, &flags.options.horizon_days)) {
+  if (!flags.horizon.empty() && !ParseDurationDays(flags.horizon, &flags.options.horizon_days)) {
     std::fprintf(stderr, "clv train: --horizon '%s' is not a duration (e.g. 365d, 39w)\n",
                  flags.horizon.c_str());
     *exit_code = 2;
@@ -134,6 +137,45 @@ void RunTrain(TrainFlags& flags, const std::string& command, int* exit_code) {
     data = data.SliceBefore(calibration_end);
     std::fprintf(stderr, "training on events before %s: %s users\n",
                  flags.calibration_end.c_str(), WithThousands(data.users.size()).c_str());
+  }
+  // Horizons from the question the shop asks (model.horizon_days) and the
+  // data's own span: a horizon longer than the data has no label to learn
+  // from; the shortest horizon trained is a tenth of the longest, so every
+  // tenure gets labelled examples.
+  const double span_days = double(data.end_ms - data.start_ms) / models::kMsPerDay;
+  if (flags.horizon.empty()) {
+    const double asked = config.model.horizon_days > 0 ? config.model.horizon_days : 365.0;
+    flags.options.horizon_days = std::max(1.0, std::min(asked, std::floor(span_days)));
+  }
+  if (flags.min_horizon.empty()) {
+    flags.options.min_horizon_days = std::max(1.0, std::round(flags.options.horizon_days / 10));
+    flags.options.min_horizon_days =
+        std::min(flags.options.min_horizon_days, flags.options.horizon_days);
+  }
+  // Mini-batches: at least ~25 updates an epoch on a small shop (a power of
+  // two <= users / 32), 256 users at most.
+  if (flags.batch_users > 0) {
+    flags.options.batch_users = flags.batch_users;
+  } else {
+    int batch = 8;
+    while (batch < 256 && size_t(batch) * 2 * 32 <= data.users.size()) batch *= 2;
+    flags.options.batch_users = batch;
+  }
+  if (!flags.init_from.empty()) {
+    models::LstmModel init;
+    std::string error;
+    if (!models::LoadLstmModel(flags.init_from, &init, &error)) {
+      std::fprintf(stderr, "clv train: --init-from: %s\n", error.c_str());
+      *exit_code = 2;
+      return;
+    }
+    flags.options.hidden_size = init.weights.hidden_size;
+    flags.options.head_hidden = init.weights.head_hidden;
+    flags.options.attr_vocab_size = init.weights.attr_count;
+    flags.options.init_weights = init.weights;
+    std::fprintf(stderr, "fine-tuning %s (%s): hidden %d, head hidden %d\n",
+                 flags.init_from.c_str(), init.version.c_str(), init.weights.hidden_size,
+                 init.weights.head_hidden);
   }
   flags.options.command = command;
   std::string files;
@@ -252,12 +294,17 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
   auto train_flags = std::make_shared<TrainFlags>();
   auto& t = *train_flags;
   AddEventFileFlags(*train, t.events);
-  train->add_option("--horizon", t.horizon, "Spend is predicted over this window, e.g. 365d, 39w")
-      ->capture_default_str();
+  train->add_option("--horizon", t.horizon,
+                    "Longest horizon trained and the model's default, e.g. 365d, 39w (default: "
+                    "the config's model.horizon_days, at most the data's span)");
   train->add_option("--min-horizon", t.min_horizon,
-                    "Shortest horizon trained (default: --horizon only); each example draws its "
-                    "horizon log-uniformly from [--min-horizon, --horizon] where it fits, and the "
-                    "model answers any horizon in that range");
+                    "Shortest horizon trained (default: a tenth of --horizon); each example draws "
+                    "its horizon log-uniformly from [--min-horizon, --horizon] where it fits, and "
+                    "the model answers any horizon in that range");
+  train->add_option("--init-from", t.init_from,
+                    "Fine-tune: start from this model file's weights (e.g. the shipped "
+                    "models/default/lstm.json) instead of random ones; the prior and the "
+                    "feature normalization are fitted on these events");
   train->add_option("--out", t.out, "Model file to write (JSON)")->required();
   train->add_option("--calibration-end", t.calibration_end,
                     "Train only on events before this date (YYYY-MM-DD)");
@@ -267,8 +314,9 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
       ->capture_default_str()->check(CLI::Range(1, 4096));
   train->add_option("--head-hidden", t.options.head_hidden, "Head hidden layer size")
       ->capture_default_str()->check(CLI::Range(1, 4096));
-  train->add_option("--batch-users", t.options.batch_users, "Users per mini-batch")
-      ->capture_default_str()->check(CLI::Range(1, 1000000));
+  train->add_option("--batch-users", t.batch_users,
+                    "Users per mini-batch (default: a power of two <= users / 32, at most 256)")
+      ->check(CLI::Range(1, 1000000));
   train->add_option("--bptt", t.options.bptt_steps, "Truncated BPTT chunk, events")
       ->capture_default_str()->check(CLI::Range(1, 100000));
   train->add_option("--snapshots", t.options.snapshots_per_user,
@@ -296,6 +344,8 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
       ->capture_default_str()->check(CLI::Range(1, 256));
   train->add_option("--checkpoint", t.options.checkpoint_path,
                     "Write the best model so far here after every improving epoch");
+  train->add_flag("!--no-calibrate-total", t.options.calibrate_total,
+                  "Do not scale the expected spend to the validation users' backtest total");
   train->callback([train_flags, exit_code, train] {
     // The command line as typed, recorded in the model file.
     std::string command = "clv train";

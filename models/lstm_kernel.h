@@ -64,4 +64,11 @@ class LstmCpuKernel {
   std::unique_ptr<Packed> packed_;
 };
 
+// The same step through the torch network (LstmNet, lstm_net.h) on the CPU,
+// for tests that check the two implementations agree: any number of rows,
+// arguments as in LstmCpuKernel::Step (no contributions). Defined in
+// lstm_net.cpp.
+void LstmNetStepOnCpu(const LstmWeights& weights, int rows, const float* x, const float* prior,
+                      const float* offsets, float* state, float* heads);
+
 }  // namespace clv::models

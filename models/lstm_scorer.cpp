@@ -14,12 +14,12 @@
 #include "config/config.h"
 #include "models/lstm.h"
 #include "models/lstm_kernel.h"
+#include "models/lstm_net.h"
 
 namespace clv::models {
 
 namespace {
 
-constexpr int kHeadOutputs = 4;
 constexpr int kFormatVersion = 2;
 
 uint64_t HashFloats(uint64_t hash, const std::vector<float>& values) {
@@ -29,10 +29,6 @@ uint64_t HashFloats(uint64_t hash, const std::vector<float>& values) {
 std::string ShapeError(const char* name, size_t got, size_t want) {
   return std::string("weights.") + name + ": expected " + std::to_string(want) + " floats, got " +
          std::to_string(got);
-}
-
-torch::Tensor ToTensor(const std::vector<float>& values, std::vector<int64_t> shape) {
-  return torch::from_blob(const_cast<float*>(values.data()), shape, torch::kFloat32).clone();
 }
 
 // Resolves "cpu" / "cuda" / "auto"; false for unknown names or missing GPU.
@@ -64,21 +60,15 @@ class LstmScorer final : public Scorer {
     hidden_ = w.hidden_size;
     pw_ = kPriorCount + w.attr_count;
     tile_prior_.assign(size_t(LstmCpuKernel::kTileRows) * pw_, 0.0f);
-    auto to_device = [&](const std::vector<float>& v, std::vector<int64_t> shape) {
-      return ToTensor(v, std::move(shape)).to(device_);
-    };
-    int64_t gates = 4 * hidden_;
-    w_ih_ = to_device(w.w_ih, {gates, w.input_size});
-    w_hh_ = to_device(w.w_hh, {gates, hidden_});
-    b_ih_ = to_device(w.b_ih, {gates});
-    b_hh_ = to_device(w.b_hh, {gates});
-    head1_w_ = to_device(w.head1_w, {w.head_hidden, w.head_input_size()});
-    head1_b_ = to_device(w.head1_b, {w.head_hidden});
-    head2_w_ = to_device(w.head2_w, {kHeadOutputs, w.head_hidden});
-    head2_b_ = to_device(w.head2_b, {kHeadOutputs});
     horizon_days_ = options.horizon_days > 0 ? options.horizon_days : model.horizon_days;
     cuda_ = device_.is_cuda();
-    if (!cuda_) kernel_ = std::make_unique<LstmCpuKernel>(w);
+    if (cuda_) {
+      net_ = LstmNet(w);
+      net_->to(device_);
+      for (auto& parameter : net_->parameters()) parameter.set_requires_grad(false);
+    } else {
+      kernel_ = std::make_unique<LstmCpuKernel>(w);
+    }
   }
 
   std::string version() const override { return model_.version; }
@@ -252,8 +242,7 @@ class LstmScorer final : public Scorer {
 
   std::pair<torch::Tensor, torch::Tensor> Cell(const torch::Tensor& x, const torch::Tensor& h,
                                                const torch::Tensor& c) {
-    auto [h1, c1] = torch::lstm_cell(x, {h, c}, w_ih_, w_hh_, b_ih_, b_hh_);
-    return {h1, c1};
+    return net_->Cell(x, h, c);
   }
 
   // Standardized prior inputs, then the attribute indicators (pw_ floats in
@@ -268,16 +257,8 @@ class LstmScorer final : public Scorer {
   std::pair<torch::Tensor, torch::Tensor> Heads(const torch::Tensor& h, const torch::Tensor& agg,
                                                 const torch::Tensor& prior,
                                                 const torch::Tensor& offsets) {
-    torch::Tensor z = torch::cat({h, agg, prior}, 1);
-    torch::Tensor hidden = torch::relu(torch::addmm(head1_b_, z, head1_w_.t()));
-    torch::Tensor out = torch::addmm(head2_b_, hidden, head2_w_.t()) +
-                        torch::constant_pad_nd(offsets, {0, kHeadOutputs - kPriorOffsetCount});
-    torch::Tensor p = torch::sigmoid(out.select(1, 0));
-    torch::Tensor mu = out.select(1, 1);
-    torch::Tensor sigma = torch::softplus(out.select(1, 2)) + 0.01;
-    torch::Tensor clv = p * torch::exp(torch::clamp_max(mu + 0.5 * sigma * sigma, 20.0));
-    torch::Tensor churn = torch::sigmoid(out.select(1, 3));
-    return {clv, torch::stack({p, mu, sigma, churn}, 1)};
+    LstmHeadValues v = LstmHeadLinks(net_->Heads(h, agg, prior, offsets));
+    return {v.clv, torch::stack({v.p, v.mu, v.sigma, v.churn}, 1)};
   }
 
   torch::Tensor HostBuffer(torch::Tensor* cache, int64_t rows, int64_t width) {
@@ -322,7 +303,8 @@ class LstmScorer final : public Scorer {
   int hidden_ = 0;
   int pw_ = kPriorCount;  // prior inputs + attribute indicators per row
   double horizon_days_ = 365;
-  torch::Tensor w_ih_, w_hh_, b_ih_, b_hh_, head1_w_, head1_b_, head2_w_, head2_b_;
+  // CUDA path: the network in torch (lstm_net.h).
+  LstmNet net_{nullptr};
   torch::Tensor step_host_, rescore_host_;
   // CPU path.
   std::unique_ptr<LstmCpuKernel> kernel_;

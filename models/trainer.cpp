@@ -1,6 +1,7 @@
-// TrainLstm (torch). See trainer.h for the method; the network math here must
-// match LstmScorer (lstm_scorer.cpp on CUDA, lstm_kernel.cpp on CPU: the same
-// functions, evaluated in another order, so equal to ~1e-6, not bit for bit).
+// TrainLstm (torch). See trainer.h for the method; the network is LstmNet
+// (lstm_net.h), the same module the scorer runs on CUDA; the CPU scorer's
+// kernel (lstm_kernel.cpp) evaluates the same functions in another order
+// (equal to ~1e-6, not bit for bit; test LstmNet.AgreesWithTheCpuKernel).
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -11,19 +12,20 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <random>
 
 #include "common/log.h"
 #include "models/metrics.h"
 #include "models/baseline_scorer.h"
+#include "models/lstm_net.h"
 #include "models/trainer.h"
 
 namespace clv::models {
 
 namespace {
 
-constexpr int kHeadOutputs = 4;
 // Step examples of one user weigh this much in all at most (BuildUserExamples).
 constexpr float kStepWeightPerUser = 8;
 
@@ -37,7 +39,20 @@ struct UserExamples {
   std::vector<float> step_prior, step_offsets, rescore_prior, rescore_offsets;
   std::vector<float> step_y, step_mask, step_churn;
   std::vector<float> rescore_y, rescore_mask, rescore_churn;
+  // Backtest example (validation users, calibrate_total): the state after
+  // event backtest_k (-1 = none), aggregates [A], prior inputs [P + K] and
+  // offsets [O] at the backtest cutoff, and the spend in the window after it.
+  int64_t backtest_k = -1;
+  std::vector<float> backtest_r, backtest_prior, backtest_offsets;
+  float backtest_y = 0;
   size_t length() const { return step_y.size(); }
+};
+
+// The question asked in the field, asked of the validation users inside the
+// training data: everyone at `cutoff_ms`, spend over the next horizon_days.
+struct BacktestWindow {
+  int64_t cutoff_ms = 0;
+  double horizon_days = 0;
 };
 
 // Horizons: each labelled example draws its own horizon log-uniformly from
@@ -225,6 +240,37 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRa
   }
 }
 
+// Fills out's backtest example: the user's history up to the cutoff and the
+// spend (purchases minus refunds, floored at 0) from the cutoff on. Nothing
+// for a user without an event before the cutoff.
+void BuildBacktest(const UserSequence& user, const BacktestWindow& window, const LstmPrior& prior,
+                   const std::vector<AttrVocabEntry>& vocab, UserExamples* out) {
+  History history;
+  int64_t last = -1;
+  double spend = 0;
+  for (size_t i = 0; i < user.events.size(); ++i) {
+    const StepEvent& event = user.events[i];
+    if (event.ts_ms < window.cutoff_ms) {
+      UpdateHistory(history, event);
+      last = static_cast<int64_t>(i);
+    } else if (event.kind == EventKind::kPurchase) {
+      spend += event.amount;
+    } else if (event.kind == EventKind::kRefund) {
+      spend -= event.amount;
+    }
+  }
+  if (last < 0) return;
+  out->backtest_k = last;
+  out->backtest_y = static_cast<float>(std::max(0.0, spend));
+  out->backtest_r.assign(kAggregateCount, 0.0f);
+  out->backtest_prior.assign(kPriorCount + vocab.size(), 0.0f);
+  out->backtest_offsets.assign(kPriorOffsetCount, 0.0f);
+  RawAggregateFeatures(history, window.cutoff_ms, out->backtest_r.data());
+  RawPriorInputs(prior, history, window.cutoff_ms, window.horizon_days,
+                 out->backtest_prior.data(), out->backtest_offsets.data());
+  AttrIndicators(vocab, history, out->backtest_prior.data() + kPriorCount);
+}
+
 // Padded tensors of one mini-batch, time-major.
 struct Batch {
   int64_t length = 0;
@@ -234,6 +280,10 @@ struct Batch {
   torch::Tensor step_offsets, rescore_offsets;  // [L, B, O]
   torch::Tensor step_y, step_mask, step_churn;
   torch::Tensor rescore_y, rescore_mask, rescore_churn;  // [L, B]
+  // Backtest rows, by event index: (event index, user column), and their
+  // aggregates [N, A], prior inputs [N, P], offsets [N, O] and spend [N].
+  std::vector<std::pair<int64_t, int64_t>> backtest;
+  torch::Tensor backtest_r, backtest_prior, backtest_offsets, backtest_y;
 };
 
 Batch MakeBatch(const std::vector<const UserExamples*>& users, int64_t pw) {
@@ -276,64 +326,26 @@ Batch MakeBatch(const std::vector<const UserExamples*>& users, int64_t pw) {
       set(batch.rescore_churn, u.rescore_churn[k]);
     }
   }
-  return batch;
-}
-
-struct Net {
-  torch::Tensor w_ih, w_hh, b_ih, b_hh, head1_w, head1_b, head2_w, head2_b;
-  std::vector<torch::Tensor> parameters() const {
-    return {w_ih, w_hh, b_ih, b_hh, head1_w, head1_b, head2_w, head2_b};
+  for (int64_t j = 0; j < b; ++j) {
+    if (users[j]->backtest_k >= 0) batch.backtest.emplace_back(users[j]->backtest_k, j);
   }
-};
-
-Net NetFromWeights(const LstmWeights& w) {
-  auto t = [](const std::vector<float>& v, std::vector<int64_t> shape) {
-    return torch::from_blob(const_cast<float*>(v.data()), shape, torch::kFloat32)
-        .clone()
-        .requires_grad_(true);
-  };
-  int64_t gates = 4 * w.hidden_size;
-  return Net{t(w.w_ih, {gates, w.input_size}),
-             t(w.w_hh, {gates, w.hidden_size}),
-             t(w.b_ih, {gates}),
-             t(w.b_hh, {gates}),
-             t(w.head1_w, {w.head_hidden, w.head_input_size()}),
-             t(w.head1_b, {w.head_hidden}),
-             t(w.head2_w, {kHeadOutputs, w.head_hidden}),
-             t(w.head2_b, {kHeadOutputs})};
-}
-
-std::vector<float> ToVector(const torch::Tensor& t) {
-  torch::Tensor c = t.detach().contiguous().to(torch::kCPU);
-  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-}
-
-void ExportWeights(const Net& net, LstmWeights* w) {
-  w->w_ih = ToVector(net.w_ih);
-  w->w_hh = ToVector(net.w_hh);
-  w->b_ih = ToVector(net.b_ih);
-  w->b_hh = ToVector(net.b_hh);
-  w->head1_w = ToVector(net.head1_w);
-  w->head1_b = ToVector(net.head1_b);
-  w->head2_w = ToVector(net.head2_w);
-  w->head2_b = ToVector(net.head2_b);
-}
-
-// Heads on [..., H], [..., A], [..., P] plus offsets [..., O]; returns raw
-// outputs [..., 4] (same math as LstmScorer::Heads, which then applies the
-// link functions).
-torch::Tensor HeadOutputs(const Net& net, const torch::Tensor& h, const torch::Tensor& agg,
-                          const torch::Tensor& prior, const torch::Tensor& offsets) {
-  torch::Tensor z = torch::cat({h, agg, prior}, -1);
-  torch::Tensor hidden = torch::relu(torch::matmul(z, net.head1_w.t()) + net.head1_b);
-  return torch::matmul(hidden, net.head2_w.t()) + net.head2_b +
-         torch::constant_pad_nd(offsets, {0, kHeadOutputs - kPriorOffsetCount});
-}
-
-torch::Tensor ExpectedClv(const torch::Tensor& out) {
-  torch::Tensor p = torch::sigmoid(out.select(-1, 0));
-  torch::Tensor sigma = torch::softplus(out.select(-1, 2)) + 0.01;
-  return p * torch::exp(torch::clamp_max(out.select(-1, 1) + 0.5 * sigma * sigma, 20.0));
+  std::stable_sort(batch.backtest.begin(), batch.backtest.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  const int64_t rows = static_cast<int64_t>(batch.backtest.size());
+  batch.backtest_r = torch::zeros({rows, kAggregateCount});
+  batch.backtest_prior = torch::zeros({rows, pw});
+  batch.backtest_offsets = torch::zeros({rows, kPriorOffsetCount});
+  batch.backtest_y = torch::zeros({rows});
+  for (int64_t i = 0; i < rows; ++i) {
+    const UserExamples& u = *users[batch.backtest[i].second];
+    std::copy_n(u.backtest_r.data(), kAggregateCount,
+                batch.backtest_r.data_ptr<float>() + i * kAggregateCount);
+    std::copy_n(u.backtest_prior.data(), pw, batch.backtest_prior.data_ptr<float>() + i * pw);
+    std::copy_n(u.backtest_offsets.data(), kPriorOffsetCount,
+                batch.backtest_offsets.data_ptr<float>() + i * kPriorOffsetCount);
+    batch.backtest_y.data_ptr<float>()[i] = u.backtest_y;
+  }
+  return batch;
 }
 
 // Sum of per-example losses over mask, and the mask's sum.
@@ -357,11 +369,13 @@ std::pair<torch::Tensor, torch::Tensor> ZilnLoss(const torch::Tensor& out, const
 struct PassResult {
   double loss_sum = 0;
   double count = 0;
+  // Mini-batches skipped because their loss or gradient was not finite.
+  size_t non_finite = 0;
   std::vector<double> predicted, actual;  // labelled rescore examples
 };
 
 // One pass over `batches`; trains when `optimizer` is set.
-PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vector<size_t>& order,
+PassResult RunPass(LstmNet& net, std::vector<Batch>& batches, const std::vector<size_t>& order,
                    int hidden, int bptt, torch::optim::Adam* optimizer, double clip) {
   PassResult result;
   for (size_t index : order) {
@@ -374,7 +388,7 @@ PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vecto
       std::vector<torch::Tensor> hs;
       hs.reserve(steps);
       for (int64_t t = start; t < start + steps; ++t) {
-        auto [h1, c1] = torch::lstm_cell(batch.x[t], {h, c}, net.w_ih, net.w_hh, net.b_ih, net.b_hh);
+        auto [h1, c1] = net->Cell(batch.x[t], h, c);
         h = h1;
         c = c1;
         hs.push_back(h1);
@@ -383,10 +397,10 @@ PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vecto
       auto x = batch.x.narrow(0, start, steps);
       auto slice = [&](torch::Tensor& t) { return t.narrow(0, start, steps); };
       torch::Tensor step_out =
-          HeadOutputs(net, hseq, x.narrow(2, kAggregateBegin, kAggregateCount),
+          net->Heads(hseq, x.narrow(2, kAggregateBegin, kAggregateCount),
                       slice(batch.step_prior), slice(batch.step_offsets));
       torch::Tensor rescore_out =
-          HeadOutputs(net, hseq, batch.r.narrow(0, start, steps), slice(batch.rescore_prior),
+          net->Heads(hseq, batch.r.narrow(0, start, steps), slice(batch.rescore_prior),
                       slice(batch.rescore_offsets));
       auto [step_loss, step_count] =
           ZilnLoss(step_out, slice(batch.step_y), slice(batch.step_churn), slice(batch.step_mask));
@@ -395,17 +409,24 @@ PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vecto
                                                     slice(batch.rescore_mask));
       double count = step_count.item<double>() + rescore_count.item<double>();
       torch::Tensor loss_sum = step_loss + rescore_loss;
-      if (count > 0) {
-        result.loss_sum += loss_sum.item<double>();
+      const double loss_value = count > 0 ? loss_sum.item<double>() : 0.0;
+      if (!std::isfinite(loss_value)) {
+        ++result.non_finite;  // skipped: no step, not in the loss
+      } else if (count > 0) {
+        result.loss_sum += loss_value;
         result.count += count;
         if (optimizer != nullptr) {
           optimizer->zero_grad();
           (loss_sum / count).backward();
-          torch::nn::utils::clip_grad_norm_(net.parameters(), clip);
-          optimizer->step();
+          const double norm = torch::nn::utils::clip_grad_norm_(net->parameters(), clip);
+          if (std::isfinite(norm)) {
+            optimizer->step();
+          } else {
+            ++result.non_finite;
+          }
         } else {
           torch::Tensor mask = slice(batch.rescore_mask).reshape({-1});
-          torch::Tensor clv = ExpectedClv(rescore_out).reshape({-1});
+          torch::Tensor clv = LstmHeadLinks(rescore_out).clv.reshape({-1});
           torch::Tensor y = slice(batch.rescore_y).reshape({-1});
           torch::Tensor keep = mask > 0;
           torch::Tensor kept_clv = clv.masked_select(keep).contiguous();
@@ -421,6 +442,44 @@ PassResult RunPass(const Net& net, std::vector<Batch>& batches, const std::vecto
     }
   }
   return result;
+}
+
+// Predicted and actual spend of every backtest row of `batches`.
+std::pair<std::vector<double>, std::vector<double>> BacktestSpend(
+    LstmNet& net, const std::vector<Batch>& batches, int hidden) {
+  torch::NoGradGuard no_grad;
+  std::vector<double> predicted, actual;
+  for (const Batch& batch : batches) {
+    if (batch.backtest.empty()) continue;
+    const int64_t b = batch.x.size(1);
+    torch::Tensor h = torch::zeros({b, hidden});
+    torch::Tensor c = torch::zeros({b, hidden});
+    std::vector<torch::Tensor> rows(batch.backtest.size());
+    size_t next = 0;
+    for (int64_t t = 0; t < batch.length && next < rows.size(); ++t) {
+      auto [h1, c1] = net->Cell(batch.x[t], h, c);
+      h = h1;
+      c = c1;
+      for (; next < rows.size() && batch.backtest[next].first == t; ++next) {
+        rows[next] = h[batch.backtest[next].second];
+      }
+    }
+    torch::Tensor clv = LstmHeadLinks(net->Heads(torch::stack(rows, 0), batch.backtest_r,
+                                                 batch.backtest_prior, batch.backtest_offsets))
+                            .clv;
+    for (int64_t i = 0; i < clv.numel(); ++i) {
+      predicted.push_back(clv[i].item<double>());
+      actual.push_back(batch.backtest_y[i].item<double>());
+    }
+  }
+  return {predicted, actual};
+}
+
+bool AllFinite(LstmNet& net) {
+  for (const auto& parameter : net->parameters()) {
+    if (!torch::isfinite(parameter).all().item<bool>()) return false;
+  }
+  return true;
 }
 
 // The `size` most frequent profile (key=value) pairs, by users holding them at
@@ -548,11 +607,20 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   double prior_count = 0;
   std::array<double, kPriorCount> prior_mean{}, prior_m2{};
   std::vector<double> residual_log;
+  // Backtest: the validation users at data end - min(horizon, span / 2).
+  BacktestWindow backtest;
+  backtest.horizon_days =
+      std::min(options.horizon_days, double(data.end_ms - data.start_ms) / kMsPerDay / 2);
+  backtest.cutoff_ms = data.end_ms - static_cast<int64_t>(backtest.horizon_days * kMsPerDay);
+  const bool calibrate = options.calibrate_total && backtest.horizon_days >= 1;
   for (size_t i = 0; i < data.users.size(); ++i) {
     examples[i].user = i;
     BuildUserExamples(data.users[i], data.end_ms, horizons, prior, vocab,
                       options.snapshots_per_user, random, &examples[i]);
     bool is_validation = holdout(random);
+    if (is_validation && calibrate) {
+      BuildBacktest(data.users[i], backtest, prior, vocab, &examples[i]);
+    }
     const UserExamples& u = examples[i];
     events += u.length();
     for (size_t k = 0; k < u.length(); ++k) {
@@ -604,6 +672,10 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
       StandardizePrior(prior, &u.step_prior[k * pw]);
       StandardizePrior(prior, &u.rescore_prior[k * pw]);
     }
+    if (u.backtest_k >= 0) {
+      norm.Apply(u.backtest_r.data(), kAggregateCount, kAggregateBegin);
+      StandardizePrior(prior, u.backtest_prior.data());
+    }
   }
 
   // Batches of users of similar length.
@@ -640,12 +712,33 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   for (double v : residual_log) var_log += (v - mean_log) * (v - mean_log);
   if (residual_log.size() > 1) var_log /= double(residual_log.size() - 1);
   double sd_log = std::clamp(std::sqrt(var_log), 0.1, 3.0);
-  for (float& w : model.weights.head2_w) w *= 0.1f;
-  model.weights.head2_b = {0.0f, static_cast<float>(mean_log),
-                           static_cast<float>(std::log(std::expm1(std::max(0.02, sd_log - 0.01)))),
-                           static_cast<float>(logit(churned / labelled_train))};
-  Net net = NetFromWeights(model.weights);
-  torch::optim::Adam optimizer(net.parameters(), torch::optim::AdamOptions(options.learning_rate));
+  if (options.init_weights) {
+    // Fine-tuning: the given weights as they are (their heads already hold
+    // a correction of the prior, which is refitted on this data).
+    const LstmWeights& init = *options.init_weights;
+    if (init.hidden_size != options.hidden_size || init.head_hidden != options.head_hidden ||
+        init.attr_count != int(vocab.size()) || init.input_size != kFeatureCount ||
+        !init.CheckShapes().empty()) {
+      result.error = "TrainLstm: the initial weights (hidden " + std::to_string(init.hidden_size) +
+                     ", head hidden " + std::to_string(init.head_hidden) + ", " +
+                     std::to_string(init.attr_count) + " attribute inputs) do not fit this "
+                     "training (hidden " + std::to_string(options.hidden_size) + ", head hidden " +
+                     std::to_string(options.head_hidden) + ", " + std::to_string(vocab.size()) +
+                     " attribute inputs)" +
+                     (init.CheckShapes().empty() ? "" : ": " + init.CheckShapes());
+      return result;
+    }
+    model.weights = init;
+  } else {
+    for (float& w : model.weights.head2_w) w *= 0.1f;
+    model.weights.head2_b = {
+        0.0f, static_cast<float>(mean_log),
+        static_cast<float>(std::log(std::expm1(std::max(0.02, sd_log - 0.01)))),
+        static_cast<float>(logit(churned / labelled_train))};
+  }
+  LstmNet net(model.weights);
+  auto optimizer = std::make_unique<torch::optim::Adam>(
+      net->parameters(), torch::optim::AdamOptions(options.learning_rate));
 
   double best_loss = std::numeric_limits<double>::infinity();
   double best_gini = -std::numeric_limits<double>::infinity();
@@ -688,6 +781,14 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
         {"lr_decay", options.lr_decay},
         {"patience", options.patience},
         {"select_by", options.select_by_gini ? "validation gini" : "validation loss"},
+        {"fine_tuned", options.init_weights.has_value()},
+        {"recoveries", result.recoveries},
+        {"total_calibration",
+         {{"backtest_cutoff", calibrate ? MsToDate(backtest.cutoff_ms) : ""},
+          {"backtest_horizon_days", calibrate ? backtest.horizon_days : 0.0},
+          {"predicted", result.backtest_predicted},
+          {"actual", result.backtest_actual},
+          {"scale", result.total_scale}}},
         {"validation_fraction", options.validation_fraction},
         {"seed", options.seed},
         {"threads", options.threads},
@@ -710,11 +811,11 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     std::vector<size_t> order(train_batches.size());
     std::iota(order.begin(), order.end(), size_t{0});
     std::shuffle(order.begin(), order.end(), random);
-    for (auto& group : optimizer.param_groups()) {
+    for (auto& group : optimizer->param_groups()) {
       static_cast<torch::optim::AdamOptions&>(group.options()).lr(learning_rate);
     }
     PassResult train = RunPass(net, train_batches, order, options.hidden_size, options.bptt_steps,
-                               &optimizer, options.clip_grad_norm);
+                               optimizer.get(), options.clip_grad_norm);
     PassResult validation;
     {
       torch::NoGradGuard no_grad;
@@ -729,12 +830,44 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     report.learning_rate = learning_rate;
     report.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const bool diverged = train.non_finite > 0 || validation.non_finite > 0 ||
+                          !std::isfinite(report.train_loss) ||
+                          !std::isfinite(report.validation_loss) || !AllFinite(net);
+    if (diverged) {
+      // Undo the epoch: the last good weights, a fresh optimizer, a lower rate.
+      if (result.recoveries >= options.max_recoveries) {
+        result.error = "TrainLstm: training diverged (loss or weights not finite) at epoch " +
+                       std::to_string(epoch) + " after " + std::to_string(result.recoveries) +
+                       " recoveries; lower --lr";
+        return result;
+      }
+      ++result.recoveries;
+      learning_rate *= 0.25;
+      net = LstmNet(best_weights);
+      optimizer = std::make_unique<torch::optim::Adam>(
+          net->parameters(), torch::optim::AdamOptions(learning_rate));
+      std::fprintf(stderr,
+                   "clv train: epoch %d diverged (%zu of %zu mini-batches with a non-finite loss "
+                   "or gradient); restored the weights of epoch %d (0: the initial ones), learning "
+                   "rate lowered to %.2e\n",
+                   epoch, train.non_finite + validation.non_finite,
+                   train_batches.size() + validation_batches.size(), result.best_epoch,
+                   learning_rate);
+      report.improved = false;
+      result.epochs.push_back(report);
+      if (on_epoch) {
+        on_epoch(report);
+      } else {
+        PrintEpoch(report);
+      }
+      continue;
+    }
     report.improved = options.select_by_gini ? report.validation_gini > best_gini
                                              : report.validation_loss < best_loss;
     if (report.improved) {
       best_loss = report.validation_loss;
       best_gini = report.validation_gini;
-      ExportWeights(net, &best_weights);
+      net->ExportTo(&best_weights);
       result.best_epoch = epoch;
       best_report = report;
       since_best = 0;
@@ -755,15 +888,78 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
         return result;
       }
     }
-    if (!std::isfinite(report.train_loss)) {
-      result.error = "TrainLstm: loss is not finite at epoch " + std::to_string(epoch) +
-                     " (lower the learning rate)";
-      return result;
-    }
     if (since_best >= options.patience) break;
     learning_rate *= options.lr_decay;
   }
+  if (result.best_epoch == 0) {
+    result.error = "TrainLstm: training diverged: no epoch ended with finite weights; lower --lr";
+    return result;
+  }
+  if (calibrate) {
+    LstmNet best_net(best_weights);
+    auto [each_predicted, each_actual] =
+        BacktestSpend(best_net, validation_batches, options.hidden_size);
+    double predicted = 0, actual = 0;
+    for (size_t i = 0; i < each_predicted.size(); ++i) {
+      predicted += each_predicted[i];
+      actual += each_actual[i];
+    }
+    result.backtest_predicted = predicted;
+    result.backtest_actual = actual;
+    // Scale only when the miss is larger than its noise: |log ratio| above
+    // two standard errors (delta method over the users' residuals), and the
+    // same sign in each of kGroups disjoint groups of users (heavy-tailed
+    // spend: one whale must not decide it). The scale is the median of the
+    // groups' ratios (median of means, robust to a few large buyers).
+    constexpr size_t kGroups = 5;
+    std::array<double, kGroups> group_predicted{}, group_actual{};
+    for (size_t i = 0; i < each_predicted.size(); ++i) {
+      group_predicted[i % kGroups] += each_predicted[i];
+      group_actual[i % kGroups] += each_actual[i];
+    }
+    double log_ratio = 0, standard_error = 0;
+    if (predicted > 0 && actual > 0 && std::isfinite(predicted) && std::isfinite(actual)) {
+      const double ratio = actual / predicted;
+      double residual2 = 0;
+      for (size_t i = 0; i < each_predicted.size(); ++i) {
+        const double r = each_actual[i] - ratio * each_predicted[i];
+        residual2 += r * r;
+      }
+      log_ratio = std::log(ratio);
+      standard_error = std::sqrt(residual2) / actual;
+      std::array<double, kGroups> group_ratio{};
+      size_t above = 0, below = 0;
+      for (size_t g = 0; g < kGroups; ++g) {
+        group_ratio[g] = group_predicted[g] > 0 ? group_actual[g] / group_predicted[g] : 1.0;
+        above += group_ratio[g] > 1;
+        below += group_ratio[g] < 1;
+      }
+      std::sort(group_ratio.begin(), group_ratio.end());
+      const bool consistent = above == kGroups || below == kGroups;
+      // Fewer users than this measure no total worth acting on.
+      constexpr size_t kMinBacktestUsers = 200;
+      if (std::fabs(log_ratio) > 2 * standard_error && consistent &&
+          each_predicted.size() >= kMinBacktestUsers) {
+        result.total_scale = std::clamp(group_ratio[kGroups / 2], 0.25, 4.0);
+        best_weights.head2_b[1] += static_cast<float>(std::log(result.total_scale));
+      }
+    }
+    std::fprintf(stderr,
+                 "total calibration: %zu validation users at %s, next %.0f days: predicted "
+                 "%.4g, actual %.4g (log ratio %.3f, standard error %.3f); expected spend "
+                 "scaled by %.3f\n",
+                 each_predicted.size(), MsToDate(backtest.cutoff_ms).c_str(),
+                 backtest.horizon_days, predicted, actual, log_ratio, standard_error,
+                 result.total_scale);
+  }
   result.model = finish_model(best_weights, &best_report);
+  if (!options.checkpoint_path.empty()) {
+    std::string error;
+    if (!SaveLstmModel(result.model, options.checkpoint_path, &error)) {
+      result.error = "TrainLstm: checkpoint: " + error;
+      return result;
+    }
+  }
   result.train_users = train_users.size();
   result.validation_users = validation_users.size();
   result.labelled_examples = labelled;

@@ -31,6 +31,26 @@
 // stopping on the loss of a user-disjoint validation split (best epoch's
 // weights are kept), checkpoint of the best model after every improving
 // epoch. Deterministic for a given seed and thread count.
+// Divergence: a mini-batch whose loss is not finite is skipped; an epoch that
+// ends with non-finite weights or loss, or skipped batches, is undone (the
+// last good weights restored, a fresh optimizer at a quarter of the learning
+// rate, a line on stderr), at most max_recoveries times.
+// Total calibration (calibrate_total): the heads' ZILN mean is fitted on
+// examples at every tenure and horizon, but the question asked in the field
+// is "everyone, now, for the next H days". The trainer asks it of the
+// validation users at a backtest cutoff (data end - min(horizon, span / 2)):
+// predicted total vs actual total in the window after it; the expected spend
+// is scaled by that ratio (clamped to [1/4, 4]) through the mu bias, which
+// leaves every ranking as it is, when the miss is larger than its noise
+// (|log ratio| > 2 standard errors, delta method over the users' residuals,
+// and the same direction in each of 5 disjoint groups of users; the scale is
+// the median of the groups' ratios, so a few very large buyers do not set it),
+// with at least 200 validation users in the backtest.
+// Fine-tuning (init_weights): training starts from an existing model's
+// weights (same hidden sizes and attribute count) instead of random ones; the
+// prior, the feature normalization and the browsing model are fitted on the
+// new data as usual, so the inputs the weights see are standardized on the
+// new shop's own scale of money and time.
 //
 // Thread-safety: one training at a time per process (sets torch's global
 // thread count and seed).
@@ -38,6 +58,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -82,6 +103,13 @@ struct TrainOptions {
   // Share of users (by a seeded hash) held out for validation.
   double validation_fraction = 0.2;
   double clip_grad_norm = 1.0;
+  // Scale the expected spend so that the validation users' backtest total
+  // matches the actual one (see above).
+  bool calibrate_total = true;
+  // Diverged epochs undone before the run gives up with an error.
+  int max_recoveries = 3;
+  // Start from these weights (fine-tuning) instead of random ones.
+  std::optional<LstmWeights> init_weights;
   uint64_t seed = 1;
   // torch intra-op threads while training.
   int threads = 2;
@@ -109,6 +137,13 @@ struct TrainResult {
   LstmModel model;  // best epoch's weights, norm, metadata
   std::vector<EpochReport> epochs;
   int best_epoch = 0;
+  // Diverged epochs undone (see above).
+  int recoveries = 0;
+  // Backtest of the validation users (calibrate_total): totals before the
+  // scaling, and the factor applied (1 when off or not measurable).
+  double backtest_predicted = 0;
+  double backtest_actual = 0;
+  double total_scale = 1;
   size_t train_users = 0;
   size_t validation_users = 0;
   size_t labelled_examples = 0;

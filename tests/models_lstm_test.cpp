@@ -18,6 +18,7 @@
 #include "models/dataset.h"
 #include "models/features.h"
 #include "models/lstm.h"
+#include "models/lstm_kernel.h"
 #include "models/trainer.h"
 #include "tests/test_support.h"
 
@@ -508,6 +509,48 @@ TEST(LstmScorer, KernelIsaLevelsAgree) {
     }
     EXPECT_NEAR(best.rescored[u].clv, generic.rescored[u].clv, 1e-5 * std::max(1.0, best.rescored[u].clv));
   }
+}
+
+// The torch network (LstmNet: trainer, CUDA scorer) and the CPU kernel are the
+// two implementations of one function: random weights and inputs, with a
+// vocabulary, the new state and head values agree to ~1e-6.
+TEST(LstmNet, AgreesWithTheCpuKernel) {
+  std::vector<AttrVocabEntry> vocab(3);
+  for (size_t i = 0; i < vocab.size(); ++i) vocab[i].pair_hash = 11 + i;
+  LstmModel model = RandomLstmModel(24, 31, 12, vocab);
+  const int pw = kPriorCount + 3;
+  std::mt19937_64 random(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto fill = [&](std::vector<float>& v, size_t n) {
+    v.resize(n);
+    for (float& f : v) f = normal(random);
+  };
+  LstmCpuKernel kernel(model.weights);
+  int compared = 0;
+  for (int tile = 0; tile < 20; ++tile) {
+    const int rows = 1 + tile % LstmCpuKernel::kTileRows;
+    std::vector<float> x, prior, offsets, state;
+    fill(x, size_t(rows) * kFeatureCount);
+    fill(prior, size_t(rows) * pw);
+    fill(offsets, size_t(rows) * kPriorOffsetCount);
+    fill(state, size_t(rows) * 2 * 24);
+    for (int i = 0; i < rows; ++i) prior[size_t(i) * pw + kPriorCount + i % 3] = 1.0f;
+    std::vector<float> kernel_state = state, net_state = state;
+    std::vector<float> kernel_heads(size_t(rows) * 4), net_heads(size_t(rows) * 4);
+    kernel.Step(rows, x.data(), prior.data(), offsets.data(), kernel_state.data(),
+                kernel_heads.data(), nullptr);
+    LstmNetStepOnCpu(model.weights, rows, x.data(), prior.data(), offsets.data(),
+                     net_state.data(), net_heads.data());
+    for (size_t j = 0; j < state.size(); ++j) {
+      ASSERT_NEAR(kernel_state[j], net_state[j], 2e-6) << "tile " << tile << " state " << j;
+    }
+    for (size_t j = 0; j < kernel_heads.size(); ++j) {
+      ASSERT_NEAR(kernel_heads[j], net_heads[j], 2e-6 * std::max(1.0f, std::fabs(net_heads[j])))
+          << "tile " << tile << " head value " << j;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 4 * (20 / 8 * 36 + 1 + 2 + 3 + 4));
 }
 
 TEST(LstmScorer, TopFactorsNameFeaturesAndSumTowardTheScore) {
@@ -1008,6 +1051,94 @@ TEST(Trainer, BuildsAnAttrVocabularyFromProfileEventsAndCanBeToldNotTo) {
   ASSERT_TRUE(plain.ok()) << plain.error;
   EXPECT_TRUE(plain.model.attr_vocab.empty());
   EXPECT_EQ(plain.model.weights.attr_count, 0);
+}
+
+// Every user's score at the data's end (Step through the events, then Rescore).
+std::vector<double> ScoresAtEnd(const LstmModel& model, const Dataset& data) {
+  auto scorer = MakeScorer(model, false);
+  std::vector<double> scores;
+  for (const auto& user : data.users) {
+    Replay r(user.events);
+    std::vector<float> state(scorer->state_size(), 0.0f);
+    Score score;
+    for (size_t k = 0; k < r.events.size(); ++k) {
+      StepInput in = r.Input(k, state.data());
+      scorer->Step({&in, 1}, {&score, 1});
+    }
+    RescoreInput in{&r.after.back(), data.end_ms, state.data()};
+    scorer->Rescore({&in, 1}, {&score, 1});
+    scores.push_back(score.clv);
+  }
+  return scores;
+}
+
+// Wholesale-like order values: TinyShop's amounts times a Pareto(1.1) factor
+// (up to ~1000x the median). The model must stay finite and of the data's
+// scale (the defect seen on a real log: ~1e8 per customer), and its total
+// near the total the data's own users spend per window.
+TEST(Trainer, HeavyTailedOrderValuesGiveFiniteScoresOfTheDataScale) {
+  Dataset data = TinyShop(240, 4);
+  std::mt19937_64 random(9);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  double largest = 0;
+  for (auto& user : data.users) {
+    double spent = 0;
+    for (auto& event : user.events) {
+      if (event.kind != EventKind::kPurchase) continue;
+      event.amount *= std::min(1000.0, std::pow(1.0 - uniform(random), -1.0 / 1.1));
+      spent += event.amount;
+    }
+    largest = std::max(largest, spent);
+  }
+  TrainOptions options = TinyTrainOptions(4);
+  options.batch_users = 32;
+  TrainResult result = TrainLstm(data, options, [](const EpochReport&) {});
+  ASSERT_TRUE(result.ok()) << result.error;
+  EXPECT_TRUE(std::isfinite(result.total_scale));
+  for (double score : ScoresAtEnd(result.model, data)) {
+    ASSERT_TRUE(std::isfinite(score));
+    ASSERT_GE(score, 0);
+    ASSERT_LT(score, largest) << "a 30-day score above the most any user spent in 150 days";
+  }
+}
+
+// A learning rate far too high: the run either recovers (epochs undone,
+// lower rate) or stops with a message; it never writes a non-finite model.
+TEST(Trainer, ADivergingRunIsUndoneOrRefusedNeverANonFiniteModel) {
+  Dataset data = TinyShop(120, 5);
+  TrainOptions options = TinyTrainOptions(4);
+  options.batch_users = 16;
+  options.learning_rate = 1e6;
+  options.clip_grad_norm = 1e30;
+  TrainResult result = TrainLstm(data, options, [](const EpochReport&) {});
+  if (!result.ok()) {
+    EXPECT_NE(result.error.find("diverged"), std::string::npos) << result.error;
+    return;
+  }
+  for (double score : ScoresAtEnd(result.model, data)) ASSERT_TRUE(std::isfinite(score));
+}
+
+// --init-from: training starts from the given weights; a model of another
+// shape is refused with both shapes named.
+TEST(Trainer, FineTuningStartsFromTheGivenWeights) {
+  Dataset data = TinyShop(120, 6);
+  TrainOptions options = TinyTrainOptions(2);
+  TrainResult first = TrainLstm(data, options, [](const EpochReport&) {});
+  ASSERT_TRUE(first.ok()) << first.error;
+  options.init_weights = first.model.weights;
+  options.epochs = 1;
+  options.learning_rate = 1e-9;  // barely moves: the result is the initial weights
+  options.calibrate_total = false;
+  TrainResult tuned = TrainLstm(data, options, [](const EpochReport&) {});
+  ASSERT_TRUE(tuned.ok()) << tuned.error;
+  for (size_t i = 0; i < first.model.weights.w_ih.size(); ++i) {
+    ASSERT_NEAR(tuned.model.weights.w_ih[i], first.model.weights.w_ih[i], 1e-4);
+  }
+  options.hidden_size = 12;
+  TrainResult refused = TrainLstm(data, options, [](const EpochReport&) {});
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.error.find("hidden 8"), std::string::npos) << refused.error;
+  EXPECT_NE(refused.error.find("hidden 12"), std::string::npos) << refused.error;
 }
 
 TEST(Trainer, RefusesWhenNoStepCanBeLabelled) {
