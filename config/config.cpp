@@ -90,7 +90,7 @@ constexpr std::pair<std::string_view, std::string_view> kReservedKafkaProperties
     {"bootstrap.servers", "kafka.bootstrap_servers"},
     {"metadata.broker.list", "kafka.bootstrap_servers"},
     {"group.id", "kafka.group_id"},
-    {"message.max.bytes", "validation.max_message_bytes"},
+    {"message.max.bytes", "kafka.producer_message_max_bytes"},
 };
 
 std::string Quote(std::string_view text) { return Json(std::string(text)).dump(); }
@@ -311,6 +311,14 @@ const std::vector<Option>& OptionTable() {
        .description = "Partitions of topics the embedded broker creates.",
        .min = 1,
        .max = 10000},
+      {.key = "kafka.producer_message_max_bytes",
+       .access = MemberOf<&Config::kafka, &KafkaOptions::producer_message_max_bytes>,
+       .description = "Largest record the service produces (librdkafka message.max.bytes of "
+                      "its producer; keep it at most the brokers' message.max.bytes). A dead "
+                      "letter whose original would not fit is truncated to fit, with headers "
+                      "giving the original size and hash (docs/OPERATIONS.md).",
+       .min = 16384,
+       .max = 1000000000},
       {.key = "kafka.properties",
        .access = MemberOf<&Config::kafka, &KafkaOptions::properties>,
        .description = "Extra librdkafka properties, passed through unchanged to consumer and "

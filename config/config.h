@@ -32,6 +32,7 @@ struct KafkaOptions {
   std::string dead_letter_topic = "clv.dead-letter";
   std::string group_id = "clvstream";
   int embedded_partitions = 8;
+  int64_t producer_message_max_bytes = 1000000;
   std::map<std::string, std::string> properties = {};
 
   bool operator==(const KafkaOptions&) const = default;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <queue>
 #include <set>
 #include <tuple>
@@ -23,6 +24,13 @@ namespace clv::stream {
 using connectors::Status;
 
 namespace {
+
+// Dead letters (SendDeadLetter): what a record costs besides its key, value
+// and headers (batch and record framing, with room to spare); the longest
+// reason header kept; the key kept of a record that has to be truncated.
+constexpr size_t kRecordOverheadBytes = 1024;
+constexpr size_t kMaxReasonBytes = 4096;
+constexpr size_t kMaxTruncatedKeyBytes = 1024;
 
 std::string StreamTimeKey(int32_t partition) { return "stream_time/" + std::to_string(partition); }
 
@@ -759,7 +767,8 @@ Status Processor::Impl::SendDeadLetter(const connectors::Message& message,
   // The record is the original, byte for byte (key and value); where it came
   // from and why it was refused travel in headers, as Kafka Connect does.
   std::vector<std::pair<std::string, std::string>> headers = {
-      {"clv.dlq.reason", reason},
+      {"clv.dlq.reason", reason.size() <= kMaxReasonBytes ? reason
+                                                          : reason.substr(0, kMaxReasonBytes)},
       {"clv.dlq.topic", message.topic},
       {"clv.dlq.partition", std::to_string(message.partition)},
       {"clv.dlq.offset", std::to_string(message.offset)},
@@ -767,8 +776,33 @@ Status Processor::Impl::SendDeadLetter(const connectors::Message& message,
   };
   counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
   if (metrics) MetricsFor(message.topic).dead_lettered->Inc();
-  return sink.SendWithHeaders(config.kafka.dead_letter_topic, message.key, message.value,
-                              headers);
+  // A dead letter must fit the producer's record limit, or the one message
+  // would stop the partition for good. One that does not fit keeps the start
+  // of its key and value, and says so: clv.dlq.truncated, the original sizes
+  // and the 64-bit FNV-1a of the original value (docs/OPERATIONS.md).
+  auto record_bytes = [&](size_t key_bytes, size_t value_bytes) {
+    size_t bytes = key_bytes + value_bytes + kRecordOverheadBytes;
+    for (const auto& [name, value] : headers) bytes += name.size() + value.size() + 16;
+    return bytes;
+  };
+  const auto limit = static_cast<size_t>(config.kafka.producer_message_max_bytes);
+  if (record_bytes(message.key.size(), message.value.size()) <= limit) {
+    return sink.SendWithHeaders(config.kafka.dead_letter_topic, message.key, message.value,
+                                headers);
+  }
+  char hash[17];
+  std::snprintf(hash, sizeof(hash), "%016llx",
+                static_cast<unsigned long long>(StableHash64(message.value)));
+  headers.push_back({"clv.dlq.truncated", "true"});
+  headers.push_back({"clv.dlq.original_value_bytes", std::to_string(message.value.size())});
+  headers.push_back({"clv.dlq.original_key_bytes", std::to_string(message.key.size())});
+  headers.push_back({"clv.dlq.original_value_fnv1a64", hash});
+  const size_t key_bytes = std::min(message.key.size(), kMaxTruncatedKeyBytes);
+  const size_t fixed = record_bytes(key_bytes, 0);
+  const size_t value_bytes = fixed < limit ? std::min(message.value.size(), limit - fixed) : 0;
+  return sink.SendWithHeaders(config.kafka.dead_letter_topic,
+                              std::string_view(message.key).substr(0, key_bytes),
+                              std::string_view(message.value).substr(0, value_bytes), headers);
 }
 
 // ---------------------------------------------------------------------------

@@ -72,7 +72,10 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   }
   auto status = connectors::EnsureTopics(client, missing_topics, config.kafka.embedded_partitions, 1);
   if (!status.ok()) return status;
-  status = connectors::KafkaSink::Create(client, &service->sink_);
+  connectors::ClientOptions producer_client = client;
+  producer_client.properties["message.max.bytes"] =
+      std::to_string(config.kafka.producer_message_max_bytes);
+  status = connectors::KafkaSink::Create(producer_client, &service->sink_);
   if (!status.ok()) return status;
   status = service->sink_->Prepare(
       {config.kafka.scores_topic, config.kafka.alerts_topic, config.kafka.dead_letter_topic}, 10000);

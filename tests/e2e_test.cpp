@@ -253,6 +253,9 @@ TEST_P(EndToEnd, BadInputGoesToDeadLetterWithReasonAndOriginalBytes) {
       R"({"user_id":"u1","type":"page_view","ts":99999999999999})",
       "not json at all",
       R"({"user_id":"u1","type":"page_view","ts":1700000000000,"pad":")" + huge + "\"}",
+      // Under the input limit, but its dead letter (value + headers) would
+      // not fit the producer's 1,000,000-byte limit: truncated to fit.
+      "{" + std::string(999898, 'y') + "!",
   };
   std::vector<std::string> good;
   for (int i = 0; i < 20; ++i) {
@@ -288,7 +291,18 @@ TEST_P(EndToEnd, BadInputGoesToDeadLetterWithReasonAndOriginalBytes) {
   };
   for (const auto& m : dead) {
     // The record is the original message; the context is in its headers.
-    originals.insert(m.value);
+    if (header(m, "clv.dlq.truncated") == "true") {
+      // Too large to carry whole: the start of it, and what it was.
+      const std::string& original = bad.back();
+      EXPECT_EQ(header(m, "clv.dlq.original_value_bytes"), std::to_string(original.size()));
+      EXPECT_EQ(header(m, "clv.dlq.original_value_fnv1a64").size(), 16u);
+      EXPECT_GT(m.value.size(), 990000u);
+      EXPECT_LT(m.value.size(), original.size());
+      EXPECT_EQ(original.compare(0, m.value.size(), m.value), 0) << "not a prefix";
+      originals.insert(original);
+    } else {
+      originals.insert(m.value);
+    }
     EXPECT_FALSE(header(m, "clv.dlq.reason").empty());
     EXPECT_EQ(header(m, "clv.dlq.topic"), topics.input);
     EXPECT_FALSE(header(m, "clv.dlq.partition").empty());
