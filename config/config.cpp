@@ -316,7 +316,7 @@ const std::vector<Option>& OptionTable() {
        .description = "Largest record the service produces (librdkafka message.max.bytes of "
                       "its producer; keep it at most the brokers' message.max.bytes). A dead "
                       "letter whose original would not fit is truncated to fit, with headers "
-                      "giving the original size and hash (docs/OPERATIONS.md).",
+                      "giving the original size and hash (README.md, Semantics).",
        .min = 16384,
        .max = 1000000000},
       {.key = "kafka.properties",

@@ -387,7 +387,8 @@ TEST(ConfigSamples, EverySampleFileLoads) {
     loaded.push_back(entry.path().filename().string());
   }
   std::sort(loaded.begin(), loaded.end());
-  EXPECT_EQ(loaded, (std::vector<std::string>{"cdnow.json", "kafka.json", "local.json"}));
+  EXPECT_EQ(loaded, (std::vector<std::string>{"cdnow.json", "dunnhumby.json", "kafka.json",
+                                              "local.json"}));
 
   Config kafka = LoadOk((samples / "kafka.json").string(), {}, {});
   EXPECT_EQ(kafka.kafka.bootstrap_servers, "127.0.0.1:9092");
@@ -514,7 +515,7 @@ std::vector<std::string> CandidateValues(const std::string& type) {
   if (type == "std::string") {
     return {"x-test", "per_event", "lstm", "cuda", "tab", "debug", "epoch_s", "purchase"};
   }
-  if (type == "int" || type == "int64_t") return {"7", "1234"};
+  if (type == "int" || type == "int64_t") return {"7", "1234", "123456"};
   if (type == "double") return {"0.5", "7", "600"};
   if (type == "bool") return {"false", "true"};
   if (type == "std::vector<std::string>") return {"x-test,y-test"};
