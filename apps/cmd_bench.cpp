@@ -7,15 +7,17 @@
 //      event-to-score latency p50/p99 (message timestamp -> score acknowledged);
 //   5. state bytes per user.
 // Throughput excludes the consumer-group join (the mock broker waits ~3 s).
-#include <CLI/CLI.hpp>
+#include <pthread.h>
+#include <time.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <librdkafka/rdkafka.h>
 #include <thread>
-#include <pthread.h>
-#include <time.h>
+
+#include <CLI/CLI.hpp>
+#include <librdkafka/rdkafka.h>
 
 #include "apps/commands.h"
 #include "apps/common.h"
@@ -54,7 +56,7 @@ struct BenchFlags {
   ShopFlags shop;
   int partitions = 8;
   int brokers = 1;
-  std::string bootstrap;  // an existing cluster instead of the embedded broker
+  std::string bootstrap;    // an existing cluster instead of the embedded broker
   double latency_rate = 0;  // events/s in the latency phase; 0 = half the measured throughput
   double latency_seconds = 10;
   // The project's targets on a 2-core machine: the baseline scorer at least
@@ -110,8 +112,10 @@ PhaseResult RunPipeline(config::Config config, const std::string& topic, int64_t
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     int64_t consumed = counters.consumed.load();
     if (consumed > 0 && first == Clock::time_point{}) first = Clock::now();
-    if (service_ready != nullptr && !service_ready->load() && service->ready()) service_ready->store(true);
-    if (warmed_up != nullptr && warmed_up->exchange(false)) service->processor().RequestLatencyReset();
+    if (service_ready != nullptr && !service_ready->load() && service->ready())
+      service_ready->store(true);
+    if (warmed_up != nullptr && warmed_up->exchange(false))
+      service->processor().RequestLatencyReset();
     if (producer_done) {
       if (producer_done->load() && consumed >= produced->load()) stop.store(true);
     }
@@ -146,34 +150,41 @@ PhaseResult RunPipeline(config::Config config, const std::string& topic, int64_t
 }  // namespace
 
 void AddBenchCommand(CLI::App& root, int* exit_code) {
-  auto* cmd = root.add_subcommand("bench", "End-to-end throughput and latency on the embedded broker");
+  auto* cmd =
+      root.add_subcommand("bench", "End-to-end throughput and latency on the embedded broker");
   auto flags = std::make_shared<BenchFlags>();
   flags->shop.options.users = 20000;
   flags->shop.options.days = 120;
   AddConfigFlags(*cmd, flags->config);
   AddShopFlags(*cmd, flags->shop);
-  cmd->add_option("--partitions", flags->partitions, "Partitions of the bench topics")->check(CLI::Range(1, 256));
+  cmd->add_option("--partitions", flags->partitions, "Partitions of the bench topics")
+      ->check(CLI::Range(1, 256));
   cmd->add_option("--brokers", flags->brokers, "Mock brokers")->check(CLI::Range(1, 8));
-  cmd->add_option("--bootstrap", flags->bootstrap,
-                  "Run against this Kafka cluster instead of the embedded broker (e.g. the real broker "
-                  "of scripts/kafka-start.sh); creates topics bench.events.PID and bench.paced.PID");
+  cmd->add_option(
+      "--bootstrap", flags->bootstrap,
+      "Run against this Kafka cluster instead of the embedded broker (e.g. the real broker "
+      "of scripts/kafka-start.sh); creates topics bench.events.PID and bench.paced.PID");
   cmd->add_option("--latency-rate", flags->latency_rate,
                   "Events/s fed in the latency phase (0 = half the measured throughput)");
   cmd->add_option("--latency-seconds", flags->latency_seconds, "Length of the latency phase");
   cmd->callback([flags, exit_code] {
     config::Config config;
-    if (!LoadConfigOrReport(flags->config, &config) || !ResolveShopFlags(flags->shop, "clv bench")) {
+    if (!LoadConfigOrReport(flags->config, &config) ||
+        !ResolveShopFlags(flags->shop, "clv bench")) {
       *exit_code = 2;
       return;
     }
     auto dir = std::filesystem::temp_directory_path() / ("clv-bench-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
     std::printf("clvstream bench\n");
-    std::printf("  date:        %s", [] {
-      std::time_t t = std::time(nullptr);
-      return std::string(std::asctime(std::gmtime(&t)));
-    }().c_str());
-    std::printf("  cpu:         %s, %u cores\n", CpuModel().c_str(), std::thread::hardware_concurrency());
+    std::printf("  date:        %s",
+                [] {
+                  std::time_t t = std::time(nullptr);
+                  return std::string(std::asctime(std::gmtime(&t)));
+                }()
+                    .c_str());
+    std::printf("  cpu:         %s, %u cores\n", CpuModel().c_str(),
+                std::thread::hardware_concurrency());
 #ifdef NDEBUG
     std::printf("  build:       optimized, assertions off\n");
 #else
@@ -186,12 +197,16 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
       std::printf("  librdkafka:  %s (cluster at %s, %d partitions)\n", rd_kafka_version_str(),
                   flags->bootstrap.c_str(), flags->partitions);
     }
-    std::printf("  scorer:      %s  (model.path '%s')\n", config.model.scorer.c_str(), config.model.path.c_str());
-    std::printf("  shop:        %s users, %.0f days, seed %llu\n", WithThousands(flags->shop.options.users).c_str(),
-                flags->shop.options.days, static_cast<unsigned long long>(flags->shop.options.seed));
-    std::printf("  stream:      batch_max_events %d, batch_max_wait_ms %d, commit_interval_ms %d, emit %s\n",
-                config.stream.batch_max_events, config.stream.batch_max_wait_ms,
-                config.stream.commit_interval_ms, config.stream.emit.c_str());
+    std::printf("  scorer:      %s  (model.path '%s')\n", config.model.scorer.c_str(),
+                config.model.path.c_str());
+    std::printf("  shop:        %s users, %.0f days, seed %llu\n",
+                WithThousands(flags->shop.options.users).c_str(), flags->shop.options.days,
+                static_cast<unsigned long long>(flags->shop.options.seed));
+    std::printf(
+        "  stream:      batch_max_events %d, batch_max_wait_ms %d, commit_interval_ms %d, emit "
+        "%s\n",
+        config.stream.batch_max_events, config.stream.batch_max_wait_ms,
+        config.stream.commit_interval_ms, config.stream.emit.c_str());
     std::fflush(stdout);
 
     std::unique_ptr<connectors::EmbeddedBroker> broker;
@@ -239,7 +254,8 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
       while (shop.Next(&event)) {
         status = producer->Send(topic, event.user_id, event.json);
         if (!status.ok()) break;
-        if ((++events & 0x3FFFF) == 0) std::fprintf(stderr, "\r  producing: %s events", WithThousands(events).c_str());
+        if ((++events & 0x3FFFF) == 0)
+          std::fprintf(stderr, "\r  producing: %s events", WithThousands(events).c_str());
       }
     }
     if (status.ok()) status = producer->Flush(120000);
@@ -249,9 +265,10 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
       return;
     }
     double produce_seconds = std::chrono::duration<double>(Clock::now() - started).count();
-    std::printf("\nproduce        %12s events in %6.2fs  %12s events/s (synthetic shop + producer)\n",
-                WithThousands(events).c_str(), produce_seconds,
-                WithThousands(static_cast<int64_t>(events / produce_seconds)).c_str());
+    std::printf(
+        "\nproduce        %12s events in %6.2fs  %12s events/s (synthetic shop + producer)\n",
+        WithThousands(events).c_str(), produce_seconds,
+        WithThousands(static_cast<int64_t>(events / produce_seconds)).c_str());
     std::fflush(stdout);
 
     // 2. ceiling
@@ -265,9 +282,11 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
       return;
     }
     double ceiling_rate = ceiling.messages / std::max(ceiling.seconds, 1e-9);
-    std::printf("ceiling        %12s events in %6.2fs  %12s events/s (consume only, same topic; join %.1fs excluded)\n",
-                WithThousands(ceiling.messages).c_str(), ceiling.seconds,
-                WithThousands(static_cast<int64_t>(ceiling_rate)).c_str(), ceiling.join_seconds);
+    std::printf(
+        "ceiling        %12s events in %6.2fs  %12s events/s (consume only, same topic; join %.1fs "
+        "excluded)\n",
+        WithThousands(ceiling.messages).c_str(), ceiling.seconds,
+        WithThousands(static_cast<int64_t>(ceiling_rate)).c_str(), ceiling.join_seconds);
     std::fflush(stdout);
 
     // 3. pipeline
@@ -279,24 +298,33 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
     }
     double pipeline_rate = pipeline.events / std::max(pipeline.seconds, 1e-9);
     const bool lstm = config.model.scorer == "lstm";
-    const double target_rate = lstm ? flags->target_lstm_events_per_second : flags->target_events_per_second;
+    const double target_rate =
+        lstm ? flags->target_lstm_events_per_second : flags->target_events_per_second;
     const double target_ratio = lstm ? 0.0 : flags->target_ceiling_ratio;
-    std::string target = "target >= " + WithThousands(static_cast<int64_t>(target_rate)) + " events/s";
-    if (target_ratio > 0) target += " and >= " + std::to_string(static_cast<int>(100 * target_ratio)) + "%";
-    target += std::string(" with the ") + config.model.scorer + " scorer: " +
-              (pipeline_rate >= target_rate && pipeline_rate >= target_ratio * ceiling_rate ? "met" : "NOT met");
-    std::printf("pipeline       %12s events in %6.2fs  %12s events/s = %.0f%% of the ceiling  (%s)\n",
-                WithThousands(pipeline.events).c_str(), pipeline.seconds,
-                WithThousands(static_cast<int64_t>(pipeline_rate)).c_str(), 100 * pipeline_rate / ceiling_rate,
-                target.c_str());
-    std::printf("  where the time goes: waiting for input %.2fs, processing %.2fs (scorer %.2fs), "
-                "waiting for score acks %.2fs, RocksDB commit %.2fs; %s batches, %s commits\n",
-                pipeline.poll_s, pipeline.process_s, pipeline.scorer_s, pipeline.flush_s, pipeline.store_s,
-                WithThousands(pipeline.batches).c_str(), WithThousands(pipeline.commits).c_str());
-    std::printf("  CPU: %.2fs in all threads (%.1f us/event; service thread %.2fs, the rest is Kafka "
-                "clients and the embedded broker)\n",
-                pipeline.process_cpu_s, 1e6 * pipeline.process_cpu_s / std::max<int64_t>(1, pipeline.events),
-                pipeline.service_cpu_s);
+    std::string target =
+        "target >= " + WithThousands(static_cast<int64_t>(target_rate)) + " events/s";
+    if (target_ratio > 0)
+      target += " and >= " + std::to_string(static_cast<int>(100 * target_ratio)) + "%";
+    target +=
+        std::string(" with the ") + config.model.scorer + " scorer: " +
+        (pipeline_rate >= target_rate && pipeline_rate >= target_ratio * ceiling_rate ? "met"
+                                                                                      : "NOT met");
+    std::printf(
+        "pipeline       %12s events in %6.2fs  %12s events/s = %.0f%% of the ceiling  (%s)\n",
+        WithThousands(pipeline.events).c_str(), pipeline.seconds,
+        WithThousands(static_cast<int64_t>(pipeline_rate)).c_str(),
+        100 * pipeline_rate / ceiling_rate, target.c_str());
+    std::printf(
+        "  where the time goes: waiting for input %.2fs, processing %.2fs (scorer %.2fs), "
+        "waiting for score acks %.2fs, RocksDB commit %.2fs; %s batches, %s commits\n",
+        pipeline.poll_s, pipeline.process_s, pipeline.scorer_s, pipeline.flush_s, pipeline.store_s,
+        WithThousands(pipeline.batches).c_str(), WithThousands(pipeline.commits).c_str());
+    std::printf(
+        "  CPU: %.2fs in all threads (%.1f us/event; service thread %.2fs, the rest is Kafka "
+        "clients and the embedded broker)\n",
+        pipeline.process_cpu_s,
+        1e6 * pipeline.process_cpu_s / std::max<int64_t>(1, pipeline.events),
+        pipeline.service_cpu_s);
     std::fflush(stdout);
 
     // 5. state bytes per user (before the latency phase adds a second store)
@@ -315,14 +343,16 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
           ++users;
           return true;
         });
-        std::printf("state          %12s users, %6.0f bytes/user encoded (key + value), %s bytes on disk\n",
-                    WithThousands(users).c_str(), users ? static_cast<double>(bytes) / users : 0.0,
-                    WithThousands(static_cast<int64_t>(store->ApproximateBytes())).c_str());
+        std::printf(
+            "state          %12s users, %6.0f bytes/user encoded (key + value), %s bytes on disk\n",
+            WithThousands(users).c_str(), users ? static_cast<double>(bytes) / users : 0.0,
+            WithThousands(static_cast<int64_t>(store->ApproximateBytes())).c_str());
       }
     }
 
     // 4. latency at a fixed rate
-    double rate = flags->latency_rate > 0 ? flags->latency_rate : std::min(pipeline_rate / 2, 200000.0);
+    double rate =
+        flags->latency_rate > 0 ? flags->latency_rate : std::min(pipeline_rate / 2, 200000.0);
     constexpr double kWarmupSeconds = 2;
     auto paced_events = static_cast<int64_t>(rate * (kWarmupSeconds + flags->latency_seconds));
     std::atomic<int64_t> produced{0};
@@ -343,24 +373,26 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
         if (!producer->Send(paced_topic, event.user_id, event.json).ok()) break;
         int64_t n = produced.fetch_add(1) + 1;
         if (n == static_cast<int64_t>(kWarmupSeconds * rate)) warmed_up.store(true);
-        if (n % 64 == 0) std::this_thread::sleep_until(t0 + std::chrono::duration<double>(n / rate));
+        if (n % 64 == 0)
+          std::this_thread::sleep_until(t0 + std::chrono::duration<double>(n / rate));
       }
       (void)producer->Flush(60000);
       producer_done.store(true);
     });
-    auto latency = RunPipeline(config, paced_topic, paced_events, (dir / "state-paced").string(), &produced,
-                               &producer_done, &service_ready, &warmed_up);
+    auto latency = RunPipeline(config, paced_topic, paced_events, (dir / "state-paced").string(),
+                               &produced, &producer_done, &service_ready, &warmed_up);
     paced.join();
     if (!latency.error.empty()) {
       std::fprintf(stderr, "clv bench: latency phase: %s\n", latency.error.c_str());
       *exit_code = 1;
       return;
     }
-    std::printf("latency        %12s events at %s events/s: event-to-score p50 %.1f ms, p99 %.1f ms "
-                "(producer timestamp -> score acknowledged by the broker; the first %.0f s are warm-up, "
-                "not counted)\n",
-                WithThousands(latency.events).c_str(), WithThousands(static_cast<int64_t>(rate)).c_str(),
-                latency.p50_ms, latency.p99_ms, kWarmupSeconds);
+    std::printf(
+        "latency        %12s events at %s events/s: event-to-score p50 %.1f ms, p99 %.1f ms "
+        "(producer timestamp -> score acknowledged by the broker; the first %.0f s are warm-up, "
+        "not counted)\n",
+        WithThousands(latency.events).c_str(), WithThousands(static_cast<int64_t>(rate)).c_str(),
+        latency.p50_ms, latency.p99_ms, kWarmupSeconds);
     std::error_code ignored;
     std::filesystem::remove_all(dir, ignored);
     *exit_code = 0;

@@ -1,9 +1,10 @@
 // clv broker: the embedded Kafka-protocol broker on its own, for any client.
-#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <thread>
+
+#include <CLI/CLI.hpp>
 
 #include "apps/commands.h"
 #include "apps/common.h"
@@ -12,7 +13,8 @@ namespace clv::apps {
 
 void AddBrokerCommand(CLI::App& root, int* exit_code) {
   auto* cmd = root.add_subcommand(
-      "broker", "Start the embedded Kafka-protocol broker (librdkafka mock cluster) and print its address");
+      "broker",
+      "Start the embedded Kafka-protocol broker (librdkafka mock cluster) and print its address");
   struct Flags {
     int brokers = 1;
     int partitions = 8;

@@ -3,7 +3,6 @@
 // malformed messages and exact re-sends mixed in), the service consuming them,
 // and a live view: events/s, lag, users, dead letters, duplicates and the
 // latest scores. Ends when every event is scored (or on Ctrl-C) with a summary.
-#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,8 +10,10 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <thread>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
 #include "apps/common.h"
@@ -40,12 +41,11 @@ std::string ShortScore(const std::string& json) {
   auto j = nlohmann::json::parse(json, nullptr, false);
   if (j.is_discarded()) return json;
   char line[256];
-  std::snprintf(line, sizeof line, "%-10s clv %9.2f  p_buy %.2f  churn %.2f  %-9s %-10s seq %llu (%s)",
-                j.value("user_id", "").c_str(), j.value("clv", 0.0), j.value("p_purchase", 0.0),
-                j.value("churn_risk", 0.0), j.value("stage", "").c_str(),
-                j.value("segment", "").c_str(),
-                static_cast<unsigned long long>(j.value("seq", uint64_t{0})),
-                j.value("trigger", "").c_str());
+  std::snprintf(
+      line, sizeof line, "%-10s clv %9.2f  p_buy %.2f  churn %.2f  %-9s %-10s seq %llu (%s)",
+      j.value("user_id", "").c_str(), j.value("clv", 0.0), j.value("p_purchase", 0.0),
+      j.value("churn_risk", 0.0), j.value("stage", "").c_str(), j.value("segment", "").c_str(),
+      static_cast<unsigned long long>(j.value("seq", uint64_t{0})), j.value("trigger", "").c_str());
   return line;
 }
 
@@ -59,10 +59,14 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
   flags->shop.options.days = 120;
   AddConfigFlags(*cmd, flags->config);
   AddShopFlags(*cmd, flags->shop);
-  cmd->add_option("--state", flags->state_dir, "RocksDB directory (default: a fresh temporary one)");
-  cmd->add_option("--rate", flags->rate, "Events per second the shop sends (0 = as fast as it can)");
-  cmd->add_option("--bad-every", flags->bad_every, "Send a malformed message every N events (0 = never)");
-  cmd->add_option("--duplicate-every", flags->duplicate_every, "Re-send an event every N events (0 = never)");
+  cmd->add_option("--state", flags->state_dir,
+                  "RocksDB directory (default: a fresh temporary one)");
+  cmd->add_option("--rate", flags->rate,
+                  "Events per second the shop sends (0 = as fast as it can)");
+  cmd->add_option("--bad-every", flags->bad_every,
+                  "Send a malformed message every N events (0 = never)");
+  cmd->add_option("--duplicate-every", flags->duplicate_every,
+                  "Re-send an event every N events (0 = never)");
   cmd->add_flag("--http", flags->http,
                 "Serve the HTTP API and the live dashboard (port 8080 unless http.port is set) "
                 "and keep serving after the demo until Ctrl-C");
@@ -78,13 +82,15 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
     InstallStopSignals();
     std::filesystem::path temp_state;
     if (flags->state_dir.empty()) {
-      temp_state = std::filesystem::temp_directory_path() /
-                   ("clv-demo-state-" + std::to_string(::getpid()));
+      temp_state =
+          std::filesystem::temp_directory_path() / ("clv-demo-state-" + std::to_string(::getpid()));
       flags->state_dir = temp_state.string();
     }
     config.state.dir = flags->state_dir;
     if (config.kafka.input_topics.size() < 3) {
-      std::fprintf(stderr, "clv demo: kafka.input_topics needs three topics (clickstream, orders, profiles)\n");
+      std::fprintf(
+          stderr,
+          "clv demo: kafka.input_topics needs three topics (clickstream, orders, profiles)\n");
       *exit_code = 2;
       return;
     }
@@ -130,9 +136,11 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
                  topics[0].c_str(), topics[1].c_str(), topics[2].c_str(), config.state.dir.c_str(),
                  service->processor().model_version().c_str());
     if (service->http_port() != 0) {
-      std::fprintf(stderr, "clv demo: dashboard at http://%s:%d/  (API: /top, /users/{id}, /metrics, /readyz)\n",
-                   config.http.bind == "0.0.0.0" ? "127.0.0.1" : config.http.bind.c_str(),
-                   service->http_port());
+      std::fprintf(
+          stderr,
+          "clv demo: dashboard at http://%s:%d/  (API: /top, /users/{id}, /metrics, /readyz)\n",
+          config.http.bind == "0.0.0.0" ? "127.0.0.1" : config.http.bind.c_str(),
+          service->http_port());
     }
     std::thread shop_thread([&] {
       sim::SyntheticShop shop(flags->shop.options);
@@ -217,7 +225,8 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
       return;
     }
     if (!run_status.ok()) {
-      std::fprintf(stderr, "clv demo: the service stopped on error: %s\n", run_status.message.c_str());
+      std::fprintf(stderr, "clv demo: the service stopped on error: %s\n",
+                   run_status.message.c_str());
       *exit_code = 1;
       return;
     }
@@ -236,20 +245,22 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
     });
     const auto& c = service->processor().counters();
     double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
-    std::fprintf(stdout,
-                 "\nclv demo: %s events scored in %.1fs (%s events/s end to end), %s users in state\n"
-                 "  dead-lettered %s, duplicates skipped %s, timer re-scores %s, alerts %s, commits %s\n"
-                 "  event-to-score latency p50 %.1f ms, p99 %.1f ms\n",
-                 WithThousands(c.consumed.load()).c_str(), elapsed,
-                 WithThousands(static_cast<int64_t>(c.consumed.load() / std::max(elapsed, 1e-9))).c_str(),
-                 WithThousands(users).c_str(), WithThousands(c.dead_lettered.load()).c_str(),
-                 WithThousands(c.duplicates.load()).c_str(), WithThousands(c.timer_rescores.load()).c_str(),
-                 WithThousands(c.alerts_emitted.load()).c_str(), WithThousands(c.commits.load()).c_str(),
-                 service->processor().latency().Quantile(0.5),
-                 service->processor().latency().Quantile(0.99));
+    std::fprintf(
+        stdout,
+        "\nclv demo: %s events scored in %.1fs (%s events/s end to end), %s users in state\n"
+        "  dead-lettered %s, duplicates skipped %s, timer re-scores %s, alerts %s, commits %s\n"
+        "  event-to-score latency p50 %.1f ms, p99 %.1f ms\n",
+        WithThousands(c.consumed.load()).c_str(), elapsed,
+        WithThousands(static_cast<int64_t>(c.consumed.load() / std::max(elapsed, 1e-9))).c_str(),
+        WithThousands(users).c_str(), WithThousands(c.dead_lettered.load()).c_str(),
+        WithThousands(c.duplicates.load()).c_str(), WithThousands(c.timer_rescores.load()).c_str(),
+        WithThousands(c.alerts_emitted.load()).c_str(), WithThousands(c.commits.load()).c_str(),
+        service->processor().latency().Quantile(0.5),
+        service->processor().latency().Quantile(0.99));
     if (scan.ok() && users > 0) {
       std::fprintf(stdout, "  mean predicted CLV %.2f; users per stage:", total_clv / users);
-      for (const auto& [stage, n] : stages) std::fprintf(stdout, " %s %s", stage.c_str(), WithThousands(n).c_str());
+      for (const auto& [stage, n] : stages)
+        std::fprintf(stdout, " %s %s", stage.c_str(), WithThousands(n).c_str());
       std::sort(top.rbegin(), top.rend());
       std::fprintf(stdout, "\n  top users by CLV:");
       for (size_t i = 0; i < top.size() && i < 5; ++i) {

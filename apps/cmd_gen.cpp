@@ -1,10 +1,11 @@
 // clv gen: synthetic shop events (JSONL file, stdout, or straight to Kafka)
 // with each user's ground truth written alongside.
-#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+
+#include <CLI/CLI.hpp>
 
 #include "apps/commands.h"
 #include "apps/common.h"
@@ -14,16 +15,19 @@ namespace clv::apps {
 
 void AddShopFlags(CLI::App& cmd, ShopFlags& flags) {
   auto& o = flags.options;
-  cmd.add_option("--users", o.users, "Number of users")->check(CLI::Range(int64_t{1}, int64_t{100000000}));
-  cmd.add_option("--days", o.days, "Length of the generated period, days")->check(CLI::Range(1.0, 3650.0));
+  cmd.add_option("--users", o.users, "Number of users")
+      ->check(CLI::Range(int64_t{1}, int64_t{100000000}));
+  cmd.add_option("--days", o.days, "Length of the generated period, days")
+      ->check(CLI::Range(1.0, 3650.0));
   cmd.add_option("--seed", o.seed, "Random seed (same seed, same bytes)");
-  cmd.add_option("--start", flags.start, "First day of the period, YYYY-MM-DD (default 2025-01-01)");
+  cmd.add_option("--start", flags.start,
+                 "First day of the period, YYYY-MM-DD (default 2025-01-01)");
   cmd.add_option("--horizon", flags.horizon, "Ground-truth horizon after the period, e.g. 365d");
   std::string names;
   for (const auto& name : sim::ShopProfileNames()) names += (names.empty() ? "" : "|") + name;
-  cmd.add_option("--profile", flags.profile,
-                 "Shop profile(s), comma-separated, later ones win: " + names +
-                     " (sim/synthetic_shop.h)");
+  cmd.add_option(
+      "--profile", flags.profile,
+      "Shop profile(s), comma-separated, later ones win: " + names + " (sim/synthetic_shop.h)");
 }
 
 bool ResolveShopFlags(ShopFlags& flags, const char* command) {
@@ -35,7 +39,8 @@ bool ResolveShopFlags(ShopFlags& flags, const char* command) {
     }
   }
   if (!flags.start.empty() && !ParseDateMs(flags.start, &flags.options.start_ms)) {
-    std::fprintf(stderr, "%s: --start '%s' is not a date (YYYY-MM-DD)\n", command, flags.start.c_str());
+    std::fprintf(stderr, "%s: --start '%s' is not a date (YYYY-MM-DD)\n", command,
+                 flags.start.c_str());
     return false;
   }
   if (!flags.horizon.empty() && !ParseDurationDays(flags.horizon, &flags.options.horizon_days)) {
@@ -77,9 +82,11 @@ void AddGenCommand(CLI::App& root, int* exit_code) {
   cmd->add_option("--out", flags->out, "Events file (JSONL); '-' for stdout");
   cmd->add_option("--truth", flags->truth, "Ground truth per user (.csv for CSV, else JSONL)");
   cmd->add_option("--topic", flags->topic, "Produce to this topic instead of a file");
-  cmd->add_option("--bootstrap", flags->bootstrap, "Kafka bootstrap servers for --topic/--split-topics");
-  cmd->add_flag("--split-topics", flags->split,
-                "Produce orders/refunds to 'orders', profiles to 'profiles', the rest to 'clickstream'");
+  cmd->add_option("--bootstrap", flags->bootstrap,
+                  "Kafka bootstrap servers for --topic/--split-topics");
+  cmd->add_flag(
+      "--split-topics", flags->split,
+      "Produce orders/refunds to 'orders', profiles to 'profiles', the rest to 'clickstream'");
   cmd->callback([flags, exit_code] {
     if (!ResolveShopFlags(flags->shop, "clv gen")) {
       *exit_code = 2;
@@ -87,7 +94,8 @@ void AddGenCommand(CLI::App& root, int* exit_code) {
     }
     const bool to_kafka = !flags->topic.empty() || flags->split;
     if (to_kafka == !flags->out.empty()) {
-      std::fprintf(stderr, "clv gen: give either --out FILE or --topic/--split-topics (with --bootstrap)\n");
+      std::fprintf(
+          stderr, "clv gen: give either --out FILE or --topic/--split-topics (with --bootstrap)\n");
       *exit_code = 2;
       return;
     }
@@ -145,8 +153,8 @@ void AddGenCommand(CLI::App& root, int* exit_code) {
           last_report = now;
           double fraction = static_cast<double>(event.ts_ms - flags->shop.options.start_ms) /
                             (shop.end_ms() - flags->shop.options.start_ms);
-          std::fprintf(stderr, "\rclv gen: %s events, %.0f%% of the period", WithThousands(count).c_str(),
-                       100 * fraction);
+          std::fprintf(stderr, "\rclv gen: %s events, %.0f%% of the period",
+                       WithThousands(count).c_str(), 100 * fraction);
         }
       }
     }
@@ -176,10 +184,12 @@ void AddGenCommand(CLI::App& root, int* exit_code) {
         return;
       }
     }
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     std::fprintf(stderr, "\rclv gen: %s events of %s users in %.1fs (%s/s)%s\n",
                  WithThousands(count).c_str(), WithThousands(flags->shop.options.users).c_str(),
-                 seconds, WithThousands(static_cast<int64_t>(count / std::max(seconds, 1e-9))).c_str(),
+                 seconds,
+                 WithThousands(static_cast<int64_t>(count / std::max(seconds, 1e-9))).c_str(),
                  flags->truth.empty() ? "" : (", truth in " + flags->truth).c_str());
     *exit_code = 0;
   });

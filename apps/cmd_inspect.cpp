@@ -1,8 +1,9 @@
 // clv inspect USER --state DIR: one user's stored state, from a stopped
 // service's RocksDB directory (opened read-only).
 // clv config: prints the effective configuration, or the generated docs.
-#include <CLI/CLI.hpp>
 #include <cstdio>
+
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
@@ -62,7 +63,8 @@ void AddInspectCommand(CLI::App& root, int* exit_code) {
   };
   auto flags = std::make_shared<Flags>();
   cmd->add_option("user", flags->user, "User id")->required();
-  cmd->add_option("--state", flags->state_dir, "RocksDB state directory of the service")->required();
+  cmd->add_option("--state", flags->state_dir, "RocksDB state directory of the service")
+      ->required();
   cmd->callback([flags, exit_code] {
     config::StateOptions options;
     options.dir = flags->state_dir;
@@ -92,11 +94,13 @@ void AddInspectCommand(CLI::App& root, int* exit_code) {
 }
 
 void AddConfigCommand(CLI::App& root, int* exit_code) {
-  auto* cmd = root.add_subcommand("config", "Print the effective configuration (or --markdown: the option docs)");
+  auto* cmd = root.add_subcommand(
+      "config", "Print the effective configuration (or --markdown: the option docs)");
   auto flags = std::make_shared<ConfigFlags>();
   auto markdown = std::make_shared<bool>(false);
   AddConfigFlags(*cmd, *flags);
-  cmd->add_flag("--markdown", *markdown, "Print docs/CONFIGURATION.md, generated from the option table");
+  cmd->add_flag("--markdown", *markdown,
+                "Print docs/CONFIGURATION.md, generated from the option table");
   cmd->callback([flags, markdown, exit_code] {
     if (*markdown) {
       std::fputs(config::MarkdownTable().c_str(), stdout);

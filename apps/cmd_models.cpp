@@ -1,7 +1,8 @@
 // clv fit-baseline / train / eval: offline model work on event files, decoded
 // by the same Decoder and field mapping as the stream.
-#include <CLI/CLI.hpp>
 #include <cstdio>
+
+#include <CLI/CLI.hpp>
 
 #include "apps/commands.h"
 #include "apps/common.h"
@@ -15,7 +16,8 @@ bool LoadEvents(const EventFileFlags& flags, const config::Config& config, model
   stream::LoadStats stats;
   std::string error;
   std::fprintf(stderr, "loading %zu event file(s)...\n", flags.files.size());
-  if (!stream::LoadDataset(flags.files, config, flags.format, flags.columns, data, &stats, &error)) {
+  if (!stream::LoadDataset(flags.files, config, flags.format, flags.columns, data, &stats,
+                           &error)) {
     std::fprintf(stderr, "clv: %s\n", error.c_str());
     return false;
   }
@@ -70,8 +72,7 @@ void AddModelCommands(CLI::App& root, int* exit_code) {
       return;
     }
     int64_t end_ms = data.end_ms;
-    if (!fit_flags->calibration_end.empty() &&
-        !ParseDateMs(fit_flags->calibration_end, &end_ms)) {
+    if (!fit_flags->calibration_end.empty() && !ParseDateMs(fit_flags->calibration_end, &end_ms)) {
       std::fprintf(stderr, "clv fit-baseline: --calibration-end '%s' is not a date (YYYY-MM-DD)\n",
                    fit_flags->calibration_end.c_str());
       *exit_code = 2;
@@ -91,8 +92,8 @@ void AddModelCommands(CLI::App& root, int* exit_code) {
       return;
     }
     if (model.fit.bgnbd_status != "ok") {
-      std::fprintf(stderr, "clv fit-baseline: BG/NBD fit %s: %s\n",
-                   model.fit.bgnbd_status.c_str(), model.fit.bgnbd_reason.c_str());
+      std::fprintf(stderr, "clv fit-baseline: BG/NBD fit %s: %s\n", model.fit.bgnbd_status.c_str(),
+                   model.fit.bgnbd_reason.c_str());
     }
     if (model.fit.gamma_gamma_status != "ok") {
       std::fprintf(stderr, "clv fit-baseline: Gamma-Gamma fit %s: %s\n",

@@ -1,9 +1,10 @@
 // clv replay FILE --topic T: sends a JSONL or CSV/whitespace file to a topic,
 // one message per row (CSV rows become JSON objects keyed by column name, so
 // the config's field mapping applies), keyed by the mapped user id field.
-#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+
+#include <CLI/CLI.hpp>
 
 #include "apps/commands.h"
 #include "apps/common.h"
@@ -27,7 +28,8 @@ void AddReplayCommand(CLI::App& root, int* exit_code) {
   cmd->add_option("files", flags->files, "Event files (.jsonl, .csv, .tsv, or whitespace tables)")
       ->required();
   cmd->add_option("--topic", flags->topic, "Target topic (default: the first kafka.input_topics)");
-  cmd->add_option("--bootstrap", flags->bootstrap, "Kafka bootstrap servers (default: kafka.bootstrap_servers)");
+  cmd->add_option("--bootstrap", flags->bootstrap,
+                  "Kafka bootstrap servers (default: kafka.bootstrap_servers)");
   cmd->add_option("--format", flags->format, "auto | jsonl | csv | ws (whitespace-separated table)")
       ->check(CLI::IsMember({"auto", "jsonl", "csv", "ws"}));
   cmd->add_option("--columns", flags->columns, "Column names for files without a header line")
@@ -41,9 +43,10 @@ void AddReplayCommand(CLI::App& root, int* exit_code) {
     }
     if (!flags->bootstrap.empty()) config.kafka.bootstrap_servers = flags->bootstrap;
     if (config.kafka.bootstrap_servers.empty()) {
-      std::fprintf(stderr,
-                   "clv replay: no broker: pass --bootstrap HOST:PORT (e.g. the address `clv broker` "
-                   "prints) or set kafka.bootstrap_servers\n");
+      std::fprintf(
+          stderr,
+          "clv replay: no broker: pass --bootstrap HOST:PORT (e.g. the address `clv broker` "
+          "prints) or set kafka.bootstrap_servers\n");
       *exit_code = 2;
       return;
     }

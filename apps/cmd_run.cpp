@@ -1,8 +1,8 @@
 // clv run: the service against any Kafka cluster (or the embedded broker when
 // kafka.bootstrap_servers is empty).
-#include <CLI/CLI.hpp>
-
 #include <cmath>
+
+#include <CLI/CLI.hpp>
 
 #include "apps/commands.h"
 #include "apps/common.h"
@@ -12,7 +12,8 @@
 namespace clv::apps {
 
 void AddRunCommand(CLI::App& root, int* exit_code) {
-  auto* cmd = root.add_subcommand("run", "Run the service: consume events, keep state, publish scores");
+  auto* cmd =
+      root.add_subcommand("run", "Run the service: consume events, keep state, publish scores");
   auto flags = std::make_shared<ConfigFlags>();
   auto quiet = std::make_shared<bool>(false);
   AddConfigFlags(*cmd, *flags);

@@ -6,14 +6,15 @@
 //             --calibration-end DATE --init-from MODEL]
 //   clv eval  --events FILE... --cutoff DATE [--horizon 273d] [--model MODEL]
 //             [--baseline MODEL] [--truth FILE] [--json OUT] [--svg OUT] [--device D]
-#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <string>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
 #include "apps/model_commands.h"
@@ -57,8 +58,8 @@ void PrintProgress(const models::EpochReport& r, int max_epochs) {
   bar.resize(kWidth, '.');
   std::fprintf(stderr,
                "[%s] epoch %d/%d  loss %.4f  val loss %.4f  val gini %.4f  lr %.2e  %.1fs%s\n",
-               bar.c_str(), r.epoch, max_epochs, r.train_loss, r.validation_loss,
-               r.validation_gini, r.learning_rate, r.seconds, r.improved ? "  *best*" : "");
+               bar.c_str(), r.epoch, max_epochs, r.train_loss, r.validation_loss, r.validation_gini,
+               r.learning_rate, r.seconds, r.improved ? "  *best*" : "");
 }
 
 // Synthetic ground truth (clv gen --truth, JSONL): user_id -> oracle and
@@ -84,8 +85,9 @@ bool LoadTruth(const std::string& path, std::map<std::string, double>* expected,
     auto json = nlohmann::json::parse(line, nullptr, false);
     if (json.is_discarded() || !json.is_object() || !json.contains("user_id") ||
         !json.contains("oracle_expected_spend") || !json.contains("realized_spend")) {
-      *error = "--truth " + path + ":" + std::to_string(line_no) +
-               ": not a clv gen truth line (JSON with user_id, oracle_expected_spend, realized_spend)";
+      *error =
+          "--truth " + path + ":" + std::to_string(line_no) +
+          ": not a clv gen truth line (JSON with user_id, oracle_expected_spend, realized_spend)";
       return false;
     }
     std::string user = json["user_id"].get<std::string>();
@@ -135,8 +137,8 @@ void RunTrain(TrainFlags& flags, const std::string& command, int* exit_code) {
   }
   if (calibration_end != 0) {
     data = data.SliceBefore(calibration_end);
-    std::fprintf(stderr, "training on events before %s: %s users\n",
-                 flags.calibration_end.c_str(), WithThousands(data.users.size()).c_str());
+    std::fprintf(stderr, "training on events before %s: %s users\n", flags.calibration_end.c_str(),
+                 WithThousands(data.users.size()).c_str());
   }
   // Horizons from the question the shop asks (model.horizon_days) and the
   // data's own span: a horizon longer than the data has no label to learn
@@ -180,7 +182,8 @@ void RunTrain(TrainFlags& flags, const std::string& command, int* exit_code) {
   flags.options.command = command;
   std::string files;
   for (const auto& f : flags.events.files) files += (files.empty() ? "" : " ") + f;
-  flags.options.data_description = files + (calibration_end ? " before " + flags.calibration_end : "");
+  flags.options.data_description =
+      files + (calibration_end ? " before " + flags.calibration_end : "");
   const int max_epochs = flags.options.epochs;
   std::fprintf(stderr,
                "training LSTM: horizons %.0f..%.0f days, hidden %d, up to %d epochs, %d users per "
@@ -239,7 +242,7 @@ void RunEval(EvalFlags& flags, int* exit_code) {
   }
   std::string error;
   if (!flags.truth.empty() && !LoadTruth(flags.truth, &options.oracle, &options.actual,
-                                           &options.events_posterior, &error)) {
+                                         &options.events_posterior, &error)) {
     std::fprintf(stderr, "clv eval: %s\n", error.c_str());
     *exit_code = 2;
     return;
@@ -257,8 +260,8 @@ void RunEval(EvalFlags& flags, int* exit_code) {
     *exit_code = 2;
     return;
   }
-  if (flags.truth.empty() && data.end_ms < options.cutoff_ms +
-                                               int64_t(options.horizon_days * models::kMsPerDay)) {
+  if (flags.truth.empty() &&
+      data.end_ms < options.cutoff_ms + int64_t(options.horizon_days * models::kMsPerDay)) {
     std::fprintf(stderr,
                  "clv eval: warning: the events end on %s, before --cutoff + --horizon; spend "
                  "after the data's end counts as 0\n",
@@ -309,39 +312,55 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
   train->add_option("--calibration-end", t.calibration_end,
                     "Train only on events before this date (YYYY-MM-DD)");
   train->add_option("--epochs", t.options.epochs, "Most passes over the training users")
-      ->capture_default_str()->check(CLI::Range(1, 10000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
   train->add_option("--hidden", t.options.hidden_size, "LSTM hidden size")
-      ->capture_default_str()->check(CLI::Range(1, 4096));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   train->add_option("--head-hidden", t.options.head_hidden, "Head hidden layer size")
-      ->capture_default_str()->check(CLI::Range(1, 4096));
-  train->add_option("--batch-users", t.batch_users,
-                    "Users per mini-batch (default: a power of two <= users / 32, at most 256)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  train
+      ->add_option("--batch-users", t.batch_users,
+                   "Users per mini-batch (default: a power of two <= users / 32, at most 256)")
       ->check(CLI::Range(1, 1000000));
   train->add_option("--bptt", t.options.bptt_steps, "Truncated BPTT chunk, events")
-      ->capture_default_str()->check(CLI::Range(1, 100000));
-  train->add_option("--snapshots", t.options.snapshots_per_user,
-                    "Rescore examples per user (times drawn uniformly over the user's life)")
-      ->capture_default_str()->check(CLI::Range(0, 10000));
-  train->add_option("--attr-vocab", t.options.attr_vocab_size,
-                    "Profile key=value pairs the heads see as 0/1 inputs (the most frequent; "
-                    "0 = ignore profile attributes; up to 16)")
-      ->capture_default_str()->check(CLI::Range(0, 16));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  train
+      ->add_option("--snapshots", t.options.snapshots_per_user,
+                   "Rescore examples per user (times drawn uniformly over the user's life)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 10000));
+  train
+      ->add_option("--attr-vocab", t.options.attr_vocab_size,
+                   "Profile key=value pairs the heads see as 0/1 inputs (the most frequent; "
+                   "0 = ignore profile attributes; up to 16)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 16));
   train->add_option("--lr", t.options.learning_rate, "Adam learning rate")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   train->add_option("--lr-decay", t.options.lr_decay, "Learning-rate multiplier per epoch")
-      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  train->add_option("--patience", t.options.patience,
-                    "Stop after this many epochs without a better validation loss")
-      ->capture_default_str()->check(CLI::Range(1, 10000));
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  train
+      ->add_option("--patience", t.options.patience,
+                   "Stop after this many epochs without a better validation loss")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
   train->add_flag("--select-by-gini", t.options.select_by_gini,
                   "Keep the epoch with the best validation Gini (ranking) instead of the best "
                   "validation loss");
-  train->add_option("--validation", t.options.validation_fraction,
-                    "Share of users held out for validation")
-      ->capture_default_str()->check(CLI::Range(0.01, 0.9));
+  train
+      ->add_option("--validation", t.options.validation_fraction,
+                   "Share of users held out for validation")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 0.9));
   train->add_option("--seed", t.options.seed, "Random seed")->capture_default_str();
   train->add_option("--threads", t.options.threads, "torch threads while training")
-      ->capture_default_str()->check(CLI::Range(1, 256));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
   train->add_option("--checkpoint", t.options.checkpoint_path,
                     "Write the best model so far here after every improving epoch");
   train->add_flag("!--no-calibrate-total", t.options.calibrate_total,
@@ -361,18 +380,22 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
   });
 
   auto* eval = root.add_subcommand(
-      "eval", "Score every user at a cutoff and compare LSTM, BG/NBD+GG, simple formula (and "
-              "the oracle) with what they really spent");
+      "eval",
+      "Score every user at a cutoff and compare LSTM, BG/NBD+GG, simple formula (and "
+      "the oracle) with what they really spent");
   auto eval_flags = std::make_shared<EvalFlags>();
   auto& e = *eval_flags;
   AddEventFileFlags(*eval, e.events);
-  eval->add_option("--cutoff", e.cutoff, "Score at this date (YYYY-MM-DD); events before it are "
-                                         "history, spend after it is the truth")->required();
+  eval->add_option("--cutoff", e.cutoff,
+                   "Score at this date (YYYY-MM-DD); events before it are "
+                   "history, spend after it is the truth")
+      ->required();
   eval->add_option("--horizon", e.horizon, "Window after the cutoff, e.g. 273d, 39w")
       ->capture_default_str();
   eval->add_option("--model", e.model, "LSTM model file (default: the shipped model)");
-  eval->add_option("--baseline", e.baseline,
-                   "BG/NBD + Gamma-Gamma model file (default: fit on the events before the cutoff)");
+  eval->add_option(
+      "--baseline", e.baseline,
+      "BG/NBD + Gamma-Gamma model file (default: fit on the events before the cutoff)");
   eval->add_option("--truth", e.truth,
                    "clv gen ground truth (JSONL): realized_spend is the actual, "
                    "oracle_expected_spend the oracle, posterior_expected_spend 'Bayes from the "
@@ -382,7 +405,8 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
   eval->add_option("--scores", e.scores,
                    "Write every user's actual and predicted spend per model (CSV)");
   eval->add_option("--device", e.device, "cpu | cuda | auto")
-      ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   eval->add_option("--title", e.title, "Title of the table and chart");
   eval->callback([eval_flags, exit_code] { RunEval(*eval_flags, exit_code); });
 }

@@ -136,7 +136,8 @@ bool ParseDateMs(const std::string& text, int64_t* ms) {
 bool ParseDurationDays(const std::string& text, double* days) {
   if (text.empty()) return false;
   char unit = text.back();
-  std::string number = std::isdigit(static_cast<unsigned char>(unit)) ? text : text.substr(0, text.size() - 1);
+  std::string number =
+      std::isdigit(static_cast<unsigned char>(unit)) ? text : text.substr(0, text.size() - 1);
   char* end = nullptr;
   double value = std::strtod(number.c_str(), &end);
   if (end == number.c_str() || *end != '\0' || !(value > 0)) return false;

@@ -1,9 +1,9 @@
 // clv: the clvstream executable. `clv --help` lists the subcommands;
 // `clv SUBCOMMAND --help` their flags.
-#include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <exception>
+
+#include <CLI/CLI.hpp>
 
 #include "apps/commands.h"
 #include "apps/common.h"

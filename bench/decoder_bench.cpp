@@ -7,24 +7,25 @@
 //
 // Run: build-*/bench/decoder_bench --benchmark_counters_tabular=true
 // The context block lists machine, build type and every parameter first.
-#include <benchmark/benchmark.h>
 #include <simdjson.h>
 
 #include <string>
 #include <vector>
 
+#include <benchmark/benchmark.h>
+
 #include "config/config.h"
+#include "sim/synthetic_shop.h"
 #include "stream/decoder.h"
 #include "stream/event.h"
-#include "sim/synthetic_shop.h"
 
 namespace {
 
-using clv::stream::Decoder;
-using clv::stream::Event;
 using clv::sim::GeneratedEvent;
 using clv::sim::ShopOptions;
 using clv::sim::SyntheticShop;
+using clv::stream::Decoder;
+using clv::stream::Event;
 
 constexpr int64_t kSampleUsers = 20000;
 constexpr double kSampleDays = 60;
@@ -42,8 +43,8 @@ const std::vector<std::string>& SampleEvents() {
 }
 
 void BM_ShopGenerate(benchmark::State& state) {
-  const ShopOptions options{.users = state.range(0), .days = static_cast<double>(state.range(1)),
-                            .seed = kSeed};
+  const ShopOptions options{
+      .users = state.range(0), .days = static_cast<double>(state.range(1)), .seed = kSeed};
   int64_t events = 0;
   int64_t bytes = 0;
   for (auto _ : state) {

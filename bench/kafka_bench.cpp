@@ -6,18 +6,19 @@
 // librdkafka version and every parameter before the numbers, like db_bench.
 //
 // Usage: kafka_bench [messages=50000] [value_bytes=200]
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <ctime>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
-#include <librdkafka/rdkafka.h>
-#include <string>
 #include <map>
+#include <string>
 #include <vector>
+
+#include <librdkafka/rdkafka.h>
+#include <sys/utsname.h>
 
 #include "connectors/kafka.h"
 
@@ -86,9 +87,9 @@ void Run(const Scenario& sc, const std::string& real_bootstrap, int64_t n,
   ConsumeStats stats;
   auto s = clv::connectors::ConsumeOnlyPass(options, {topic}, n, 120000, &stats);
   std::printf("%-34s %-5s %2d %3d %9.0f %11.0f %8.2f %8.1f%s\n", sc.name,
-              real_bootstrap.empty() ? "mock" : "real", sc.brokers, sc.partitions,
-              n / produce_s, stats.seconds > 0 ? stats.messages / stats.seconds : 0.0,
-              stats.join_seconds, stats.bytes / 1e6, s.ok() ? "" : "  (INCOMPLETE)");
+              real_bootstrap.empty() ? "mock" : "real", sc.brokers, sc.partitions, n / produce_s,
+              stats.seconds > 0 ? stats.messages / stats.seconds : 0.0, stats.join_seconds,
+              stats.bytes / 1e6, s.ok() ? "" : "  (INCOMPLETE)");
   std::fflush(stdout);
 }
 
@@ -104,18 +105,21 @@ int main(int argc, char** argv) {
   uname(&u);
   std::printf("kafka_bench: consume-only ceiling\n");
   std::printf("date:        %ld (unix)\n", static_cast<long>(std::time(nullptr)));
-  std::printf("machine:     %s, %ld cores, %s %s\n", CpuModel().c_str(), sysconf(_SC_NPROCESSORS_ONLN),
-              u.sysname, u.release);
+  std::printf("machine:     %s, %ld cores, %s %s\n", CpuModel().c_str(),
+              sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release);
   std::printf("librdkafka:  %s\n", rd_kafka_version_str());
-  std::printf("messages:    %lld x %d-byte value (+ ~10-byte key), one producer, then one consumer\n",
-              static_cast<long long>(n), value_bytes);
-  std::printf("producer:    KafkaSink defaults (idempotent, acks=all, lz4, linger.ms=5, "
-              "batch.num.messages=10000) + scenario overrides\n");
-  std::printf("consumer:    KafkaSource defaults + scenario overrides; msg/s = first to last "
-              "message, join = create to first message\n");
+  std::printf(
+      "messages:    %lld x %d-byte value (+ ~10-byte key), one producer, then one consumer\n",
+      static_cast<long long>(n), value_bytes);
+  std::printf(
+      "producer:    KafkaSink defaults (idempotent, acks=all, lz4, linger.ms=5, "
+      "batch.num.messages=10000) + scenario overrides\n");
+  std::printf(
+      "consumer:    KafkaSource defaults + scenario overrides; msg/s = first to last "
+      "message, join = create to first message\n");
   std::printf("real broker: %s\n\n", real != nullptr ? real : "(CLV_REAL_KAFKA unset: mock only)");
-  std::printf("%-34s %-5s %2s %3s %9s %11s %8s %8s\n", "scenario", "where", "br", "par",
-              "prod/s", "consume/s", "join_s", "MB");
+  std::printf("%-34s %-5s %2s %3s %9s %11s %8s %8s\n", "scenario", "where", "br", "par", "prod/s",
+              "consume/s", "join_s", "MB");
 
   const std::map<std::string, std::string> one_per_batch = {{"linger.ms", "0"},
                                                             {"batch.num.messages", "1"}};

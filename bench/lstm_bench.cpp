@@ -16,8 +16,6 @@
 // large batches (memory traffic of x, h, c and the feature vectorizer are not
 // counted). Step() includes feature vectorization from History; variants
 // with and without top_factors (hand-written backward on CPU, autograd on CUDA).
-#include <benchmark/benchmark.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -25,6 +23,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <benchmark/benchmark.h>
 
 #include "models/features.h"
 #include "models/lstm.h"
@@ -213,9 +213,10 @@ int main(int argc, char** argv) {
 #else
   std::printf("build:      WARNING assertions on (no NDEBUG)\n");
 #endif
-  std::printf("ceiling:    %.0f FLOPs per user-step; one core peak %.1f GFLOP/s fp32 "
-              "(%.0f MHz x 2 FMA x %d lanes x 2) -> %.2fM user-steps/s arithmetic ceiling\n",
-              FlopsPerStep(), peak / 1e9, cpu.mhz, cpu.lanes, peak / FlopsPerStep() / 1e6);
+  std::printf(
+      "ceiling:    %.0f FLOPs per user-step; one core peak %.1f GFLOP/s fp32 "
+      "(%.0f MHz x 2 FMA x %d lanes x 2) -> %.2fM user-steps/s arithmetic ceiling\n",
+      FlopsPerStep(), peak / 1e9, cpu.mhz, cpu.lanes, peak / FlopsPerStep() / 1e6);
   std::printf("target:     >= 500,000 user-steps/s on one core (CPU), >= 20M on one H100\n\n");
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

@@ -17,9 +17,6 @@
 //
 // Run: build/bench/state_bench [--benchmark_filter=MultiGet]
 //      CLV_BENCH_STATE_DIR=/fast/disk to place the store elsewhere.
-#include <benchmark/benchmark.h>
-#include <rocksdb/version.h>
-
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -28,6 +25,9 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include <benchmark/benchmark.h>
+#include <rocksdb/version.h>
 
 #include "config/config.h"
 #include "state/half.h"
@@ -89,8 +89,11 @@ UserState TypicalState(int index, int model_floats, bool fp16) {
     const float value = normal(random);
     s.model_state.push_back(fp16 ? clv::state::RoundToFp16(value) : value);
   }
-  s.attrs = {{"channel", "organic"}, {"country", "DE"}, {"device", "mobile"},
-             {"signup", "2023-07-14"}, {"tier", "gold"}};
+  s.attrs = {{"channel", "organic"},
+             {"country", "DE"},
+             {"device", "mobile"},
+             {"signup", "2023-07-14"},
+             {"tier", "gold"}};
   return s;
 }
 
@@ -119,8 +122,8 @@ Fixture* GetFixture(int model_floats, benchmark::State& state) {
   const char* base = std::getenv("CLV_BENCH_STATE_DIR");
   std::filesystem::path root = base != nullptr ? base : std::filesystem::temp_directory_path();
   std::random_device device;
-  fixture->dir = root / ("clv-state-bench-" + std::to_string(model_floats) + "-" +
-                         std::to_string(device()));
+  fixture->dir =
+      root / ("clv-state-bench-" + std::to_string(model_floats) + "-" + std::to_string(device()));
   clv::config::StateOptions options;
   options.dir = fixture->dir.string();
   options.block_cache_bytes = kBlockCacheBytes;
@@ -257,8 +260,8 @@ int main(int argc, char** argv) {
 #ifdef NDEBUG
   benchmark::AddCustomContext("clv_assertions", "off");
 #else
-  benchmark::AddCustomContext("clv_assertions",
-                              "ON (WARNING: build with -DCMAKE_BUILD_TYPE=Release for real numbers)");
+  benchmark::AddCustomContext(
+      "clv_assertions", "ON (WARNING: build with -DCMAKE_BUILD_TYPE=Release for real numbers)");
 #endif
   benchmark::AddCustomContext("batch_users", std::to_string(kBatchUsers));
   benchmark::AddCustomContext("population_users", std::to_string(kPopulationUsers));
@@ -271,8 +274,8 @@ int main(int argc, char** argv) {
                               std::to_string(EncodedSize(TypicalState(1, 2 * kLstmHidden, true))));
   benchmark::AddCustomContext("commit", "one WriteBatch per micro-batch, WAL on, sync=false");
   const char* dir = std::getenv("CLV_BENCH_STATE_DIR");
-  benchmark::AddCustomContext("state_dir",
-                              dir != nullptr ? dir : std::filesystem::temp_directory_path().string());
+  benchmark::AddCustomContext(
+      "state_dir", dir != nullptr ? dir : std::filesystem::temp_directory_path().string());
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -32,8 +32,8 @@ inline constexpr int kEventKindCount = 9;
 
 // Canonical names, by kind number (the "type" field of an event).
 inline constexpr std::array<const char*, kEventKindCount> kEventKindNames = {
-    "page_view", "search", "add_to_cart", "remove_from_cart", "wishlist",
-    "ad_click",  "purchase", "refund",    "profile"};
+    "page_view", "search",   "add_to_cart", "remove_from_cart", "wishlist",
+    "ad_click",  "purchase", "refund",      "profile"};
 
 // Canonical name of `kind`; "unknown" for a number outside the enum.
 constexpr const char* EventKindName(EventKind kind) {

@@ -16,11 +16,12 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string_view>
 #include <variant>
+
+#include <nlohmann/json.hpp>
 
 extern char** environ;
 

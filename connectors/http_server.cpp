@@ -7,7 +7,6 @@
 #include "connectors/http_server.h"
 
 #include <httplib.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,6 +15,8 @@
 #include <exception>
 #include <thread>
 #include <utility>
+
+#include <sys/socket.h>
 
 #include "common/json_text.h"
 #include "config/config.h"
@@ -63,7 +64,9 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
 
 bool IEqualsAscii(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; };
+           auto lower = [](char c) {
+             return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+           };
            return lower(x) == lower(y);
          });
 }
@@ -140,7 +143,8 @@ class HttpServerImpl final : public HttpServer {
     server_.new_task_queue = [threads] {
       return std::make_unique<httplib::ThreadPool>(static_cast<size_t>(threads)).release();
     };
-    server_.set_read_timeout(options_.read_timeout_ms / 1000, (options_.read_timeout_ms % 1000) * 1000);
+    server_.set_read_timeout(options_.read_timeout_ms / 1000,
+                             (options_.read_timeout_ms % 1000) * 1000);
     server_.set_write_timeout(options_.write_timeout_ms / 1000,
                               (options_.write_timeout_ms % 1000) * 1000);
     server_.set_keep_alive_max_count(static_cast<size_t>(options_.keep_alive_max_requests));
@@ -242,14 +246,15 @@ class HttpServerImpl final : public HttpServer {
       std::vector<const CompiledRoute*> all;
       for (const CompiledRoute& candidate : routes_) all.push_back(&candidate);
       res.set_header("Allow", AllowList(at_path.empty() ? all : at_path));
-      SetError(res, 405, "method " + std::string(ClipForError(method)) + " not allowed on " +
-                             std::string(ClipForError(path)) + "; allowed: " +
-                             AllowList(at_path.empty() ? all : at_path));
+      SetError(res, 405,
+               "method " + std::string(ClipForError(method)) + " not allowed on " +
+                   std::string(ClipForError(path)) +
+                   "; allowed: " + AllowList(at_path.empty() ? all : at_path));
       return;
     }
     if (route == nullptr) {
-      SetError(res, 404, "unknown path " + std::string(ClipForError(path)) +
-                             "; endpoints: " + endpoints_);
+      SetError(res, 404,
+               "unknown path " + std::string(ClipForError(path)) + "; endpoints: " + endpoints_);
       return;
     }
     HttpRequest request;
@@ -267,7 +272,8 @@ class HttpServerImpl final : public HttpServer {
   bool Authorized(const httplib::Request& req) const {
     const std::string header = req.get_header_value("Authorization");
     constexpr std::string_view kScheme = "Bearer ";
-    if (header.size() < kScheme.size() || !IEqualsAscii(std::string_view(header).substr(0, kScheme.size()), kScheme)) {
+    if (header.size() < kScheme.size() ||
+        !IEqualsAscii(std::string_view(header).substr(0, kScheme.size()), kScheme)) {
       return false;
     }
     return ConstantTimeEquals(std::string_view(header).substr(kScheme.size()), options_.token);
@@ -336,11 +342,14 @@ Status HttpServer::Start(const HttpServerOptions& options, std::vector<HttpRoute
     return Status::Error("http: port must be 0..65535, got " + std::to_string(options.port));
   }
   if (options.threads < 1 || options.threads > 64) {
-    return Status::Error("http " + where + ": threads must be 1..64, got " + std::to_string(options.threads));
+    return Status::Error("http " + where + ": threads must be 1..64, got " +
+                         std::to_string(options.threads));
   }
-  if (options.read_timeout_ms < 1 || options.write_timeout_ms < 1 || options.keep_alive_timeout_ms < 1 ||
-      options.keep_alive_max_requests < 1 || options.max_body_bytes < 0) {
-    return Status::Error("http " + where + ": timeouts and keep_alive_max_requests must be positive");
+  if (options.read_timeout_ms < 1 || options.write_timeout_ms < 1 ||
+      options.keep_alive_timeout_ms < 1 || options.keep_alive_max_requests < 1 ||
+      options.max_body_bytes < 0) {
+    return Status::Error("http " + where +
+                         ": timeouts and keep_alive_max_requests must be positive");
   }
   std::vector<CompiledRoute> compiled;
   Status status = Compile(routes, &compiled);

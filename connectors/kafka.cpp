@@ -4,8 +4,6 @@
 // tuning below can be overridden from config (kafka.properties.*).
 #include "connectors/kafka.h"
 
-#include <librdkafka/rdkafka.h>
-#include <librdkafka/rdkafka_mock.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +12,9 @@
 #include <cstdio>
 #include <mutex>
 #include <set>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 
 #include "common/log.h"
 #include "common/time.h"
@@ -134,10 +135,8 @@ bool IsFatalConsumerError(rd_kafka_resp_err_t err) {
     case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR__AUTHENTICATION:
     case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
-    case RD_KAFKA_RESP_ERR__INVALID_ARG:
-      return true;
-    default:
-      return false;
+    case RD_KAFKA_RESP_ERR__INVALID_ARG: return true;
+    default: return false;
   }
 }
 
@@ -175,7 +174,8 @@ class KafkaSourceImpl final : public KafkaSource {
     if (auto s = MakeHandle(RD_KAFKA_CONSUMER, std::move(conf), &rk_); !s.ok()) return s;
     rd_kafka_poll_set_consumer(rk_.get());
 
-    PartitionListPtr subscription(rd_kafka_topic_partition_list_new(static_cast<int>(topics.size())));
+    PartitionListPtr subscription(
+        rd_kafka_topic_partition_list_new(static_cast<int>(topics.size())));
     for (const auto& topic : topics) {
       rd_kafka_topic_partition_list_add(subscription.get(), topic.c_str(), RD_KAFKA_PARTITION_UA);
     }
@@ -198,8 +198,8 @@ class KafkaSourceImpl final : public KafkaSource {
       const std::string topic = msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "";
       if (msg->err) {
         if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) continue;
-        std::string where = topic.empty() ? std::string("consumer")
-                                          : PartitionName(topic, msg->partition);
+        std::string where =
+            topic.empty() ? std::string("consumer") : PartitionName(topic, msg->partition);
         std::string text = rd_kafka_message_errstr(msg.get());
         if (msg->err == RD_KAFKA_RESP_ERR__FATAL) {
           char fatal[512];
@@ -229,13 +229,13 @@ class KafkaSourceImpl final : public KafkaSource {
         const char* name = nullptr;
         const void* header_value = nullptr;
         size_t size = 0;
-        for (size_t i = 0;
-             rd_kafka_header_get_all(record_headers, i, &name, &header_value, &size) ==
-             RD_KAFKA_RESP_ERR_NO_ERROR;
+        for (size_t i = 0; rd_kafka_header_get_all(record_headers, i, &name, &header_value,
+                                                   &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
              ++i) {
-          m.headers.emplace_back(name, header_value != nullptr
-                                           ? std::string(static_cast<const char*>(header_value), size)
-                                           : std::string());
+          m.headers.emplace_back(name,
+                                 header_value != nullptr
+                                     ? std::string(static_cast<const char*>(header_value), size)
+                                     : std::string());
         }
       }
       next_offset_[{m.topic, m.partition}] = m.offset + 1;
@@ -260,8 +260,8 @@ class KafkaSourceImpl final : public KafkaSource {
               RD_KAFKA_RESP_ERR_NO_ERROR ||
           high < 0 || low < 0) {
         // Nothing fetched yet: ask the partition leader.
-        if (rd_kafka_query_watermark_offsets(rk_.get(), tp.topic.c_str(), tp.partition, &low,
-                                             &high, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (rd_kafka_query_watermark_offsets(rk_.get(), tp.topic.c_str(), tp.partition, &low, &high,
+                                             5000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
           continue;
         }
       }
@@ -278,7 +278,8 @@ class KafkaSourceImpl final : public KafkaSource {
     if (closed_ || next_offsets.empty()) return Status::Ok();
     PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(next_offsets.size())));
     for (const auto& [tp, offset] : next_offsets) {
-      rd_kafka_topic_partition_list_add(list.get(), tp.topic.c_str(), tp.partition)->offset = offset;
+      rd_kafka_topic_partition_list_add(list.get(), tp.topic.c_str(), tp.partition)->offset =
+          offset;
     }
     if (auto err = rd_kafka_commit(rk_.get(), list.get(), /*async=*/1); err) {
       return Status::Error(std::string("KafkaSource::CommitAsync: ") + rd_kafka_err2str(err));
@@ -439,9 +440,9 @@ class KafkaSinkImpl final : public KafkaSink {
     std::lock_guard lock(mu_);
     Status result = Status::Ok();
     if (failures_ > 0) {
-      result = Status::Error("KafkaSink: " + std::to_string(failures_) +
-                             " message(s) failed delivery since the last Flush; first: " +
-                             first_failure_);
+      result = Status::Error(
+          "KafkaSink: " + std::to_string(failures_) +
+          " message(s) failed delivery since the last Flush; first: " + first_failure_);
     } else if (err == RD_KAFKA_RESP_ERR__TIMED_OUT) {
       result = Status::Error("KafkaSink::Flush: " + std::to_string(rd_kafka_outq_len(rk_.get())) +
                              " message(s) not acknowledged within " + std::to_string(timeout_ms) +
@@ -458,7 +459,8 @@ class KafkaSinkImpl final : public KafkaSink {
           rd_kafka_topic_new(rk_.get(), topic.c_str(), nullptr), &rd_kafka_topic_destroy);
       const rd_kafka_metadata_t* metadata = nullptr;
       if (auto err = rd_kafka_metadata(rk_.get(), 0, rkt.get(), &metadata, timeout_ms); err) {
-        return Status::Error("KafkaSink: metadata of topic '" + topic + "': " + rd_kafka_err2str(err));
+        return Status::Error("KafkaSink: metadata of topic '" + topic +
+                             "': " + rd_kafka_err2str(err));
       }
       rd_kafka_metadata_destroy(metadata);
     }
@@ -535,8 +537,8 @@ class KafkaSinkImpl final : public KafkaSink {
   std::atomic<uint64_t> delivered_ = 0;
   std::atomic<uint64_t> sends_ = 0;
   std::mutex mu_;
-  uint64_t failures_ = 0;       // guarded by mu_
-  std::string first_failure_;   // guarded by mu_
+  uint64_t failures_ = 0;      // guarded by mu_
+  std::string first_failure_;  // guarded by mu_
   // Messages sent from now on belong to this group (Mark() closes it).
   uint64_t group_ = 1;
   // Messages not yet acknowledged, per group; when each group settled.
@@ -597,8 +599,8 @@ class EmbeddedBrokerImpl final : public EmbeddedBroker {
     const int count = partitions > 0 ? partitions : default_partitions_;
     auto err = rd_kafka_mock_topic_create(cluster_, topic.c_str(), count, std::min(brokers_, 3));
     if (err) {
-      return Status::Error("EmbeddedBroker: creating topic '" + topic + "': " +
-                           rd_kafka_err2str(err));
+      return Status::Error("EmbeddedBroker: creating topic '" + topic +
+                           "': " + rd_kafka_err2str(err));
     }
     return Status::Ok();
   }
@@ -695,7 +697,8 @@ Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>
       status = Status::Error("EnsureTopics: no CreateTopics answer from " +
                              options.bootstrap_servers + " within 30 s");
     } else if (rd_kafka_event_error(event.get())) {
-      status = Status::Error("EnsureTopics: " + std::string(rd_kafka_event_error_string(event.get())));
+      status =
+          Status::Error("EnsureTopics: " + std::string(rd_kafka_event_error_string(event.get())));
     } else {
       const rd_kafka_CreateTopics_result_t* result =
           rd_kafka_event_CreateTopics_result(event.get());
@@ -733,10 +736,11 @@ Status PartitionCount(const ClientOptions& options, const std::string& topic, in
   }
   std::unique_ptr<const rd_kafka_metadata_t, void (*)(const rd_kafka_metadata_t*)> md(
       metadata, &rd_kafka_metadata_destroy);
-  if (md->topic_cnt != 1) return Status::Error("PartitionCount: no metadata for topic '" + topic + "'");
+  if (md->topic_cnt != 1)
+    return Status::Error("PartitionCount: no metadata for topic '" + topic + "'");
   if (md->topics[0].err) {
-    return Status::Error("PartitionCount: topic '" + topic + "': " +
-                         rd_kafka_err2str(md->topics[0].err));
+    return Status::Error("PartitionCount: topic '" + topic +
+                         "': " + rd_kafka_err2str(md->topics[0].err));
   }
   *partitions = md->topics[0].partition_cnt;
   return Status::Ok();

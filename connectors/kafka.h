@@ -112,9 +112,9 @@ class KafkaSink {
   virtual Status Send(std::string_view topic, std::string_view key, std::string_view value,
                       int32_t partition = -1) = 0;
   // The same, with record headers.
-  virtual Status SendWithHeaders(std::string_view topic, std::string_view key,
-                                 std::string_view value,
-                                 const std::vector<std::pair<std::string, std::string>>& headers) = 0;
+  virtual Status SendWithHeaders(
+      std::string_view topic, std::string_view key, std::string_view value,
+      const std::vector<std::pair<std::string, std::string>>& headers) = 0;
   // Waits until every queued message is acknowledged by the broker. Error if
   // any delivery failed since the last Flush (names topic and reason).
   virtual Status Flush(int timeout_ms) = 0;
@@ -164,9 +164,9 @@ class EmbeddedBroker {
 // Result of a consume-only pass (the ceiling printed next to `clv bench`).
 struct ConsumeStats {
   int64_t messages = 0;
-  int64_t bytes = 0;           // key + value bytes
-  double seconds = 0;          // first message to last
-  double join_seconds = 0;     // consumer creation to first message (group join, fetch start)
+  int64_t bytes = 0;        // key + value bytes
+  double seconds = 0;       // first message to last
+  double join_seconds = 0;  // consumer creation to first message (group join, fetch start)
 };
 
 // Reads `expected_messages` from `topics` from the beginning with a fresh

@@ -37,8 +37,8 @@ void Check(clv::stream::Decoder& decoder, std::string_view bytes) {
   clv::stream::Event event;
   std::string reason;
   bool ok = decoder.Decode(bytes, 1767225600000, &event, &reason);
-  if (ok ? event.user_id.empty() : (reason.empty() || reason.find('\n') != std::string::npos ||
-                                    reason.size() > 400)) {
+  if (ok ? event.user_id.empty()
+         : (reason.empty() || reason.find('\n') != std::string::npos || reason.size() > 400)) {
     std::abort();
   }
 }

@@ -98,16 +98,19 @@ std::vector<RfmSummary> CalibrationSummaries(const Dataset& data, int64_t calibr
       if (event.ts_ms >= calibration_end_ms) break;
       UpdateHistory(history, event);
       if (event.kind != EventKind::kPurchase && event.kind != EventKind::kRefund) continue;
-      const double signed_amount = event.kind == EventKind::kPurchase ? event.amount : -event.amount;
+      const double signed_amount =
+          event.kind == EventKind::kPurchase ? event.amount : -event.amount;
       const int64_t day = UtcDay(event.ts_ms);
-      if (event.kind == EventKind::kPurchase && (day_spend.empty() || day_spend.back().first != day)) {
+      if (event.kind == EventKind::kPurchase &&
+          (day_spend.empty() || day_spend.back().first != day)) {
         day_spend.emplace_back(day, signed_amount);
       } else if (!day_spend.empty()) {
         day_spend.back().second += signed_amount;  // refunds count against the latest day
       }
     }
     if (history.purchases == 0) continue;
-    RfmSummary summary = SummaryFromHistory(history, std::max(observed_ms, history.last_purchase_ms));
+    RfmSummary summary =
+        SummaryFromHistory(history, std::max(observed_ms, history.last_purchase_ms));
     if (day_spend.size() > 1) {
       double repeat_spend = 0;
       for (size_t i = 1; i < day_spend.size(); ++i) repeat_spend += day_spend[i].second;
@@ -149,8 +152,7 @@ bool FitBaseline(const Dataset& data, int64_t calibration_end_ms, BaselineModel*
   }
   BgNbdFit bgnbd = FitBgNbd(customers, options.optimizer);
   if (bgnbd.status == "failed" || !std::isfinite(bgnbd.log_likelihood)) {
-    *error = "FitBaseline: BG/NBD fit did not reach a finite log-likelihood (" + bgnbd.reason +
-             ")";
+    *error = "FitBaseline: BG/NBD fit did not reach a finite log-likelihood (" + bgnbd.reason + ")";
     return false;
   }
   GammaGammaFit gamma_gamma = FitGammaGamma(customers, options.optimizer);
@@ -229,9 +231,8 @@ std::string BaselineModelToJson(const BaselineModel& model) {
                    {"alpha", model.bgnbd.alpha},
                    {"a", model.bgnbd.a},
                    {"b", model.bgnbd.b}};
-  json["gamma_gamma"] = {{"p", model.gamma_gamma.p},
-                         {"q", model.gamma_gamma.q},
-                         {"gamma", model.gamma_gamma.gamma}};
+  json["gamma_gamma"] = {
+      {"p", model.gamma_gamma.p}, {"q", model.gamma_gamma.q}, {"gamma", model.gamma_gamma.gamma}};
   json["time_unit"] = "week";
   json["fit"] = {{"status", model.fit.Status()},
                  {"reason", model.fit.Reason()},
@@ -462,9 +463,10 @@ Score BaselineScorer::ScoreAt(const History& history, int64_t now_ms) const {
   for (Candidate& candidate : candidates) {
     if (!std::isfinite(candidate.contribution)) candidate.contribution = 0;
   }
-  std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& l, const Candidate& r) {
-    return std::abs(l.contribution) > std::abs(r.contribution);
-  });
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [](const Candidate& l, const Candidate& r) {
+                     return std::abs(l.contribution) > std::abs(r.contribution);
+                   });
   for (size_t i = 0; i < score.top_factors.size(); ++i) {
     SetFactorName(score.top_factors[i], candidates[i].name);
     constexpr double kFloatMax = std::numeric_limits<float>::max();

@@ -112,7 +112,8 @@ Minimum NelderMead(const std::function<double(const std::vector<double>&)>& obje
         continue;
       }
       for (size_t i = 1; i <= n; ++i) {  // shrink toward the best point
-        for (size_t k = 0; k < n; ++k) simplex[i][k] = simplex[0][k] + 0.5 * (simplex[i][k] - simplex[0][k]);
+        for (size_t k = 0; k < n; ++k)
+          simplex[i][k] = simplex[0][k] + 0.5 * (simplex[i][k] - simplex[0][k]);
         values[i] = objective(simplex[i]);
         ++best.evaluations;
       }
@@ -184,9 +185,9 @@ double Hyp2F1NearOne(double a, double b, double c, double z) {
   const double s = c - a - b;
   // With c - a - b large the series' terms shrink fast from the start (and
   // the 1 - z series would cancel catastrophically): keep it.
-  if (z <= 0.5 || s > 6 || s < -6 || std::abs(s - std::round(s)) < 0.02 || NearNonPositiveInteger(a) ||
-      NearNonPositiveInteger(b) || NearNonPositiveInteger(c - a) || NearNonPositiveInteger(c - b) ||
-      NearNonPositiveInteger(c)) {
+  if (z <= 0.5 || s > 6 || s < -6 || std::abs(s - std::round(s)) < 0.02 ||
+      NearNonPositiveInteger(a) || NearNonPositiveInteger(b) || NearNonPositiveInteger(c - a) ||
+      NearNonPositiveInteger(c - b) || NearNonPositiveInteger(c)) {
     return Hyp2F1(a, b, c, z);
   }
   const double w = 1 - z;
@@ -200,15 +201,15 @@ double Hyp2F1NearOne(double a, double b, double c, double z) {
   };
   static thread_local std::array<GammaRatios, 256> cache;
   const size_t slot =
-      (std::hash<double>{}(a) * 31 + std::hash<double>{}(b) * 17 + std::hash<double>{}(c)) & 255;
+      (std::hash<double>{}(a)*31 + std::hash<double>{}(b)*17 + std::hash<double>{}(c)) & 255;
   GammaRatios& ratios = cache[slot];
   if (!ratios.valid || ratios.a != a || ratios.b != b || ratios.c != c) {
     int sign1 = 1;
     const double log1 = LogAbsGamma(c, &sign1) + LogAbsGamma(s, &sign1) -
                         LogAbsGamma(c - a, &sign1) - LogAbsGamma(c - b, &sign1);
     int sign2 = 1;
-    const double log2 = LogAbsGamma(c, &sign2) + LogAbsGamma(-s, &sign2) -
-                        LogAbsGamma(a, &sign2) - LogAbsGamma(b, &sign2);
+    const double log2 = LogAbsGamma(c, &sign2) + LogAbsGamma(-s, &sign2) - LogAbsGamma(a, &sign2) -
+                        LogAbsGamma(b, &sign2);
     ratios = {a, b, c, true, sign1 * std::exp(log1), sign2 * std::exp(log2)};
   }
   return ratios.coefficient1 * Hyp2F1(a, b, 1 - s, w) +
@@ -228,9 +229,9 @@ double ExpectedPurchasesGivenAlive(double k, double beta, double a, double u) {
   // mantissa and a log scale, so (1-z)^k may underflow (k = r + x large).
   const double z = u / (1 + u);
   double log_scale = std::log(k) + std::log(u) - (k + 1) * std::log1p(u);  // log P(N = 1)
-  double pmf = 1;  // P(N = m) / exp(log_scale)
-  double sum = 0;  // in units of exp(log_scale)
-  double w = 1;    // w_{m-1}
+  double pmf = 1;      // P(N = m) / exp(log_scale)
+  double sum = 0;      // in units of exp(log_scale)
+  double w = 1;        // w_{m-1}
   double partial = 1;  // S_m
   constexpr double kRelative = 1e-17;
   // About k u + 40 (1 + u) terms are needed. Beyond this cap (~5 ms; u or
@@ -421,9 +422,9 @@ BgNbdFit FitBgNbd(std::span<const RfmSummary> customers, const FitOptions& optio
     return fit;
   }
   const BgNbdParams unpenalized = to_params(minimum.point);
-  const std::string boundary = BoundaryParameters(
-      minimum.point, {"r", "alpha", "a", "b"},
-      {unpenalized.r, unpenalized.alpha, unpenalized.a, unpenalized.b});
+  const std::string boundary =
+      BoundaryParameters(minimum.point, {"r", "alpha", "a", "b"},
+                         {unpenalized.r, unpenalized.alpha, unpenalized.a, unpenalized.b});
   // a / (a + b), the mean drop-out probability, running to 0 is the NBD
   // limit (no drop-out) even while a and b stay inside the box.
   const bool no_dropout = unpenalized.a / (unpenalized.a + unpenalized.b) < 1e-5;
@@ -451,8 +452,7 @@ BgNbdFit FitBgNbd(std::span<const RfmSummary> customers, const FitOptions& optio
     fit.status = "regularized";
     fit.penalizer = options.penalizer;
     fit.reason = "maximum likelihood: " + why + "; refitted with an L2 penalty " +
-                 Format("%g", options.penalizer) +
-                 " on the log-parameters (log-likelihood " +
+                 Format("%g", options.penalizer) + " on the log-parameters (log-likelihood " +
                  Format("%.2f", fit.log_likelihood) + " vs " +
                  Format("%.2f", fit.unpenalized_log_likelihood) + " unpenalized)";
   } else {
@@ -479,8 +479,8 @@ double BgNbdProbabilityAlive(const BgNbdParams& p, double x, double t_x, double 
   t_x = std::clamp(t_x, 0.0, std::max(0.0, T));
   // Odds of having dropped out right after the purchase at t_x:
   // a / (b + x - 1) * ((alpha + T) / (alpha + t_x))^(r + x), in logs.
-  const double log_odds = std::log(p.a) - std::log(p.b + x - 1) +
-                          (p.r + x) * std::log1p((T - t_x) / (p.alpha + t_x));
+  const double log_odds =
+      std::log(p.a) - std::log(p.b + x - 1) + (p.r + x) * std::log1p((T - t_x) / (p.alpha + t_x));
   // 1 / (1 + exp(log_odds)) without overflow.
   return log_odds > 0 ? std::exp(-log_odds) / (1 + std::exp(-log_odds))
                       : 1 / (1 + std::exp(log_odds));
@@ -521,8 +521,7 @@ double BgNbdConditionalExpectedPurchases(const BgNbdParams& p, double x, double 
   return BgNbdProbabilityAlive(p, x, t_x, T) * given_alive;
 }
 
-double BgNbdProbabilityAnyPurchase(const BgNbdParams& p, double x, double t_x, double T,
-                                   double t) {
+double BgNbdProbabilityAnyPurchase(const BgNbdParams& p, double x, double t_x, double T, double t) {
   if (t <= 0) return 0;
   return BgNbdProbabilityAlive(p, x, t_x, T) * OneMinusRatioPower(p.alpha + T, t, p.r + x);
 }
@@ -626,8 +625,7 @@ GammaGammaFit FitGammaGamma(std::span<const RfmSummary> customers, const FitOpti
     fit.penalizer = options.penalizer;
     const bool heavy = minimum.point[1] < -kBoundaryLog;
     fit.reason = "maximum likelihood: " + boundary + " ran to a boundary" +
-                 (heavy ? " (order values so heavy-tailed that the mean is nearly infinite)"
-                        : "") +
+                 (heavy ? " (order values so heavy-tailed that the mean is nearly infinite)" : "") +
                  "; refitted with an L2 penalty " + Format("%g", options.penalizer) +
                  " on the log-parameters (log-likelihood " + Format("%.2f", fit.log_likelihood) +
                  " vs " + Format("%.2f", fit.unpenalized_log_likelihood) + " unpenalized)";

@@ -29,25 +29,25 @@
 namespace clv::models {
 
 struct BgNbdParams {
-  double r = 0.243;    // shape of the gamma prior on the purchase rate
+  double r = 0.243;      // shape of the gamma prior on the purchase rate
   double alpha = 4.414;  // scale (weeks) of the gamma prior on the purchase rate
-  double a = 0.793;    // beta prior on the drop-out probability ...
-  double b = 2.426;    // ... after each purchase
+  double a = 0.793;      // beta prior on the drop-out probability ...
+  double b = 2.426;      // ... after each purchase
 };
 
 struct GammaGammaParams {
-  double p = 6.25;    // shape of the transaction value distribution
-  double q = 3.74;    // shape of the gamma prior on its scale
+  double p = 6.25;       // shape of the transaction value distribution
+  double q = 3.74;       // shape of the gamma prior on its scale
   double gamma = 15.44;  // rate of the gamma prior on its scale
 };
 
 // One customer's purchase summary (time unit: weeks).
 struct RfmSummary {
-  double x = 0;        // repeat purchases (purchase days - 1)
-  double t_x = 0;      // first purchase -> last purchase
-  double T = 0;        // first purchase -> observation time (>= t_x)
+  double x = 0;         // repeat purchases (purchase days - 1)
+  double t_x = 0;       // first purchase -> last purchase
+  double T = 0;         // first purchase -> observation time (>= t_x)
   double monetary = 0;  // mean value of the repeat purchases (0 when x = 0)
-  double weight = 1;   // number of customers with exactly this summary
+  double weight = 1;    // number of customers with exactly this summary
 };
 
 struct FitOptions {
@@ -84,9 +84,9 @@ struct FitOptions {
 // finite and > 0 (q > 1).
 struct BgNbdFit {
   BgNbdParams params;
-  double log_likelihood = 0;  // at params, summed over customers
+  double log_likelihood = 0;              // at params, summed over customers
   double unpenalized_log_likelihood = 0;  // of the plain maximum-likelihood fit
-  double customers = 0;       // sum of weights
+  double customers = 0;                   // sum of weights
   int evaluations = 0;
   bool converged = false;
   std::string status = "ok";
@@ -124,8 +124,8 @@ double ExpectedPurchasesGivenAlive(double k, double beta, double a, double u);
 // E[X(t)]: expected purchases in (0, t] of a customer just acquired at 0.
 double BgNbdExpectedPurchases(const BgNbdParams& params, double t);
 // E[X(T, T + t) | x, t_x, T]: expected purchases in the next t weeks.
-double BgNbdConditionalExpectedPurchases(const BgNbdParams& params, double x, double t_x,
-                                         double T, double t);
+double BgNbdConditionalExpectedPurchases(const BgNbdParams& params, double x, double t_x, double T,
+                                         double t);
 // Same, by numeric integration over the posterior of the drop-out
 // probability (independent of the series; a cross-check in tests, for
 // moderate parameters only: Simpson's rule, ~1e-6).

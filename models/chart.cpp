@@ -43,9 +43,10 @@ std::string Format(const char* pattern, double a, double b = 0, double c = 0, do
 std::string Axes(const Panel& p, const std::string& title, const std::string& x_label,
                  const std::string& y_label, int y_ticks, bool percent_y) {
   std::string svg;
-  svg += Format("<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
-                "stroke=\"#999\"/>\n",
-                p.left, p.top, p.width, p.height);
+  svg += Format(
+      "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+      "stroke=\"#999\"/>\n",
+      p.left, p.top, p.width, p.height);
   for (int i = 0; i <= y_ticks; ++i) {
     double v = p.y_max * i / y_ticks;
     svg += Format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>\n",
@@ -55,16 +56,18 @@ std::string Axes(const Panel& p, const std::string& title, const std::string& x_
     svg += percent_y ? Format("%.0f%%", 100 * v) : Format("%.0f", v);
     svg += "</text>\n";
   }
-  svg += Format("<text x=\"%.1f\" y=\"%.1f\" font-size=\"14\" text-anchor=\"middle\" "
-                "font-weight=\"bold\">",
-                p.left + p.width / 2, p.top - 10) +
+  svg += Format(
+             "<text x=\"%.1f\" y=\"%.1f\" font-size=\"14\" text-anchor=\"middle\" "
+             "font-weight=\"bold\">",
+             p.left + p.width / 2, p.top - 10) +
          Escape(title) + "</text>\n";
   svg += Format("<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">",
                 p.left + p.width / 2, p.top + p.height + 34) +
          Escape(x_label) + "</text>\n";
-  svg += Format("<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\" "
-                "transform=\"rotate(-90 %.1f %.1f)\">",
-                p.left - 48, p.top + p.height / 2, p.left - 48, p.top + p.height / 2) +
+  svg += Format(
+             "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\" "
+             "transform=\"rotate(-90 %.1f %.1f)\">",
+             p.left - 48, p.top + p.height / 2, p.left - 48, p.top + p.height / 2) +
          Escape(y_label) + "</text>\n";
   return svg;
 }
@@ -84,9 +87,10 @@ std::string Polyline(const Panel& p, const std::vector<std::pair<double, double>
 
 std::string EvalChartSvg(const EvalReport& report) {
   const double width = 1100, height = 470;
-  std::string svg = Format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
-                           "height=\"%.0f\" font-family=\"sans-serif\">\n",
-                           width, height);
+  std::string svg = Format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
+      "height=\"%.0f\" font-family=\"sans-serif\">\n",
+      width, height);
   svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   svg += std::string("<text x=\"20\" y=\"22\" font-size=\"13\">clv eval: cutoff ") +
          Escape(MsToDate(report.cutoff_ms)) +
@@ -117,12 +121,12 @@ std::string EvalChartSvg(const EvalReport& report) {
   double step = std::pow(10, std::floor(std::log10(y_max)));
   y_max = std::ceil(y_max / step) * step;
   Panel calibration{600, 70, 400, 320, 11.0, y_max};
-  svg += Axes(calibration, "Decile calibration",
-              "predicted decile (1 = highest predicted)",
+  svg += Axes(calibration, "Decile calibration", "predicted decile (1 = highest predicted)",
               "mean spend per user (solid actual, dashed predicted)", 5, false);
   for (int d = 1; d <= 10; ++d) {
-    svg += Format("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%.0f</text>\n",
-                  calibration.X(d), calibration.top + calibration.height + 16, d);
+    svg +=
+        Format("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%.0f</text>\n",
+               calibration.X(d), calibration.top + calibration.height + 16, d);
   }
   for (size_t m = 0; m < report.models.size(); ++m) {
     std::vector<std::pair<double, double>> actual, predicted;
@@ -147,9 +151,9 @@ std::string EvalChartSvg(const EvalReport& report) {
            Escape(label) + "</text>\n";
     x += 30 + 7.0 * double(label.size());
   }
-  svg += Format("<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" fill=\"#555\">", 80.0,
-                legend_y + 22) +
-         "black dotted: perfect ranking; grey dashed: random</text>\n";
+  svg +=
+      Format("<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" fill=\"#555\">", 80.0, legend_y + 22) +
+      "black dotted: perfect ranking; grey dashed: random</text>\n";
   svg += "</svg>\n";
   return svg;
 }

@@ -39,8 +39,8 @@ struct UserSequence {
 
 struct Dataset {
   std::vector<UserSequence> users;  // sorted by user_id
-  int64_t start_ms = 0;  // earliest event time (inclusive)
-  int64_t end_ms = 0;    // end of the covered period (exclusive)
+  int64_t start_ms = 0;             // earliest event time (inclusive)
+  int64_t end_ms = 0;               // end of the covered period (exclusive)
   // "key=value" text of the profile attribute pairs seen, by AttrHash of it
   // (for people reading a model's attribute vocabulary).
   std::map<uint64_t, std::string> attr_texts;
@@ -53,8 +53,8 @@ struct Dataset {
 
 // What a user really did in [begin_ms, begin_ms + horizon_ms).
 struct WindowOutcome {
-  double spend = 0;        // purchases minus refunds
-  uint32_t purchases = 0;  // purchase events
+  double spend = 0;            // purchases minus refunds
+  uint32_t purchases = 0;      // purchase events
   uint32_t purchase_days = 0;  // distinct UTC days with a purchase
 };
 

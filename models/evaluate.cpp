@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include "models/baseline_scorer.h"
@@ -139,7 +140,8 @@ std::string EvalReportText(const EvalReport& report) {
   std::string out;
   char line[512];
   if (!report.title.empty()) out += report.title + "\n";
-  std::snprintf(line, sizeof(line), "cutoff %s, horizon %.0f days, %zu users, actual spend %.2f\n\n",
+  std::snprintf(line, sizeof(line),
+                "cutoff %s, horizon %.0f days, %zu users, actual spend %.2f\n\n",
                 MsToDate(report.cutoff_ms).c_str(), report.horizon_days, report.population.size(),
                 report.models.empty() ? 0.0 : report.models[0].metrics.total_actual);
   out += line;
@@ -155,9 +157,9 @@ std::string EvalReportText(const EvalReport& report) {
     out += Cell("%10.2f", 10, x.mse) + " " + Cell("%9.3f", 9, x.mae) + " " +
            Cell("%8.4f", 8, x.r2) + " " + Cell("%8.3f", 8, x.mape_buyers) + " " +
            Cell("%8.4f", 8, x.normalized_gini) + " " + Cell("%8.4f", 8, x.spearman) + " " +
-           Cell("%8.3f", 8, x.top_decile_precision) + " " +
-           Cell("%8.3f", 8, x.top_decile_recall) + " " + Cell("%8.3f", 8, x.top_decile_f1) +
-           " " + Cell("%12.1f", 12, x.total_predicted) + "\n";
+           Cell("%8.3f", 8, x.top_decile_precision) + " " + Cell("%8.3f", 8, x.top_decile_recall) +
+           " " + Cell("%8.3f", 8, x.top_decile_f1) + " " + Cell("%12.1f", 12, x.total_predicted) +
+           "\n";
     if (x.non_finite_predictions > 0) {
       std::snprintf(line, sizeof(line), "note: %s: %zu non-finite predictions counted as 0\n",
                     m.name.c_str(), x.non_finite_predictions);
@@ -165,8 +167,9 @@ std::string EvalReportText(const EvalReport& report) {
     }
   }
   out += notes;
-  out += "(*MAPE over buyers only)\n\nDecile calibration (mean predicted / mean actual, decile 1 = "
-         "highest predicted)\n";
+  out +=
+      "(*MAPE over buyers only)\n\nDecile calibration (mean predicted / mean actual, decile 1 = "
+      "highest predicted)\n";
   std::snprintf(line, sizeof(line), "%-22s", "decile");
   out += line;
   for (int d = 1; d <= 10; ++d) {
@@ -275,8 +278,8 @@ bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalRepor
     return false;
   }
   LstmModel lstm_model;
-  std::string path = options.lstm_model_path.empty() ? DefaultLstmModelPath()
-                                                     : options.lstm_model_path;
+  std::string path =
+      options.lstm_model_path.empty() ? DefaultLstmModelPath() : options.lstm_model_path;
   if (!LoadLstmModel(path, &lstm_model, error)) return false;
   LstmScorerOptions lstm_options;
   lstm_options.device = options.device;
@@ -301,7 +304,8 @@ bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalRepor
   std::snprintf(lstm_name, sizeof(lstm_name), "LSTM %s", lstm_model.version.c_str());
   candidates.push_back({lstm_name, lstm.get(), {}, {}});
   candidates.push_back({"BG/NBD + Gamma-Gamma", &baseline, {}, {}});
-  candidates.push_back({"simple formula", nullptr,
+  candidates.push_back({"simple formula",
+                        nullptr,
                         [&](const History& h, int64_t now) { return baseline.SimpleClvAt(h, now); },
                         {}});
   // Given values per user (synthetic truth), 0 for users the map lacks.
@@ -324,8 +328,8 @@ bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalRepor
     std::snprintf(note, sizeof(note),
                   "%snote: LSTM trained for horizons of %.0f..%.0f days, asked for %.0f days "
                   "(extrapolated)",
-                  title.empty() ? "" : "\n", lstm_model.min_horizon_days,
-                  lstm_model.horizon_days, options.horizon_days);
+                  title.empty() ? "" : "\n", lstm_model.min_horizon_days, lstm_model.horizon_days,
+                  options.horizon_days);
     title += note;
   }
   std::vector<double> actual_by_user;

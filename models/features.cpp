@@ -12,16 +12,15 @@ namespace {
 
 constexpr std::array<const char*, kFeatureCount> kFeatureNames = {
     // event features
-    "type_page_view", "type_search", "type_add_to_cart", "type_remove_from_cart",
-    "type_wishlist", "type_ad_click", "type_purchase", "type_refund", "type_profile",
-    "amount", "hours_since_event", "hours_since_purchase", "first_event", "no_purchase_yet",
-    "hour_sin", "hour_cos", "weekday_sin", "weekday_cos",
+    "type_page_view", "type_search", "type_add_to_cart", "type_remove_from_cart", "type_wishlist",
+    "type_ad_click", "type_purchase", "type_refund", "type_profile", "amount", "hours_since_event",
+    "hours_since_purchase", "first_event", "no_purchase_yet", "hour_sin", "hour_cos", "weekday_sin",
+    "weekday_cos",
     // aggregates at `now`
-    "purchase_days", "purchases", "avg_order_value", "monetary", "tenure_days",
-    "recency_days", "idle_days", "purchase_span_days", "sessions", "cart_adds", "views",
-    "events", "refunds", "session_activity", "mean_gap_days", "order_value_spread",
-    "has_purchased", "overdue_ratio", "sessions_since_buy", "browse_days_after_buy",
-    "recent_sessions"};
+    "purchase_days", "purchases", "avg_order_value", "monetary", "tenure_days", "recency_days",
+    "idle_days", "purchase_span_days", "sessions", "cart_adds", "views", "events", "refunds",
+    "session_activity", "mean_gap_days", "order_value_spread", "has_purchased", "overdue_ratio",
+    "sessions_since_buy", "browse_days_after_buy", "recent_sessions"};
 
 float LogDays(int64_t from_ms, int64_t to_ms) {
   return static_cast<float>(std::log1p(std::max<double>(0.0, double(to_ms - from_ms) / kMsPerDay)));

@@ -35,10 +35,10 @@ void FoldPurchaseDay(History& history, int64_t ts_ms) {
   if (day > last_day) {
     // A new purchase day after the last one: the usual, in-order case.
     const double gap_days = static_cast<double>(day - last_day);
-    history.ewma_gap_days = history.purchase_days == 1
-                                ? gap_days
-                                : kGapEwmaWeight * gap_days +
-                                      (1 - kGapEwmaWeight) * history.ewma_gap_days;
+    history.ewma_gap_days =
+        history.purchase_days == 1
+            ? gap_days
+            : kGapEwmaWeight * gap_days + (1 - kGapEwmaWeight) * history.ewma_gap_days;
     ++history.purchase_days;
     history.last_purchase_ms = ts_ms;
   } else if (day != last_day && day != first_day) {
@@ -131,12 +131,8 @@ void UpdateHistory(History& history, const StepEvent& event) {
 
   switch (event.kind) {
     case EventKind::kPageView:
-    case EventKind::kSearch:
-      ++history.views;
-      break;
-    case EventKind::kAddToCart:
-      ++history.cart_adds;
-      break;
+    case EventKind::kSearch: ++history.views; break;
+    case EventKind::kAddToCart: ++history.cart_adds; break;
     case EventKind::kPurchase: {
       ++history.purchases;
       history.monetary_total += event.amount;
@@ -162,11 +158,8 @@ void UpdateHistory(History& history, const StepEvent& event) {
       break;
     case EventKind::kRemoveFromCart:
     case EventKind::kWishlist:
-    case EventKind::kAdClick:
-      break;
-    case EventKind::kProfile:
-      MergeAttrEntries(history.attrs, event.attrs);
-      break;
+    case EventKind::kAdClick: break;
+    case EventKind::kProfile: MergeAttrEntries(history.attrs, event.attrs); break;
   }
 }
 

@@ -21,7 +21,8 @@ namespace {
 // from the tree), else ../share/clvstream/ beside the executable (installed).
 std::string DefaultBaselinePath() {
   std::error_code ignored;
-  const std::filesystem::path in_tree = std::filesystem::path(CLV_MODELS_DEFAULT_DIR) / "baseline.json";
+  const std::filesystem::path in_tree =
+      std::filesystem::path(CLV_MODELS_DEFAULT_DIR) / "baseline.json";
   if (std::filesystem::exists(in_tree, ignored)) return in_tree.string();
   const std::filesystem::path executable = std::filesystem::read_symlink("/proc/self/exe", ignored);
   if (!executable.empty()) {

@@ -141,9 +141,7 @@ struct LstmWeights {
   int input_size = kFeatureCount;
   int hidden_size = 64;
   int attr_count = 0;  // profile-attribute indicator inputs of the heads (LstmModel::attr_vocab)
-  int head_input_size() const {
-    return hidden_size + kAggregateCount + kPriorCount + attr_count;
-  }
+  int head_input_size() const { return hidden_size + kAggregateCount + kPriorCount + attr_count; }
   int head_hidden = 32;
   std::vector<float> w_ih;     // [4*hidden, input_size]
   std::vector<float> w_hh;     // [4*hidden, hidden]

@@ -28,11 +28,22 @@ typedef int32_t I8 __attribute__((vector_size(32)));
 typedef float V4 __attribute__((vector_size(16)));
 typedef int32_t I4 __attribute__((vector_size(16)));
 // Matching integer vector; lanes per vector.
-template <typename V> struct VecInt;
-template <> struct VecInt<V16> { using type = I16; };
-template <> struct VecInt<V8> { using type = I8; };
-template <> struct VecInt<V4> { using type = I4; };
-template <typename V> constexpr int kVl = int(sizeof(V) / sizeof(float));
+template <typename V>
+struct VecInt;
+template <>
+struct VecInt<V16> {
+  using type = I16;
+};
+template <>
+struct VecInt<V8> {
+  using type = I8;
+};
+template <>
+struct VecInt<V4> {
+  using type = I4;
+};
+template <typename V>
+constexpr int kVl = int(sizeof(V) / sizeof(float));
 
 constexpr int kLanes = 16;
 constexpr int kTile = LstmCpuKernel::kTileRows;
@@ -47,18 +58,18 @@ enum Isa { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
 }  // namespace
 
 struct LstmCpuKernel::Packed {
-  int h = 0, hp = 0;     // hidden, padded to 16
-  int hh = 0, hhp = 0;   // head hidden, padded
-  int k0 = 0, n0 = 0;    // gates: K = F + H, N = 4 * hp
-  int pw = 0;            // prior row width: kPriorCount + attribute indicators
-  int k1 = 0, k1p = 0;   // head input H + A + pw, padded
-  int fp = 0;            // features padded
-  std::vector<float> wg, bg;   // [k0][n0], [n0]
-  std::vector<float> w1, b1;   // [k1][hhp], [hhp]
-  std::vector<float> w2, b2;   // [hh][16], [16]
-  std::vector<float> w2r;      // [4][hhp]   (backward)
-  std::vector<float> w1r;      // [hh][k1p]  (backward)
-  std::vector<float> wx;       // [n0][fp]   (backward)
+  int h = 0, hp = 0;          // hidden, padded to 16
+  int hh = 0, hhp = 0;        // head hidden, padded
+  int k0 = 0, n0 = 0;         // gates: K = F + H, N = 4 * hp
+  int pw = 0;                 // prior row width: kPriorCount + attribute indicators
+  int k1 = 0, k1p = 0;        // head input H + A + pw, padded
+  int fp = 0;                 // features padded
+  std::vector<float> wg, bg;  // [k0][n0], [n0]
+  std::vector<float> w1, b1;  // [k1][hhp], [hhp]
+  std::vector<float> w2, b2;  // [hh][16], [16]
+  std::vector<float> w2r;     // [4][hhp]   (backward)
+  std::vector<float> w1r;     // [hh][k1p]  (backward)
+  std::vector<float> wx;      // [n0][fp]   (backward)
   // Scratch, kTile rows each.
   std::vector<float> u, gates, cprev, c1, tc, h1, z, pre1, hid, out, dout, dhid, dz, dh, dg, dx;
 };
@@ -106,11 +117,11 @@ CLV_INLINE void Gemm(const float* a, int lda, int kk, const float* b, int n, con
     int j = 0;
     for (; j + kVl<V> * kBlock <= n; j += kVl<V> * kBlock) {
       GemmBlock<V, kGroup, kBlock>(a + r0 * lda, lda, kk, b + j, n, bias ? bias + j : nullptr,
-                                c + r0 * ldc + j, ldc);
+                                   c + r0 * ldc + j, ldc);
     }
     for (; j < n; j += kVl<V>) {
       GemmBlock<V, kGroup, 1>(a + r0 * lda, lda, kk, b + j, n, bias ? bias + j : nullptr,
-                           c + r0 * ldc + j, ldc);
+                              c + r0 * ldc + j, ldc);
     }
   }
 }
@@ -184,10 +195,10 @@ template <typename V, int kGroup, int kBlock>
 CLV_INLINE void HeadsBody(Packed& p, int rows, const float* offsets, float* heads,
                           bool dout_wanted) {
   Gemm<V, kGroup, kBlock>(p.z.data(), p.k1, p.k1, p.w1.data(), p.hhp, p.b1.data(), p.pre1.data(),
-                       p.hhp);
+                          p.hhp);
   for (int i = 0; i < kTile * p.hhp; ++i) p.hid[i] = p.pre1[i] > 0.0f ? p.pre1[i] : 0.0f;
   Gemm<V, kGroup, 1>(p.hid.data(), p.hhp, p.hh, p.w2.data(), kLanes, p.b2.data(), p.out.data(),
-                  kLanes);
+                     kLanes);
   std::fill(p.dout.begin(), p.dout.end(), 0.0f);
   for (int r = 0; r < rows; ++r) {
     for (int o = 0; o < kPriorOffsetCount; ++o) {
@@ -240,8 +251,7 @@ CLV_INLINE void StepBody(Packed& p, int rows, const float* x, const float* prior
     std::memcpy(&p.z[r * p.k1 + h], &p.u[r * p.k0 + kAggregateBegin],
                 sizeof(float) * kAggregateCount);
     if (r < rows) {
-      std::memcpy(&p.z[r * p.k1 + h + kAggregateCount], prior + r * p.pw,
-                  sizeof(float) * p.pw);
+      std::memcpy(&p.z[r * p.k1 + h + kAggregateCount], prior + r * p.pw, sizeof(float) * p.pw);
     } else {
       std::fill_n(&p.z[r * p.k1 + h + kAggregateCount], p.pw, 0.0f);
     }
@@ -254,11 +264,11 @@ CLV_INLINE void StepBody(Packed& p, int rows, const float* x, const float* prior
   if (contributions == nullptr) return;
 
   // Backward of clv to the standardized x (gradient x input).
-  Gemm<V, kGroup, 1>(p.dout.data(), kLanes, LstmCpuKernel::kHeadValues, p.w2r.data(), p.hhp, nullptr,
-                  p.dhid.data(), p.hhp);
+  Gemm<V, kGroup, 1>(p.dout.data(), kLanes, LstmCpuKernel::kHeadValues, p.w2r.data(), p.hhp,
+                     nullptr, p.dhid.data(), p.hhp);
   for (int i = 0; i < kTile * p.hhp; ++i) p.dhid[i] = p.pre1[i] > 0.0f ? p.dhid[i] : 0.0f;
   Gemm<V, kGroup, kBlock>(p.dhid.data(), p.hhp, p.hh, p.w1r.data(), p.k1p, nullptr, p.dz.data(),
-                       p.k1p);
+                          p.k1p);
   std::fill(p.dh.begin(), p.dh.end(), 0.0f);
   for (int r = 0; r < kTile; ++r) std::memcpy(&p.dh[r * hp], &p.dz[r * p.k1p], sizeof(float) * h);
   for (int r = 0; r < kTile; ++r) {
@@ -302,8 +312,7 @@ CLV_INLINE void RescoreBody(Packed& p, int rows, const float* h, const float* ag
     std::memcpy(&p.z[r * p.k1], h + r * p.h, sizeof(float) * p.h);
     std::memcpy(&p.z[r * p.k1 + p.h], aggregates + r * kAggregateCount,
                 sizeof(float) * kAggregateCount);
-    std::memcpy(&p.z[r * p.k1 + p.h + kAggregateCount], prior + r * p.pw,
-                sizeof(float) * p.pw);
+    std::memcpy(&p.z[r * p.k1 + p.h + kAggregateCount], prior + r * p.pw, sizeof(float) * p.pw);
   }
   HeadsBody<V, kGroup, kBlock>(p, rows, offsets, heads, false);
 }

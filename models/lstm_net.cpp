@@ -37,8 +37,8 @@ LstmNetImpl::LstmNetImpl(const LstmWeights& w) {
   w_hh = register_parameter("w_hh", Parameter(w.w_hh, {gates, w.hidden_size}));
   b_ih = register_parameter("b_ih", Parameter(w.b_ih, {gates}));
   b_hh = register_parameter("b_hh", Parameter(w.b_hh, {gates}));
-  head1_w = register_parameter("head1_w",
-                               Parameter(w.head1_w, {w.head_hidden, w.head_input_size()}));
+  head1_w =
+      register_parameter("head1_w", Parameter(w.head1_w, {w.head_hidden, w.head_input_size()}));
   head1_b = register_parameter("head1_b", Parameter(w.head1_b, {w.head_hidden}));
   head2_w = register_parameter("head2_w", Parameter(w.head2_w, {kHeadOutputs, w.head_hidden}));
   head2_b = register_parameter("head2_b", Parameter(w.head2_b, {kHeadOutputs}));

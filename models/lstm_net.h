@@ -9,9 +9,9 @@
 // Thread-safety: a module is used from one thread at a time.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <utility>
+
+#include <torch/torch.h>
 
 #include "models/lstm.h"
 

@@ -9,8 +9,8 @@ namespace clv::models {
 
 const char* PriorName(int index) {
   static constexpr const char* kNames[kPriorCount] = {
-      "bg_p_alive",         "bg_logit_alive",     "bg_log_purchases", "bg_log_purchases_alive",
-      "gg_log_order_value", "bg_log_clv",         "bg_logit_any",     "log_horizon_days",
+      "bg_p_alive",         "bg_logit_alive",      "bg_log_purchases", "bg_log_purchases_alive",
+      "gg_log_order_value", "bg_log_clv",          "bg_logit_any",     "log_horizon_days",
       "browse_gone_llr",    "browse_gone_llr_slow"};
   return index >= 0 && index < kPriorCount ? kNames[index] : "?";
 }
@@ -74,9 +74,9 @@ BrowseSessions BrowseSessionsOf(const LstmPrior& prior, const History& history, 
   s.tenure = static_cast<double>(now - history.first_event_ms) / day;
   s.to_purchase =
       std::max(0.0, static_cast<double>(history.last_purchase_ms - history.first_event_ms) / day);
-  s.base_sessions =
-      std::max(1.0, static_cast<double>(history.sessions) -
-                        prior.browse_sessions_per_purchase * static_cast<double>(history.purchases));
+  s.base_sessions = std::max(
+      1.0, static_cast<double>(history.sessions) -
+               prior.browse_sessions_per_purchase * static_cast<double>(history.purchases));
   s.after_sum = history.session_days_after_purchase;
   return s;
 }

@@ -1,14 +1,14 @@
 // LstmScorer (torch) and the LSTM model file (JSON). See lstm.h.
-#include <torch/cuda.h>
-#include <torch/torch.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <torch/cuda.h>
+#include <torch/torch.h>
 
 #include "common/hash.h"
 #include "config/config.h"
@@ -43,8 +43,8 @@ bool ResolveDevice(const std::string& name, torch::Device* device, std::string* 
     }
     *device = torch::Device(torch::kCUDA, 0);
   } else if (name == "auto") {
-    *device = torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
-                                          : torch::Device(torch::kCPU);
+    *device =
+        torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   } else {
     *error = "model.device: unknown device '" + name + "' (expected cpu, cuda or auto)";
     return false;
@@ -161,10 +161,9 @@ class LstmScorer final : public Scorer {
     torch::NoGradGuard no_grad;
     torch::Tensor staged = cuda_ ? host.to(device_, /*non_blocking=*/true) : host;
     const int64_t prior_at = hidden_ + kAggregateCount;
-    auto [clv, heads] = Heads(staged.narrow(1, 0, hidden_),
-                              staged.narrow(1, hidden_, kAggregateCount),
-                              staged.narrow(1, prior_at, pw_),
-                              staged.narrow(1, prior_at + pw_, kPriorOffsetCount));
+    auto [clv, heads] =
+        Heads(staged.narrow(1, 0, hidden_), staged.narrow(1, hidden_, kAggregateCount),
+              staged.narrow(1, prior_at, pw_), staged.narrow(1, prior_at + pw_, kPriorOffsetCount));
     if (cuda_) heads = heads.to(torch::kCPU);
     heads = heads.contiguous();
     const float* out = heads.data_ptr<float>();
@@ -350,15 +349,18 @@ std::string LstmWeights::CheckShapes() const {
            std::to_string(kFeatureCount) + " features";
   }
   if (w_ih.size() != gates * input_size) return ShapeError("w_ih", w_ih.size(), gates * input_size);
-  if (w_hh.size() != gates * hidden_size) return ShapeError("w_hh", w_hh.size(), gates * hidden_size);
+  if (w_hh.size() != gates * hidden_size)
+    return ShapeError("w_hh", w_hh.size(), gates * hidden_size);
   if (b_ih.size() != gates) return ShapeError("b_ih", b_ih.size(), gates);
   if (b_hh.size() != gates) return ShapeError("b_hh", b_hh.size(), gates);
   size_t h1 = size_t(head_hidden) * head_input_size();
   if (head1_w.size() != h1) return ShapeError("head1_w", head1_w.size(), h1);
-  if (head1_b.size() != size_t(head_hidden)) return ShapeError("head1_b", head1_b.size(), head_hidden);
+  if (head1_b.size() != size_t(head_hidden))
+    return ShapeError("head1_b", head1_b.size(), head_hidden);
   size_t h2 = size_t(kHeadOutputs) * head_hidden;
   if (head2_w.size() != h2) return ShapeError("head2_w", head2_w.size(), h2);
-  if (head2_b.size() != size_t(kHeadOutputs)) return ShapeError("head2_b", head2_b.size(), kHeadOutputs);
+  if (head2_b.size() != size_t(kHeadOutputs))
+    return ShapeError("head2_b", head2_b.size(), kHeadOutputs);
   return "";
 }
 
@@ -395,7 +397,8 @@ LstmModel RandomLstmModel(int hidden_size, uint64_t seed, int head_hidden,
   fill(&w.w_hh, gates * hidden_size, lstm_bound);
   fill(&w.b_ih, gates, lstm_bound);
   fill(&w.b_hh, gates, lstm_bound);
-  fill(&w.head1_w, size_t(head_hidden) * w.head_input_size(), 1.0 / std::sqrt(double(w.head_input_size())));
+  fill(&w.head1_w, size_t(head_hidden) * w.head_input_size(),
+       1.0 / std::sqrt(double(w.head_input_size())));
   fill(&w.head1_b, head_hidden, 0.1);
   fill(&w.head2_w, size_t(kHeadOutputs) * head_hidden, 1.0 / std::sqrt(double(head_hidden)));
   fill(&w.head2_b, kHeadOutputs, 0.1);
@@ -408,8 +411,8 @@ std::string LstmModelVersion(const LstmModel& model) {
   const LstmWeights& w = model.weights;
   int64_t sizes[3] = {w.input_size, w.hidden_size, w.head_hidden};
   hash = Fnv1a(hash, sizes, sizeof(sizes));
-  for (const auto* v : {&w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh, &w.head1_w, &w.head1_b, &w.head2_w,
-                        &w.head2_b}) {
+  for (const auto* v :
+       {&w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh, &w.head1_w, &w.head1_b, &w.head2_w, &w.head2_b}) {
     hash = HashFloats(hash, *v);
   }
   hash = Fnv1a(hash, model.norm.mean.data(), sizeof(float) * kFeatureCount);
@@ -417,11 +420,11 @@ std::string LstmModelVersion(const LstmModel& model) {
   hash = Fnv1a(hash, &model.horizon_days, sizeof(double));
   hash = Fnv1a(hash, &model.min_horizon_days, sizeof(double));
   const LstmPrior& prior = model.prior;
-  double params[10] = {prior.bgnbd.r,         prior.bgnbd.alpha,
-                       prior.bgnbd.a,         prior.bgnbd.b,
-                       prior.gamma_gamma.p,   prior.gamma_gamma.q,
+  double params[10] = {prior.bgnbd.r,           prior.bgnbd.alpha,
+                       prior.bgnbd.a,           prior.bgnbd.b,
+                       prior.gamma_gamma.p,     prior.gamma_gamma.q,
                        prior.gamma_gamma.gamma, prior.browse_theta,
-                       prior.browse_fade_days, prior.browse_sessions_per_purchase};
+                       prior.browse_fade_days,  prior.browse_sessions_per_purchase};
   hash = Fnv1a(hash, params, sizeof(params));
   hash = Fnv1a(hash, prior.mean.data(), sizeof(float) * kPriorCount);
   hash = Fnv1a(hash, prior.scale.data(), sizeof(float) * kPriorCount);
@@ -455,19 +458,19 @@ bool SaveLstmModel(LstmModel model, const std::string& path, std::string* error)
     nlohmann::json vocab = nlohmann::json::array();
     for (const AttrVocabEntry& entry : model.attr_vocab) {
       char hex[17];
-      std::snprintf(hex, sizeof(hex), "%016llx",
-                    static_cast<unsigned long long>(entry.pair_hash));
+      std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(entry.pair_hash));
       vocab.push_back({{"pair", entry.text}, {"hash", hex}});
     }
     json["attr_vocab"] = vocab;
   }
   json["heads"] =
-      "z=[h, aggregates, prior, attr indicators]; ziln(p=sigmoid(o0+logit P_any), mu=o1+log(E[spend]/P_any), "
+      "z=[h, aggregates, prior, attr indicators]; ziln(p=sigmoid(o0+logit P_any), "
+      "mu=o1+log(E[spend]/P_any), "
       "sigma=softplus(o2)+0.01) + churn=sigmoid(o3)";
   nlohmann::json features = nlohmann::json::array();
   for (int i = 0; i < kFeatureCount; ++i) {
-    features.push_back({{"name", FeatureName(i)}, {"mean", model.norm.mean[i]},
-                        {"scale", model.norm.scale[i]}});
+    features.push_back(
+        {{"name", FeatureName(i)}, {"mean", model.norm.mean[i]}, {"scale", model.norm.scale[i]}});
   }
   json["features"] = features;
   const LstmPrior& prior = model.prior;
@@ -476,16 +479,21 @@ bool SaveLstmModel(LstmModel model, const std::string& path, std::string* error)
     prior_inputs.push_back(
         {{"name", PriorName(i)}, {"mean", prior.mean[i]}, {"scale", prior.scale[i]}});
   }
-  json["prior"] = {
-      {"bgnbd", {{"r", prior.bgnbd.r}, {"alpha", prior.bgnbd.alpha}, {"a", prior.bgnbd.a},
-                 {"b", prior.bgnbd.b}}},
-      {"gamma_gamma", {{"p", prior.gamma_gamma.p}, {"q", prior.gamma_gamma.q},
-                       {"gamma", prior.gamma_gamma.gamma}}},
-      {"browse", {{"kappa", kBrowseKappa},
-                  {"theta", prior.browse_theta},
-                  {"fade_days", prior.browse_fade_days},
-                  {"sessions_per_purchase", prior.browse_sessions_per_purchase}}},
-      {"inputs", prior_inputs}};
+  json["prior"] = {{"bgnbd",
+                    {{"r", prior.bgnbd.r},
+                     {"alpha", prior.bgnbd.alpha},
+                     {"a", prior.bgnbd.a},
+                     {"b", prior.bgnbd.b}}},
+                   {"gamma_gamma",
+                    {{"p", prior.gamma_gamma.p},
+                     {"q", prior.gamma_gamma.q},
+                     {"gamma", prior.gamma_gamma.gamma}}},
+                   {"browse",
+                    {{"kappa", kBrowseKappa},
+                     {"theta", prior.browse_theta},
+                     {"fade_days", prior.browse_fade_days},
+                     {"sessions_per_purchase", prior.browse_sessions_per_purchase}}},
+                   {"inputs", prior_inputs}};
   auto parse_object = [&](const std::string& text) {
     auto parsed = nlohmann::json::parse(text.empty() ? "{}" : text, nullptr, false);
     return parsed.is_discarded() ? nlohmann::json::object() : parsed;
@@ -564,8 +572,8 @@ bool LoadLstmModel(const std::string& path, LstmModel* model, std::string* error
     }
     const auto& inputs = prior.at("inputs");
     if (!inputs.is_array() || inputs.size() != size_t(kPriorCount)) {
-      *error = "LoadLstmModel " + path + ": prior.inputs: expected " +
-               std::to_string(kPriorCount) + " entries";
+      *error = "LoadLstmModel " + path + ": prior.inputs: expected " + std::to_string(kPriorCount) +
+               " entries";
       return false;
     }
     for (int i = 0; i < kPriorCount; ++i) {

@@ -55,7 +55,7 @@ using clv::ParseEventKind;
 // empty slots (key_hash 0) at the end. Fixed size, plain data, O(1) to copy.
 inline constexpr int kMaxAttrs = 8;
 struct AttrEntry {
-  uint64_t key_hash = 0;   // 0 = empty slot
+  uint64_t key_hash = 0;  // 0 = empty slot
   uint64_t pair_hash = 0;
 };
 using AttrEntries = std::array<AttrEntry, kMaxAttrs>;
@@ -73,7 +73,7 @@ bool HasAttrPair(const AttrEntries& entries, uint64_t pair_hash);
 struct StepEvent {
   EventKind kind = EventKind::kPageView;
   int64_t ts_ms = 0;
-  double amount = 0;  // > 0 for purchase and refund, else 0
+  double amount = 0;    // > 0 for purchase and refund, else 0
   AttrEntries attrs{};  // profile events only: the attributes they set
 };
 

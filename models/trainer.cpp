@@ -2,7 +2,7 @@
 // (lstm_net.h), the same module the scorer runs on CUDA; the CPU scorer's
 // kernel (lstm_kernel.cpp) evaluates the same functions in another order
 // (equal to ~1e-6, not bit for bit; test LstmNet.AgreesWithTheCpuKernel).
-#include <torch/torch.h>
+#include "models/trainer.h"
 
 #include <algorithm>
 #include <array>
@@ -10,17 +10,18 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
-#include <nlohmann/json.hpp>
 #include <map>
 #include <memory>
 #include <numeric>
 #include <random>
 
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
 #include "common/log.h"
-#include "models/metrics.h"
 #include "models/baseline_scorer.h"
 #include "models/lstm_net.h"
-#include "models/trainer.h"
+#include "models/metrics.h"
 
 namespace clv::models {
 
@@ -106,9 +107,9 @@ void FitBrowse(const Dataset& data, const BgNbdParams& bgnbd, LstmPrior* prior) 
       if (h.sessions != sessions_before) session_starts.push_back(event.ts_ms);
       if (event.kind == EventKind::kPurchase) {
         const int64_t from = event.ts_ms - static_cast<int64_t>(kPurchaseWindowDays * day);
-        in_windows += static_cast<double>(session_starts.end() -
-                                          std::lower_bound(session_starts.begin(),
-                                                           session_starts.end(), from));
+        in_windows += static_cast<double>(
+            session_starts.end() -
+            std::lower_bound(session_starts.begin(), session_starts.end(), from));
       }
     }
     if (h.events == 0) continue;
@@ -170,9 +171,9 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRa
   }
   // Spend and churn of the events after index k with ts < until_ms.
   auto label = [&](size_t k, int64_t until_ms, float* spend, float* churn) {
-    auto first_at_or_after = std::lower_bound(
-        events.begin() + k + 1, events.end(), until_ms,
-        [](const StepEvent& e, int64_t t) { return e.ts_ms < t; });
+    auto first_at_or_after =
+        std::lower_bound(events.begin() + k + 1, events.end(), until_ms,
+                         [](const StepEvent& e, int64_t t) { return e.ts_ms < t; });
     size_t stop = static_cast<size_t>(first_at_or_after - events.begin());
     *spend = static_cast<float>(std::max(0.0, spend_prefix[stop] - spend_prefix[k + 1]));
     *churn = stop > k + 1 ? 0.0f : 1.0f;
@@ -234,8 +235,7 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRa
     const int64_t horizon_ms = horizons.Draw(at, end_ms, random);
     label(k, at + horizon_ms, &out->rescore_y[k], &out->rescore_churn[k]);
     RawPriorInputs(prior, afters[k], at, double(horizon_ms) / kMsPerDay,
-                   &out->rescore_prior[k * pw],
-                   &out->rescore_offsets[k * kPriorOffsetCount]);
+                   &out->rescore_prior[k * pw], &out->rescore_offsets[k * kPriorOffsetCount]);
     AttrIndicators(vocab, afters[k], &out->rescore_prior[k * pw + kPriorCount]);
   }
 }
@@ -266,16 +266,16 @@ void BuildBacktest(const UserSequence& user, const BacktestWindow& window, const
   out->backtest_prior.assign(kPriorCount + vocab.size(), 0.0f);
   out->backtest_offsets.assign(kPriorOffsetCount, 0.0f);
   RawAggregateFeatures(history, window.cutoff_ms, out->backtest_r.data());
-  RawPriorInputs(prior, history, window.cutoff_ms, window.horizon_days,
-                 out->backtest_prior.data(), out->backtest_offsets.data());
+  RawPriorInputs(prior, history, window.cutoff_ms, window.horizon_days, out->backtest_prior.data(),
+                 out->backtest_offsets.data());
   AttrIndicators(vocab, history, out->backtest_prior.data() + kPriorCount);
 }
 
 // Padded tensors of one mini-batch, time-major.
 struct Batch {
   int64_t length = 0;
-  torch::Tensor x;  // [L, B, F]
-  torch::Tensor r;  // [L, B, A]
+  torch::Tensor x;                              // [L, B, F]
+  torch::Tensor r;                              // [L, B, A]
   torch::Tensor step_prior, rescore_prior;      // [L, B, P]
   torch::Tensor step_offsets, rescore_offsets;  // [L, B, O]
   torch::Tensor step_y, step_mask, step_churn;
@@ -396,17 +396,16 @@ PassResult RunPass(LstmNet& net, std::vector<Batch>& batches, const std::vector<
       torch::Tensor hseq = torch::stack(hs, 0);  // [T, B, H]
       auto x = batch.x.narrow(0, start, steps);
       auto slice = [&](torch::Tensor& t) { return t.narrow(0, start, steps); };
-      torch::Tensor step_out =
-          net->Heads(hseq, x.narrow(2, kAggregateBegin, kAggregateCount),
-                      slice(batch.step_prior), slice(batch.step_offsets));
+      torch::Tensor step_out = net->Heads(hseq, x.narrow(2, kAggregateBegin, kAggregateCount),
+                                          slice(batch.step_prior), slice(batch.step_offsets));
       torch::Tensor rescore_out =
           net->Heads(hseq, batch.r.narrow(0, start, steps), slice(batch.rescore_prior),
-                      slice(batch.rescore_offsets));
+                     slice(batch.rescore_offsets));
       auto [step_loss, step_count] =
           ZilnLoss(step_out, slice(batch.step_y), slice(batch.step_churn), slice(batch.step_mask));
-      auto [rescore_loss, rescore_count] = ZilnLoss(rescore_out, slice(batch.rescore_y),
-                                                    slice(batch.rescore_churn),
-                                                    slice(batch.rescore_mask));
+      auto [rescore_loss, rescore_count] =
+          ZilnLoss(rescore_out, slice(batch.rescore_y), slice(batch.rescore_churn),
+                   slice(batch.rescore_mask));
       double count = step_count.item<double>() + rescore_count.item<double>();
       torch::Tensor loss_sum = step_loss + rescore_loss;
       const double loss_value = count > 0 ? loss_sum.item<double>() : 0.0;
@@ -445,8 +444,9 @@ PassResult RunPass(LstmNet& net, std::vector<Batch>& batches, const std::vector<
 }
 
 // Predicted and actual spend of every backtest row of `batches`.
-std::pair<std::vector<double>, std::vector<double>> BacktestSpend(
-    LstmNet& net, const std::vector<Batch>& batches, int hidden) {
+std::pair<std::vector<double>, std::vector<double>> BacktestSpend(LstmNet& net,
+                                                                  const std::vector<Batch>& batches,
+                                                                  int hidden) {
   torch::NoGradGuard no_grad;
   std::vector<double> predicted, actual;
   for (const Batch& batch : batches) {
@@ -546,8 +546,9 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   }
   if (horizon_ms <= 0 || options.hidden_size <= 0 || options.batch_users <= 0 ||
       options.bptt_steps <= 0 || options.epochs <= 0) {
-    result.error = "TrainLstm: horizon_days, hidden_size, batch_users, bptt_steps and epochs "
-                   "must all be > 0";
+    result.error =
+        "TrainLstm: horizon_days, hidden_size, batch_users, bptt_steps and epochs "
+        "must all be > 0";
     return result;
   }
   if (horizons.min_ms <= 0 || horizons.min_ms > horizons.max_ms) {
@@ -631,8 +632,7 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
            {std::tuple{u.step_y[k], u.step_mask[k], u.step_churn[k], &u.step_prior[k * pw],
                        &u.step_offsets[k * kPriorOffsetCount]},
             std::tuple{u.rescore_y[k], u.rescore_mask[k], u.rescore_churn[k],
-                       &u.rescore_prior[k * pw],
-                       &u.rescore_offsets[k * kPriorOffsetCount]}}) {
+                       &u.rescore_prior[k * pw], &u.rescore_offsets[k * kPriorOffsetCount]}}) {
         if (m == 0) continue;
         prior_count += 1;
         for (int j = 0; j < kPriorCount; ++j) {
@@ -653,8 +653,8 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   }
   if (labelled_train == 0 || validation_users.empty()) {
     result.error = "TrainLstm: no labelled training examples (horizon " +
-                   std::to_string(options.horizon_days) + " days, data " +
-                   MsToDate(data.start_ms) + " .. " + MsToDate(data.end_ms) +
+                   std::to_string(options.horizon_days) + " days, data " + MsToDate(data.start_ms) +
+                   " .. " + MsToDate(data.end_ms) +
                    "): a step is labelled only when its horizon ends before the data does; "
                    "use a shorter horizon or more data (and at least a few users for validation)";
     return result;
@@ -696,8 +696,7 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
 
   // Initial weights: PyTorch-style uniform init, head biases at the label
   // base rates so training starts from a sensible ZILN.
-  LstmModel model =
-      RandomLstmModel(options.hidden_size, options.seed, options.head_hidden, vocab);
+  LstmModel model = RandomLstmModel(options.hidden_size, options.seed, options.head_hidden, vocab);
   auto logit = [](double p) {
     p = std::clamp(p, 1e-4, 1 - 1e-4);
     return std::log(p / (1 - p));
@@ -721,8 +720,10 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
         !init.CheckShapes().empty()) {
       result.error = "TrainLstm: the initial weights (hidden " + std::to_string(init.hidden_size) +
                      ", head hidden " + std::to_string(init.head_hidden) + ", " +
-                     std::to_string(init.attr_count) + " attribute inputs) do not fit this "
-                     "training (hidden " + std::to_string(options.hidden_size) + ", head hidden " +
+                     std::to_string(init.attr_count) +
+                     " attribute inputs) do not fit this "
+                     "training (hidden " +
+                     std::to_string(options.hidden_size) + ", head hidden " +
                      std::to_string(options.head_hidden) + ", " + std::to_string(vocab.size()) +
                      " attribute inputs)" +
                      (init.CheckShapes().empty() ? "" : ": " + init.CheckShapes());
@@ -763,11 +764,13 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
         {"end", MsToDate(data.end_ms)},
         {"horizon_days", options.horizon_days},
         {"min_horizon_days", min_horizon_days},
-        {"horizons", "each labelled example draws its horizon log-uniformly from [min_horizon_days, "
-                     "min(horizon_days, data end - t)]"},
-        {"prior_fit", {{"customers", baseline.fit.customers},
-                       {"log_likelihood", baseline.fit.log_likelihood},
-                       {"gamma_gamma_customers", baseline.fit.gamma_gamma_customers}}},
+        {"horizons",
+         "each labelled example draws its horizon log-uniformly from [min_horizon_days, "
+         "min(horizon_days, data end - t)]"},
+        {"prior_fit",
+         {{"customers", baseline.fit.customers},
+          {"log_likelihood", baseline.fit.log_likelihood},
+          {"gamma_gamma_customers", baseline.fit.gamma_gamma_customers}}},
         {"censoring", "examples whose horizon ends after the data's end are not labelled"},
         {"hidden_size", options.hidden_size},
         {"head_hidden", options.head_hidden},
@@ -844,8 +847,8 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
       ++result.recoveries;
       learning_rate *= 0.25;
       net = LstmNet(best_weights);
-      optimizer = std::make_unique<torch::optim::Adam>(
-          net->parameters(), torch::optim::AdamOptions(learning_rate));
+      optimizer = std::make_unique<torch::optim::Adam>(net->parameters(),
+                                                       torch::optim::AdamOptions(learning_rate));
       std::fprintf(stderr,
                    "clv train: epoch %d diverged (%zu of %zu mini-batches with a non-finite loss "
                    "or gradient); restored the weights of epoch %d (0: the initial ones), learning "
@@ -948,9 +951,8 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
                  "total calibration: %zu validation users at %s, next %.0f days: predicted "
                  "%.4g, actual %.4g (log ratio %.3f, standard error %.3f); expected spend "
                  "scaled by %.3f\n",
-                 each_predicted.size(), MsToDate(backtest.cutoff_ms).c_str(),
-                 backtest.horizon_days, predicted, actual, log_ratio, standard_error,
-                 result.total_scale);
+                 each_predicted.size(), MsToDate(backtest.cutoff_ms).c_str(), backtest.horizon_days,
+                 predicted, actual, log_ratio, standard_error, result.total_scale);
   }
   result.model = finish_model(best_weights, &best_report);
   if (!options.checkpoint_path.empty()) {

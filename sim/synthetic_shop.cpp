@@ -19,8 +19,8 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
-#include <vector>
 #include <ostream>
+#include <vector>
 
 #include "common/time.h"
 #include "common/units.h"
@@ -125,15 +125,15 @@ constexpr std::array<double, 5> kChannelBrowseOnly = {0.9, 1.1, 1.3, 0.8, 0.9};
 constexpr std::array<const char*, 3> kTiers = {"basic", "silver", "gold"};
 constexpr std::array<double, 3> kTierWeights = {0.70, 0.22, 0.08};
 constexpr std::array<double, 3> kTierRate = {1.0, 1.4, 2.0};
-constexpr std::array<const char*, 12> kCategories = {
-    "books", "electronics", "fashion", "home", "garden", "toys",
-    "sports", "beauty", "grocery", "music", "games", "health"};
+constexpr std::array<const char*, 12> kCategories = {"books",   "electronics", "fashion", "home",
+                                                     "garden",  "toys",        "sports",  "beauty",
+                                                     "grocery", "music",       "games",   "health"};
 
 // Activity by hour of day (UTC) and weekday/weekend; normalized to mean 1
 // over the week in Rhythm's constructor.
-constexpr std::array<double, 24> kHourShape = {
-    0.35, 0.22, 0.15, 0.12, 0.12, 0.18, 0.35, 0.60, 0.85, 1.00, 1.05, 1.10,
-    1.15, 1.10, 1.05, 1.05, 1.10, 1.20, 1.35, 1.50, 1.60, 1.50, 1.10, 0.65};
+constexpr std::array<double, 24> kHourShape = {0.35, 0.22, 0.15, 0.12, 0.12, 0.18, 0.35, 0.60,
+                                               0.85, 1.00, 1.05, 1.10, 1.15, 1.10, 1.05, 1.05,
+                                               1.10, 1.20, 1.35, 1.50, 1.60, 1.50, 1.10, 0.65};
 constexpr double kWeekendFactor = 1.3;
 
 // Piecewise-constant intensity factor per hour of the week, with its integral.
@@ -192,10 +192,10 @@ enum class SessionKind : uint8_t { kNone, kBase, kResearch, kPurchase };
 struct User {
   Rng rng;
   // Latent.
-  double lambda = 0;       // purchases per day while alive (before rhythm)
-  double dropout = 0;      // p
-  double order_rate = 1;   // nu of Gamma-Gamma
-  double session_rate = 0; // base sessions per day
+  double lambda = 0;        // purchases per day while alive (before rhythm)
+  double dropout = 0;       // p
+  double order_rate = 1;    // nu of Gamma-Gamma
+  double session_rate = 0;  // base sessions per day
   int64_t signup_ms = 0;
   int64_t fade_start_ms = kNever;
   uint8_t country = 0;
@@ -287,7 +287,8 @@ void AppendCsvNumber(std::ostream& out, double value) {
 
 std::string ValidateShopOptions(const ShopOptions& options) {
   if (options.users < 0) return "shop option 'users' must be >= 0";
-  if (!(options.days > 0) || options.days > 36500) return "shop option 'days' must be in (0, 36500]";
+  if (!(options.days > 0) || options.days > 36500)
+    return "shop option 'days' must be in (0, 36500]";
   if (!(options.horizon_days >= 0) || options.horizon_days > 36500) {
     return "shop option 'horizon_days' must be in [0, 36500]";
   }
@@ -317,9 +318,9 @@ std::string ValidateShopOptions(const ShopOptions& options) {
 }
 
 const std::vector<std::string>& ShopProfileNames() {
-  static const std::vector<std::string> names = {
-      "default",      "wholesale",    "one_time",        "no_dropout",
-      "high_dropout", "long_history", "day_granularity", "cents"};
+  static const std::vector<std::string> names = {"default",         "wholesale",    "one_time",
+                                                 "no_dropout",      "high_dropout", "long_history",
+                                                 "day_granularity", "cents"};
   return names;
 }
 
@@ -389,7 +390,9 @@ struct SyntheticShop::Impl {
   int64_t generated = 0;
 
  private:
-  int64_t DaysToMs(double days) const { return static_cast<int64_t>(std::llround(days * kMsPerDay)); }
+  int64_t DaysToMs(double days) const {
+    return static_cast<int64_t>(std::llround(days * kMsPerDay));
+  }
   double Fade(const User& user, int64_t ms) const {
     if (ms <= user.fade_start_ms) return 1.0;
     return std::exp(-static_cast<double>(ms - user.fade_start_ms) / kMsPerDay / options.fade_days);
@@ -432,14 +435,16 @@ SyntheticShop::Impl::Impl(ShopOptions shop_options) : options(std::move(shop_opt
     user.country = rng.Pick(kCountryWeights);
     user.channel = rng.Pick(kChannelWeights);
     user.tier = rng.Pick(kTierWeights);
-    double browse_only = std::min(0.95, options.browse_only_share * kChannelBrowseOnly[user.channel]);
+    double browse_only =
+        std::min(0.95, options.browse_only_share * kChannelBrowseOnly[user.channel]);
     bool buyer = rng.Uniform() >= browse_only;
     double gamma_lambda = rng.Gamma(options.purchase_rate_shape, options.purchase_rate_rate);
     user.lambda = buyer ? gamma_lambda * kChannelRate[user.channel] * kTierRate[user.tier] : 0.0;
     user.dropout = rng.Beta(options.dropout_a, options.dropout_b);
     user.order_rate = rng.Gamma(options.order_q, options.order_gamma);
     double interest = rng.Gamma(options.interest_shape, options.interest_shape);  // mean 1
-    double activity = buyer ? 0.5 + 0.5 * std::sqrt(user.lambda / mean_lambda) : kBrowseOnlyActivity;
+    double activity =
+        buyer ? 0.5 + 0.5 * std::sqrt(user.lambda / mean_lambda) : kBrowseOnlyActivity;
     user.session_rate = options.session_rate * interest * activity;
     if (!buyer) {
       user.dropped = true;  // never buys; browsing fades after a while
@@ -515,7 +520,8 @@ void SyntheticShop::Impl::Advance(User& user) const {
   Rng& rng = user.rng;
   for (;;) {
     if (user.session == SessionKind::kNone) {
-      int64_t candidate = std::min({user.next_base_ms, user.next_research_ms, user.next_purchase_ms});
+      int64_t candidate =
+          std::min({user.next_base_ms, user.next_research_ms, user.next_purchase_ms});
       if (candidate == kNever && user.refund_ms == kNever) {
         user.pending_ms = kNever;
         user.pending_kind = EventKind::kPageView;  // nothing pending
@@ -618,9 +624,11 @@ void SyntheticShop::Impl::ObserveSession(User& user) const {
   user.observed_session = user.sessions;
   ++user.observed_sessions;
   if (user.purchases == 0) {
-    user.session_days.push_back(static_cast<float>(static_cast<double>(user.pending_ms - user.signup_ms) / kMsPerDay));
+    user.session_days.push_back(
+        static_cast<float>(static_cast<double>(user.pending_ms - user.signup_ms) / kMsPerDay));
   } else {
-    user.days_after_purchase_sum += static_cast<double>(user.pending_ms - user.last_purchase_ms) / kMsPerDay;
+    user.days_after_purchase_sum +=
+        static_cast<double>(user.pending_ms - user.last_purchase_ms) / kMsPerDay;
   }
 }
 
@@ -645,12 +653,14 @@ void SyntheticShop::Impl::Posterior(User& user) const {
   const double x = static_cast<double>(user.purchases);
   const double fade = options.fade_days;
   const double tenure_days = static_cast<double>(end_ms - user.signup_ms) / kMsPerDay;
-  const double exposure = rhythm.Integral(end_ms) - rhythm.Integral(user.signup_ms);  // purchase days
+  const double exposure =
+      rhythm.Integral(end_ms) - rhythm.Integral(user.signup_ms);  // purchase days
   // Base sessions: each purchase brings its own purchase session and on
   // average pre_purchase_sessions research sessions, which say nothing about
   // the browsing rate; they are taken out in expectation.
-  const double n = std::max(1.0, static_cast<double>(user.observed_sessions) -
-                                     static_cast<double>(user.purchases) * (1.0 + options.pre_purchase_sessions));
+  const double n = std::max(
+      1.0, static_cast<double>(user.observed_sessions) -
+               static_cast<double>(user.purchases) * (1.0 + options.pre_purchase_sessions));
   const double kappa = options.interest_shape;
   // E[sqrt(g / mean g)] for g ~ Gamma(r, .): buyers' mean browsing activity.
   const double sqrt_ratio = std::exp(std::lgamma(r + 0.5) - std::lgamma(r)) / std::sqrt(r);
@@ -666,13 +676,16 @@ void SyntheticShop::Impl::Posterior(User& user) const {
   };
   double log_odds_gone = 0;  // log P(not alive | events) / P(alive | events)
   if (x >= 1) {
-    const double since_purchase_days = static_cast<double>(end_ms - user.last_purchase_ms) / kMsPerDay;
-    const double exposure_to_last = rhythm.Integral(user.last_purchase_ms) - rhythm.Integral(user.signup_ms);
-    log_odds_gone = std::log(a / (b + x - 1.0)) +
-                    (r + x) * (std::log(beta + k * exposure) - std::log(beta + k * exposure_to_last));
-    const double integral_gone = (tenure_days - since_purchase_days) +
-                                 fade * -std::expm1(-since_purchase_days / fade);
-    log_odds_gone += -user.days_after_purchase_sum / fade + sessions_log(buyer_activity, integral_gone) -
+    const double since_purchase_days =
+        static_cast<double>(end_ms - user.last_purchase_ms) / kMsPerDay;
+    const double exposure_to_last =
+        rhythm.Integral(user.last_purchase_ms) - rhythm.Integral(user.signup_ms);
+    log_odds_gone = std::log(a / (b + x - 1.0)) + (r + x) * (std::log(beta + k * exposure) -
+                                                             std::log(beta + k * exposure_to_last));
+    const double integral_gone =
+        (tenure_days - since_purchase_days) + fade * -std::expm1(-since_purchase_days / fade);
+    log_odds_gone += -user.days_after_purchase_sum / fade +
+                     sessions_log(buyer_activity, integral_gone) -
                      sessions_log(buyer_activity, tenure_days);
   } else {
     const double browse_only =
@@ -704,7 +717,8 @@ void SyntheticShop::Impl::Posterior(User& user) const {
     const double top = *std::max_element(terms.begin(), terms.end());
     double sum = 0;
     for (double term : terms) sum += std::exp(term - top);
-    const double log_gone = (browse_only > 0 ? std::log(browse_only) : -1e300) + top + std::log(sum);
+    const double log_gone =
+        (browse_only > 0 ? std::log(browse_only) : -1e300) + top + std::log(sum);
     log_odds_gone = log_gone - log_alive;
   }
   user.posterior_alive = 1.0 / (1.0 + std::exp(std::min(log_odds_gone, 700.0)));
@@ -856,9 +870,7 @@ void SyntheticShop::Impl::Format(int64_t index, const User& user, GeneratedEvent
       json += R"(,"items":)";
       AppendInt(json, user.session_items);
       break;
-    case EventKind::kRefund:
-      order(user.pending_order);
-      break;
+    case EventKind::kRefund: order(user.pending_order); break;
     case EventKind::kSearch:
       session_id();
       json += R"(,"category":")";
@@ -904,9 +916,10 @@ bool SyntheticShop::Impl::Next(GeneratedEvent* event) {
     if (user.refund_ms == kNever && user.rng.Uniform() < options.refund_share) {
       user.refund_ms = user.pending_ms + DaysToMs(2.0 + user.rng.Exponential(5.0));
       bool full = user.rng.Uniform() < 0.7;
-      user.refund_cents = full ? user.pending_cents
-                               : std::max<int64_t>(1, std::llround(static_cast<double>(user.pending_cents) *
-                                                                    (0.2 + 0.6 * user.rng.Uniform())));
+      user.refund_cents =
+          full ? user.pending_cents
+               : std::max<int64_t>(1, std::llround(static_cast<double>(user.pending_cents) *
+                                                   (0.2 + 0.6 * user.rng.Uniform())));
       user.refund_order = user.pending_order;
     }
     AfterPurchase(user, user.pending_ms);
@@ -954,7 +967,8 @@ UserTruth SyntheticShop::Impl::TruthOf(int64_t index) const {
 
 // ------------------------------------------------------------ SyntheticShop --
 
-SyntheticShop::SyntheticShop(ShopOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+SyntheticShop::SyntheticShop(ShopOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
 SyntheticShop::~SyntheticShop() = default;
 
 bool SyntheticShop::Next(GeneratedEvent* event) { return impl_->Next(event); }
@@ -986,11 +1000,26 @@ bool WriteEventsJsonl(SyntheticShop& shop, std::ostream& out, int64_t* events) {
 }
 
 namespace {
-constexpr const char* kTruthColumns[] = {
-    "user_id", "signup_ms", "country", "channel", "tier", "purchase_rate_per_day",
-    "dropout_probability", "mean_order_value", "purchases", "spend", "last_purchase_ms", "alive",
-    "p_alive", "expected_purchases", "expected_spend", "oracle_expected_spend",
-    "posterior_alive", "posterior_expected_spend", "realized_purchases", "realized_spend"};
+constexpr const char* kTruthColumns[] = {"user_id",
+                                         "signup_ms",
+                                         "country",
+                                         "channel",
+                                         "tier",
+                                         "purchase_rate_per_day",
+                                         "dropout_probability",
+                                         "mean_order_value",
+                                         "purchases",
+                                         "spend",
+                                         "last_purchase_ms",
+                                         "alive",
+                                         "p_alive",
+                                         "expected_purchases",
+                                         "expected_spend",
+                                         "oracle_expected_spend",
+                                         "posterior_alive",
+                                         "posterior_expected_spend",
+                                         "realized_purchases",
+                                         "realized_spend"};
 }  // namespace
 
 bool WriteTruthJsonl(const std::vector<UserTruth>& truth, std::ostream& out) {

@@ -136,7 +136,7 @@ struct GeneratedEvent {
   std::string json;     // the message value, one JSON object, no newline
   int64_t ts_ms = 0;
   EventKind kind = EventKind::kPageView;
-  double amount = 0;    // purchase/refund amount, else 0
+  double amount = 0;  // purchase/refund amount, else 0
   int64_t user_index = 0;
 };
 
@@ -155,17 +155,17 @@ struct UserTruth {
   double spend = 0;
   int64_t last_purchase_ms = 0;  // 0 = none
   // At the cutoff (end of the period).
-  bool alive = false;               // can still buy (lambda > 0 and not dropped out)
-  double p_alive = 0;               // BG/NBD posterior knowing lambda and p (not the browsing)
-  double expected_purchases = 0;    // over [end, end + horizon), given the true state
-  double expected_spend = 0;        // expected_purchases * mean_order_value
-  double oracle_expected_spend = 0; // the same, weighted by p_alive instead of the true state
+  bool alive = false;                // can still buy (lambda > 0 and not dropped out)
+  double p_alive = 0;                // BG/NBD posterior knowing lambda and p (not the browsing)
+  double expected_purchases = 0;     // over [end, end + horizon), given the true state
+  double expected_spend = 0;         // expected_purchases * mean_order_value
+  double oracle_expected_spend = 0;  // the same, weighted by p_alive instead of the true state
   // From the events alone (see the contract above).
   double posterior_alive = 0;           // P(alive | events); 0..1
   double posterior_expected_spend = 0;  // E[spend over the horizon | events]
-  int64_t realized_purchases = 0;   // simulated on over [end, end + horizon)
+  int64_t realized_purchases = 0;       // simulated on over [end, end + horizon)
   double realized_spend = 0;
-  bool finished = false;            // false until the user's stream reached the end
+  bool finished = false;  // false until the user's stream reached the end
 };
 
 class SyntheticShop {

@@ -30,7 +30,7 @@ inline uint16_t FloatToHalf(float value) {
   if (half_exponent <= 0) {
     // Subnormal half (or zero): value = m * 2^-24.
     if (half_exponent < -10) return sign;  // below half the smallest subnormal
-    mantissa |= 0x800000u;  // implicit leading one of the float
+    mantissa |= 0x800000u;                 // implicit leading one of the float
     const uint32_t shift = static_cast<uint32_t>(14 - half_exponent);  // 14..24
     uint32_t half_mantissa = mantissa >> shift;
     const uint32_t remainder = mantissa & ((1u << shift) - 1u);

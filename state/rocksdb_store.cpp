@@ -12,14 +12,7 @@
 //
 // Key encodings: integers in keys are big-endian with the sign bit flipped,
 // so byte order is numeric order (negative partitions/times sort first).
-#include <rocksdb/cache.h>
-#include <rocksdb/db.h>
-#include <rocksdb/filter_policy.h>
-#include <rocksdb/options.h>
-#include <rocksdb/slice_transform.h>
-#include <rocksdb/table.h>
-#include <rocksdb/utilities/options_util.h>
-#include <rocksdb/write_batch.h>
+#include "state/rocksdb_store.h"
 
 #include <algorithm>
 #include <atomic>
@@ -31,10 +24,18 @@
 #include <ctime>
 #include <map>
 #include <mutex>
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
+#include <rocksdb/table.h>
+#include <rocksdb/utilities/options_util.h>
+#include <rocksdb/write_batch.h>
 #include <sys/time.h>
 
 #include "config/config.h"
-#include "state/rocksdb_store.h"
 #include "state/state_store.h"
 
 namespace clv::state {
@@ -111,8 +112,8 @@ class StateDirLogger final : public rocksdb::Logger {
         escaped += (c == '\n' ? ' ' : c);
       }
       std::fprintf(stderr, "level=%s msg=\"rocksdb: %s\" state_dir=\"%s\"\n",
-                   level >= rocksdb::InfoLogLevel::ERROR_LEVEL ? "error" : "warn",
-                   escaped.c_str(), dir_.c_str());
+                   level >= rocksdb::InfoLogLevel::ERROR_LEVEL ? "error" : "warn", escaped.c_str(),
+                   dir_.c_str());
     }
   }
 
@@ -145,9 +146,9 @@ class StateDirLogger final : public rocksdb::Logger {
     tm utc{};
     gmtime_r(&now.tv_sec, &utc);
     char stamp[100];
-    std::snprintf(stamp, sizeof(stamp), "%04d/%02d/%02d-%02d:%02d:%02d.%06ld ",
-                  utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
-                  utc.tm_sec, static_cast<long>(now.tv_usec));
+    std::snprintf(stamp, sizeof(stamp), "%04d/%02d/%02d-%02d:%02d:%02d.%06ld ", utc.tm_year + 1900,
+                  utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
+                  static_cast<long>(now.tv_usec));
     int n = std::fprintf(file_, "%s%.*s\n", stamp, static_cast<int>(line.size()), line.data());
     if (n > 0) written_ += n;
     std::fflush(file_);
@@ -223,7 +224,8 @@ uint64_t ReadBigEndian(std::string_view bytes) {
 }
 
 int32_t ReadOrdered32(std::string_view bytes) {
-  return static_cast<int32_t>(static_cast<uint32_t>(ReadBigEndian(bytes.substr(0, 4))) ^ 0x80000000u);
+  return static_cast<int32_t>(static_cast<uint32_t>(ReadBigEndian(bytes.substr(0, 4))) ^
+                              0x80000000u);
 }
 
 int64_t ReadOrdered64(std::string_view bytes) {
@@ -351,8 +353,8 @@ class RocksDbSnapshot final : public StateSnapshot {
     return GetUserAt(*engine_, ReadOptions(), user_id, state);
   }
 
-  Status ForEachUser(const std::function<bool(std::string_view user_id, const UserState&)>& visit)
-      const override {
+  Status ForEachUser(
+      const std::function<bool(std::string_view user_id, const UserState&)>& visit) const override {
     return ForEachUserAt(*engine_, ReadOptions(), visit);
   }
 
@@ -489,8 +491,8 @@ class RocksDbStore final : public StateStore {
     // a range tombstone), and almost every id looked up is new.
     rocksdb::ReadOptions read_options;
     read_options.ignore_range_deletions = true;
-    engine_->db->MultiGet(read_options, engine_->event_ids, count, keys.data(),
-                          values.data(), statuses.data());
+    engine_->db->MultiGet(read_options, engine_->event_ids, count, keys.data(), values.data(),
+                          statuses.data());
     for (size_t i = 0; i < count; ++i) {
       if (statuses[i].IsNotFound()) continue;
       if (!statuses[i].ok()) return engine_->Error("multi-get event ids", statuses[i]);
@@ -535,9 +537,10 @@ class RocksDbStore final : public StateStore {
       }
     }
     for (const TopicPartitionOffset& offset : batch.offsets) {
-      if (Status s = check(write_batch.Put(engine_->offsets, OffsetKey(offset.topic, offset.partition),
-                                           OffsetValue(offset.offset)),
-                           "put offset");
+      if (Status s =
+              check(write_batch.Put(engine_->offsets, OffsetKey(offset.topic, offset.partition),
+                                    OffsetValue(offset.offset)),
+                    "put offset");
           !s.ok()) {
         return s;
       }
@@ -546,8 +549,8 @@ class RocksDbStore final : public StateStore {
       std::string begin, end;
       PutOrdered32(INT32_MIN, &begin);
       PutOrdered32(batch.event_ids_expire_before_day, &end);
-      if (Status s = check(write_batch.DeleteRange(engine_->event_ids, begin, end),
-                           "expire event ids");
+      if (Status s =
+              check(write_batch.DeleteRange(engine_->event_ids, begin, end), "expire event ids");
           !s.ok()) {
         return s;
       }
@@ -570,9 +573,8 @@ class RocksDbStore final : public StateStore {
     rocksdb::Status status = engine_->db->Write(write_options, &write_batch);
     if (!status.ok()) {
       engine_->write_failed.store(true);
-      Status error = engine_->Error("commit of " + std::to_string(batch.users.size()) +
-                                        " users, " + std::to_string(batch.offsets.size()) +
-                                        " offsets",
+      Status error = engine_->Error("commit of " + std::to_string(batch.users.size()) + " users, " +
+                                        std::to_string(batch.offsets.size()) + " offsets",
                                     status);
       error.message += status.IsNoSpace() || status.IsIOError()
                            ? " (the store stops here; every earlier commit is on disk: free space "
@@ -604,7 +606,7 @@ class RocksDbStore final : public StateStore {
   uint64_t ApproximateUsers() override {
     uint64_t keys = 0;
     if (!engine_->db->GetIntProperty(engine_->users, rocksdb::DB::Properties::kEstimateNumKeys,
-                                      &keys)) {
+                                     &keys)) {
       return 0;
     }
     return keys;
@@ -629,15 +631,16 @@ Status CheckSchemaVersion(Engine& engine) {
   }
   if (!status.ok()) return engine.Error("read schema version", status);
   int version = 0;
-  const auto [end, parse_error] = std::from_chars(stored.data(), stored.data() + stored.size(), version);
+  const auto [end, parse_error] =
+      std::from_chars(stored.data(), stored.data() + stored.size(), version);
   if (parse_error != std::errc() || end != stored.data() + stored.size() || version < 1) {
     return Status::Error("state store " + engine.dir + ": meta '" +
                          std::string(kMetaSchemaVersionKey) + "' holds '" + stored +
                          "', not a schema version");
   }
   if (version > kStateSchemaVersion) {
-    return Status::Error("state store " + engine.dir + ": schema version " + std::to_string(version) +
-                         " is newer than this build supports (" +
+    return Status::Error("state store " + engine.dir + ": schema version " +
+                         std::to_string(version) + " is newer than this build supports (" +
                          std::to_string(kStateSchemaVersion) +
                          "); run the clvstream version that wrote it, or point state.dir at a "
                          "fresh directory and let the service rebuild from Kafka");
@@ -651,7 +654,8 @@ Status OpenStore(const config::StateOptions& options, bool read_only,
   engine->dir = options.dir;
   engine->read_only = read_only;
   const char* mode = read_only ? "open read-only" : "open";
-  if (options.dir.empty()) return Status::Error("state store: " + std::string(mode) + ": state.dir is empty");
+  if (options.dir.empty())
+    return Status::Error("state store: " + std::string(mode) + ": state.dir is empty");
   if (options.block_cache_bytes < 0) {
     return Status::Error("state store " + options.dir + ": " + mode +
                          ": state.block_cache_bytes is negative");
@@ -669,7 +673,7 @@ Status OpenStore(const config::StateOptions& options, bool read_only,
   }
   const std::vector<std::string_view> ours = {kDefaultColumnFamily, kUsersColumnFamily,
                                               kOffsetsColumnFamily, kTimersColumnFamily,
-                                              kMetaColumnFamily, kEventIdsColumnFamily};
+                                              kMetaColumnFamily,    kEventIdsColumnFamily};
   std::vector<std::string> names(existing);
   for (std::string_view name : ours) {
     if (std::find(names.begin(), names.end(), name) == names.end()) {

@@ -20,13 +20,14 @@
 // Decode reads through a bounds-checked Reader: every read checks the bytes
 // left, counts are checked against the bytes left before anything is
 // allocated, and the first failure names the field and its byte offset.
+#include "state/user_state.h"
+
 #include <bit>
 #include <cstdint>
 #include <string>
 #include <type_traits>
 
 #include "state/half.h"
-#include "state/user_state.h"
 
 namespace clv::state {
 namespace {
@@ -143,7 +144,8 @@ class Reader {
     if (remaining() < sizeof(T)) return Fail(field, "truncated");
     T result = 0;
     for (size_t i = 0; i < sizeof(T); ++i) {
-      result |= static_cast<T>(static_cast<T>(static_cast<uint8_t>(bytes_[offset_ + i])) << (8 * i));
+      result |=
+          static_cast<T>(static_cast<T>(static_cast<uint8_t>(bytes_[offset_ + i])) << (8 * i));
     }
     offset_ += sizeof(T);
     *value = result;
@@ -202,8 +204,8 @@ void Encode(const UserState& state, std::string* out) {
                            a.cart_adds, a.views, a.recent_activity}) {
     PutVarint(counter, out);
   }
-  for (double sum : {a.monetary_total, a.purchase_value_sum, a.log_value_sum,
-                     a.log_value_sq_sum, a.ewma_gap_days}) {
+  for (double sum : {a.monetary_total, a.purchase_value_sum, a.log_value_sum, a.log_value_sq_sum,
+                     a.ewma_gap_days}) {
     PutDouble(sum, out);
   }
   PutVarint(a.sessions_since_purchase, out);
@@ -263,13 +265,10 @@ bool Decode(std::string_view bytes, UserState* state, std::string* error) {
       !in.ZigZag64("aggregates.last_event_ms", &a.last_event_ms) ||
       !in.ZigZag64("aggregates.first_purchase_ms", &a.first_purchase_ms) ||
       !in.ZigZag64("aggregates.last_purchase_ms", &a.last_purchase_ms) ||
-      !in.U32("aggregates.events", &a.events) ||
-      !in.U32("aggregates.purchases", &a.purchases) ||
+      !in.U32("aggregates.events", &a.events) || !in.U32("aggregates.purchases", &a.purchases) ||
       !in.U32("aggregates.purchase_days", &a.purchase_days) ||
-      !in.U32("aggregates.refunds", &a.refunds) ||
-      !in.U32("aggregates.sessions", &a.sessions) ||
-      !in.U32("aggregates.cart_adds", &a.cart_adds) ||
-      !in.U32("aggregates.views", &a.views) ||
+      !in.U32("aggregates.refunds", &a.refunds) || !in.U32("aggregates.sessions", &a.sessions) ||
+      !in.U32("aggregates.cart_adds", &a.cart_adds) || !in.U32("aggregates.views", &a.views) ||
       !in.U32("aggregates.recent_activity", &a.recent_activity) ||
       !in.Double("aggregates.monetary_total", &a.monetary_total) ||
       !in.Double("aggregates.purchase_value_sum", &a.purchase_value_sum) ||

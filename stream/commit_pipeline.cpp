@@ -92,7 +92,7 @@ class CommitPipeline::Writer {
   uint64_t written_ = 0;                         // guarded by mu_
   std::string error_;                            // guarded by mu_
   bool stop_ = false;                            // guarded by mu_
-  std::thread thread_;  // last: starts after the members it uses
+  std::thread thread_;                           // last: starts after the members it uses
 };
 
 CommitPipeline::CommitPipeline(state::StateStore& store, connectors::KafkaSink& sink, Hooks hooks,

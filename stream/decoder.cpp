@@ -30,6 +30,8 @@
 //  * attrs: object of scalars. Strings stay as they are, numbers are written
 //    as in the input, booleans as "true"/"false", null entries are dropped;
 //    at most 64 entries, keys up to 128 bytes, values up to 1024 bytes.
+#include "stream/decoder.h"
+
 #include <simdjson.h>
 
 #include <algorithm>
@@ -43,7 +45,6 @@
 
 #include "common/time.h"
 #include "config/config.h"
-#include "stream/decoder.h"
 #include "stream/event.h"
 
 namespace clv::stream {
@@ -54,7 +55,7 @@ using simdjson::dom::element;
 using simdjson::dom::element_type;
 
 constexpr size_t kMaxUserIdBytes = 256;
-constexpr size_t kMaxIdBytes = 256;       // event_id, order_id, product_id, session_id
+constexpr size_t kMaxIdBytes = 256;  // event_id, order_id, product_id, session_id
 constexpr size_t kMaxCategoryBytes = 256;
 constexpr size_t kMaxCurrencyBytes = 16;
 constexpr size_t kMaxAttrs = 64;
@@ -169,15 +170,9 @@ void AppendDescription(std::string& out, element value) {
       out += (!value.get_bool().get(flag) && flag) ? "true" : "false";
       return;
     }
-    case element_type::NULL_VALUE:
-      out += "null";
-      return;
-    case element_type::ARRAY:
-      out += "an array";
-      return;
-    case element_type::OBJECT:
-      out += "an object";
-      return;
+    case element_type::NULL_VALUE: out += "null"; return;
+    case element_type::ARRAY: out += "an array"; return;
+    case element_type::OBJECT: out += "an object"; return;
   }
 }
 
@@ -198,8 +193,8 @@ bool ParseNumericString(std::string_view text, double* value) {
   size_t i = text.front() == '-' ? 1 : 0;
   if (i >= text.size() || !((text[i] >= '0' && text[i] <= '9') || text[i] == '.')) return false;
   double parsed = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), parsed,
-                                   std::chars_format::general);
+  auto [end, ec] =
+      std::from_chars(text.data(), text.data() + text.size(), parsed, std::chars_format::general);
   if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(parsed)) {
     return false;
   }
@@ -214,8 +209,7 @@ using time_text::ReadFraction;
 using time_text::ReadOffset;
 
 // strftime-style pattern, see the file comment for the directives.
-bool ParsePattern(std::string_view pattern, std::string_view text, int64_t* ms,
-                  std::string* why) {
+bool ParsePattern(std::string_view pattern, std::string_view text, int64_t* ms, std::string* why) {
   CivilTime time;
   size_t pos = 0;
   bool have_epoch = false;
@@ -349,7 +343,7 @@ struct Decoder::Impl {
 
   // Field names in the order of enum Field.
   std::array<std::string, kFieldCount> names;
-  std::map<std::string, EventKind, std::less<>> kinds;  // canonical names and aliases
+  std::map<std::string, EventKind, std::less<>> kinds;          // canonical names and aliases
   std::map<std::string, std::string, std::less<>> bad_aliases;  // alias -> unknown target
   bool has_default_kind = false;
   bool negative_is_refund = false;  // mapping.negative_amount_is_refund
@@ -406,8 +400,8 @@ Decoder::Impl::Impl(const config::MappingOptions& mapping,
   if (!mapping.default_type.empty()) {
     has_default_kind = models::ParseEventKind(mapping.default_type, &default_kind);
     if (!has_default_kind) {
-      default_type_error = "mapping.default_type '" + mapping.default_type +
-                           "' is not a canonical event type";
+      default_type_error =
+          "mapping.default_type '" + mapping.default_type + "' is not a canonical event type";
     }
   }
   const std::string& format = mapping.ts_format;
@@ -475,8 +469,7 @@ bool Decoder::Impl::ReadIdText(Field field, size_t max_bytes, std::string* out,
       AppendInt(*out, number);
       return true;
     }
-    default:
-      break;
+    default: break;
   }
   return FailType(reason, field, "a string or an integer", value);
 }
@@ -502,8 +495,7 @@ bool Decoder::Impl::ReadTs(element value, int64_t* ms, std::string* reason) {
   std::string why;
   if (IsNumber(value)) {
     if (ts_mode == TsMode::kRfc3339) {
-      return FailType(reason, Field::kTs, "an RFC 3339 string (mapping.ts_format=rfc3339)",
-                      value);
+      return FailType(reason, Field::kTs, "an RFC 3339 string (mapping.ts_format=rfc3339)", value);
     }
     if (ts_mode == TsMode::kPattern) {
       // A compact date such as 19970101 may arrive as a JSON number.
@@ -576,7 +568,7 @@ bool Decoder::Impl::ReadTs(element value, int64_t* ms, std::string* reason) {
       if (!ParseNumericString(text, &number) ||
           !SecondsOrMsToMs(number, ts_mode == TsMode::kEpochS, ms)) {
         return fail_with_input(ts_mode == TsMode::kEpochS ? "expected epoch seconds"
-                                                         : "expected epoch milliseconds");
+                                                          : "expected epoch milliseconds");
       }
       return true;
     case TsMode::kRfc3339:
@@ -643,8 +635,7 @@ bool Decoder::Impl::ReadAttrs(element value, Event* event, std::string* reason) 
         text = flag ? "true" : "false";
         break;
       }
-      case element_type::NULL_VALUE:
-        continue;
+      case element_type::NULL_VALUE: continue;
       case element_type::ARRAY:
       case element_type::OBJECT:
         return fail_key("must be a string, number or boolean, got a nested value");
@@ -870,8 +861,7 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
 
 // --------------------------------------------------------------- Decoder --
 
-Decoder::Decoder(const config::MappingOptions& mapping,
-                 const config::ValidationOptions& validation)
+Decoder::Decoder(const config::MappingOptions& mapping, const config::ValidationOptions& validation)
     : impl_(std::make_unique<Impl>(mapping, validation)) {}
 
 Decoder::~Decoder() = default;

@@ -29,8 +29,8 @@ bool Available(const Function& function, std::string_view what, HttpResponse* re
 void ServeUser(const ApiHandlers& handlers, std::string_view raw_id, HttpResponse* res) {
   std::string user_id;
   if (!connectors::PercentDecode(raw_id, &user_id)) {
-    res->Error(400, "user id: malformed percent-encoding in '" +
-                        std::string(ClipForError(raw_id)) + "'");
+    res->Error(
+        400, "user id: malformed percent-encoding in '" + std::string(ClipForError(raw_id)) + "'");
     return;
   }
   if (user_id.empty() || user_id.size() > kMaxUserIdBytes) {
@@ -60,8 +60,8 @@ void ServeTop(const ApiHandlers& handlers, const HttpRequest& req, HttpResponse*
     const bool digits_only =
         !text->empty() && text->size() <= 7 &&
         std::all_of(text->begin(), text->end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (!digits_only || error != std::errc() || end != text->data() + text->size() ||
-        value < 1 || value > kMaxTopN) {
+    if (!digits_only || error != std::errc() || end != text->data() + text->size() || value < 1 ||
+        value > kMaxTopN) {
       res->Error(400, "parameter n: must be an integer in 1.." + std::to_string(kMaxTopN) +
                           ", got '" + std::string(ClipForError(*text)) + "'");
       return;
@@ -109,9 +109,8 @@ std::vector<HttpRoute> ApiRoutes(ApiHandlers handlers) {
     route.handler = std::move(handler);
     routes.push_back(std::move(route));
   };
-  add("/users/{id}", "/users/{id}", [h](const HttpRequest& req, HttpResponse* res) {
-    ServeUser(*h, req.capture, res);
-  });
+  add("/users/{id}", "/users/{id}",
+      [h](const HttpRequest& req, HttpResponse* res) { ServeUser(*h, req.capture, res); });
   add("/top", "/top?n=&by=clv|churn_risk",
       [h](const HttpRequest& req, HttpResponse* res) { ServeTop(*h, req, res); });
   add("/metrics", "/metrics", [h](const HttpRequest&, HttpResponse* res) {

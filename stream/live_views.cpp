@@ -1,6 +1,7 @@
 #include "stream/live_views.h"
 
 #include <cstdio>
+
 #include <nlohmann/json.hpp>
 
 namespace clv::stream {
@@ -136,11 +137,12 @@ std::string LiveViews::AlertsJson(size_t n) const {
     Json detail = Json::parse(alert.detail_json, nullptr, false);
     Json score = Json::parse(alert.score_json, nullptr, false);
     if (detail.is_discarded()) detail = nullptr;
-    Json item = {{"ts_ms", alert.ts_ms},
-                 {"kind", alert.kind},
-                 {"user_id", alert.user_id},
-                 {"message", AlertMessage(alert.kind, detail.is_object() ? detail : Json::object())},
-                 {"detail", detail}};
+    Json item = {
+        {"ts_ms", alert.ts_ms},
+        {"kind", alert.kind},
+        {"user_id", alert.user_id},
+        {"message", AlertMessage(alert.kind, detail.is_object() ? detail : Json::object())},
+        {"detail", detail}};
     if (score.is_object()) {
       item["clv"] = score.value("clv", 0.0);
       item["churn_risk"] = score.value("churn_risk", 0.0);
@@ -160,13 +162,20 @@ std::string UserJson(std::string_view user_id, const state::UserState& s,
   score.churn_risk = s.churn_risk;
   const auto& a = s.aggregates;
   Json aggregates = {
-      {"first_event_ms", a.first_event_ms},   {"last_event_ms", a.last_event_ms},
-      {"first_purchase_ms", a.first_purchase_ms}, {"last_purchase_ms", a.last_purchase_ms},
-      {"events", a.events},                   {"purchases", a.purchases},
-      {"purchase_days", a.purchase_days},     {"refunds", a.refunds},
-      {"sessions", a.sessions},               {"cart_adds", a.cart_adds},
-      {"views", a.views},                     {"recent_activity", a.recent_activity},
-      {"monetary_total", a.monetary_total},   {"purchase_value_sum", a.purchase_value_sum},
+      {"first_event_ms", a.first_event_ms},
+      {"last_event_ms", a.last_event_ms},
+      {"first_purchase_ms", a.first_purchase_ms},
+      {"last_purchase_ms", a.last_purchase_ms},
+      {"events", a.events},
+      {"purchases", a.purchases},
+      {"purchase_days", a.purchase_days},
+      {"refunds", a.refunds},
+      {"sessions", a.sessions},
+      {"cart_adds", a.cart_adds},
+      {"views", a.views},
+      {"recent_activity", a.recent_activity},
+      {"monetary_total", a.monetary_total},
+      {"purchase_value_sum", a.purchase_value_sum},
       {"ewma_gap_days", a.ewma_gap_days},
       {"sessions_since_purchase", a.sessions_since_purchase},
       {"session_days_after_purchase", a.session_days_after_purchase},

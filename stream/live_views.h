@@ -21,8 +21,8 @@
 // *Json methods, Stages, Users) from any thread.
 #pragma once
 
-#include <atomic>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <list>

@@ -85,9 +85,9 @@ const char* TypeName(MetricType type) {
 void CheckBuckets(const std::string& name, const std::vector<double>& upper_bounds) {
   for (size_t i = 0; i < upper_bounds.size(); ++i) {
     if (!std::isfinite(upper_bounds[i]) || (i > 0 && upper_bounds[i] <= upper_bounds[i - 1])) {
-      throw std::invalid_argument("metric " + name +
-                                  ": histogram bounds must be finite and strictly increasing (bound " +
-                                  std::to_string(i) + ")");
+      throw std::invalid_argument(
+          "metric " + name + ": histogram bounds must be finite and strictly increasing (bound " +
+          std::to_string(i) + ")");
     }
   }
 }
@@ -138,8 +138,12 @@ std::vector<double> ExponentialBuckets(double start, double factor, int count) {
 
 // --- Families ----------------------------------------------------------------
 
-FamilyBase::FamilyBase(std::string name, std::string help, MetricType type, std::vector<std::string> label_names)
-    : name_(std::move(name)), help_(std::move(help)), type_(type), label_names_(std::move(label_names)) {
+FamilyBase::FamilyBase(std::string name, std::string help, MetricType type,
+                       std::vector<std::string> label_names)
+    : name_(std::move(name)),
+      help_(std::move(help)),
+      type_(type),
+      label_names_(std::move(label_names)) {
   if (!ValidMetricName(name_)) {
     throw std::invalid_argument("metric name '" + name_ + "': must match [a-zA-Z_:][a-zA-Z0-9_:]*");
   }
@@ -153,10 +157,11 @@ FamilyBase::FamilyBase(std::string name, std::string help, MetricType type, std:
                                   "' must match [a-zA-Z_][a-zA-Z0-9_]* without a __ prefix");
     }
     if (type_ == MetricType::kHistogram && label == "le") {
-      throw std::invalid_argument("metric " + name_ + ": label 'le' is reserved for histogram buckets");
+      throw std::invalid_argument("metric " + name_ +
+                                  ": label 'le' is reserved for histogram buckets");
     }
-    if (std::find(label_names_.begin(), label_names_.begin() + static_cast<std::ptrdiff_t>(i), label) !=
-        label_names_.begin() + static_cast<std::ptrdiff_t>(i)) {
+    if (std::find(label_names_.begin(), label_names_.begin() + static_cast<std::ptrdiff_t>(i),
+                  label) != label_names_.begin() + static_cast<std::ptrdiff_t>(i)) {
       throw std::invalid_argument("metric " + name_ + ": label '" + label + "' listed twice");
     }
   }
@@ -164,8 +169,9 @@ FamilyBase::FamilyBase(std::string name, std::string help, MetricType type, std:
 
 void FamilyBase::CheckLabelCount(const LabelValues& values) const {
   if (values.size() != label_names_.size()) {
-    throw std::invalid_argument("metric " + name_ + ": expected " + std::to_string(label_names_.size()) +
-                                " label values, got " + std::to_string(values.size()));
+    throw std::invalid_argument("metric " + name_ + ": expected " +
+                                std::to_string(label_names_.size()) + " label values, got " +
+                                std::to_string(values.size()));
   }
 }
 
@@ -182,8 +188,8 @@ void FamilyBase::Render(std::string* out) const {
   RenderSeries(out);
 }
 
-void FamilyBase::AppendSeriesName(std::string* out, std::string_view suffix, const LabelValues& values,
-                                  std::string_view extra_label) const {
+void FamilyBase::AppendSeriesName(std::string* out, std::string_view suffix,
+                                  const LabelValues& values, std::string_view extra_label) const {
   *out += name_;
   *out += suffix;
   if (values.empty() && extra_label.empty()) return;
@@ -258,7 +264,8 @@ void Family<Histogram>::RenderSeries(std::string* out) const {
 
 void MetricsRegistry::CheckNewName(const std::string& name) const {
   for (const auto& family : families_) {
-    if (family->name() == name) throw std::invalid_argument("metric " + name + ": registered twice");
+    if (family->name() == name)
+      throw std::invalid_argument("metric " + name + ": registered twice");
   }
 }
 
@@ -266,8 +273,9 @@ Family<Counter>& MetricsRegistry::AddCounterFamily(std::string name, std::string
                                                    std::vector<std::string> label_names) {
   std::lock_guard lock(mutex_);
   CheckNewName(name);
-  auto family = std::make_unique<Family<Counter>>(std::move(name), std::move(help), MetricType::kCounter,
-                                                  std::move(label_names), [] { return std::make_unique<Counter>(); });
+  auto family = std::make_unique<Family<Counter>>(std::move(name), std::move(help),
+                                                  MetricType::kCounter, std::move(label_names),
+                                                  [] { return std::make_unique<Counter>(); });
   Family<Counter>& result = *family;
   families_.push_back(std::move(family));
   return result;
@@ -277,8 +285,9 @@ Family<Gauge>& MetricsRegistry::AddGaugeFamily(std::string name, std::string hel
                                                std::vector<std::string> label_names) {
   std::lock_guard lock(mutex_);
   CheckNewName(name);
-  auto family = std::make_unique<Family<Gauge>>(std::move(name), std::move(help), MetricType::kGauge,
-                                                std::move(label_names), [] { return std::make_unique<Gauge>(); });
+  auto family = std::make_unique<Family<Gauge>>(std::move(name), std::move(help),
+                                                MetricType::kGauge, std::move(label_names),
+                                                [] { return std::make_unique<Gauge>(); });
   Family<Gauge>& result = *family;
   families_.push_back(std::move(family));
   return result;
@@ -306,8 +315,10 @@ Gauge& MetricsRegistry::AddGauge(std::string name, std::string help) {
   return AddGaugeFamily(std::move(name), std::move(help), {}).WithLabels({});
 }
 
-Histogram& MetricsRegistry::AddHistogram(std::string name, std::string help, std::vector<double> upper_bounds) {
-  return AddHistogramFamily(std::move(name), std::move(help), {}, std::move(upper_bounds)).WithLabels({});
+Histogram& MetricsRegistry::AddHistogram(std::string name, std::string help,
+                                         std::vector<double> upper_bounds) {
+  return AddHistogramFamily(std::move(name), std::move(help), {}, std::move(upper_bounds))
+      .WithLabels({});
 }
 
 void MetricsRegistry::AddCollectHook(std::function<void()> hook) {
@@ -343,51 +354,62 @@ double RateMeter::Update(int64_t now_ms, double total) {
 
 namespace {
 const std::vector<double> kLatencyBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                             0.25,   0.5,   1,      2.5,   5,    10,   30,    60};
-const std::vector<double> kBatchSizeBuckets = {1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000};
+                                             0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
+const std::vector<double> kBatchSizeBuckets = {1,    10,   50,    100,   500,  1000,
+                                               2000, 5000, 10000, 20000, 50000};
 }  // namespace
 
 ServiceMetrics::ServiceMetrics()
     : events_consumed(registry.AddCounterFamily("clv_events_consumed_total",
-                                                "Input events read from Kafka, per input topic.", {"topic"})),
+                                                "Input events read from Kafka, per input topic.",
+                                                {"topic"})),
       events_processed(registry.AddCounterFamily(
-          "clv_events_processed_total", "Input events folded into user state and scored, per input topic.",
-          {"topic"})),
+          "clv_events_processed_total",
+          "Input events folded into user state and scored, per input topic.", {"topic"})),
       events_dead_lettered(registry.AddCounterFamily(
           "clv_events_dead_lettered_total",
           "Malformed input events sent to the dead-letter topic, per input topic.", {"topic"})),
       events_deduplicated(registry.AddCounterFamily(
-          "clv_events_deduplicated_total", "Duplicate input events skipped (event id seen before), per input topic.",
-          {"topic"})),
-      batch_events(registry.AddHistogram("clv_batch_events", "Events per micro-batch.", kBatchSizeBuckets)),
+          "clv_events_deduplicated_total",
+          "Duplicate input events skipped (event id seen before), per input topic.", {"topic"})),
+      batch_events(
+          registry.AddHistogram("clv_batch_events", "Events per micro-batch.", kBatchSizeBuckets)),
       batch_duration_seconds(registry.AddHistogram(
-          "clv_batch_duration_seconds", "Time to process one micro-batch, from poll to commit.", kLatencyBuckets)),
+          "clv_batch_duration_seconds", "Time to process one micro-batch, from poll to commit.",
+          kLatencyBuckets)),
       event_to_score_seconds(registry.AddHistogram(
           "clv_event_to_score_seconds",
           "From an event's Kafka timestamp to the score it produced being sent.", kLatencyBuckets)),
-      consumer_lag(registry.AddGaugeFamily("clv_consumer_lag_messages",
-                                           "High watermark minus consumer position, per assigned partition.",
-                                           {"topic", "partition"})),
+      consumer_lag(
+          registry.AddGaugeFamily("clv_consumer_lag_messages",
+                                  "High watermark minus consumer position, per assigned partition.",
+                                  {"topic", "partition"})),
       users_in_state(registry.AddGauge("clv_state_users", "Users with stored state.")),
-      state_disk_bytes(registry.AddGauge("clv_state_disk_bytes", "Size of the RocksDB state files on disk.")),
+      state_disk_bytes(
+          registry.AddGauge("clv_state_disk_bytes", "Size of the RocksDB state files on disk.")),
       model_info(registry.AddGaugeFamily("clv_model_info", "The serving model (value is always 1).",
                                          {"scorer", "version"})),
-      scorer_user_steps(registry.AddCounter("clv_scorer_user_steps_total", "User-steps computed by the scorer.")),
-      scorer_user_steps_per_second(registry.AddGauge("clv_scorer_user_steps_per_second",
-                                                     "Scorer throughput during the last micro-batch.")),
+      scorer_user_steps(
+          registry.AddCounter("clv_scorer_user_steps_total", "User-steps computed by the scorer.")),
+      scorer_user_steps_per_second(registry.AddGauge(
+          "clv_scorer_user_steps_per_second", "Scorer throughput during the last micro-batch.")),
       scorer_nonfinite(registry.AddCounter(
           "clv_scorer_nonfinite_total",
           "Scores with a non-finite (NaN/inf) output, published with the fallback instead.")),
-      alerts_emitted(registry.AddCounterFamily("clv_alerts_emitted_total", "Alerts sent, per alert kind.",
-                                               {"kind"})),
-      scores_emitted(registry.AddCounter("clv_scores_emitted_total", "Scores sent to the scores topic.")),
-      commits(registry.AddCounter("clv_commits_total",
-                                  "Commits written (user states and input offsets in one RocksDB WriteBatch).")),
+      alerts_emitted(registry.AddCounterFamily("clv_alerts_emitted_total",
+                                               "Alerts sent, per alert kind.", {"kind"})),
+      scores_emitted(
+          registry.AddCounter("clv_scores_emitted_total", "Scores sent to the scores topic.")),
+      commits(registry.AddCounter(
+          "clv_commits_total",
+          "Commits written (user states and input offsets in one RocksDB WriteBatch).")),
       commit_duration_seconds(registry.AddHistogram("clv_commit_duration_seconds",
                                                     "Time to write one commit.", kLatencyBuckets)),
-      ready(registry.AddGauge("clv_ready", "1 when the service is ready (partitions assigned, state restored, "
-                                           "model loaded), else 0.")),
-      start_time_seconds(registry.AddGauge("clv_start_time_seconds", "Start time of the process, Unix seconds.")) {
+      ready(registry.AddGauge("clv_ready",
+                              "1 when the service is ready (partitions assigned, state restored, "
+                              "model loaded), else 0.")),
+      start_time_seconds(
+          registry.AddGauge("clv_start_time_seconds", "Start time of the process, Unix seconds.")) {
   const auto now = std::chrono::system_clock::now().time_since_epoch();
   start_time_seconds.Set(std::chrono::duration<double>(now).count());
 }

@@ -92,7 +92,8 @@ enum class MetricType { kCounter, kGauge, kHistogram };
 // Common part of a family: name, help, label names, rendering.
 class FamilyBase {
  public:
-  FamilyBase(std::string name, std::string help, MetricType type, std::vector<std::string> label_names);
+  FamilyBase(std::string name, std::string help, MetricType type,
+             std::vector<std::string> label_names);
   virtual ~FamilyBase() = default;
   FamilyBase(const FamilyBase&) = delete;
   FamilyBase& operator=(const FamilyBase&) = delete;
@@ -173,9 +174,12 @@ class MetricsRegistry {
   Gauge& AddGauge(std::string name, std::string help);
   Histogram& AddHistogram(std::string name, std::string help, std::vector<double> upper_bounds);
   // Labelled families.
-  Family<Counter>& AddCounterFamily(std::string name, std::string help, std::vector<std::string> label_names);
-  Family<Gauge>& AddGaugeFamily(std::string name, std::string help, std::vector<std::string> label_names);
-  Family<Histogram>& AddHistogramFamily(std::string name, std::string help, std::vector<std::string> label_names,
+  Family<Counter>& AddCounterFamily(std::string name, std::string help,
+                                    std::vector<std::string> label_names);
+  Family<Gauge>& AddGaugeFamily(std::string name, std::string help,
+                                std::vector<std::string> label_names);
+  Family<Histogram>& AddHistogramFamily(std::string name, std::string help,
+                                        std::vector<std::string> label_names,
                                         std::vector<double> upper_bounds);
 
   // Runs at the start of every Render(), on the rendering thread: the place to

@@ -182,10 +182,8 @@ struct Processor::Impl {
   Status CollectDueTimers(DecodedBatch& batch, BatchTimers* timers);
   Status LoadUsers(const std::vector<std::string>& user_ids);
   Status LookUpEventIds(const DecodedBatch& batch, EventIdLookup* ids);
-  Status Fold(const DecodedBatch& batch, BatchTimers& timers, EventIdLookup& ids,
-              BatchWork& work);
-  void FireDueTimers(int32_t partition, int64_t stream_time, BatchTimers& timers,
-                     BatchWork& work);
+  Status Fold(const DecodedBatch& batch, BatchTimers& timers, EventIdLookup& ids, BatchWork& work);
+  void FireDueTimers(int32_t partition, int64_t stream_time, BatchTimers& timers, BatchWork& work);
   void FoldEvent(const Event& event, int32_t partition, CachedUser& user, BatchTimers& timers,
                  BatchWork& work);
   void IndexTimers(const BatchWork& work);
@@ -199,10 +197,9 @@ struct Processor::Impl {
   bool IsDuplicate(const Decoded& d, CachedUser& user, const state::EventIdEntry& id_entry,
                    bool id_seen_before);
   Status SendDeadLetter(const connectors::Message& message, const std::string& reason);
-  std::string BuildScoreJson(const CachedUser& user, const Op& op,
-                             const models::Score& score, double prev_clv) const;
-  Status EmitAlert(const std::string& user_id, const Alert& alert,
-                   const std::string& score_json);
+  std::string BuildScoreJson(const CachedUser& user, const Op& op, const models::Score& score,
+                             double prev_clv) const;
+  Status EmitAlert(const std::string& user_id, const Alert& alert, const std::string& score_json);
   void CountNonFinite(const std::string& user_id, const Op& op, int replaced);
   Status WriteAcknowledged(int max_pending);
   void EvictIfNeeded();
@@ -272,28 +269,28 @@ Processor::Impl::Impl(const config::Config& config_in, state::StateStore& store_
       state_size(scorer_in.state_size()),
       per_event(config_in.stream.emit == "per_event"),
       pipeline(store_in, sink_in,
-               CommitPipeline::Hooks{
-                   &counters.flush_nanos,
-                   &counters.store_nanos,
-                   [this](const PendingCommit& commit, int64_t acked_ms) {
-                     if (latency_reset_requested.exchange(false)) latency.Reset();
-                     for (int64_t ts : commit.timestamps_ms) {
-                       const auto ms = static_cast<double>(std::max<int64_t>(0, acked_ms - ts));
-                       latency.Record(ms);
-                       if (metrics) metrics->event_to_score_seconds.Observe(ms / 1000.0);
-                     }
-                   },
-                   [this](const PendingCommit& commit) {
-                     counters.commits.fetch_add(1, std::memory_order_relaxed);
-                     if (metrics) metrics->commits.Inc();
-                     if (commit_observer && !commit.batch.offsets.empty()) {
-                       std::map<connectors::TopicPartition, int64_t> offsets;
-                       for (const auto& o : commit.batch.offsets) {
-                         offsets[{o.topic, o.partition}] = o.offset;
-                       }
-                       commit_observer(offsets);
-                     }
-                   }}) {}
+               CommitPipeline::Hooks{&counters.flush_nanos, &counters.store_nanos,
+                                     [this](const PendingCommit& commit, int64_t acked_ms) {
+                                       if (latency_reset_requested.exchange(false)) latency.Reset();
+                                       for (int64_t ts : commit.timestamps_ms) {
+                                         const auto ms = static_cast<double>(
+                                             std::max<int64_t>(0, acked_ms - ts));
+                                         latency.Record(ms);
+                                         if (metrics)
+                                           metrics->event_to_score_seconds.Observe(ms / 1000.0);
+                                       }
+                                     },
+                                     [this](const PendingCommit& commit) {
+                                       counters.commits.fetch_add(1, std::memory_order_relaxed);
+                                       if (metrics) metrics->commits.Inc();
+                                       if (commit_observer && !commit.batch.offsets.empty()) {
+                                         std::map<connectors::TopicPartition, int64_t> offsets;
+                                         for (const auto& o : commit.batch.offsets) {
+                                           offsets[{o.topic, o.partition}] = o.offset;
+                                         }
+                                         commit_observer(offsets);
+                                       }
+                                     }}) {}
 
 Processor::Impl::TopicMetrics& Processor::Impl::MetricsFor(const std::string& topic) {
   // Messages come in runs of one topic: the last one answers most lookups.
@@ -767,8 +764,8 @@ Status Processor::Impl::SendDeadLetter(const connectors::Message& message,
   // The record is the original, byte for byte (key and value); where it came
   // from and why it was refused travel in headers, as Kafka Connect does.
   std::vector<std::pair<std::string, std::string>> headers = {
-      {"clv.dlq.reason", reason.size() <= kMaxReasonBytes ? reason
-                                                          : reason.substr(0, kMaxReasonBytes)},
+      {"clv.dlq.reason",
+       reason.size() <= kMaxReasonBytes ? reason : reason.substr(0, kMaxReasonBytes)},
       {"clv.dlq.topic", message.topic},
       {"clv.dlq.partition", std::to_string(message.partition)},
       {"clv.dlq.offset", std::to_string(message.offset)},
@@ -911,8 +908,8 @@ void Processor::Impl::EvictIfNeeded() {
 // ---------------------------------------------------------------------------
 // Processor: the public interface over Impl.
 
-Processor::Processor(const config::Config& config, state::StateStore& store,
-                     models::Scorer& scorer, connectors::KafkaSink& sink)
+Processor::Processor(const config::Config& config, state::StateStore& store, models::Scorer& scorer,
+                     connectors::KafkaSink& sink)
     : impl_(std::make_unique<Impl>(config, store, scorer, sink)) {}
 
 Processor::~Processor() = default;

@@ -9,8 +9,8 @@
 #include "common/time.h"
 #include "connectors/http_server.h"
 #include "stream/http_api.h"
-#include "stream/metrics.h"
 #include "stream/live_views.h"
+#include "stream/metrics.h"
 #include "stream/top_users.h"
 
 namespace clv::stream {
@@ -70,7 +70,8 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
       missing_topics.push_back(topic);
     }
   }
-  auto status = connectors::EnsureTopics(client, missing_topics, config.kafka.embedded_partitions, 1);
+  auto status =
+      connectors::EnsureTopics(client, missing_topics, config.kafka.embedded_partitions, 1);
   if (!status.ok()) return status;
   connectors::ClientOptions producer_client = client;
   producer_client.properties["message.max.bytes"] =
@@ -78,16 +79,19 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   status = connectors::KafkaSink::Create(producer_client, &service->sink_);
   if (!status.ok()) return status;
   status = service->sink_->Prepare(
-      {config.kafka.scores_topic, config.kafka.alerts_topic, config.kafka.dead_letter_topic}, 10000);
+      {config.kafka.scores_topic, config.kafka.alerts_topic, config.kafka.dead_letter_topic},
+      10000);
   if (!status.ok()) return status;
-  service->processor_ = std::make_unique<Processor>(config, *service->store_, *service->scorer_,
-                                                    *service->sink_);
+  service->processor_ =
+      std::make_unique<Processor>(config, *service->store_, *service->scorer_, *service->sink_);
   Processor* processor = service->processor_.get();
   Service* self = service.get();
   processor->set_metrics(self->metrics_.get());
   LiveViews* live = self->live_.get();
-  processor->set_user_observer([live](const UserScoreChange& change) { live->OnUserScored(change); });
-  processor->set_alert_observer([live](const AlertRecord& alert) { live->OnAlert(alert, WallClockMs()); });
+  processor->set_user_observer(
+      [live](const UserScoreChange& change) { live->OnUserScored(change); });
+  processor->set_alert_observer(
+      [live](const AlertRecord& alert) { live->OnAlert(alert, WallClockMs()); });
   processor->set_score_observer([self](const ScoreRecord& record) {
     self->live_->OnScore(record);
     if (self->external_score_observer_) self->external_score_observer_(record);
@@ -273,7 +277,8 @@ std::string Service::SummaryJson() {
       {"ready", ready()},
       {"model", {{"scorer", scorer_name_}, {"version", model_version_}}},
       {"events_per_second", events_rate_->Update(now, static_cast<double>(c.consumed.load()))},
-      {"scores_per_second", scores_rate_->Update(now, static_cast<double>(c.scores_emitted.load()))},
+      {"scores_per_second",
+       scores_rate_->Update(now, static_cast<double>(c.scores_emitted.load()))},
       {"totals",
        {{"events_consumed", c.consumed.load()},
         {"events_processed", c.processed.load()},
@@ -352,8 +357,8 @@ Status Service::Run(const std::atomic<bool>& stop) {
       }
     }
     std::optional<StageTimer> poll_timer(std::in_place, processor_->mutable_poll_nanos());
-    auto status = source_->Poll(options.batch_max_events,
-                                processor_->sealed_count() > 0 ? 5 : 100, &batch);
+    auto status =
+        source_->Poll(options.batch_max_events, processor_->sealed_count() > 0 ? 5 : 100, &batch);
     if (!status.ok()) {
       result = status;
       break;
@@ -361,9 +366,9 @@ Status Service::Run(const std::atomic<bool>& stop) {
     if (!batch.empty()) {
       auto batch_deadline = Clock::now() + std::chrono::milliseconds(options.batch_max_wait_ms);
       while (static_cast<int>(batch.size()) < options.batch_max_events && !stop.load()) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(batch_deadline -
-                                                                          Clock::now())
-                        .count();
+        auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(batch_deadline - Clock::now())
+                .count();
         if (left <= 0) break;
         size_t before = batch.size();
         status = source_->Poll(options.batch_max_events - static_cast<int>(batch.size()),

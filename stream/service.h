@@ -28,8 +28,8 @@
 #include <chrono>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -50,7 +50,7 @@ class LiveViews;
 class RateMeter;
 
 struct ServiceProgress {
-  double seconds = 0;          // since Run() started
+  double seconds = 0;  // since Run() started
   int64_t consumed = 0;
   int64_t processed = 0;
   int64_t dead_lettered = 0;
@@ -58,8 +58,8 @@ struct ServiceProgress {
   int64_t scores = 0;
   int64_t alerts = 0;
   int64_t timer_rescores = 0;
-  int64_t users = 0;           // users created since start
-  int64_t lag = 0;             // sum over assigned partitions
+  int64_t users = 0;  // users created since start
+  int64_t lag = 0;    // sum over assigned partitions
   int partitions = 0;
   double events_per_second = 0;  // over the last interval
 };

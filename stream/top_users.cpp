@@ -3,8 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <stdexcept>
+
+#include <nlohmann/json.hpp>
 
 namespace clv::stream {
 namespace {
@@ -119,7 +120,8 @@ TopSnapshot TopUsers::Top(size_t n, TopBy by) const {
   snapshot.exact_above = ranking.exact_above;
   snapshot.candidates = ranking.order.size();
   snapshot.users.reserve(std::min(n, ranking.order.size()));
-  for (auto it = ranking.order.begin(); it != ranking.order.end() && snapshot.users.size() < n; ++it) {
+  for (auto it = ranking.order.begin(); it != ranking.order.end() && snapshot.users.size() < n;
+       ++it) {
     snapshot.users.push_back(ranking.entries.at(it->second));
   }
   return snapshot;
@@ -161,7 +163,8 @@ ClvDistribution::ClvDistribution(std::vector<double> edges)
     : edges_(std::move(edges)), counts_(std::make_unique<std::atomic<int64_t>[]>(edges_.size())) {
   if (edges_.empty()) throw std::invalid_argument("ClvDistribution: needs at least one edge");
   for (size_t i = 1; i < edges_.size(); ++i) {
-    if (!(edges_[i] > edges_[i - 1])) throw std::invalid_argument("ClvDistribution: edges must increase");
+    if (!(edges_[i] > edges_[i - 1]))
+      throw std::invalid_argument("ClvDistribution: edges must increase");
   }
 }
 
@@ -181,7 +184,9 @@ void ClvDistribution::Move(std::optional<double> previous, double current) {
   counts_[to].fetch_add(1, std::memory_order_relaxed);
 }
 
-void ClvDistribution::Remove(double clv) { counts_[Bucket(clv)].fetch_sub(1, std::memory_order_relaxed); }
+void ClvDistribution::Remove(double clv) {
+  counts_[Bucket(clv)].fetch_sub(1, std::memory_order_relaxed);
+}
 
 ClvDistribution::Snapshot ClvDistribution::Collect() const {
   Snapshot snapshot;

@@ -1,8 +1,8 @@
 // The ground floor (common/): dates and times, hashing, units, event kinds.
-#include <gtest/gtest.h>
-
 #include <cstdint>
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "common/event_kind.h"
 #include "common/hash.h"

@@ -3,16 +3,16 @@
 // option and where it was set, secrets masked, sample files, generated docs.
 #include "config/config.h"
 
-#include <gtest/gtest.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
 #include <set>
 #include <sstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/test_support.h"
 
@@ -387,8 +387,8 @@ TEST(ConfigSamples, EverySampleFileLoads) {
     loaded.push_back(entry.path().filename().string());
   }
   std::sort(loaded.begin(), loaded.end());
-  EXPECT_EQ(loaded, (std::vector<std::string>{"cdnow.json", "dunnhumby.json", "kafka.json",
-                                              "local.json"}));
+  EXPECT_EQ(loaded,
+            (std::vector<std::string>{"cdnow.json", "dunnhumby.json", "kafka.json", "local.json"}));
 
   Config kafka = LoadOk((samples / "kafka.json").string(), {}, {});
   EXPECT_EQ(kafka.kafka.bootstrap_servers, "127.0.0.1:9092");
@@ -560,8 +560,8 @@ TEST(ConfigTable, EveryOptionIsSetByItsEnvironmentNameAndChangesOnlyItsMember) {
         break;
       }
     }
-    ASSERT_TRUE(changed.has_value()) << "no value set through " << env << " changed the config:"
-                                     << errors;
+    ASSERT_TRUE(changed.has_value())
+        << "no value set through " << env << " changed the config:" << errors;
     EXPECT_EQ(DifferingSections(*changed, defaults),
               std::vector<std::string>{SectionOfKey(option.key)});
     const nlohmann::json json = nlohmann::json::parse(ToJson(*changed, false));
@@ -583,9 +583,8 @@ TEST(ConfigTable, EveryRowReadsTheMemberWhoseDefaultItShows) {
   const std::regex string_list(R"re(\{("[^"]*"(, "[^"]*")*)\})re");
   size_t compared = 0;
   for (const HeaderOption& option : HeaderOptions()) {
-    const nlohmann::json shown =
-        json.value(SectionOfKey(option.key), nlohmann::json::object())
-            .value(NameOfKey(option.key), nlohmann::json());
+    const nlohmann::json shown = json.value(SectionOfKey(option.key), nlohmann::json::object())
+                                     .value(NameOfKey(option.key), nlohmann::json());
     nlohmann::json expected;
     std::smatch match;
     if (std::regex_match(option.initializer, match, string_literal)) {

@@ -1,13 +1,14 @@
 // The generic HTTP server (connectors/http_server.h) on a route table of its
 // own: pattern matching and captures, 404/405 from the table, open routes
 // under a token, what a handler sets, and malformed tables refused.
-#include <gtest/gtest.h>
 #include <httplib.h>
 
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "connectors/http_server.h"
 

@@ -1,12 +1,13 @@
 // The core connector behaviours against a real Apache Kafka broker whose
 // address is in CLV_REAL_KAFKA (start one with scripts/kafka-start.sh).
 // Skips with a message when unset; fails under CI=true.
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <set>
+
+#include <gtest/gtest.h>
 
 #include "connectors/kafka.h"
 #include "tests/test_support.h"

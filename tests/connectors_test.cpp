@@ -1,13 +1,13 @@
 // Connectors against the embedded broker (librdkafka mock cluster on
 // 127.0.0.1) and event files on disk.
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "connectors/file_source.h"
 #include "connectors/kafka.h"
@@ -40,7 +40,8 @@ class EmbeddedBrokerTest : public ::testing::Test {
   void Produce(const std::string& topic, int count, int32_t partition = -1) {
     auto sink = MakeSink();
     for (int i = 0; i < count; ++i) {
-      auto s = sink->Send(topic, "user-" + std::to_string(i % 7), "m" + std::to_string(i), partition);
+      auto s =
+          sink->Send(topic, "user-" + std::to_string(i % 7), "m" + std::to_string(i), partition);
       ASSERT_TRUE(s.ok()) << s.message;
     }
     auto s = sink->Flush(10000);
@@ -205,8 +206,8 @@ TEST_F(EmbeddedBrokerTest, ExternalClientKcatReadsOurMessages) {
   }
   ASSERT_TRUE(broker_->CreateTopic("ext", 1).ok());
   Produce("ext", 3);
-  std::string command = "kcat -b " + options_.bootstrap_servers +
-                        " -C -t ext -o beginning -e -q -f '%k=%s\\n' 2>&1";
+  std::string command =
+      "kcat -b " + options_.bootstrap_servers + " -C -t ext -o beginning -e -q -f '%k=%s\\n' 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string output;
@@ -227,7 +228,8 @@ std::string WriteFile(const clv::testing::TempDir& dir, const std::string& name,
 
 TEST(EventFileReaderTest, JsonlReturnsRawLinesWithLineNumbers) {
   clv::testing::TempDir dir;
-  auto path = WriteFile(dir, "events.jsonl", "{\"user_id\":\"a\"}\n\n{\"user_id\":\"b\"}\r\nnot json\n");
+  auto path =
+      WriteFile(dir, "events.jsonl", "{\"user_id\":\"a\"}\n\n{\"user_id\":\"b\"}\r\nnot json\n");
   std::unique_ptr<EventFileReader> reader;
   ASSERT_TRUE(EventFileReader::Open(path, "auto", {}, &reader).ok());
   std::vector<std::pair<std::string, int64_t>> rows;
@@ -289,7 +291,8 @@ TEST(EventFileReaderTest, CsvErrorsNameFileAndLine) {
   EXPECT_NE(reader->status().message.find("quote.csv:2: unterminated"), std::string::npos)
       << reader->status().message;
 
-  EXPECT_FALSE(EventFileReader::Open((dir.path() / "missing.csv").string(), "csv", {}, &reader).ok());
+  EXPECT_FALSE(
+      EventFileReader::Open((dir.path() / "missing.csv").string(), "csv", {}, &reader).ok());
   auto s = EventFileReader::Open(path, "parquet", {}, &reader);
   EXPECT_NE(s.message.find("parquet"), std::string::npos);
 }

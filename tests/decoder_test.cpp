@@ -1,16 +1,18 @@
 // Decoder: what a producer sees when its messages are accepted or sent to the
 // dead-letter topic. Table-driven good and bad inputs, mapping options, every
 // timestamp format, dedup ids, and a property: random bytes never crash.
-#include <gtest/gtest.h>
+#include "stream/decoder.h"
+
 #include <rapidcheck.h>
-#include <rapidcheck/gtest.h>
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+#include <rapidcheck/gtest.h>
+
 #include "config/config.h"
-#include "stream/decoder.h"
 #include "stream/event.h"
 
 namespace clv::stream {
@@ -61,14 +63,14 @@ TEST(DecoderTest, DecodesAFullPurchase) {
 
 TEST(DecoderTest, DecodesEveryCanonicalType) {
   const std::vector<std::pair<std::string, EventKind>> types = {
-      {"page_view", EventKind::kPageView},   {"search", EventKind::kSearch},
+      {"page_view", EventKind::kPageView},    {"search", EventKind::kSearch},
       {"add_to_cart", EventKind::kAddToCart}, {"remove_from_cart", EventKind::kRemoveFromCart},
       {"wishlist", EventKind::kWishlist},     {"ad_click", EventKind::kAdClick},
       {"purchase", EventKind::kPurchase},     {"refund", EventKind::kRefund},
       {"profile", EventKind::kProfile}};
   for (const auto& [name, kind] : types) {
-    auto result = DecodeDefault(R"({"user_id":"u","type":")" + name +
-                                R"(","ts":1767225600,"amount":3})");
+    auto result =
+        DecodeDefault(R"({"user_id":"u","type":")" + name + R"(","ts":1767225600,"amount":3})");
     ASSERT_TRUE(result.ok) << name << ": " << result.reason;
     EXPECT_EQ(result.event.kind, kind) << name;
     bool money = kind == EventKind::kPurchase || kind == EventKind::kRefund;
@@ -96,11 +98,13 @@ TEST(DecoderTest, UnknownFieldsAndNullsAreIgnored) {
 }
 
 TEST(DecoderTest, NumericUserAndEventIdsBecomeDecimalStrings) {
-  auto numeric = DecodeDefault(R"({"event_id":77,"user_id":12345,"type":"page_view","ts":1767225600})");
+  auto numeric =
+      DecodeDefault(R"({"event_id":77,"user_id":12345,"type":"page_view","ts":1767225600})");
   ASSERT_TRUE(numeric.ok) << numeric.reason;
   EXPECT_EQ(numeric.event.user_id, "12345");
   EXPECT_EQ(numeric.event.event_id_hash, StableHash64("77"));
-  auto text = DecodeDefault(R"({"event_id":"77","user_id":"12345","type":"page_view","ts":1767225600})");
+  auto text =
+      DecodeDefault(R"({"event_id":"77","user_id":"12345","type":"page_view","ts":1767225600})");
   ASSERT_TRUE(text.ok) << text.reason;
   EXPECT_EQ(text.event.user_id, numeric.event.user_id);
   EXPECT_EQ(text.event.event_id_hash, numeric.event.event_id_hash);
@@ -121,18 +125,18 @@ TEST(DecoderTest, NumericStringsAreAcceptedForAmountAndItems) {
 // ------------------------------------------------------------ timestamps --
 
 struct TsCase {
-  std::string format;  // mapping.ts_format
+  std::string format;   // mapping.ts_format
   std::string ts_json;  // the ts value as JSON
   int64_t expected_ms;
 };
 
 TEST(DecoderTest, AcceptsEveryTimestampFormat) {
   const std::vector<TsCase> cases = {
-      {"auto", "1767225600", kNowMs},                       // epoch seconds
-      {"auto", "1767225600.25", kNowMs + 250},              // fractional seconds
-      {"auto", "1767225600000", kNowMs},                    // epoch ms
+      {"auto", "1767225600", kNowMs},           // epoch seconds
+      {"auto", "1767225600.25", kNowMs + 250},  // fractional seconds
+      {"auto", "1767225600000", kNowMs},        // epoch ms
       {"auto", "1767225600000.0", kNowMs},
-      {"auto", "\"1767225600\"", kNowMs},                   // numeric strings
+      {"auto", "\"1767225600\"", kNowMs},  // numeric strings
       {"auto", "\"1767225600000\"", kNowMs},
       {"auto", "\"2026-01-01T00:00:00Z\"", kNowMs},
       {"auto", "\"2026-01-01t00:00:00z\"", kNowMs},
@@ -141,17 +145,17 @@ TEST(DecoderTest, AcceptsEveryTimestampFormat) {
       {"auto", "\"2026-01-01T00:00:00.123456789Z\"", kNowMs + 123},
       {"auto", "\"2026-01-01T02:00:00+02:00\"", kNowMs},
       {"auto", "\"2025-12-31T19:00:00-0500\"", kNowMs},
-      {"auto", "\"2026-01-01T00:00:00\"", kNowMs},          // no offset = UTC
+      {"auto", "\"2026-01-01T00:00:00\"", kNowMs},  // no offset = UTC
       {"auto", "\"2026-01-01T00:00\"", kNowMs},
       {"auto", "\"2026-01-01\"", kNowMs},
       {"auto", "\"2024-02-29T12:00:00Z\"", 1709208000000},  // leap day
       {"epoch_s", "1767225600", kNowMs},
       {"epoch_s", "\"1767225600\"", kNowMs},
-      {"epoch_s", "1000000000000", 1000000000000000},       // forced unit (then rejected as future)
+      {"epoch_s", "1000000000000", 1000000000000000},  // forced unit (then rejected as future)
       {"epoch_ms", "1767225600000", kNowMs},
       {"epoch_ms", "\"1767225600000\"", kNowMs},
       {"rfc3339", "\"2026-01-01T00:00:00Z\"", kNowMs},
-      {"%Y%m%d", "20260101", kNowMs},                       // compact date as a number
+      {"%Y%m%d", "20260101", kNowMs},  // compact date as a number
       {"%Y%m%d", "\"20260101\"", kNowMs},
       {"%Y-%m-%d %H:%M:%S", "\"2025-12-31 23:59:59\"", kNowMs - 1000},
       {"%Y-%m-%d %H:%M:%S", "\"2025-12-31 23:59:59.5\"", kNowMs - 500},
@@ -166,8 +170,8 @@ TEST(DecoderTest, AcceptsEveryTimestampFormat) {
     mapping.ts_format = c.format;
     config::ValidationOptions limits;
     limits.max_future_ms = int64_t{1} << 60;  // only parsing is under test here
-    auto result = DecodeWith(mapping, limits,
-                             R"({"user_id":"u","type":"page_view","ts":)" + c.ts_json + "}");
+    auto result =
+        DecodeWith(mapping, limits, R"({"user_id":"u","type":"page_view","ts":)" + c.ts_json + "}");
     ASSERT_TRUE(result.ok) << c.format << " " << c.ts_json << ": " << result.reason;
     EXPECT_EQ(result.event.ts_ms, c.expected_ms) << c.format << " " << c.ts_json;
   }
@@ -178,7 +182,7 @@ TEST(DecoderTest, RejectsBadTimestamps) {
       {"auto", "\"yesterday\""},
       {"auto", "\"2026-13-01T00:00:00Z\""},
       {"auto", "\"2026-02-30T00:00:00Z\""},
-      {"auto", "\"2025-02-29\""},                     // not a leap year
+      {"auto", "\"2025-02-29\""},  // not a leap year
       {"auto", "\"2026-01-01T25:00:00Z\""},
       {"auto", "\"2026-01-01T00:00:00+99:00\""},
       {"auto", "\"2026-01-01T00:00:00Zjunk\""},
@@ -194,7 +198,7 @@ TEST(DecoderTest, RejectsBadTimestamps) {
       {"%Y%m%d", "\"2026-01-01\""},
       {"%Y%m%d", "\"20260101x\""},
       {"%Y%m%d", "1.5"},
-      {"%Q", "\"2026\""},                              // unsupported directive
+      {"%Q", "\"2026\""},                                       // unsupported directive
       {"%Y-%m-%dT%H:%M:%S%z", "\"2025-12-31T46:59:59+0100\""},  // found by the fuzzer
   };
   for (const auto& [format, ts_json] : cases) {
@@ -253,19 +257,23 @@ TEST(DecoderTest, RejectsMalformedEventsWithAReasonNamingTheField) {
       {"array", "[1,2]", "JSON object"},
       {"string", "\"x\"", "JSON object"},
       {"number", "42", "JSON object"},
-      {"trailing garbage", R"({"user_id":"u","type":"search","ts":1767225600} x)", "not valid JSON"},
+      {"trailing garbage", R"({"user_id":"u","type":"search","ts":1767225600} x)",
+       "not valid JSON"},
       {"two objects", R"({"user_id":"u","type":"search","ts":1767225600}{})", "not valid JSON"},
       {"NaN token", "{" + head + R"(,"type":"purchase","amount":NaN})", "not valid JSON"},
       {"Infinity token", "{" + head + R"(,"type":"purchase","amount":Infinity})", "not valid JSON"},
-      {"-Infinity token", "{" + head + R"(,"type":"purchase","amount":-Infinity})", "not valid JSON"},
-      {"bad literal in unknown field", "{" + head + R"(,"type":"search","x":tru})", "not valid JSON"},
+      {"-Infinity token", "{" + head + R"(,"type":"purchase","amount":-Infinity})",
+       "not valid JSON"},
+      {"bad literal in unknown field", "{" + head + R"(,"type":"search","x":tru})",
+       "not valid JSON"},
       {"missing user_id", R"({"type":"search","ts":1767225600})", "'user_id': missing"},
       {"null user_id", R"({"user_id":null,"type":"search","ts":1767225600})", "'user_id': missing"},
       {"empty user_id", R"({"user_id":"","type":"search","ts":1767225600})", "'user_id'"},
       {"bool user_id", R"({"user_id":true,"type":"search","ts":1767225600})", "'user_id'"},
       {"float user_id", R"({"user_id":1.5,"type":"search","ts":1767225600})", "'user_id'"},
       {"object user_id", R"({"user_id":{},"type":"search","ts":1767225600})", "'user_id'"},
-      {"long user_id", R"({"user_id":")" + std::string(257, 'a') + R"(","type":"search","ts":1767225600})",
+      {"long user_id",
+       R"({"user_id":")" + std::string(257, 'a') + R"(","type":"search","ts":1767225600})",
        "'user_id': too long"},
       {"duplicate user_id", R"({"user_id":"a","user_id":"b","type":"search","ts":1767225600})",
        "'user_id': appears twice"},
@@ -280,28 +288,35 @@ TEST(DecoderTest, RejectsMalformedEventsWithAReasonNamingTheField) {
       {"negative amount", "{" + head + R"(,"type":"purchase","amount":-3})",
        "must be >= 0 for purchase, got -3 (negative: set mapping.negative_amount_is_refund"},
       {"negative refund", "{" + head + R"(,"type":"refund","amount":-3})", "must be > 0"},
-      {"huge negative amount", "{" + head + R"(,"type":"purchase","amount":-1e300})", "must be >= 0"},
+      {"huge negative amount", "{" + head + R"(,"type":"purchase","amount":-1e300})",
+       "must be >= 0"},
       {"huge amount", "{" + head + R"(,"type":"purchase","amount":1e9})", "max_amount"},
-      {"overflowing amount", "{" + head + R"(,"type":"purchase","amount":1e400})", "not valid JSON"},
+      {"overflowing amount", "{" + head + R"(,"type":"purchase","amount":1e400})",
+       "not valid JSON"},
       {"string amount", "{" + head + R"(,"type":"purchase","amount":"ten"})", "'amount'"},
       {"nan string amount", "{" + head + R"(,"type":"purchase","amount":"NaN"})", "'amount'"},
       {"inf string amount", "{" + head + R"(,"type":"purchase","amount":"Infinity"})", "'amount'"},
       {"bool amount", "{" + head + R"(,"type":"purchase","amount":true})", "'amount'"},
       {"bad amount on page_view", "{" + head + R"(,"type":"page_view","amount":[1]})", "'amount'"},
-      {"number currency", "{" + head + R"(,"type":"purchase","amount":1,"currency":978})", "'currency'"},
-      {"array order_id", "{" + head + R"(,"type":"purchase","amount":1,"order_id":[1]})", "'order_id'"},
+      {"number currency", "{" + head + R"(,"type":"purchase","amount":1,"currency":978})",
+       "'currency'"},
+      {"array order_id", "{" + head + R"(,"type":"purchase","amount":1,"order_id":[1]})",
+       "'order_id'"},
       {"negative items", "{" + head + R"(,"type":"purchase","amount":1,"items":-1})", "'items'"},
       {"fractional items", "{" + head + R"(,"type":"purchase","amount":1,"items":1.5})", "'items'"},
       {"string items", "{" + head + R"(,"type":"purchase","amount":1,"items":"two"})", "'items'"},
       {"huge items", "{" + head + R"(,"type":"purchase","amount":1,"items":1e12})", "'items'"},
-      {"bool product_id", "{" + head + R"(,"type":"page_view","product_id":false})", "'product_id'"},
+      {"bool product_id", "{" + head + R"(,"type":"page_view","product_id":false})",
+       "'product_id'"},
       {"object category", "{" + head + R"(,"type":"page_view","category":{}})", "'category'"},
       {"float session_id", "{" + head + R"(,"type":"page_view","session_id":2.5})", "'session_id'"},
       {"array event_id", "{" + head + R"(,"type":"page_view","event_id":[]})", "'event_id'"},
       {"empty event_id", "{" + head + R"(,"type":"page_view","event_id":""})", "'event_id'"},
       {"attrs not object", "{" + head + R"(,"type":"profile","attrs":"gold"})", "'attrs'"},
-      {"nested attrs", "{" + head + R"(,"type":"profile","attrs":{"tags":["a"]}})", "'attrs': entry 'tags'"},
-      {"duplicate attrs", "{" + head + R"(,"type":"profile","attrs":{"a":1,"a":2}})", "appears twice"},
+      {"nested attrs", "{" + head + R"(,"type":"profile","attrs":{"tags":["a"]}})",
+       "'attrs': entry 'tags'"},
+      {"duplicate attrs", "{" + head + R"(,"type":"profile","attrs":{"a":1,"a":2}})",
+       "appears twice"},
   };
   for (const auto& c : cases) {
     auto result = DecodeDefault(c.json);
@@ -365,14 +380,15 @@ TEST(DecoderTest, EveryTruncationOfAValidMessageIsRejected) {
 }
 
 TEST(DecoderTest, RejectsInvalidUtf8) {
-  const std::vector<std::string> bad_bytes = {"\xff", "\xc3\x28", "\xe2\x82", "\xed\xa0\x80",
-                                              "\xf8\x88\x80\x80\x80", "\xc0\xaf"};
+  const std::vector<std::string> bad_bytes = {
+      "\xff", "\xc3\x28", "\xe2\x82", "\xed\xa0\x80", "\xf8\x88\x80\x80\x80", "\xc0\xaf"};
   for (const auto& bytes : bad_bytes) {
-    auto in_value = DecodeDefault(R"({"user_id":"u)" + bytes + R"(","type":"search","ts":1767225600})");
+    auto in_value =
+        DecodeDefault(R"({"user_id":"u)" + bytes + R"(","type":"search","ts":1767225600})");
     EXPECT_FALSE(in_value.ok);
     EXPECT_NE(in_value.reason.find("UTF-8"), std::string::npos) << in_value.reason;
-    auto in_unknown_key = DecodeDefault(R"({"user_id":"u","type":"search","ts":1767225600,")" +
-                                        bytes + R"(":1})");
+    auto in_unknown_key =
+        DecodeDefault(R"({"user_id":"u","type":"search","ts":1767225600,")" + bytes + R"(":1})");
     EXPECT_FALSE(in_unknown_key.ok);
   }
   // Valid multi-byte UTF-8 is fine.
@@ -415,22 +431,23 @@ TEST(DecoderTest, MappingRenamesFieldsAndAliasesTypes) {
   mapping.amount_field = "value";
   mapping.event_id_field = "id";
   mapping.type_aliases = {{"order", "purchase"}, {"view", "page_view"}, {"broken", "nonsense"}};
-  auto order = DecodeWith(mapping, {},
-                          R"({"id":"x1","customer":7,"action":"order","when":"2026-01-01","value":9.5})");
+  auto order = DecodeWith(
+      mapping, {}, R"({"id":"x1","customer":7,"action":"order","when":"2026-01-01","value":9.5})");
   ASSERT_TRUE(order.ok) << order.reason;
   EXPECT_EQ(order.event.user_id, "7");
   EXPECT_EQ(order.event.kind, EventKind::kPurchase);
   EXPECT_DOUBLE_EQ(order.event.amount, 9.5);
   EXPECT_EQ(order.event.event_id_hash, StableHash64("x1"));
   // Canonical names still work; the default field names are now unknown fields.
-  auto canonical = DecodeWith(mapping, {},
-                              R"({"customer":"c","action":"page_view","when":1767225600,"user_id":5})");
+  auto canonical = DecodeWith(
+      mapping, {}, R"({"customer":"c","action":"page_view","when":1767225600,"user_id":5})");
   ASSERT_TRUE(canonical.ok) << canonical.reason;
   EXPECT_EQ(canonical.event.user_id, "c");
   auto missing = DecodeWith(mapping, {}, R"({"user_id":"u","type":"view","ts":1767225600})");
   EXPECT_FALSE(missing.ok);
   EXPECT_NE(missing.reason.find("'customer'"), std::string::npos) << missing.reason;
-  auto bad_alias = DecodeWith(mapping, {}, R"({"customer":"c","action":"broken","when":1767225600})");
+  auto bad_alias =
+      DecodeWith(mapping, {}, R"({"customer":"c","action":"broken","when":1767225600})");
   EXPECT_FALSE(bad_alias.ok);
   EXPECT_NE(bad_alias.reason.find("nonsense"), std::string::npos) << bad_alias.reason;
 }
@@ -439,7 +456,8 @@ TEST(DecoderTest, DefaultTypeAppliesWhenTheTypeFieldIsAbsent) {
   config::MappingOptions mapping;
   mapping.default_type = "purchase";
   mapping.ts_format = "%Y%m%d";
-  auto result = DecodeWith(mapping, {}, R"({"user_id":"00004","ts":19970101,"amount":29.33,"items":2})");
+  auto result =
+      DecodeWith(mapping, {}, R"({"user_id":"00004","ts":19970101,"amount":29.33,"items":2})");
   ASSERT_TRUE(result.ok) << result.reason;
   EXPECT_EQ(result.event.kind, EventKind::kPurchase);
   EXPECT_EQ(result.event.ts_ms, 852076800000);
@@ -460,19 +478,20 @@ TEST(DecoderTest, EventIdHashIsStable) {
   std::string reason;
   ASSERT_TRUE(decoder.Decode(no_id, kNowMs, &first, &reason)) << reason;
   ASSERT_TRUE(decoder.Decode(no_id, kNowMs, &second, &reason)) << reason;
-  EXPECT_EQ(first.event_id_hash, second.event_id_hash);          // same bytes, same id
-  EXPECT_EQ(first.event_id_hash, StableHash64(no_id));          // content hash
+  EXPECT_EQ(first.event_id_hash, second.event_id_hash);  // same bytes, same id
+  EXPECT_EQ(first.event_id_hash, StableHash64(no_id));   // content hash
   Event spaced;
-  ASSERT_TRUE(decoder.Decode(R"({"user_id":"u", "type":"search","ts":1767225600})", kNowMs,
-                             &spaced, &reason));
+  ASSERT_TRUE(decoder.Decode(R"({"user_id":"u", "type":"search","ts":1767225600})", kNowMs, &spaced,
+                             &reason));
   EXPECT_NE(spaced.event_id_hash, first.event_id_hash);  // other bytes, other id
   // event_id wins over the content: two different messages with one id collide.
   Event a;
   Event b;
   ASSERT_TRUE(decoder.Decode(R"({"event_id":"same","user_id":"u","type":"search","ts":1767225600})",
                              kNowMs, &a, &reason));
-  ASSERT_TRUE(decoder.Decode(R"({"user_id":"v","event_id":"same","type":"page_view","ts":1767225601})",
-                             kNowMs, &b, &reason));
+  ASSERT_TRUE(
+      decoder.Decode(R"({"user_id":"v","event_id":"same","type":"page_view","ts":1767225601})",
+                     kNowMs, &b, &reason));
   EXPECT_EQ(a.event_id_hash, b.event_id_hash);
   EXPECT_EQ(a.event_id_hash, StableHash64("same"));
   // Known FNV-1a 64 values: the hash is stored in state and must never change.
@@ -485,8 +504,9 @@ TEST(DecoderTest, ReusedEventCarriesNothingOverFromThePreviousMessage) {
   Event event;
   std::string reason;
   ASSERT_TRUE(decoder.Decode(kPurchase, kNowMs, &event, &reason));
-  ASSERT_TRUE(decoder.Decode(R"({"user_id":"w","type":"profile","ts":1767225600,"attrs":{"a":"b"}})",
-                             kNowMs, &event, &reason));
+  ASSERT_TRUE(
+      decoder.Decode(R"({"user_id":"w","type":"profile","ts":1767225600,"attrs":{"a":"b"}})",
+                     kNowMs, &event, &reason));
   EXPECT_EQ(event.currency, "");
   EXPECT_EQ(event.order_id, "");
   EXPECT_EQ(event.items, 0);
@@ -515,8 +535,7 @@ RC_GTEST_PROP(DecoderProperty, RandomBytesNeverCrashAndAlwaysExplainRejection,
   }
 }
 
-RC_GTEST_PROP(DecoderProperty, MutatedValidMessagesNeverCrash,
-              (size_t position, uint8_t byte)) {
+RC_GTEST_PROP(DecoderProperty, MutatedValidMessagesNeverCrash, (size_t position, uint8_t byte)) {
   static Decoder decoder({}, {});
   std::string bytes = kPurchase;
   bytes[position % bytes.size()] = static_cast<char>(byte);

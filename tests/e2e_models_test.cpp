@@ -1,14 +1,14 @@
 // End to end through the `clv` binary: gen -> train -> eval on a small
 // synthetic shop, and fit-baseline on the CDNOW sample (published estimates).
 // Small sizes: the whole suite runs in well under a minute on 2 cores.
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/test_support.h"
 
@@ -45,9 +45,8 @@ TEST(E2eModels, GenTrainEvalWritesTableJsonAndChart) {
       << out;
   ASSERT_EQ(0, Clv(dir, "train",
                    {"train", "--events", events, "--horizon", "60d", "--min-horizon", "20d",
-                    "--out", model, "--epochs",
-                    "2", "--hidden", "16", "--head-hidden", "8", "--batch-users", "64",
-                    "--threads", "1"},
+                    "--out", model, "--epochs", "2", "--hidden", "16", "--head-hidden", "8",
+                    "--batch-users", "64", "--threads", "1"},
                    &out))
       << out;
   EXPECT_NE(out.find("epoch 2/2"), std::string::npos) << "progress per epoch on stderr:\n" << out;
@@ -72,11 +71,11 @@ TEST(E2eModels, GenTrainEvalWritesTableJsonAndChart) {
   EXPECT_NE(saved["training"].dump().find("--epochs 2"), std::string::npos)
       << "the command line is recorded: " << saved["training"].dump();
 
-  ASSERT_EQ(0, Clv(dir, "eval",
-                   {"eval", "--events", events, "--cutoff", "2025-07-20", "--horizon", "60d",
-                    "--model", model, "--truth", truth, "--json", report, "--svg", chart,
-                    "--scores", scores},
-                   &out))
+  ASSERT_EQ(
+      0, Clv(dir, "eval",
+             {"eval", "--events", events, "--cutoff", "2025-07-20", "--horizon", "60d", "--model",
+              model, "--truth", truth, "--json", report, "--svg", chart, "--scores", scores},
+             &out))
       << out;
   // The side-by-side table names every candidate.
   for (const char* name : {"LSTM lstm/", "BG/NBD + Gamma-Gamma", "simple formula", "oracle",
@@ -130,12 +129,13 @@ TEST(E2eModels, BadFlagsAreNamed) {
   std::string out;
   EXPECT_EQ(2, Clv(dir, "cutoff", {"eval", "--events", "x.jsonl", "--cutoff", "tomorrow"}, &out));
   EXPECT_NE(out.find("--cutoff 'tomorrow'"), std::string::npos) << out;
-  EXPECT_EQ(2, Clv(dir, "horizon",
-                   {"train", "--events", "x.jsonl", "--out", "m.json", "--horizon", "a year"}, &out));
+  EXPECT_EQ(2,
+            Clv(dir, "horizon",
+                {"train", "--events", "x.jsonl", "--out", "m.json", "--horizon", "a year"}, &out));
   EXPECT_NE(out.find("--horizon 'a year'"), std::string::npos) << out;
-  EXPECT_NE(0, Clv(dir, "missing",
-                   {"train", "--events", (dir.path() / "nope.jsonl").string(), "--out", "m.json"},
-                   &out));
+  EXPECT_NE(
+      0, Clv(dir, "missing",
+             {"train", "--events", (dir.path() / "nope.jsonl").string(), "--out", "m.json"}, &out));
   EXPECT_NE(out.find("nope.jsonl"), std::string::npos) << out;
 }
 
@@ -151,21 +151,20 @@ TEST(E2eModels, FitBaselinePrintsThePublishedCdnowEstimates) {
   CLV_REQUIRE_SHARED_DATA(sample);
   TempDir dir;
   std::string out;
-  ASSERT_EQ(0, Clv(dir, "fit",
-                   {"fit-baseline", "--events", sample.string(), "--config",
-                    (testing::SourceDir() / "config/samples/cdnow.json").string(),
-                    // The sample has no header and a cohort-id column.
-                    "--columns", "customer_id,cohort_id,date,number_of_cds,dollar_value",
-                    "--calibration-end", "1997-10-01", "--out",
-                    (dir.path() / "baseline.json").string()},
-                   &out))
+  ASSERT_EQ(
+      0, Clv(dir, "fit",
+             {"fit-baseline", "--events", sample.string(), "--config",
+              (testing::SourceDir() / "config/samples/cdnow.json").string(),
+              // The sample has no header and a cohort-id column.
+              "--columns", "customer_id,cohort_id,date,number_of_cds,dollar_value",
+              "--calibration-end", "1997-10-01", "--out", (dir.path() / "baseline.json").string()},
+             &out))
       << out;
   // Fader, Hardie & Lee (2005): r 0.243, alpha 4.414, a 0.793, b 2.426;
   // Fader & Hardie's Gamma-Gamma note: p 6.25, q 3.74, gamma 15.44.
-  const std::pair<const char*, double> published[] = {{"r", 0.243},   {"alpha", 4.414},
-                                                      {"a", 0.793},   {"b", 2.426},
-                                                      {"p", 6.25},    {"q", 3.74},
-                                                      {"gamma", 15.44}};
+  const std::pair<const char*, double> published[] = {
+      {"r", 0.243}, {"alpha", 4.414}, {"a", 0.793},    {"b", 2.426},
+      {"p", 6.25},  {"q", 3.74},      {"gamma", 15.44}};
   for (const auto& [name, value] : published) {
     double fitted = Parameter(out, name);
     EXPECT_NEAR(fitted, value, 0.01 * value) << name << " in\n" << out;

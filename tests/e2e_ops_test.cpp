@@ -9,23 +9,24 @@
 //     unknown user, /top ordering, /metrics names and values, /api/summary;
 //   * the dashboard in headless Chromium shows the numbers of /api/summary
 //     (the screenshot is kept in <build>/artifacts/dashboard.png).
-#include <arpa/inet.h>
-#include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <fstream>
 #include <functional>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <nlohmann/json.hpp>
+#include <sys/socket.h>
 
 #include "config/config.h"
 #include "connectors/kafka.h"
@@ -40,10 +41,10 @@ using Json = nlohmann::json;
 using testing::ClvBinary;
 using testing::ReaderClient;
 using testing::ReadTopic;
-using testing::UniqueSuffix;
-using testing::WaitUntil;
 using testing::Subprocess;
 using testing::TempDir;
+using testing::UniqueSuffix;
+using testing::WaitUntil;
 using Clock = std::chrono::steady_clock;
 
 // A free TCP port on 127.0.0.1 (bound and released; the service binds it next).
@@ -117,16 +118,22 @@ class OpsEndToEnd : public ::testing::Test {
   // A broker with fresh topics, the input filled with `clv gen` events.
   Input MakeInput(const std::string& name, int users, int days) {
     auto suffix = name + "-" + UniqueSuffix();
-    Input in{"events-" + suffix, "scores-" + suffix, "alerts-" + suffix, "dlq-" + suffix,
-             "group-" + suffix, dir_.path() / (name + "-events.jsonl"), 0, {}};
-    broker_ = std::make_unique<Broker>(dir_, std::vector<std::string>{in.topic, in.scores,
-                                                                      in.alerts, in.dead_letter});
+    Input in{"events-" + suffix,
+             "scores-" + suffix,
+             "alerts-" + suffix,
+             "dlq-" + suffix,
+             "group-" + suffix,
+             dir_.path() / (name + "-events.jsonl"),
+             0,
+             {}};
+    broker_ = std::make_unique<Broker>(
+        dir_, std::vector<std::string>{in.topic, in.scores, in.alerts, in.dead_letter});
     EXPECT_FALSE(broker_->bootstrap().empty()) << "broker did not start";
     std::string output;
-    EXPECT_EQ(testing::RunCommand({ClvBinary().string(), "gen", "--users", std::to_string(users),
-                                   "--days", std::to_string(days), "--seed", "4242", "--out",
-                                   in.events.string()},
-                                  dir_.path() / (name + "-gen"), 120000, &output),
+    EXPECT_EQ(testing::RunCommand(
+                  {ClvBinary().string(), "gen", "--users", std::to_string(users), "--days",
+                   std::to_string(days), "--seed", "4242", "--out", in.events.string()},
+                  dir_.path() / (name + "-gen"), 120000, &output),
               0)
         << output;
     EXPECT_EQ(testing::RunCommand({ClvBinary().string(), "replay", in.events.string(), "--topic",
@@ -147,17 +154,27 @@ class OpsEndToEnd : public ::testing::Test {
   std::vector<std::string> RunArgs(const Input& in, const std::filesystem::path& state_dir,
                                    std::vector<std::string> extra) const {
     std::vector<std::string> args = {
-        ClvBinary().string(), "run", "--quiet",
-        "--set", "kafka.bootstrap_servers=" + broker_->bootstrap(),
-        "--set", "kafka.input_topics=" + in.topic,
-        "--set", "kafka.scores_topic=" + in.scores,
-        "--set", "kafka.alerts_topic=" + in.alerts,
-        "--set", "kafka.dead_letter_topic=" + in.dead_letter,
-        "--set", "kafka.group_id=" + in.group,
+        ClvBinary().string(),
+        "run",
+        "--quiet",
+        "--set",
+        "kafka.bootstrap_servers=" + broker_->bootstrap(),
+        "--set",
+        "kafka.input_topics=" + in.topic,
+        "--set",
+        "kafka.scores_topic=" + in.scores,
+        "--set",
+        "kafka.alerts_topic=" + in.alerts,
+        "--set",
+        "kafka.dead_letter_topic=" + in.dead_letter,
+        "--set",
+        "kafka.group_id=" + in.group,
         // No static membership (group.instance.id): a stopped instance really
         // leaves the group, so the next one is assigned at once.
-        "--set", "state.dir=" + state_dir.string(),
-        "--set", "stream.emit=per_event",
+        "--set",
+        "state.dir=" + state_dir.string(),
+        "--set",
+        "stream.emit=per_event",
     };
     for (auto& e : extra) args.push_back(std::move(e));
     return args;
@@ -168,11 +185,11 @@ class OpsEndToEnd : public ::testing::Test {
                                            const std::string& log_name, int* port,
                                            std::vector<std::string> extra = {}) {
     *port = FreePort();
-    extra.insert(extra.end(), {"--set", "http.port=" + std::to_string(*port), "--set",
-                               "stream.idle_exit_ms=0"});
+    extra.insert(extra.end(),
+                 {"--set", "http.port=" + std::to_string(*port), "--set", "stream.idle_exit_ms=0"});
     auto run = std::make_unique<Subprocess>(RunArgs(in, state_dir, extra), dir_.path() / log_name);
-    bool ready = WaitUntil([&] { return Get(*port, "/readyz").status == 200 || !run->running(); },
-                           60000);
+    bool ready =
+        WaitUntil([&] { return Get(*port, "/readyz").status == 200 || !run->running(); }, 60000);
     EXPECT_TRUE(ready && run->running()) << "never ready: " << Get(*port, "/readyz").body << "\n"
                                          << run->Stderr();
     return run;
@@ -200,8 +217,8 @@ class OpsEndToEnd : public ::testing::Test {
       auto [it, inserted] = scores.emplace(key, json);
       if (!inserted) {
         ++*repeated;
-        EXPECT_EQ(it->second, json) << "two different scores for " << key.first << " seq "
-                                    << key.second;
+        EXPECT_EQ(it->second, json)
+            << "two different scores for " << key.first << " seq " << key.second;
       }
     }
     return scores;
@@ -236,7 +253,8 @@ TEST_F(OpsEndToEnd, SigtermMidStreamCommitsTheBatchAndARestartProcessesExactlyTh
   ASSERT_GT(in.events_count, 3000);
   auto state_dir = dir_.path() / "state";
   int port = 0;
-  auto run = StartServing(in, state_dir, "run-term", &port, {"--set", "stream.batch_max_events=100"});
+  auto run =
+      StartServing(in, state_dir, "run-term", &port, {"--set", "stream.batch_max_events=100"});
   ASSERT_TRUE(WaitConsumed(port, in.topic, 1000)) << run->Stderr();
   run->Signal(SIGTERM);
   ASSERT_EQ(run->Wait(60000), 0) << run->Stderr();
@@ -282,7 +300,8 @@ TEST_F(OpsEndToEnd, SecondSignalExitsAtOnceAndTheNextStartResumesFromStoredOffse
   auto in = MakeInput("twice", 150, 120);
   auto state_dir = dir_.path() / "state";
   int port = 0;
-  auto run = StartServing(in, state_dir, "run-twice", &port, {"--set", "stream.batch_max_events=100"});
+  auto run =
+      StartServing(in, state_dir, "run-twice", &port, {"--set", "stream.batch_max_events=100"});
   ASSERT_TRUE(WaitConsumed(port, in.topic, 1000)) << run->Stderr();
   run->Signal(SIGTERM);
   // Not at the same instant: two pending SIGTERMs would merge into one.
@@ -299,7 +318,8 @@ TEST_F(OpsEndToEnd, SecondSignalExitsAtOnceAndTheNextStartResumesFromStoredOffse
 
   // The stored state is the end of the stream: every user, at their last seq.
   std::map<std::string, uint64_t> last_seq;
-  for (const auto& [key, json] : scores) last_seq[key.first] = std::max(last_seq[key.first], key.second);
+  for (const auto& [key, json] : scores)
+    last_seq[key.first] = std::max(last_seq[key.first], key.second);
   config::StateOptions options;
   options.dir = state_dir.string();
   std::unique_ptr<state::StateStore> store;
@@ -323,8 +343,7 @@ class OpsHttp : public OpsEndToEnd {
     ASSERT_TRUE(WaitUntil(
         [&] {
           auto summary = Json::parse(Get(port_, "/api/summary").body, nullptr, false);
-          return summary.is_object() &&
-                 summary["totals"]["events_consumed"] == in_.events_count &&
+          return summary.is_object() && summary["totals"]["events_consumed"] == in_.events_count &&
                  summary["lag"]["total"] == 0 && summary["lag"]["partitions"].size() == 4;
         },
         120000, 100))
@@ -439,16 +458,25 @@ TEST_F(OpsHttp, DashboardInHeadlessChromiumShowsTheNumbersOfTheApi) {
     if (std::filesystem::exists(candidate)) chromium = candidate;
   }
   if (chromium.empty()) {
-    if (testing::InCi()) FAIL() << "chromium missing under CI (scripts/install-deps.sh installs it)";
+    if (testing::InCi())
+      FAIL() << "chromium missing under CI (scripts/install-deps.sh installs it)";
     GTEST_SKIP() << "chromium not installed (apt-get install chromium) - dashboard not checked";
   }
   auto summary = Json::parse(Get(port_, "/api/summary").body);
   const std::string url = "http://127.0.0.1:" + std::to_string(port_) + "/";
   std::vector<std::string> flags = {
-      chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-      "--no-first-run", "--disable-background-networking", "--disable-component-update",
-      "--disable-sync", "--user-data-dir=" + (dir_.path() / "chromium-profile").string(),
-      "--virtual-time-budget=4000", "--window-size=1400,1100"};
+      chromium,
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-dev-shm-usage",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--user-data-dir=" + (dir_.path() / "chromium-profile").string(),
+      "--virtual-time-budget=4000",
+      "--window-size=1400,1100"};
   auto dump_args = flags;
   dump_args.insert(dump_args.end(), {"--dump-dom", url});
   std::string dom;
@@ -457,7 +485,8 @@ TEST_F(OpsHttp, DashboardInHeadlessChromiumShowsTheNumbersOfTheApi) {
   ASSERT_NE(dom.find("data-loaded=\"true\""), std::string::npos)
       << "the page never rendered /api/summary: " << dom.substr(0, 4000);
   std::smatch match;
-  ASSERT_TRUE(std::regex_search(dom, match, std::regex(R"re(id="users-total" data-value="(\d+)")re")))
+  ASSERT_TRUE(
+      std::regex_search(dom, match, std::regex(R"re(id="users-total" data-value="(\d+)")re")))
       << dom.substr(0, 4000);
   EXPECT_EQ(std::stoll(match[1]), summary["users"].get<int64_t>());
   ASSERT_TRUE(

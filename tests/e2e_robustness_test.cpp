@@ -7,15 +7,15 @@
 // within a sane ratio of the actual, and an LSTM that ranks at least as well
 // as BG/NBD. scripts/robustness-matrix.sh prints the same matrix at a larger
 // size, with the real datasets beside it (docs/MODELS.md).
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <ctime>
 #include <filesystem>
 #include <functional>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/test_support.h"
 
@@ -88,13 +88,13 @@ TEST_P(E2eRobustness, FiniteCalibratedAndAtLeastAsGoodAsBgNbd) {
   ASSERT_EQ(0, Clv(dir, "fit", {"fit-baseline", "--events", events, "--out", baseline}, &out))
       << out;
   ASSERT_EQ(0, Clv(dir, "train",
-                   {"train", "--events", events, "--horizon", horizon, "--out", model,
-                    "--epochs", "2", "--threads", "2"},
+                   {"train", "--events", events, "--horizon", horizon, "--out", model, "--epochs",
+                    "2", "--threads", "2"},
                    &out))
       << out;
   ASSERT_EQ(0, Clv(dir, "eval",
-                   {"eval", "--events", events, "--cutoff", cutoff, "--horizon", horizon,
-                    "--model", model, "--baseline", baseline, "--truth", truth, "--json", report},
+                   {"eval", "--events", events, "--cutoff", cutoff, "--horizon", horizon, "--model",
+                    model, "--baseline", baseline, "--truth", truth, "--json", report},
                    &out))
       << out;
   nlohmann::json json;
@@ -105,10 +105,10 @@ TEST_P(E2eRobustness, FiniteCalibratedAndAtLeastAsGoodAsBgNbd) {
   ASSERT_NE(lstm, nullptr) << out;
   ASSERT_NE(bgnbd, nullptr) << out;
   for (const auto* m : {lstm, bgnbd}) {
-    for (const char* metric : {"mae", "normalized_gini", "spearman", "total_predicted",
-                               "total_actual"}) {
-      ASSERT_TRUE((*m)[metric].is_number()) << shop.profile << " " << metric << " of "
-                                            << (*m)["name"];
+    for (const char* metric :
+         {"mae", "normalized_gini", "spearman", "total_predicted", "total_actual"}) {
+      ASSERT_TRUE((*m)[metric].is_number())
+          << shop.profile << " " << metric << " of " << (*m)["name"];
     }
   }
   const double ratio =
@@ -123,17 +123,13 @@ TEST_P(E2eRobustness, FiniteCalibratedAndAtLeastAsGoodAsBgNbd) {
 
 // Small shops (a few hundred users, two epochs): about 30 s each on a
 // 2-core machine; scripts/robustness-matrix.sh runs the larger table.
-INSTANTIATE_TEST_SUITE_P(Profiles, E2eRobustness,
-                         ::testing::Values(Shop{"wholesale", 300, 240},
-                                           Shop{"one_time", 400, 240},
-                                           Shop{"no_dropout", 300, 240},
-                                           Shop{"high_dropout", 400, 240},
-                                           Shop{"long_history", 60, 300},
-                                           Shop{"day_granularity", 300, 240},
-                                           Shop{"cents", 300, 240}),
-                         [](const ::testing::TestParamInfo<Shop>& info) {
-                           return info.param.profile;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Profiles, E2eRobustness,
+    ::testing::Values(Shop{"wholesale", 300, 240}, Shop{"one_time", 400, 240},
+                      Shop{"no_dropout", 300, 240}, Shop{"high_dropout", 400, 240},
+                      Shop{"long_history", 60, 300}, Shop{"day_granularity", 300, 240},
+                      Shop{"cents", 300, 240}),
+    [](const ::testing::TestParamInfo<Shop>& info) { return info.param.profile; });
 
 }  // namespace
 }  // namespace clv

@@ -1,14 +1,14 @@
 #include "tests/e2e_support.h"
 
-#include <gtest/gtest.h>
-#include <librdkafka/rdkafka.h>
-
 #include <chrono>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <thread>
+
+#include <gtest/gtest.h>
+#include <librdkafka/rdkafka.h>
+#include <nlohmann/json.hpp>
 
 namespace clv::testing {
 
@@ -30,8 +30,8 @@ bool WaitUntil(const std::function<bool()>& condition, int timeout_ms, int step_
 
 BrokerProcess::BrokerProcess(const TempDir& dir, const std::vector<std::string>& topics) {
   auto address_file = dir.path() / "broker.address";
-  std::vector<std::string> argv = {ClvBinary().string(), "broker", "--partitions", "4",
-                                   "--address-file", address_file.string()};
+  std::vector<std::string> argv = {
+      ClvBinary().string(), "broker", "--partitions", "4", "--address-file", address_file.string()};
   for (const auto& topic : topics) argv.insert(argv.end(), {"--topic", topic});
   process_ = std::make_unique<Subprocess>(argv, dir.path() / "broker");
   if (!WaitUntil([&] { return std::filesystem::exists(address_file); }, 10000, 20)) return;
@@ -54,7 +54,8 @@ std::vector<connectors::Message> ReadTopic(const std::string& bootstrap, const s
   callbacks.start_offset = [](const connectors::TopicPartition&) {
     return std::optional<int64_t>();
   };
-  auto status = connectors::KafkaSource::Create(ReaderClient(bootstrap), {topic}, callbacks, &source);
+  auto status =
+      connectors::KafkaSource::Create(ReaderClient(bootstrap), {topic}, callbacks, &source);
   EXPECT_TRUE(status.ok()) << status.message;
   std::vector<connectors::Message> messages;
   if (!status.ok()) return messages;
@@ -80,8 +81,8 @@ std::vector<connectors::Message> ReadTopic(const std::string& bootstrap, const s
       EXPECT_TRUE(json.is_object()) << topic << " [" << m.partition << "] @" << m.offset
                                     << ": not a JSON object: " << m.value;
     } catch (const nlohmann::json::parse_error& e) {
-      ADD_FAILURE() << topic << " [" << m.partition << "] @" << m.offset
-                    << ": not strict JSON (" << e.what() << "): " << m.value;
+      ADD_FAILURE() << topic << " [" << m.partition << "] @" << m.offset << ": not strict JSON ("
+                    << e.what() << "): " << m.value;
     }
   }
   return messages;
@@ -94,8 +95,7 @@ std::map<int32_t, int64_t> CommittedOffsets(const std::string& bootstrap, const 
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), error, sizeof error) !=
           RD_KAFKA_CONF_OK ||
-      rd_kafka_conf_set(conf, "group.id", group.c_str(), error, sizeof error) !=
-          RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_set(conf, "group.id", group.c_str(), error, sizeof error) != RD_KAFKA_CONF_OK) {
     rd_kafka_conf_destroy(conf);
     ADD_FAILURE() << "CommittedOffsets: " << error;
     return committed;
@@ -110,8 +110,8 @@ std::map<int32_t, int64_t> CommittedOffsets(const std::string& bootstrap, const 
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
   for (int p = 0; p < partitions; ++p) rd_kafka_topic_partition_list_add(list, topic.c_str(), p);
   rd_kafka_resp_err_t err = rd_kafka_committed(rk, list, 10000);
-  EXPECT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR) << "OffsetFetch of group " << group << ": "
-                                             << rd_kafka_err2str(err);
+  EXPECT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR)
+      << "OffsetFetch of group " << group << ": " << rd_kafka_err2str(err);
   for (int i = 0; i < list->cnt && !err; ++i) {
     const auto& elem = list->elems[i];
     if (elem.err == RD_KAFKA_RESP_ERR_NO_ERROR && elem.offset >= 0) {

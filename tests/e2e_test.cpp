@@ -10,16 +10,17 @@
 // Each runs against the embedded broker (`clv broker` in its own process) and
 // against real Apache Kafka when CLV_REAL_KAFKA=host:port is set (scripts/test.sh
 // starts one; under CI=true it must be set).
-#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "config/config.h"
 #include "connectors/kafka.h"
@@ -33,9 +34,9 @@ namespace {
 using testing::ClvBinary;
 using testing::ReaderClient;
 using testing::ReadTopic;
-using testing::UniqueSuffix;
 using testing::Subprocess;
 using testing::TempDir;
+using testing::UniqueSuffix;
 
 // A broker for one test: `clv broker` in its own process, or real Kafka.
 class Broker {
@@ -60,7 +61,10 @@ struct Topics {
   std::string input, scores, alerts, dead_letter, group;
 };
 
-bool RealBroker() { return ::testing::UnitTest::GetInstance()->current_test_info()->value_param() == std::string("\"real\""); }
+bool RealBroker() {
+  return ::testing::UnitTest::GetInstance()->current_test_info()->value_param() ==
+         std::string("\"real\"");
+}
 
 // Real Kafka: create the topics with 4 partitions. The embedded broker runs in
 // another process (`clv broker`), whose mock cluster has no controller for the
@@ -86,18 +90,29 @@ std::vector<std::string> RunArgs(const std::string& bootstrap, const Topics& top
       ClvBinary().string(),
       "run",
       "--quiet",
-      "--set", "kafka.bootstrap_servers=" + bootstrap,
-      "--set", "kafka.input_topics=" + topics.input,
-      "--set", "kafka.scores_topic=" + topics.scores,
-      "--set", "kafka.alerts_topic=" + topics.alerts,
-      "--set", "kafka.dead_letter_topic=" + topics.dead_letter,
-      "--set", "kafka.group_id=" + topics.group,
+      "--set",
+      "kafka.bootstrap_servers=" + bootstrap,
+      "--set",
+      "kafka.input_topics=" + topics.input,
+      "--set",
+      "kafka.scores_topic=" + topics.scores,
+      "--set",
+      "kafka.alerts_topic=" + topics.alerts,
+      "--set",
+      "kafka.dead_letter_topic=" + topics.dead_letter,
+      "--set",
+      "kafka.group_id=" + topics.group,
       // A killed member is dropped from the group after this long.
-      "--set", "kafka.properties.session.timeout.ms=6000",
-      "--set", "state.dir=" + state_dir.string(),
-      "--set", "stream.emit=per_event",
-      "--set", "stream.batch_max_events=300",
-      "--set", "stream.idle_exit_ms=4000",
+      "--set",
+      "kafka.properties.session.timeout.ms=6000",
+      "--set",
+      "state.dir=" + state_dir.string(),
+      "--set",
+      "stream.emit=per_event",
+      "--set",
+      "stream.batch_max_events=300",
+      "--set",
+      "stream.idle_exit_ms=4000",
   };
   if (RealBroker()) {
     // Static membership: a restarted instance takes over its partitions at once.
@@ -113,10 +128,10 @@ std::filesystem::path GenerateAndReplay(const std::string& bootstrap, const Topi
                                         const TempDir& dir, int users, int days, int copies = 1) {
   auto events = dir.path() / "events.jsonl";
   std::string output;
-  int status = testing::RunCommand(
-      {ClvBinary().string(), "gen", "--users", std::to_string(users), "--days",
-       std::to_string(days), "--seed", "20261123", "--out", events.string()},
-      dir.path() / "gen", 120000, &output);
+  int status =
+      testing::RunCommand({ClvBinary().string(), "gen", "--users", std::to_string(users), "--days",
+                           std::to_string(days), "--seed", "20261123", "--out", events.string()},
+                          dir.path() / "gen", 120000, &output);
   EXPECT_EQ(status, 0) << output;
   for (int copy = 0; copy < copies; ++copy) {
     status = testing::RunCommand({ClvBinary().string(), "replay", events.string(), "--topic",
@@ -137,8 +152,8 @@ std::map<std::pair<std::string, uint64_t>, std::string> ScoresByKey(
                                          json.at("seq").get<uint64_t>()};
     auto [it, inserted] = scores.emplace(key, m.value);
     if (!inserted) {
-      EXPECT_EQ(it->second, m.value) << "two different scores for user " << key.first << " seq "
-                                     << key.second;
+      EXPECT_EQ(it->second, m.value)
+          << "two different scores for user " << key.first << " seq " << key.second;
     }
   }
   return scores;
@@ -175,7 +190,8 @@ class EndToEnd : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (GetParam() == "real" && std::getenv("CLV_REAL_KAFKA") == nullptr) {
-      if (testing::InCi()) FAIL() << "CLV_REAL_KAFKA must be set under CI (scripts/test.sh sets it)";
+      if (testing::InCi())
+        FAIL() << "CLV_REAL_KAFKA must be set under CI (scripts/test.sh sets it)";
       GTEST_SKIP() << "CLV_REAL_KAFKA not set: start one with scripts/kafka-start.sh";
     }
     broker_ = std::make_unique<Broker>(GetParam(), dir_);

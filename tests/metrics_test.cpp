@@ -2,8 +2,6 @@
 // and histograms, escaping, name rules, ServiceMetrics' names, concurrency.
 #include "stream/metrics.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <limits>
 #include <map>
@@ -12,6 +10,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 namespace clv::stream {
 namespace {
@@ -30,7 +30,8 @@ std::vector<std::string> Lines(const std::string& text) {
 std::string ValidateExposition(const std::string& text, std::map<std::string, std::string>* types) {
   if (text.empty() || text.back() != '\n') return "does not end with a newline";
   static const std::regex kHelp(R"(# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) (?:[^\\\n]|\\\\|\\n)*)");
-  static const std::regex kType(R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped))");
+  static const std::regex kType(
+      R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped))");
   static const std::regex kSample(
       R"(([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\\\|\\"|\\n)*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\\\|\\"|\\n)*")*\})? (NaN|[+-]Inf|-?[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?))");
   std::set<std::string> helped;
@@ -46,9 +47,10 @@ std::string ValidateExposition(const std::string& text, std::map<std::string, st
       (*types)[match[1]] = match[2];
     } else if (std::regex_match(line, match, kSample)) {
       const std::string name = match[1];
-      const bool belongs = name == current || (types->count(current) && (*types)[current] == "histogram" &&
-                                               (name == current + "_bucket" || name == current + "_sum" ||
-                                                name == current + "_count"));
+      const bool belongs =
+          name == current ||
+          (types->count(current) && (*types)[current] == "histogram" &&
+           (name == current + "_bucket" || name == current + "_sum" || name == current + "_count"));
       if (!belongs) return "sample outside its family: " + line;
     } else {
       return "not in the exposition format: " + line;
@@ -60,7 +62,8 @@ std::string ValidateExposition(const std::string& text, std::map<std::string, st
 TEST(MetricsRegistry, RendersCountersGaugesAndLabelsExactly) {
   MetricsRegistry registry;
   Counter& plain = registry.AddCounter("clv_things_total", "Things seen.");
-  Family<Counter>& by_topic = registry.AddCounterFamily("clv_events_total", "Events per topic.", {"topic"});
+  Family<Counter>& by_topic =
+      registry.AddCounterFamily("clv_events_total", "Events per topic.", {"topic"});
   Gauge& gauge = registry.AddGauge("clv_temperature_celsius", "A gauge.");
   plain.Inc();
   plain.Inc(41);
@@ -84,13 +87,15 @@ TEST(MetricsRegistry, RendersCountersGaugesAndLabelsExactly) {
 
 TEST(MetricsRegistry, EscapesLabelValuesAndHelp) {
   MetricsRegistry registry;
-  auto& family = registry.AddGaugeFamily("clv_odd", "Help with \\ backslash\nand a newline \"quoted\".",
-                                         {"topic", "partition"});
+  auto& family = registry.AddGaugeFamily(
+      "clv_odd", "Help with \\ backslash\nand a newline \"quoted\".", {"topic", "partition"});
   family.WithLabels({"a\"b\\c\nd", "0"}).Set(1);
   const std::string text = registry.Render();
-  EXPECT_NE(text.find("# HELP clv_odd Help with \\\\ backslash\\nand a newline \"quoted\".\n"), std::string::npos)
+  EXPECT_NE(text.find("# HELP clv_odd Help with \\\\ backslash\\nand a newline \"quoted\".\n"),
+            std::string::npos)
       << text;
-  EXPECT_NE(text.find("clv_odd{topic=\"a\\\"b\\\\c\\nd\",partition=\"0\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("clv_odd{topic=\"a\\\"b\\\\c\\nd\",partition=\"0\"} 1\n"), std::string::npos)
+      << text;
   std::map<std::string, std::string> types;
   EXPECT_EQ(ValidateExposition(text, &types), "");
 }
@@ -116,8 +121,10 @@ TEST(MetricsRegistry, LabelledHistogramPutsLeLast) {
   auto& family = registry.AddHistogramFamily("clv_size_bytes", "Sizes.", {"topic"}, {10});
   family.WithLabels({"orders"}).Observe(3);
   const std::string text = registry.Render();
-  EXPECT_NE(text.find("clv_size_bytes_bucket{topic=\"orders\",le=\"10\"} 1\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("clv_size_bytes_bucket{topic=\"orders\",le=\"+Inf\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("clv_size_bytes_bucket{topic=\"orders\",le=\"10\"} 1\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("clv_size_bytes_bucket{topic=\"orders\",le=\"+Inf\"} 1\n"), std::string::npos)
+      << text;
   EXPECT_NE(text.find("clv_size_bytes_sum{topic=\"orders\"} 3\n"), std::string::npos) << text;
   EXPECT_NE(text.find("clv_size_bytes_count{topic=\"orders\"} 1\n"), std::string::npos) << text;
 }
@@ -171,7 +178,8 @@ TEST(MetricsRegistry, RemoveAndClearDropSeriesAndHooksRunAtRender) {
   registry.AddCollectHook([&] { users.Set(++hook_calls * 10); });
   std::string text = registry.Render();
   EXPECT_EQ(text.find("partition=\"0\""), std::string::npos) << text;
-  EXPECT_NE(text.find("clv_lag_messages{topic=\"orders\",partition=\"1\"} 6\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("clv_lag_messages{topic=\"orders\",partition=\"1\"} 6\n"), std::string::npos)
+      << text;
   EXPECT_NE(text.find("clv_users 10\n"), std::string::npos) << text;
   lag.Clear();
   text = registry.Render();
@@ -211,7 +219,8 @@ TEST(MetricsRegistry, ConcurrentUpdatesAreNotLostWhileRendering) {
   for (auto& writer : writers) writer.join();
   done = true;
   renderer.join();
-  EXPECT_EQ(family.WithLabels({"even"}).value() + family.WithLabels({"odd"}).value(), 1ull * kThreads * kPerThread);
+  EXPECT_EQ(family.WithLabels({"even"}).value() + family.WithLabels({"odd"}).value(),
+            1ull * kThreads * kPerThread);
   const auto snapshot = histogram.Collect();
   EXPECT_EQ(snapshot.count, 1ull * kThreads * kPerThread);
   EXPECT_EQ(snapshot.cumulative_counts[0], 1ull * kThreads * kPerThread / 2);
@@ -244,23 +253,34 @@ TEST(ServiceMetrics, ExposesEveryMetricOfIssue4UnderConventionalNames) {
   std::map<std::string, std::string> types;
   ASSERT_EQ(ValidateExposition(text, &types), "") << text;
   const std::map<std::string, std::string> expected = {
-      {"clv_events_consumed_total", "counter"},     {"clv_events_processed_total", "counter"},
-      {"clv_events_dead_lettered_total", "counter"}, {"clv_events_deduplicated_total", "counter"},
-      {"clv_batch_events", "histogram"},           {"clv_batch_duration_seconds", "histogram"},
-      {"clv_event_to_score_seconds", "histogram"}, {"clv_consumer_lag_messages", "gauge"},
-      {"clv_state_users", "gauge"},                {"clv_state_disk_bytes", "gauge"},
-      {"clv_model_info", "gauge"},                 {"clv_scorer_user_steps_total", "counter"},
-      {"clv_scorer_user_steps_per_second", "gauge"}, {"clv_scorer_nonfinite_total", "counter"},
+      {"clv_events_consumed_total", "counter"},
+      {"clv_events_processed_total", "counter"},
+      {"clv_events_dead_lettered_total", "counter"},
+      {"clv_events_deduplicated_total", "counter"},
+      {"clv_batch_events", "histogram"},
+      {"clv_batch_duration_seconds", "histogram"},
+      {"clv_event_to_score_seconds", "histogram"},
+      {"clv_consumer_lag_messages", "gauge"},
+      {"clv_state_users", "gauge"},
+      {"clv_state_disk_bytes", "gauge"},
+      {"clv_model_info", "gauge"},
+      {"clv_scorer_user_steps_total", "counter"},
+      {"clv_scorer_user_steps_per_second", "gauge"},
+      {"clv_scorer_nonfinite_total", "counter"},
       {"clv_alerts_emitted_total", "counter"},
-      {"clv_scores_emitted_total", "counter"},     {"clv_commits_total", "counter"},
-      {"clv_commit_duration_seconds", "histogram"}, {"clv_ready", "gauge"},
+      {"clv_scores_emitted_total", "counter"},
+      {"clv_commits_total", "counter"},
+      {"clv_commit_duration_seconds", "histogram"},
+      {"clv_ready", "gauge"},
       {"clv_start_time_seconds", "gauge"}};
   EXPECT_EQ(types, expected);
-  for (const char* line :
-       {"clv_events_consumed_total{topic=\"orders\"} 10\n", "clv_events_dead_lettered_total{topic=\"orders\"} 1\n",
-        "clv_consumer_lag_messages{topic=\"orders\",partition=\"3\"} 17\n",
-        "clv_model_info{scorer=\"lstm\",version=\"v2\"} 1\n", "clv_alerts_emitted_total{kind=\"churn_risk\"} 1\n",
-        "clv_batch_events_bucket{le=\"10\"} 1\n", "clv_state_disk_bytes 4096\n", "clv_commits_total 1\n"}) {
+  for (const char* line : {"clv_events_consumed_total{topic=\"orders\"} 10\n",
+                           "clv_events_dead_lettered_total{topic=\"orders\"} 1\n",
+                           "clv_consumer_lag_messages{topic=\"orders\",partition=\"3\"} 17\n",
+                           "clv_model_info{scorer=\"lstm\",version=\"v2\"} 1\n",
+                           "clv_alerts_emitted_total{kind=\"churn_risk\"} 1\n",
+                           "clv_batch_events_bucket{le=\"10\"} 1\n", "clv_state_disk_bytes 4096\n",
+                           "clv_commits_total 1\n"}) {
     EXPECT_NE(text.find(line), std::string::npos) << "missing: " << line << "\n" << text;
   }
   EXPECT_EQ(text.find("version=\"v1\""), std::string::npos) << "old model version still exported";

@@ -1,17 +1,16 @@
 // Baseline scorer: BG/NBD + Gamma-Gamma against the published CDNOW numbers,
 // the running aggregates (UpdateHistory), the model file and the scorer.
-#include <gtest/gtest.h>
-
-#include <rapidcheck/gtest.h>
-
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <rapidcheck/gtest.h>
 
 #include "config/config.h"
 #include "models/baseline_scorer.h"
@@ -102,7 +101,6 @@ TEST(CdnowFit, GammaGammaReproducesFaderHardie2013) {
   ExpectWithinPercent(fit.params.q, 3.74, 1, "q");
   ExpectWithinPercent(fit.params.gamma, 15.44, 1, "gamma");
 }
-
 
 TEST(CdnowFit, HoldoutPurchasesMatchPredictionInAggregate) {
   CLV_REQUIRE_SHARED_DATA(testing::SharedDataPath("cdnow/CDNOW_sample.txt"));
@@ -259,7 +257,7 @@ TEST(UpdateHistory, CountsPurchaseDaysNotOrders) {
   const int64_t day1 = DateToMs(2024, 3, 1);
   History h;
   UpdateHistory(h, Purchase(day1 + 9 * kHour, 10));
-  UpdateHistory(h, Purchase(day1 + 15 * kHour, 30));           // same day: one purchase day
+  UpdateHistory(h, Purchase(day1 + 15 * kHour, 30));             // same day: one purchase day
   UpdateHistory(h, Purchase(day1 + 4 * kMsPerDay + kHour, 20));  // 4 days later
   UpdateHistory(h, Purchase(day1 + 6 * kMsPerDay, 40));          // 2 days later
   EXPECT_EQ(h.purchases, 4u);
@@ -465,7 +463,8 @@ TEST(BaselineScorer, StepScoresTheUpdatedHistoryAtTheEventTime) {
 
   // x = 5 repeat days, t_x = T = 20 weeks; horizon 365 days.
   const double h = 365.0 / 7;
-  EXPECT_NEAR(out.expected_purchases, BgNbdConditionalExpectedPurchases(kPaper, 5, 20, 20, h), 1e-12);
+  EXPECT_NEAR(out.expected_purchases, BgNbdConditionalExpectedPurchases(kPaper, 5, 20, 20, h),
+              1e-12);
   EXPECT_NEAR(out.expected_order_value,
               GammaGammaConditionalExpectedValue(kPaperSpend, 5, after.monetary_total / 6), 1e-12);
   EXPECT_NEAR(out.clv, out.expected_purchases * out.expected_order_value, 1e-9);
@@ -540,7 +539,8 @@ TEST(BaselineScorer, ProspectsAndOneTimeBuyersGetFiniteScores) {
   const Score one = scorer.ScoreAt(once, t0 + kMsPerWeek);
   EXPECT_TRUE(std::isfinite(one.clv));
   // One purchase says nothing about the order value under Gamma-Gamma (x = 0).
-  EXPECT_NEAR(one.expected_order_value, GammaGammaConditionalExpectedValue(kPaperSpend, 0, 0), 1e-9);
+  EXPECT_NEAR(one.expected_order_value, GammaGammaConditionalExpectedValue(kPaperSpend, 0, 0),
+              1e-9);
 }
 
 TEST(LoadScorer, LoadsTheShippedBaselineAndNamesBadOptions) {
@@ -592,7 +592,8 @@ TEST(BgNbd, HypergeometricNearOneAgreesWithTheSeries) {
   // sees: parameters of CDNOW-like fits, buyers with 0..60 repeat purchases,
   // z from 0 to 0.995.
   int checked = 0;
-  for (const BgNbdParams& p : {kPaper, BgNbdParams{0.5, 5, 1.7, 2.5}, BgNbdParams{1.3, 12, 0.3, 9}}) {
+  for (const BgNbdParams& p :
+       {kPaper, BgNbdParams{0.5, 5, 1.7, 2.5}, BgNbdParams{1.3, 12, 0.3, 9}}) {
     for (double x = 0; x <= 60; x += 1) {
       const double a = p.a + p.b - 1 - p.r, b = p.a - 1, c = p.a + p.b + x - 1;
       for (double z : {0.0, 0.1, 0.49, 0.51, 0.7, 0.9, 0.97, 0.995}) {
@@ -611,8 +612,6 @@ TEST(BgNbd, HypergeometricNearOneAgreesWithTheSeries) {
   const double quadrature = BgNbdConditionalExpectedPurchasesByQuadrature(kPaper, 3, 1, 1.5, 400);
   EXPECT_NEAR(series, quadrature, 1e-4 * std::max(1.0, quadrature));
 }
-
-
 
 // --- generated shops with known parameters ------------------------------
 
@@ -731,8 +730,8 @@ void ExpectFiniteFit(const ShopFit& fit, const char* shop) {
 void ExpectRatio(double predicted, double actual, double low, double high, const char* what) {
   ASSERT_GT(actual, 0) << what;
   EXPECT_GT(predicted / actual, low) << what << ": predicted " << predicted << " actual " << actual;
-  EXPECT_LT(predicted / actual, high) << what << ": predicted " << predicted << " actual "
-                                      << actual;
+  EXPECT_LT(predicted / actual, high)
+      << what << ": predicted " << predicted << " actual " << actual;
 }
 
 TEST(GeneratedShops, CdnowLikeShopRecoversItsParameters) {
@@ -878,8 +877,8 @@ TEST(BaselineScorer, ScoresAreFiniteForExtremeAggregates) {
     for (const BgNbdParams& p :
          {kPaper, BgNbdParams{1e-4, 1e-4, 1e-4, 1e6}, BgNbdParams{1e4, 1e4, 1e4, 1e-4},
           BgNbdParams{0.01, 1e6, 50, 0.01}}) {
-      for (const GammaGammaParams& g : {kPaperSpend, GammaGammaParams{1e-4, 1 + 1e-9, 1e-4},
-                                        GammaGammaParams{1e4, 1e4, 1e8}}) {
+      for (const GammaGammaParams& g :
+           {kPaperSpend, GammaGammaParams{1e-4, 1 + 1e-9, 1e-4}, GammaGammaParams{1e4, 1e4, 1e8}}) {
         BaselineModel m = PaperModel();
         m.bgnbd = p;
         m.gamma_gamma = g;
@@ -900,8 +899,8 @@ TEST(BaselineScorer, ScoresAreFiniteForExtremeAggregates) {
     h.purchase_days =
         std::min<uint32_t>(h.purchases, *rc::gen::element<uint32_t>(1, 2, 50, 1'000'000));
     h.first_purchase_ms = t0;
-    const int64_t span = *rc::gen::element<int64_t>(0, 1, kMsPerDay, 365 * kMsPerDay,
-                                                    30LL * 365 * kMsPerDay);
+    const int64_t span =
+        *rc::gen::element<int64_t>(0, 1, kMsPerDay, 365 * kMsPerDay, 30LL * 365 * kMsPerDay);
     h.last_purchase_ms = t0 + span;
     h.monetary_total = *rc::gen::element(0.0, -1e6, 1e-300, 35.0, 1e12, 1e300);
     const int64_t now =

@@ -15,14 +15,14 @@
 //    using the BG/NBD model": 1 / (1 + [x > 0] a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x)).
 //  * Gamma-Gamma E[M | x, m_x] = (p gamma + p x m_x) / (p x + q - 1)
 //    (Fader & Hardie 2013, eq. 5).
-#include <gtest/gtest.h>
-
-#include <boost/multiprecision/cpp_bin_float.hpp>
 #include <cmath>
 #include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <boost/multiprecision/cpp_bin_float.hpp>
+#include <gtest/gtest.h>
 
 #include "models/baseline_scorer.h"
 #include "models/bgnbd.h"
@@ -156,9 +156,10 @@ TEST(BgNbdReference, ConditionalExpectationAndAliveAgreeTo1e8OverTheWholeGrid) {
     ++checked;
   }
   EXPECT_GT(checked, 600);
-  std::printf("checked %d points (%d skipped as too slow for the reference); worst relative "
-              "error: E[X] %.2e (%s), P(alive) %.2e\n",
-              checked, skipped, worst_expected, worst_case.c_str(), worst_alive);
+  std::printf(
+      "checked %d points (%d skipped as too slow for the reference); worst relative "
+      "error: E[X] %.2e (%s), P(alive) %.2e\n",
+      checked, skipped, worst_expected, worst_case.c_str(), worst_alive);
 }
 
 TEST(BgNbdReference, LongHorizonForAYoungCustomerAgreesWithTheReference) {

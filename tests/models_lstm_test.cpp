@@ -1,7 +1,5 @@
 // Feature vectorizer, incremental LSTM scorer, model file and trainer, on the
 // real libtorch. Small sizes: the whole suite runs in seconds.
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -12,6 +10,8 @@
 #include <set>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "config/config.h"
 #include "models/baseline_scorer.h"
@@ -45,7 +45,9 @@ struct Replay {
       after.push_back(h);
     }
   }
-  StepInput Input(size_t k, float* state) const { return {&before[k], &after[k], events[k], state}; }
+  StepInput Input(size_t k, float* state) const {
+    return {&before[k], &after[k], events[k], state};
+  }
 };
 
 Replay ShopperA() {
@@ -63,15 +65,15 @@ TEST(Features, KnownValuesOfAFirstPurchaseAfterBrowsing) {
   for (int k = 0; k < kEventKindCount; ++k) {
     EXPECT_EQ(x[k], k == static_cast<int>(EventKind::kPurchase) ? 1.0f : 0.0f) << FeatureName(k);
   }
-  EXPECT_FLOAT_EQ(x[9], std::log1p(42.5f));                 // amount
-  EXPECT_FLOAT_EQ(x[10], std::log1p(1.0f / 60));            // one minute since the cart add
-  EXPECT_EQ(x[11], 0.0f);                                   // no purchase before
-  EXPECT_EQ(x[12], 0.0f);                                   // not the first event
-  EXPECT_EQ(x[13], 1.0f);                                   // no purchase yet (before it)
+  EXPECT_FLOAT_EQ(x[9], std::log1p(42.5f));       // amount
+  EXPECT_FLOAT_EQ(x[10], std::log1p(1.0f / 60));  // one minute since the cart add
+  EXPECT_EQ(x[11], 0.0f);                         // no purchase before
+  EXPECT_EQ(x[12], 0.0f);                         // not the first event
+  EXPECT_EQ(x[13], 1.0f);                         // no purchase yet (before it)
   double hour = 10 + 2.0 / 60;
   EXPECT_NEAR(x[14], std::sin(2 * M_PI * hour / 24), 1e-6);
   EXPECT_NEAR(x[15], std::cos(2 * M_PI * hour / 24), 1e-6);
-  EXPECT_NEAR(x[16], std::sin(2 * M_PI * 3 / 7), 1e-6);     // Wednesday = 3 (Sunday = 0)
+  EXPECT_NEAR(x[16], std::sin(2 * M_PI * 3 / 7), 1e-6);  // Wednesday = 3 (Sunday = 0)
   EXPECT_NEAR(x[17], std::cos(2 * M_PI * 3 / 7), 1e-6);
   EXPECT_STREQ(FeatureName(kAggregateBegin + 1), "purchases");
   EXPECT_FLOAT_EQ(x[kAggregateBegin + 1], std::log1p(1.0f));
@@ -164,7 +166,8 @@ Manual ManualStep(const LstmModel& m, const std::vector<float>& x, const float* 
   double o[4];
   for (int r = 0; r < 4; ++r) {
     o[r] = w.head2_b[r];
-    for (int k = 0; k < w.head_hidden; ++k) o[r] += double(w.head2_w[r * w.head_hidden + k]) * hidden[k];
+    for (int k = 0; k < w.head_hidden; ++k)
+      o[r] += double(w.head2_w[r * w.head_hidden + k]) * hidden[k];
   }
   o[0] += offsets[0];
   o[1] += offsets[1];
@@ -348,7 +351,8 @@ ReplayOutcome ReplayInBatches(Scorer& scorer, const std::vector<Replay>& users, 
 }
 
 void ExpectSameBytes(const Score& a, const Score& b, const std::string& where) {
-  EXPECT_EQ(0, std::memcmp(&a.clv, &b.clv, sizeof(double))) << where << " clv " << a.clv << " vs " << b.clv;
+  EXPECT_EQ(0, std::memcmp(&a.clv, &b.clv, sizeof(double)))
+      << where << " clv " << a.clv << " vs " << b.clv;
   EXPECT_EQ(0, std::memcmp(&a.p_purchase, &b.p_purchase, sizeof(double))) << where;
   EXPECT_EQ(0, std::memcmp(&a.churn_risk, &b.churn_risk, sizeof(double))) << where;
   EXPECT_EQ(0, std::memcmp(&a.expected_purchases, &b.expected_purchases, sizeof(double))) << where;
@@ -361,7 +365,8 @@ void ExpectSameOutcome(const ReplayOutcome& a, const ReplayOutcome& b, const std
   ASSERT_EQ(a.states.size(), b.states.size());
   size_t differing = 0;
   for (size_t u = 0; u < a.states.size(); ++u) {
-    if (std::memcmp(a.states[u].data(), b.states[u].data(), sizeof(float) * a.states[u].size()) != 0) {
+    if (std::memcmp(a.states[u].data(), b.states[u].data(), sizeof(float) * a.states[u].size()) !=
+        0) {
       ++differing;
     }
     ASSERT_EQ(a.step_scores[u].size(), b.step_scores[u].size());
@@ -369,7 +374,8 @@ void ExpectSameOutcome(const ReplayOutcome& a, const ReplayOutcome& b, const std
       ExpectSameBytes(a.step_scores[u][k], b.step_scores[u][k],
                       what + ": user " + std::to_string(u) + " step " + std::to_string(k));
     }
-    ExpectSameBytes(a.rescored[u], b.rescored[u], what + ": user " + std::to_string(u) + " rescore");
+    ExpectSameBytes(a.rescored[u], b.rescored[u],
+                    what + ": user " + std::to_string(u) + " rescore");
   }
   EXPECT_EQ(differing, 0u) << what << ": users whose (h, c) differ in some bit";
 }
@@ -507,7 +513,8 @@ TEST(LstmScorer, KernelIsaLevelsAgree) {
     for (size_t j = 0; j < best.states[u].size(); ++j) {
       ASSERT_NEAR(best.states[u][j], generic.states[u][j], 1e-5) << "user " << u;
     }
-    EXPECT_NEAR(best.rescored[u].clv, generic.rescored[u].clv, 1e-5 * std::max(1.0, best.rescored[u].clv));
+    EXPECT_NEAR(best.rescored[u].clv, generic.rescored[u].clv,
+                1e-5 * std::max(1.0, best.rescored[u].clv));
   }
 }
 
@@ -539,8 +546,8 @@ TEST(LstmNet, AgreesWithTheCpuKernel) {
     std::vector<float> kernel_heads(size_t(rows) * 4), net_heads(size_t(rows) * 4);
     kernel.Step(rows, x.data(), prior.data(), offsets.data(), kernel_state.data(),
                 kernel_heads.data(), nullptr);
-    LstmNetStepOnCpu(model.weights, rows, x.data(), prior.data(), offsets.data(),
-                     net_state.data(), net_heads.data());
+    LstmNetStepOnCpu(model.weights, rows, x.data(), prior.data(), offsets.data(), net_state.data(),
+                     net_heads.data());
     for (size_t j = 0; j < state.size(); ++j) {
       ASSERT_NEAR(kernel_state[j], net_state[j], 2e-6) << "tile " << tile << " state " << j;
     }
@@ -567,8 +574,10 @@ TEST(LstmScorer, TopFactorsNameFeaturesAndSumTowardTheScore) {
     EXPECT_TRUE(valid.count(factor.name.data())) << factor.name.data();
   }
   EXPECT_NE(score.top_factors[0].contribution, 0.0f);
-  EXPECT_GE(std::fabs(score.top_factors[0].contribution), std::fabs(score.top_factors[1].contribution));
-  EXPECT_GE(std::fabs(score.top_factors[1].contribution), std::fabs(score.top_factors[2].contribution));
+  EXPECT_GE(std::fabs(score.top_factors[0].contribution),
+            std::fabs(score.top_factors[1].contribution));
+  EXPECT_GE(std::fabs(score.top_factors[1].contribution),
+            std::fabs(score.top_factors[2].contribution));
 
   // Without top_factors the scores themselves are unchanged.
   auto plain = MakeScorer(model, /*top_factors=*/false);

@@ -1,11 +1,11 @@
 // CLV metrics on hand-computed examples, the evaluation harness, the chart.
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <limits>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "models/chart.h"
 #include "models/evaluate.h"
@@ -105,14 +105,17 @@ TEST(Evaluate, ScoresUsersSeenBeforeTheCutoffAgainstTheirLaterSpend) {
   const int64_t day = kMsPerDay;
   const int64_t t0 = DateToMs(2020, 1, 1);
   std::vector<UserEvent> events = {
-      {"a", {EventKind::kPurchase, t0, 10}},           {"a", {EventKind::kPurchase, t0 + 20 * day, 30}},
-      {"b", {EventKind::kPageView, t0 + day, 0}},      {"b", {EventKind::kPurchase, t0 + 25 * day, 5}},
-      {"c", {EventKind::kPurchase, t0 + 2 * day, 50}}, {"late", {EventKind::kPurchase, t0 + 15 * day, 9}},
+      {"a", {EventKind::kPurchase, t0, 10}},
+      {"a", {EventKind::kPurchase, t0 + 20 * day, 30}},
+      {"b", {EventKind::kPageView, t0 + day, 0}},
+      {"b", {EventKind::kPurchase, t0 + 25 * day, 5}},
+      {"c", {EventKind::kPurchase, t0 + 2 * day, 50}},
+      {"late", {EventKind::kPurchase, t0 + 15 * day, 9}},
   };
   Dataset data = MakeDataset(events);
   const int64_t cutoff = t0 + 10 * day;
-  EvalCandidate by_spend{"spend so far", nullptr,
-                         [](const History& h, int64_t) { return h.monetary_total; }, {}};
+  EvalCandidate by_spend{
+      "spend so far", nullptr, [](const History& h, int64_t) { return h.monetary_total; }, {}};
   EvalCandidate given{"given", nullptr, {}, {}};
   for (const auto& user : data.users) given.given.push_back(user.user_id == "a" ? 100 : 1);
   EvalReport report = Evaluate(data, cutoff, 30, {by_spend, given}, "tiny");
@@ -212,7 +215,8 @@ TEST(Evaluate, ReportsOfDegenerateCandidatesAreValidJsonAndPrintNoNan) {
   };
   Dataset data = MakeDataset(events);
   EvalCandidate constant{"constant", nullptr, [](const History&, int64_t) { return 3.0; }, {}};
-  EvalCandidate broken{"broken", nullptr,
+  EvalCandidate broken{"broken",
+                       nullptr,
                        [](const History& h, int64_t) {
                          return h.monetary_total > 20 ? std::numeric_limits<double>::quiet_NaN()
                                                       : std::numeric_limits<double>::infinity();

@@ -1,15 +1,15 @@
 // Synthetic shop: reproducible, decodable, believable, with consistent truth.
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string>
 #include <unordered_set>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "common/units.h"
 #include "config/config.h"
@@ -155,7 +155,8 @@ TEST(SyntheticShopTest, PurchaseBehaviourIsBelievable) {
   EXPECT_LT(static_cast<double>(dead_buyers) / buyers, 0.9);
   // Every event type appears; browsing dominates; refunds are occasional.
   for (int kind = 0; kind < models::kEventKindCount; ++kind) {
-    EXPECT_GT(kinds[static_cast<EventKind>(kind)], 0) << models::EventKindName(static_cast<EventKind>(kind));
+    EXPECT_GT(kinds[static_cast<EventKind>(kind)], 0)
+        << models::EventKindName(static_cast<EventKind>(kind));
   }
   EXPECT_GT(kinds[EventKind::kPageView], 5 * kinds[EventKind::kPurchase]);
   EXPECT_LT(kinds[EventKind::kRefund], kinds[EventKind::kPurchase] / 5);
@@ -202,7 +203,8 @@ TEST(SyntheticShopTest, BrowsingRisesBeforePurchases) {
   for (size_t index = 0; index < views.size(); ++index) {
     if (population.truth[index].purchases == 0) continue;
     buyer_views += static_cast<double>(views[index].size());
-    buyer_days += static_cast<double>(population.end_ms - population.truth[index].signup_ms) / kMsPerDay;
+    buyer_days +=
+        static_cast<double>(population.end_ms - population.truth[index].signup_ms) / kMsPerDay;
   }
   double average = buyer_views / buyer_days * 23.0 / 24.0;
   EXPECT_GT(before, 1.5 * average) << "before=" << before << " average=" << average;
@@ -214,7 +216,8 @@ TEST(SyntheticShopTest, DroppedOutUsersFadeAway) {
   // less in the last 30 days than alive buyers.
   std::vector<int64_t> last_month(population.truth.size(), 0);
   for (const GeneratedEvent& event : population.events) {
-    if (event.ts_ms >= population.end_ms - 30 * kMsPerDay) ++last_month[static_cast<size_t>(event.user_index)];
+    if (event.ts_ms >= population.end_ms - 30 * kMsPerDay)
+      ++last_month[static_cast<size_t>(event.user_index)];
   }
   double dead_events = 0;
   double dead_users = 0;
@@ -301,7 +304,8 @@ TEST(SyntheticShopTest, PosteriorFromTheEventsIsCalibratedAndRanksBetweenRecordA
     const double alive = user.alive ? 1.0 : 0.0;
     alive_share += alive / static_cast<double>(users);
     posterior_sum += user.posterior_alive / static_cast<double>(users);
-    brier += (user.posterior_alive - alive) * (user.posterior_alive - alive) / static_cast<double>(users);
+    brier += (user.posterior_alive - alive) * (user.posterior_alive - alive) /
+             static_cast<double>(users);
     realized.push_back(user.realized_spend);
     posterior.push_back(user.posterior_expected_spend);
     expected.push_back(user.expected_spend);
@@ -375,7 +379,8 @@ TEST(SyntheticShopTest, EachProfileLooksLikeItsShopAndKeepsAnExactPosterior) {
     double alive = 0, posterior = 0, expected = 0, posterior_spend = 0;
     for (const auto& user : stats.truth) {
       ASSERT_TRUE(user.finished);
-      ASSERT_TRUE(std::isfinite(user.posterior_alive) && std::isfinite(user.posterior_expected_spend))
+      ASSERT_TRUE(std::isfinite(user.posterior_alive) &&
+                  std::isfinite(user.posterior_expected_spend))
           << profile << " " << user.user_id;
       alive += user.alive ? 1 : 0;
       posterior += user.posterior_alive;

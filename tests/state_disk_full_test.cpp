@@ -5,7 +5,6 @@
 //
 // The disk is a small tmpfs mounted for the test, so it needs root (as CI
 // and the development machines run); elsewhere it skips, but not under CI.
-#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,6 +15,7 @@
 #include <string>
 
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 
 #include "config/config.h"
 #include "state/rocksdb_store.h"
@@ -126,7 +126,6 @@ TEST(StateDiskFull, FailsNamingTheDirectoryAndLosesNoCommit) {
   // And the store goes on where it stopped.
   Status next = store->Commit(BatchNumber(*offset));
   EXPECT_TRUE(next.ok()) << next.message;
-
 }
 
 }  // namespace

@@ -3,19 +3,19 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <chrono>
 #include <limits>
 #include <random>
 #include <thread>
 
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>
+#include <sys/wait.h>
 
 #include "config/config.h"
 #include "state/half.h"
@@ -91,8 +91,8 @@ rc::Gen<UserState> AnyUserState(bool model_state_exact) {
     s.recent_event_ids = *rc::gen::container<std::vector<uint64_t>>(rc::gen::arbitrary<uint64_t>());
     s.fp16 = *rc::gen::arbitrary<bool>();
     if (s.fp16) {
-      s.model_state = *rc::gen::container<std::vector<float>>(
-          model_state_exact ? AnyHalfValue() : AnyFloat());
+      s.model_state =
+          *rc::gen::container<std::vector<float>>(model_state_exact ? AnyHalfValue() : AnyFloat());
     } else {
       s.model_state = *rc::gen::container<std::vector<float>>(AnyFloat());
     }
@@ -121,7 +121,8 @@ UserState TypicalState(uint64_t seed, size_t model_floats) {
   s.stage = Stage::kActive;
   s.clv = 321.0;
   s.partition = static_cast<int32_t>(seed % 8);
-  for (uint64_t i = 0; i < 64; ++i) s.recent_event_ids.push_back((seed + 1) * 0x9e3779b97f4a7c15ull * (i + 1));
+  for (uint64_t i = 0; i < 64; ++i)
+    s.recent_event_ids.push_back((seed + 1) * 0x9e3779b97f4a7c15ull * (i + 1));
   for (size_t i = 0; i < model_floats; ++i) {
     s.model_state.push_back(RoundToFp16(std::sin(static_cast<float>(seed + i))));
   }
@@ -181,7 +182,8 @@ RC_GTEST_PROP(UserStateCodec, GarbageNeverCrashes, ()) {
   std::string bytes = Encoded(*AnyUserState(true));
   const auto flips = *rc::gen::container<std::vector<std::pair<size_t, uint8_t>>>(
       rc::gen::pair(rc::gen::arbitrary<size_t>(), rc::gen::arbitrary<uint8_t>()));
-  for (const auto& [position, value] : flips) bytes[position % bytes.size()] = static_cast<char>(value);
+  for (const auto& [position, value] : flips)
+    bytes[position % bytes.size()] = static_cast<char>(value);
   UserState sentinel;
   sentinel.seq = 777;
   UserState decoded = sentinel;
@@ -214,8 +216,9 @@ TEST(UserStateCodec, ErrorsNameFieldAndOffset) {
   ASSERT_EQ(huge[count_offset], '\0');
   huge.replace(count_offset, 1, "\xff\xff\xff\xff\x0f");  // ~4e9 ids
   EXPECT_FALSE(Decode(huge, &decoded, &error));
-  EXPECT_EQ(error, "user state: bad recent_event_ids at byte offset " + std::to_string(count_offset) +
-                       " of " + std::to_string(huge.size()) + ": count larger than the bytes left");
+  EXPECT_EQ(error, "user state: bad recent_event_ids at byte offset " +
+                       std::to_string(count_offset) + " of " + std::to_string(huge.size()) +
+                       ": count larger than the bytes left");
 
   // Unknown stage value.
   UserState probe;
@@ -297,25 +300,25 @@ TEST(Half, KnownValues) {
       {1.0f, 0x3c00},
       {-2.0f, 0xc000},
       {0.5f, 0x3800},
-      {0.1f, 0x2e66},                        // 0.0999755859375
-      {1.0f / 3.0f, 0x3555},                 // 0.333251953125
-      {65504.0f, 0x7bff},                    // largest finite
-      {65519.0f, 0x7bff},                    // just below the halfway to 65536
-      {65520.0f, 0x7c00},                    // halfway: ties to even = overflow to inf
+      {0.1f, 0x2e66},         // 0.0999755859375
+      {1.0f / 3.0f, 0x3555},  // 0.333251953125
+      {65504.0f, 0x7bff},     // largest finite
+      {65519.0f, 0x7bff},     // just below the halfway to 65536
+      {65520.0f, 0x7c00},     // halfway: ties to even = overflow to inf
       {1e9f, 0x7c00},
       {-1e9f, 0xfc00},
       {inf, 0x7c00},
       {-inf, 0xfc00},
-      {std::ldexp(1.0f, -14), 0x0400},       // smallest normal
-      {std::ldexp(1.0f, -24), 0x0001},       // smallest subnormal
-      {std::ldexp(1023.0f, -24), 0x03ff},    // largest subnormal
-      {std::ldexp(1.0f, -25), 0x0000},       // halfway to the smallest: ties to even = 0
-      {std::ldexp(1.5f, -25), 0x0001},       // above halfway rounds up
-      {std::ldexp(3.0f, -25), 0x0002},       // 1.5 x smallest: tie, to even (2)
-      {std::ldexp(5.0f, -25), 0x0002},       // 2.5 x smallest: tie, to even (2)
-      {std::ldexp(1.0f, -30), 0x0000},       // underflow
-      {1.0f + std::ldexp(1.0f, -11), 0x3c00},        // tie between 0x3c00 and 0x3c01: even
-      {1.0f + std::ldexp(3.0f, -11), 0x3c02},        // tie between 0x3c01 and 0x3c02: even
+      {std::ldexp(1.0f, -14), 0x0400},         // smallest normal
+      {std::ldexp(1.0f, -24), 0x0001},         // smallest subnormal
+      {std::ldexp(1023.0f, -24), 0x03ff},      // largest subnormal
+      {std::ldexp(1.0f, -25), 0x0000},         // halfway to the smallest: ties to even = 0
+      {std::ldexp(1.5f, -25), 0x0001},         // above halfway rounds up
+      {std::ldexp(3.0f, -25), 0x0002},         // 1.5 x smallest: tie, to even (2)
+      {std::ldexp(5.0f, -25), 0x0002},         // 2.5 x smallest: tie, to even (2)
+      {std::ldexp(1.0f, -30), 0x0000},         // underflow
+      {1.0f + std::ldexp(1.0f, -11), 0x3c00},  // tie between 0x3c00 and 0x3c01: even
+      {1.0f + std::ldexp(3.0f, -11), 0x3c02},  // tie between 0x3c01 and 0x3c02: even
       {1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20), 0x3c01},  // just above a tie
       {2047.0f / 1024.0f + std::ldexp(1.0f, -11), 0x4000},             // carry into exponent
   };
@@ -473,11 +476,12 @@ TEST(RocksDbStore, MultiGetWithMissingUsers) {
   auto store = OpenOrDie(OptionsFor(dir));
   ASSERT_TRUE(store);
   CommitBatch batch;
-  for (uint64_t i = 0; i < 50; i += 2) batch.users.push_back({"u" + std::to_string(i), StateWithSeq(i)});
+  for (uint64_t i = 0; i < 50; i += 2)
+    batch.users.push_back({"u" + std::to_string(i), StateWithSeq(i)});
   ASSERT_TRUE(store->Commit(batch).ok());
   std::vector<std::string> ids;
   for (int i = 49; i >= 0; --i) ids.push_back("u" + std::to_string(i));  // unsorted on purpose
-  ids.push_back("u0");  // duplicates are allowed
+  ids.push_back("u0");                                                   // duplicates are allowed
   std::vector<std::optional<UserState>> states;
   ASSERT_TRUE(store->MultiGetUsers(ids, &states).ok());
   ASSERT_EQ(states.size(), ids.size());
@@ -542,7 +546,7 @@ TEST(RocksDbStore, DueTimersOrderLimitPartitionsAndRemoval) {
   ASSERT_TRUE(store);
   CommitBatch batch;
   batch.timers_added = {
-      {1, 300, "c"}, {1, 100, "b"}, {1, 100, "a"}, {1, 200, "d"}, {1, 400, "e"},
+      {1, 300, "c"}, {1, 100, "b"}, {1, 100, "a"},  {1, 200, "d"},     {1, 400, "e"},
       {0, 50, "p0"}, {2, 10, "p2"}, {-1, 5, "neg"}, {1, -20, "early"},
   };
   ASSERT_TRUE(store->Commit(batch).ok());
@@ -613,10 +617,12 @@ TEST(RocksDbStore, SnapshotDoesNotSeeLaterCommits) {
   EXPECT_EQ(a_now->seq, 2u);
   // ForEachUser stops when asked.
   int visited = 0;
-  ASSERT_TRUE(store->Snapshot()->ForEachUser([&](std::string_view, const UserState&) {
-    ++visited;
-    return false;
-  }).ok());
+  ASSERT_TRUE(store->Snapshot()
+                  ->ForEachUser([&](std::string_view, const UserState&) {
+                    ++visited;
+                    return false;
+                  })
+                  .ok());
   EXPECT_EQ(visited, 1);
 }
 
@@ -646,10 +652,12 @@ TEST(RocksDbStore, ReadOnlyOpenWhileNoWriter) {
   ASSERT_TRUE(store->GetOffset("orders", 2, &offset).ok());
   EXPECT_EQ(offset, 77);
   int users = 0;
-  ASSERT_TRUE(store->Snapshot()->ForEachUser([&](std::string_view, const UserState&) {
-    ++users;
-    return true;
-  }).ok());
+  ASSERT_TRUE(store->Snapshot()
+                  ->ForEachUser([&](std::string_view, const UserState&) {
+                    ++users;
+                    return true;
+                  })
+                  .ok());
   EXPECT_EQ(users, 1);
   CommitBatch write;
   write.users = {{"eve", StateWithSeq(1)}};
@@ -682,8 +690,8 @@ TEST(RocksDbStore, NewerSchemaVersionIsRefused) {
   }
   for (bool read_only : {false, true}) {
     std::unique_ptr<StateStore> store;
-    const Status status = read_only ? OpenRocksDbStoreReadOnly(options, &store)
-                                    : OpenRocksDbStore(options, &store);
+    const Status status =
+        read_only ? OpenRocksDbStoreReadOnly(options, &store) : OpenRocksDbStore(options, &store);
     EXPECT_FALSE(status.ok());
     EXPECT_FALSE(store);
     EXPECT_NE(status.message.find(options.dir), std::string::npos) << status.message;
@@ -700,7 +708,8 @@ TEST(RocksDbStore, ApproximateSizes) {
   auto store = OpenOrDie(OptionsFor(dir));
   ASSERT_TRUE(store);
   CommitBatch batch;
-  for (uint64_t i = 0; i < 1000; ++i) batch.users.push_back({"user-" + std::to_string(i), StateWithSeq(i)});
+  for (uint64_t i = 0; i < 1000; ++i)
+    batch.users.push_back({"user-" + std::to_string(i), StateWithSeq(i)});
   ASSERT_TRUE(store->Commit(batch).ok());
   EXPECT_GT(store->ApproximateUsers(), 500u);
   EXPECT_LT(store->ApproximateUsers(), 2000u);
@@ -798,7 +807,8 @@ TEST(RocksDbStore, CommitIsAtomicAcrossProcessKill) {
     ASSERT_TRUE(offset.has_value());
     EXPECT_GE(*offset, 50);
     std::vector<std::string> ids;
-    for (int user = 0; user < kCrashWriterUsers; ++user) ids.push_back("user-" + std::to_string(user));
+    for (int user = 0; user < kCrashWriterUsers; ++user)
+      ids.push_back("user-" + std::to_string(user));
     std::vector<std::optional<UserState>> states;
     ASSERT_TRUE(store->MultiGetUsers(ids, &states).ok());
     for (size_t i = 0; i < ids.size(); ++i) {

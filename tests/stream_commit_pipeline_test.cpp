@@ -2,13 +2,12 @@
 // control) and a real RocksDB store in a temp dir, wrapped to record the
 // order of its writes: a commit is never in the store before its outputs are
 // acknowledged, and commits are written in the order sealed.
-#include "stream/commit_pipeline.h"
+#include <mutex>
 
 #include <gtest/gtest.h>
 
-#include <mutex>
-
 #include "config/config.h"
+#include "stream/commit_pipeline.h"
 #include "tests/fake_sink.h"
 #include "tests/test_support.h"
 
@@ -191,8 +190,7 @@ TEST_F(CommitPipelineTest, AFailedDeliveryIsReportedAndNothingIsWritten) {
   sink_.delivery_error = "scores [2]: topic authorization failed";
   auto status = pipeline_->WriteAcknowledged(0);
   ASSERT_FALSE(status.ok());
-  EXPECT_NE(status.message.find("topic authorization failed"), std::string::npos)
-      << status.message;
+  EXPECT_NE(status.message.find("topic authorization failed"), std::string::npos) << status.message;
   EXPECT_FALSE(store_->StoredOffset().has_value());
   EXPECT_TRUE(written_.empty());
 }

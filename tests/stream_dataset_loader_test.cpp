@@ -3,10 +3,10 @@
 // separate orders while the same file loaded twice is all duplicates; a free
 // order is a purchase worth 0; a negative amount is a refund only where the
 // mapping says so.
-#include <gtest/gtest.h>
-
 #include <filesystem>
 #include <fstream>
+
+#include <gtest/gtest.h>
 
 #include "config/config.h"
 #include "stream/dataset_loader.h"
@@ -71,9 +71,10 @@ TEST(DatasetLoaderTest, TheSameFileTwiceIsAllDuplicatesTheSecondTime) {
   EXPECT_EQ(loaded.stats.events, 4);
   EXPECT_EQ(loaded.stats.duplicates, 8);
   // A row with its own event id keeps it: the id, not the line, decides.
-  auto with_ids = Load({Write(dir, "ids.csv", "event_id,user_id,ts,amount\n"
-                                              "e1,u1,2026-01-02,10\ne1,u1,2026-01-02,10\n"
-                                              ",u1,2026-01-02,10\n")},
+  auto with_ids = Load({Write(dir, "ids.csv",
+                              "event_id,user_id,ts,amount\n"
+                              "e1,u1,2026-01-02,10\ne1,u1,2026-01-02,10\n"
+                              ",u1,2026-01-02,10\n")},
                        OrdersConfig());
   ASSERT_TRUE(with_ids.ok) << with_ids.error;
   EXPECT_EQ(with_ids.stats.events, 2);  // e1 once, the id-less row by its line

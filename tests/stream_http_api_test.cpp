@@ -2,20 +2,21 @@
 // real HTTP client (httplib::Client) on 127.0.0.1, with
 // fake handlers standing in for the service: every status code and JSON error
 // of the API, the token rules, and that abusive clients do not block others.
-#include <arpa/inet.h>
-#include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <memory>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <nlohmann/json.hpp>
+#include <sys/socket.h>
 
 #include "config/config.h"
 #include "connectors/http_server.h"
@@ -50,7 +51,9 @@ struct FakeService {
       top_calls.emplace_back(n, std::string(by));
       return json{{"n", n}, {"by", std::string(by)}, {"users", json::array()}}.dump();
     };
-    handlers.metrics_text = [] { return std::string("# TYPE clv_x_total counter\nclv_x_total 1\n"); };
+    handlers.metrics_text = [] {
+      return std::string("# TYPE clv_x_total counter\nclv_x_total 1\n");
+    };
     handlers.ready = [this] { return ready.load(); };
     handlers.ready_detail = [this] {
       return json{{"ready", ready.load()}, {"partitions_assigned", ready.load()}}.dump();
@@ -75,7 +78,8 @@ class HttpServerTest : public ::testing::Test {
     return client;
   }
   // GET and expect a JSON error with `status`; returns its message.
-  std::string ExpectJsonError(const std::string& path, int status, const httplib::Headers& headers = {}) {
+  std::string ExpectJsonError(const std::string& path, int status,
+                              const httplib::Headers& headers = {}) {
     auto res = NewClient()->Get(path, headers);
     if (!res) {
       ADD_FAILURE() << path << ": no response: " << httplib::to_string(res.error());
@@ -160,8 +164,8 @@ TEST_F(HttpServerTest, TopValidatesNAndBy) {
     EXPECT_EQ(service_.top_calls, (std::vector<std::pair<int, std::string>>{
                                       {100, "clv"}, {1000, "churn_risk"}, {1, "clv"}}));
   }
-  for (const char* bad : {"/top?n=0", "/top?n=1001", "/top?n=-1", "/top?n=abc", "/top?n=", "/top?n=1.5",
-                          "/top?n=99999999999999999999", "/top?n=%2010"}) {
+  for (const char* bad : {"/top?n=0", "/top?n=1001", "/top?n=-1", "/top?n=abc",
+                          "/top?n=", "/top?n=1.5", "/top?n=99999999999999999999", "/top?n=%2010"}) {
     EXPECT_NE(ExpectJsonError(bad, 400).find("parameter n"), std::string::npos) << bad;
   }
   for (const char* bad : {"/top?by=revenue", "/top?n=5&by=", "/top?by=CLV"}) {
@@ -202,7 +206,8 @@ TEST_F(HttpServerTest, DashboardAndSummaryAreServed) {
   EXPECT_NE(res->body.find("/api/summary"), std::string::npos);
   // Self-contained: nothing loaded from elsewhere (no internet on our machines).
   for (const char* external : {"src=", "href=", "<link", "@import", "url("}) {
-    EXPECT_EQ(res->body.find(external), std::string::npos) << "the page loads something: " << external;
+    EXPECT_EQ(res->body.find(external), std::string::npos)
+        << "the page loads something: " << external;
   }
   EXPECT_EQ(res->body, std::string(DashboardHtml()));
   res = NewClient()->Get("/api/summary");
@@ -261,9 +266,11 @@ TEST_F(HttpServerTest, TokenRequiredOnEveryEndpointButThePage) {
   HttpServerOptions options;
   options.token = "s3cret-token";
   StartServer(options);
-  for (const char* path : {"/users/alice", "/top", "/metrics", "/healthz", "/readyz", "/api/summary", "/nope"}) {
+  for (const char* path :
+       {"/users/alice", "/top", "/metrics", "/healthz", "/readyz", "/api/summary", "/nope"}) {
     EXPECT_NE(ExpectJsonError(path, 401).find("missing"), std::string::npos) << path;
-    EXPECT_NE(ExpectJsonError(path, 401, {{"Authorization", "Bearer wrong"}}).find("invalid"), std::string::npos)
+    EXPECT_NE(ExpectJsonError(path, 401, {{"Authorization", "Bearer wrong"}}).find("invalid"),
+              std::string::npos)
         << path;
     ExpectJsonError(path, 401, {{"Authorization", "Bearer s3cret-toke"}});
     ExpectJsonError(path, 401, {{"Authorization", "Bearer s3cret-token2"}});
@@ -278,7 +285,8 @@ TEST_F(HttpServerTest, TokenRequiredOnEveryEndpointButThePage) {
   EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer realm=\"clvstream\"");
 
   for (const char* scheme : {"Bearer ", "bearer "}) {
-    res = NewClient()->Get("/users/alice", {{"Authorization", std::string(scheme) + "s3cret-token"}});
+    res =
+        NewClient()->Get("/users/alice", {{"Authorization", std::string(scheme) + "s3cret-token"}});
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 200) << scheme;
   }
@@ -318,7 +326,9 @@ class RawConnection {
   RawConnection(const RawConnection&) = delete;
   RawConnection& operator=(const RawConnection&) = delete;
   bool connected() const { return connected_; }
-  bool Send(std::string_view bytes) { return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) >= 0; }
+  bool Send(std::string_view bytes) {
+    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) >= 0;
+  }
 
  private:
   int fd_ = -1;

@@ -1,11 +1,11 @@
 // Lifecycle rules on their own: stage transitions, timer due times and the
 // content of each alert kind (what a subscriber of the alerts topic reads).
-#include "stream/lifecycle.h"
+#include <cmath>
 
 #include <gtest/gtest.h>
-
-#include <cmath>
 #include <nlohmann/json.hpp>
+
+#include "stream/lifecycle.h"
 
 namespace clv::stream {
 namespace {
@@ -51,8 +51,7 @@ TEST(Lifecycle, StagesFollowPurchasesAndQuietSpells) {
   // Quiet for twice the user's own 10-day rhythm: at risk; not a day before.
   EXPECT_EQ(NextStage(Stage::kActive, repeat, Churn(0.1), Day(29.9), false, options),
             Stage::kActive);
-  EXPECT_EQ(NextStage(Stage::kActive, repeat, Churn(0.1), Day(30), false, options),
-            Stage::kAtRisk);
+  EXPECT_EQ(NextStage(Stage::kActive, repeat, Churn(0.1), Day(30), false, options), Stage::kAtRisk);
   // Browsing again does not end the risk; only a purchase does.
   Aggregates browsing = repeat;
   browsing.last_event_ms = Day(31);
@@ -132,9 +131,8 @@ TEST(AlertRules, AStageChangeSaysFromWhereToWhere) {
   rules.Decide(Change(Stage::kActive, Stage::kAtRisk, 0.1, 0.2), &alerts);
   ASSERT_EQ(alerts.size(), 1u);
   EXPECT_STREQ(alerts[0].kind, "stage_change");
-  EXPECT_EQ(alerts[0].detail_json,
-            R"({"from":"active","to":"at_risk","seq":7,"event_ts":)" + std::to_string(Day(30)) +
-                "}");
+  EXPECT_EQ(alerts[0].detail_json, R"({"from":"active","to":"at_risk","seq":7,"event_ts":)" +
+                                       std::to_string(Day(30)) + "}");
 }
 
 TEST(AlertRules, ChurnRiskAlertsOnlyWhenCrossingTheThresholdUpwards) {

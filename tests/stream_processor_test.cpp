@@ -3,14 +3,14 @@
 // what a user of several input topics would notice; with a fake sink and a
 // fake scorer, the content of timer re-scores, alerts and scores, and what
 // happens to a non-finite model output.
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <limits>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "config/config.h"
 #include "connectors/kafka.h"
@@ -65,10 +65,12 @@ TEST(Processor, ATopicReadFarAheadOfAnotherMakesNoEventOfTheOtherLate) {
   // A backlog: 90 days of clicks arrive before any order (as when a consumer
   // catches up and one topic's fetches run ahead).
   std::vector<connectors::Message> clicks;
-  for (int64_t day = 0; day < 90; ++day) clicks.push_back(Event("clicks", day, "u1", day, "page_view"));
+  for (int64_t day = 0; day < 90; ++day)
+    clicks.push_back(Event("clicks", day, "u1", day, "page_view"));
   ASSERT_TRUE(processor.ProcessBatch(clicks).ok());
   std::vector<connectors::Message> orders;
-  for (int64_t day = 0; day < 90; day += 10) orders.push_back(Event("orders", day / 10, "u2", day, "purchase"));
+  for (int64_t day = 0; day < 90; day += 10)
+    orders.push_back(Event("orders", day / 10, "u2", day, "purchase"));
   ASSERT_TRUE(processor.ProcessBatch(orders).ok());
   ASSERT_TRUE(processor.Commit().ok());
   EXPECT_EQ(processor.counters().dead_lettered.load(), 0)
@@ -216,11 +218,10 @@ TEST_F(ProcessorOnFakes, TimersReScoreQuietBuyersAsStreamTimePassesTheirDueTime)
 TEST_F(ProcessorOnFakes, AlertsCarryWhatChangedAndTheScore) {
   // Orders every 10 days, the fourth 25 times the usual; then u1 is quiet
   // while another user's event moves stream time past u1's at-risk check.
-  Process({Event("orders", 0, "u1", 0, "purchase", 20),
-           Event("orders", 1, "u1", 10, "purchase", 20),
-           Event("orders", 2, "u1", 20, "purchase", 20),
-           Event("orders", 3, "u1", 30, "purchase", 500),
-           Event("orders", 4, "u2", 80, "page_view")});
+  Process(
+      {Event("orders", 0, "u1", 0, "purchase", 20), Event("orders", 1, "u1", 10, "purchase", 20),
+       Event("orders", 2, "u1", 20, "purchase", 20), Event("orders", 3, "u1", 30, "purchase", 500),
+       Event("orders", 4, "u2", 80, "page_view")});
   auto alerts = Parsed("clv.alerts");
   std::vector<std::string> kinds;
   for (const auto& alert : alerts) kinds.push_back(alert["kind"]);
@@ -228,9 +229,9 @@ TEST_F(ProcessorOnFakes, AlertsCarryWhatChangedAndTheScore) {
                                              "stage_change", "churn_risk"}));
   ASSERT_EQ(alerts.size(), 5u);
   for (const auto& alert : alerts) EXPECT_EQ(alert["user_id"], "u1");
-  EXPECT_EQ(alerts[0]["detail"], nlohmann::json::parse(
-                                     R"({"from":"potential","to":"new","seq":1,"event_ts":)" +
-                                     std::to_string(kStartMs) + "}"));
+  EXPECT_EQ(alerts[0]["detail"],
+            nlohmann::json::parse(R"({"from":"potential","to":"new","seq":1,"event_ts":)" +
+                                  std::to_string(kStartMs) + "}"));
   EXPECT_EQ(alerts[1]["detail"]["from"], "new");
   EXPECT_EQ(alerts[1]["detail"]["to"], "active");
   const auto& anomaly = alerts[2]["detail"];

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,6 +11,8 @@
 #include <sstream>
 #include <system_error>
 #include <thread>
+
+#include <sys/wait.h>
 
 namespace clv::testing {
 

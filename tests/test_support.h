@@ -65,14 +65,14 @@ std::string ReadFile(const std::filesystem::path& path);
 }  // namespace clv::testing
 
 // Skips the test (or fails it under CI=true) when a shared data file is missing.
-#define CLV_REQUIRE_SHARED_DATA(path_expr)                                               \
-  do {                                                                                   \
-    auto clv_required_path_ = (path_expr);                                               \
-    if (!std::filesystem::exists(clv_required_path_)) {                                  \
-      if (::clv::testing::InCi()) {                                                      \
-        FAIL() << "required data file missing under CI: " << clv_required_path_;         \
-      }                                                                                  \
-      GTEST_SKIP() << "data file not found: " << clv_required_path_                      \
-                   << " (clone ../shared beside the repo to run this test)";             \
-    }                                                                                    \
+#define CLV_REQUIRE_SHARED_DATA(path_expr)                                       \
+  do {                                                                           \
+    auto clv_required_path_ = (path_expr);                                       \
+    if (!std::filesystem::exists(clv_required_path_)) {                          \
+      if (::clv::testing::InCi()) {                                              \
+        FAIL() << "required data file missing under CI: " << clv_required_path_; \
+      }                                                                          \
+      GTEST_SKIP() << "data file not found: " << clv_required_path_              \
+                   << " (clone ../shared beside the repo to run this test)";     \
+    }                                                                            \
   } while (0)

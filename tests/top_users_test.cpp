@@ -1,14 +1,14 @@
 // TopUsers and ClvDistribution (stream/top_users.h) against brute force.
 #include "stream/top_users.h"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 namespace clv::stream {
 namespace {
@@ -24,11 +24,14 @@ std::vector<std::string> Ids(const TopSnapshot& snapshot) {
 }
 
 // The true ranking from every user's latest score: best first, ties by id.
-std::vector<std::pair<double, std::string>> BruteForce(const std::map<std::string, TopEntry>& latest, TopBy by) {
+std::vector<std::pair<double, std::string>> BruteForce(
+    const std::map<std::string, TopEntry>& latest, TopBy by) {
   std::vector<std::pair<double, std::string>> ranking;
-  for (const auto& [id, entry] : latest) ranking.emplace_back(by == TopBy::kClv ? entry.clv : entry.churn_risk, id);
-  std::sort(ranking.begin(), ranking.end(),
-            [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+  for (const auto& [id, entry] : latest)
+    ranking.emplace_back(by == TopBy::kClv ? entry.clv : entry.churn_risk, id);
+  std::sort(ranking.begin(), ranking.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
   return ranking;
 }
 
@@ -38,7 +41,8 @@ TEST(TopUsers, RanksByClvAndByChurnRiskWithTiesByUserId) {
   top.Update(Entry("alice", 100, 0.1));
   top.Update(Entry("bob", 50, 0.5));
   top.Update(Entry("dave", 10, 0.9));
-  EXPECT_EQ(Ids(top.Top(10, TopBy::kClv)), (std::vector<std::string>{"alice", "bob", "carol", "dave"}));
+  EXPECT_EQ(Ids(top.Top(10, TopBy::kClv)),
+            (std::vector<std::string>{"alice", "bob", "carol", "dave"}));
   EXPECT_EQ(Ids(top.Top(2, TopBy::kChurnRisk)), (std::vector<std::string>{"carol", "dave"}));
   EXPECT_EQ(top.Top(0, TopBy::kClv).users.size(), 0u);
   EXPECT_EQ(top.Top(10, TopBy::kClv).exact_above, -std::numeric_limits<double>::infinity());
@@ -83,7 +87,8 @@ TEST(TopUsers, ExactWhileEveryUserFits) {
     const auto truth = BruteForce(latest, by);
     const auto snapshot = top.Top(100, by);
     ASSERT_EQ(snapshot.users.size(), 100u);
-    for (size_t i = 0; i < 100; ++i) EXPECT_EQ(snapshot.users[i].user_id, truth[i].second) << "rank " << i + 1;
+    for (size_t i = 0; i < 100; ++i)
+      EXPECT_EQ(snapshot.users[i].user_id, truth[i].second) << "rank " << i + 1;
     EXPECT_EQ(snapshot.exact_above, -std::numeric_limits<double>::infinity());
   }
 }
@@ -111,17 +116,23 @@ TEST(TopUsers, EntriesAboveExactAboveMatchBruteForceWhenTheSetOverflows) {
       const auto truth = BruteForce(latest, by);
       const auto snapshot = top.Top(64, by);
       ASSERT_EQ(snapshot.candidates, 64u);
-      ASSERT_GT(snapshot.exact_above, -std::numeric_limits<double>::infinity()) << "set never overflowed";
+      ASSERT_GT(snapshot.exact_above, -std::numeric_limits<double>::infinity())
+          << "set never overflowed";
       size_t guaranteed = 0;
-      while (guaranteed < truth.size() && truth[guaranteed].first > snapshot.exact_above) ++guaranteed;
+      while (guaranteed < truth.size() && truth[guaranteed].first > snapshot.exact_above)
+        ++guaranteed;
       ASSERT_LE(guaranteed, snapshot.users.size()) << "seed " << seed;
-      EXPECT_GE(guaranteed, 8u) << "seed " << seed << ": too few guaranteed entries to check anything";
+      EXPECT_GE(guaranteed, 8u) << "seed " << seed
+                                << ": too few guaranteed entries to check anything";
       for (size_t i = 0; i < guaranteed; ++i) {
-        EXPECT_EQ(snapshot.users[i].user_id, truth[i].second) << "seed " << seed << " rank " << i + 1;
+        EXPECT_EQ(snapshot.users[i].user_id, truth[i].second)
+            << "seed " << seed << " rank " << i + 1;
       }
       if (guaranteed < snapshot.users.size()) {
-        const double next = by == TopBy::kClv ? snapshot.users[guaranteed].clv : snapshot.users[guaranteed].churn_risk;
-        EXPECT_LE(next, snapshot.exact_above) << "an entry above exact_above was not in the true ranking";
+        const double next = by == TopBy::kClv ? snapshot.users[guaranteed].clv
+                                              : snapshot.users[guaranteed].churn_risk;
+        EXPECT_LE(next, snapshot.exact_above)
+            << "an entry above exact_above was not in the true ranking";
       }
     }
   }
@@ -157,7 +168,9 @@ TEST(TopUsers, ReadersSeeConsistentSnapshotsWhileAWriterUpdates) {
 TEST(TopUsers, JsonAnswerForTheTopEndpoint) {
   TopUsers top;
   top.Update(Entry("alice", 12.5, 0.25, "active"));
-  top.Update(Entry(std::string("bad\xff" "utf8"), 3, 0.5, "new"));
+  top.Update(Entry(std::string("bad\xff"
+                               "utf8"),
+                   3, 0.5, "new"));
   auto json = nlohmann::json::parse(TopUsers::ToJson(top.Top(10, TopBy::kClv)));
   EXPECT_EQ(json["by"], "clv");
   EXPECT_EQ(json["n"], 2);
