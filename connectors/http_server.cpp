@@ -266,7 +266,7 @@ class HttpServerImpl final : public HttpServer {
     route->handler(request, &response);
     for (const auto& [name, value] : response.headers) res.set_header(name, value);
     res.status = response.status;
-    res.set_content(std::move(response.body), response.content_type);
+    res.set_content(response.body, response.content_type);
   }
 
   bool Authorized(const httplib::Request& req) const {
