@@ -9,13 +9,13 @@
 #include "apps/commands.h"
 #include "apps/common.h"
 #include "state/state_store.h"
+#include "stream/live_views.h"
 
 namespace clv::apps {
 
 namespace {
 
 nlohmann::json StateToJson(const std::string& user_id, const state::UserState& s) {
-  const auto& a = s.aggregates;
   nlohmann::json attrs = nlohmann::json::object();
   for (const auto& [key, value] : s.attrs) attrs[key] = value;
   return {
@@ -28,24 +28,7 @@ nlohmann::json StateToJson(const std::string& user_id, const state::UserState& s
       {"score_ts_ms", s.score_ts_ms},
       {"next_timer_ms", s.next_timer_ms},
       {"partition", s.partition},
-      {"aggregates",
-       {{"first_event_ms", a.first_event_ms},
-        {"last_event_ms", a.last_event_ms},
-        {"first_purchase_ms", a.first_purchase_ms},
-        {"last_purchase_ms", a.last_purchase_ms},
-        {"events", a.events},
-        {"purchases", a.purchases},
-        {"purchase_days", a.purchase_days},
-        {"refunds", a.refunds},
-        {"sessions", a.sessions},
-        {"cart_adds", a.cart_adds},
-        {"views", a.views},
-        {"monetary_total", a.monetary_total},
-        {"purchase_value_sum", a.purchase_value_sum},
-        {"ewma_gap_days", a.ewma_gap_days},
-        {"sessions_since_purchase", a.sessions_since_purchase},
-        {"session_days_after_purchase", a.session_days_after_purchase},
-        {"recent_sessions", a.recent_sessions}}},
+      {"aggregates", nlohmann::json::parse(stream::AggregatesJson(s.aggregates))},
       {"recent_event_ids", s.recent_event_ids.size()},
       {"model_state_floats", s.model_state.size()},
       {"model_state_fp16", s.fp16},

@@ -153,14 +153,7 @@ std::string LiveViews::AlertsJson(size_t n) const {
   return Dump(out);
 }
 
-std::string UserJson(std::string_view user_id, const state::UserState& s,
-                     const std::optional<std::string>& last_score_json,
-                     const config::LifecycleOptions& lifecycle, std::string_view model_version) {
-  models::Score score;
-  score.clv = s.clv;
-  score.p_purchase = s.p_purchase;
-  score.churn_risk = s.churn_risk;
-  const auto& a = s.aggregates;
+std::string AggregatesJson(const state::Aggregates& a) {
   Json aggregates = {
       {"first_event_ms", a.first_event_ms},
       {"last_event_ms", a.last_event_ms},
@@ -181,6 +174,18 @@ std::string UserJson(std::string_view user_id, const state::UserState& s,
       {"session_days_after_purchase", a.session_days_after_purchase},
       {"recent_sessions", a.recent_sessions},
   };
+  return Dump(aggregates);
+}
+
+std::string UserJson(std::string_view user_id, const state::UserState& s,
+                     const std::optional<std::string>& last_score_json,
+                     const config::LifecycleOptions& lifecycle, std::string_view model_version) {
+  models::Score score;
+  score.clv = s.clv;
+  score.p_purchase = s.p_purchase;
+  score.churn_risk = s.churn_risk;
+  Json aggregates = Json::parse(AggregatesJson(s.aggregates));
+
   Json attrs = Json::object();
   for (const auto& [key, value] : s.attrs) attrs[key] = value;
   Json json = {
@@ -190,7 +195,7 @@ std::string UserJson(std::string_view user_id, const state::UserState& s,
       {"p_purchase", s.p_purchase},
       {"churn_risk", s.churn_risk},
       {"stage", state::StageName(s.stage)},
-      {"segment", Segment(a, score, lifecycle)},
+      {"segment", Segment(s.aggregates, score, lifecycle)},
       {"score_ts_ms", s.score_ts_ms},
       {"aggregates", std::move(aggregates)},
       {"attrs", std::move(attrs)},

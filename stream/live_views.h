@@ -95,6 +95,10 @@ class LiveViews {
   std::deque<Alert> alerts_;  // newest at the back
 };
 
+// A user's aggregates as a JSON object (the one field list of /users/{id}
+// and `clv inspect`).
+std::string AggregatesJson(const state::Aggregates& aggregates);
+
 // The /users/{id} answer: user_id, seq, clv, p_purchase, churn_risk, stage,
 // segment, score_ts_ms (event time of the last committed score), aggregates,
 // attrs, next_timer_ms, partition, model, and top_factors + last_score when
