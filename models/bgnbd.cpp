@@ -239,19 +239,38 @@ double ExpectedPurchasesGivenAlive(double k, double beta, double a, double u) {
   // of a one-day history, or alpha of minutes) the sum stops early: a finite
   // lower bound.
   constexpr long kMaxTerms = 2'000'000;
-  for (long m = 1; m < kMaxTerms; ++m) {
-    const double term = pmf * partial;
-    sum += term;
-    const double md = static_cast<double>(m);
-    const double ratio = (k + md) / (md + 1) * z;  // P(N = m+1) / P(N = m)
+  // One division per term: the two ratios share the reciprocal of the
+  // product of their denominators (beta + a < 1e100 keeps that product far
+  // from overflow; beyond, two divisions).
+  const bool shared_reciprocal = beta + a < 1e100;
+  constexpr int kBlock = 8;  // terms between convergence checks and rescales
+  for (long m = 1; m < kMaxTerms; m += kBlock) {
+    double term = 0, ratio = 0;
+    for (int i = 0; i < kBlock; ++i) {
+      const double md = static_cast<double>(m + i);
+      term = pmf * partial;
+      sum += term;
+      const double pmf_denominator = md + 1;
+      const double w_denominator = beta + a + md - 1;
+      double w_ratio = 0;
+      if (shared_reciprocal) {
+        const double reciprocal = 1 / (pmf_denominator * w_denominator);
+        ratio = (k + md) * z * w_denominator * reciprocal;  // P(N = m+1) / P(N = m)
+        w_ratio = (beta + md - 1) * pmf_denominator * reciprocal;
+      } else {
+        ratio = (k + md) / pmf_denominator * z;
+        w_ratio = (beta + md - 1) / w_denominator;
+      }
+      w *= w_ratio;
+      partial += w;
+      pmf *= ratio;
+    }
     // Later terms shrink at least by q = max(ratio, z) (1 + 1/m) each: the
     // pmf ratio tends monotonically to z, and S_{m+1} / S_m <= 1 + 1/m
     // because w is non-increasing.
-    const double q = std::max(ratio, z) * (1 + 1 / md);
+    const double last = static_cast<double>(m + kBlock - 1);
+    const double q = std::max(ratio, z) * (1 + 1 / last);
     if (q < 1 && term * q / (1 - q) <= kRelative * sum) break;
-    w *= (beta + md - 1) / (beta + a + md - 1);
-    partial += w;
-    pmf *= ratio;
     if (pmf > 1e200) {  // rescale; what was summed before is negligible if it underflows
       pmf *= 1e-200;
       sum *= 1e-200;
@@ -512,13 +531,19 @@ double BgNbdConditionalExpectedPurchasesByQuadrature(const BgNbdParams& p, doubl
   return BgNbdProbabilityAlive(p, x, t_x, T) * sum * h / 3;
 }
 
-double BgNbdConditionalExpectedPurchases(const BgNbdParams& p, double x, double t_x, double T,
-                                         double t) {
+double BgNbdConditionalExpectedPurchasesIfAlive(const BgNbdParams& p, double x, double T,
+                                                double t) {
   if (!(t > 0)) return 0;
   x = std::max(0.0, x);
   T = std::max(0.0, T);
-  const double given_alive = ExpectedPurchasesGivenAlive(p.r + x, p.b + x, p.a, t / (p.alpha + T));
-  return BgNbdProbabilityAlive(p, x, t_x, T) * given_alive;
+  return ExpectedPurchasesGivenAlive(p.r + x, p.b + x, p.a, t / (p.alpha + T));
+}
+
+double BgNbdConditionalExpectedPurchases(const BgNbdParams& p, double x, double t_x, double T,
+                                         double t) {
+  if (!(t > 0)) return 0;
+  const double given_alive = BgNbdConditionalExpectedPurchasesIfAlive(p, x, T, t);
+  return BgNbdProbabilityAlive(p, std::max(0.0, x), t_x, std::max(0.0, T)) * given_alive;
 }
 
 double BgNbdProbabilityAnyPurchase(const BgNbdParams& p, double x, double t_x, double T, double t) {

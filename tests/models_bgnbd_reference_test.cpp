@@ -162,6 +162,48 @@ TEST(BgNbdReference, ConditionalExpectationAndAliveAgreeTo1e8OverTheWholeGrid) {
       checked, skipped, worst_expected, worst_case.c_str(), worst_alive);
 }
 
+// Fitted shop models live here (a ~0.1..5, b ~0.1..1e3, histories of up
+// to a few hundred purchases, a next to 1 where the closed form has its
+// pole), denser than the wide grid above.
+std::vector<Case> ModerateGrid() {
+  std::vector<Case> cases;
+  std::mt19937_64 rng(20261201);
+  while (cases.size() < 400) {
+    Case c;
+    c.r = LogUniform(rng, 0.05, 5);
+    c.alpha = LogUniform(rng, 0.5, 100);
+    // Half of the points next to the closed form's pole at a = 1.
+    c.a = cases.size() % 2 == 0 ? LogUniform(rng, 0.05, 20)
+                                : 1 + std::uniform_real_distribution<double>(-0.08, 0.08)(rng);
+    c.b = LogUniform(rng, 0.05, 1e3);
+    c.x = std::uniform_int_distribution<int>(0, 2)(rng) == 0 ? 0
+                                                             : std::floor(LogUniform(rng, 1, 300));
+    c.T = LogUniform(rng, 0.1, 520);
+    c.t_x = c.x > 0 ? c.T * std::uniform_real_distribution<double>(0, 1)(rng) : 0;
+    c.t = LogUniform(rng, 0.1, 260);
+    if (ReferenceTerms(c) > 60'000) continue;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+TEST(BgNbdReference, FittedModelRegionAgreesWithTheReference) {
+  double worst = 0;
+  std::string worst_case;
+  for (const Case& c : ModerateGrid()) {
+    if (std::abs(c.a - 1) < 1e-6) continue;
+    const BgNbdParams p{c.r, c.alpha, c.a, c.b};
+    const double expected = BgNbdConditionalExpectedPurchases(p, c.x, c.t_x, c.T, c.t);
+    const double error = RelativeError(expected, ReferenceExpected(c));
+    EXPECT_LE(error, 1e-8) << Describe(c) << " ours " << expected;
+    if (error > worst) {
+      worst = error;
+      worst_case = Describe(c);
+    }
+  }
+  std::printf("fitted-model region: worst relative error %.2e (%s)\n", worst, worst_case.c_str());
+}
+
 TEST(BgNbdReference, LongHorizonForAYoungCustomerAgreesWithTheReference) {
   // The slowest corner for both series (z = t / (alpha + T + t) near 1):
   // acquired a day ago, asked for five years, small r (k < 1).
