@@ -413,8 +413,18 @@ Score BaselineScorer::ScoreAt(const History& history, int64_t now_ms) const {
   const double horizon_weeks = horizon_days_ / 7.0;
   const BgNbdParams& p = model_.bgnbd;
   Score score;
-  score.expected_purchases =
-      BgNbdConditionalExpectedPurchases(p, customer.x, customer.t_x, customer.T, horizon_weeks);
+  // The series behind E[X | alive] depends on x and T only: computed once
+  // here and reused for the recency and monetary factors below (the same
+  // expressions as ClvOf, so the same bits).
+  const double if_alive =
+      BgNbdConditionalExpectedPurchasesIfAlive(p, customer.x, customer.T, horizon_weeks);
+  auto expected_purchases_at = [&](double t_x) {
+    if (!(horizon_weeks > 0)) return 0.0;
+    return BgNbdProbabilityAlive(p, std::max(0.0, customer.x), t_x, std::max(0.0, customer.T)) *
+           if_alive;
+  };
+  const double expected_purchases = expected_purchases_at(customer.t_x);
+  score.expected_purchases = expected_purchases;
   score.expected_order_value =
       GammaGammaConditionalExpectedValue(model_.gamma_gamma, customer.x, customer.monetary);
   score.clv = score.expected_purchases * score.expected_order_value;
@@ -439,9 +449,12 @@ Score BaselineScorer::ScoreAt(const History& history, int64_t now_ms) const {
   };
   std::array<Candidate, 4> candidates{};
   {
-    RfmSummary c = customer;  // recency at the mean, tenure kept
-    c.t_x = std::clamp(customer.T - ref.recency_weeks, 0.0, customer.T);
-    candidates[0] = {"recency", score.clv - ClvOf(c)};
+    // Recency at the mean, tenure kept: ClvOf(c) with c.t_x changed.
+    const double t_x = std::clamp(customer.T - ref.recency_weeks, 0.0, customer.T);
+    candidates[0] = {"recency",
+                     score.clv - expected_purchases_at(t_x) *
+                                     GammaGammaConditionalExpectedValue(
+                                         model_.gamma_gamma, customer.x, customer.monetary)};
   }
   {
     RfmSummary c = customer;  // frequency at the mean
@@ -450,9 +463,10 @@ Score BaselineScorer::ScoreAt(const History& history, int64_t now_ms) const {
     candidates[1] = {"frequency", score.clv - ClvOf(c)};
   }
   {
-    RfmSummary c = customer;  // monetary at the mean
-    c.monetary = ref.monetary;
-    candidates[2] = {"monetary", score.clv - ClvOf(c)};
+    // Monetary at the mean: ClvOf(c) with c.monetary changed.
+    candidates[2] = {"monetary", score.clv - expected_purchases *
+                                                 GammaGammaConditionalExpectedValue(
+                                                     model_.gamma_gamma, customer.x, ref.monetary)};
   }
   {
     RfmSummary c = customer;  // tenure at the mean, recency kept

@@ -123,9 +123,14 @@ double ExpectedPurchasesGivenAlive(double k, double beta, double a, double u);
 
 // E[X(t)]: expected purchases in (0, t] of a customer just acquired at 0.
 double BgNbdExpectedPurchases(const BgNbdParams& params, double t);
-// E[X(T, T + t) | x, t_x, T]: expected purchases in the next t weeks.
+// E[X(T, T + t) | x, t_x, T]: expected purchases in the next t weeks. It is
+// P(alive | x, t_x, T) times the next one, which does not depend on t_x.
 double BgNbdConditionalExpectedPurchases(const BgNbdParams& params, double x, double t_x, double T,
                                          double t);
+// E[X(T, T + t) | x, T, alive at T]: the expensive part (a series), to reuse
+// when only t_x changes.
+double BgNbdConditionalExpectedPurchasesIfAlive(const BgNbdParams& params, double x, double T,
+                                                double t);
 // Same, by numeric integration over the posterior of the drop-out
 // probability (independent of the series; a cross-check in tests, for
 // moderate parameters only: Simpson's rule, ~1e-6).

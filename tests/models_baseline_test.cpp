@@ -4,6 +4,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -490,6 +491,56 @@ TEST(BaselineScorer, StepScoresTheUpdatedHistoryAtTheEventTime) {
     if (std::string(f.name.data()) == "frequency") frequency_positive = f.contribution > 0;
   }
   EXPECT_TRUE(frequency_positive);
+}
+
+// Each factor is clv minus the clv with that one input at the population
+// mean (ExpectedClv on the changed summary), to the float it is sent as:
+// the scorer reuses the E[X | alive] series where only t_x or m_x change.
+TEST(BaselineScorer, EachFactorIsTheClvWithThatInputAtTheMean) {
+  const BaselineModel model = PaperModel();
+  BaselineScorer scorer(model, 365);
+  const double h = 365.0 / 7;
+  const ReferenceCustomer& ref = model.reference;
+  const int64_t t0 = DateToMs(2024, 1, 1);
+  std::mt19937_64 rng(11);
+  for (int n = 0; n < 200; ++n) {
+    History history;
+    const int purchases = 1 + static_cast<int>(rng() % 12);
+    int64_t at = t0;
+    for (int i = 0; i < purchases; ++i) {
+      at += static_cast<int64_t>(rng() % (40 * kMsPerDay));
+      UpdateHistory(history, Purchase(at, 5 + static_cast<double>(rng() % 400)));
+    }
+    const int64_t now = at + static_cast<int64_t>(rng() % (200 * kMsPerDay));
+    RescoreInput input{&history, now, nullptr};
+    Score out;
+    scorer.Rescore({&input, 1}, {&out, 1});
+    const RfmSummary c = SummaryFromHistory(history, now);
+    RfmSummary recency = c, frequency = c, monetary = c, tenure = c;
+    recency.t_x = std::clamp(c.T - ref.recency_weeks, 0.0, c.T);
+    frequency.x = ref.frequency;
+    if (c.x <= 0) frequency.monetary = ref.monetary;
+    monetary.monetary = ref.monetary;
+    tenure.T = std::max(ref.tenure_weeks, 0.0);
+    tenure.t_x = std::clamp(tenure.T - (c.T - c.t_x), 0.0, tenure.T);
+    const double clv = out.clv;
+    auto factor = [&](const char* name, const RfmSummary& changed) {
+      return std::pair<std::string, double>(
+          name, clv - ExpectedClv(model.bgnbd, model.gamma_gamma, changed, h));
+    };
+    // In the scorer's order of candidates; the three largest in magnitude win.
+    std::vector<std::pair<std::string, double>> expected = {
+        factor("recency", recency), factor("frequency", frequency), factor("monetary", monetary),
+        factor("tenure", tenure)};
+    std::stable_sort(expected.begin(), expected.end(), [](const auto& l, const auto& r) {
+      return std::abs(l.second) > std::abs(r.second);
+    });
+    for (size_t i = 0; i < out.top_factors.size(); ++i) {
+      EXPECT_EQ(out.top_factors[i].name.data(), expected[i].first) << "case " << n;
+      EXPECT_EQ(out.top_factors[i].contribution, static_cast<float>(expected[i].second))
+          << expected[i].first << " case " << n;
+    }
+  }
 }
 
 TEST(BaselineScorer, IsDeterministic) {
