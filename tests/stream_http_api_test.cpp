@@ -230,13 +230,17 @@ TEST_F(HttpServerTest, UnknownPathIs404AndWritesAre405) {
   results.push_back(client->Delete("/users/alice"));
   results.push_back(client->Patch("/metrics", "x", "text/plain"));
   results.push_back(client->Options("/healthz"));
-  results.push_back(client->Post("/nope", std::string(100000, 'b'), "text/plain"));
   for (auto& res : results) {
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 405) << res->body;
     EXPECT_EQ(res->get_header_value("Allow"), "GET, HEAD");
     EXPECT_EQ(json::parse(res->body)["status"], 405);
   }
+  // A body over the limit is refused before routing.
+  auto big = client->Post("/nope", std::string(100000, 'b'), "text/plain");
+  ASSERT_TRUE(big) << httplib::to_string(big.error());
+  EXPECT_EQ(big->status, 413) << big->body;
+  EXPECT_EQ(json::parse(big->body)["status"], 413);
   std::lock_guard lock(service_.mutex);
   EXPECT_TRUE(service_.user_ids_seen.empty());
 }
@@ -298,7 +302,7 @@ TEST_F(HttpServerTest, TokenRequiredOnEveryEndpointButThePage) {
 
 TEST_F(HttpServerTest, OversizedRequestsGetJsonErrors) {
   StartServer();
-  // Request target over cpp-httplib's 8 KiB limit.
+  // Request line over the server's 8 KiB limit (kMaxHeaderBytes).
   auto res = NewClient()->Get("/users/" + std::string(9000, 'x'));
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 414);
@@ -341,7 +345,7 @@ TEST_F(HttpServerTest, StalledClientsDoNotBlockOthersWhileThreadsRemain) {
   options.read_timeout_ms = 60000;  // the stalled clients stay for the whole test
   StartServer(options);
   // Two clients that start a request and never finish it, one that never
-  // sends anything: they hold up to three of the four workers.
+  // sends anything: they hold connections, never a handler thread.
   RawConnection half_line(server_->port()), half_headers(server_->port()), silent(server_->port());
   ASSERT_TRUE(half_line.connected() && half_headers.connected() && silent.connected());
   ASSERT_TRUE(half_line.Send("GET /heal"));
@@ -359,8 +363,8 @@ TEST_F(HttpServerTest, StalledClientsAreDroppedAfterTheReadTimeout) {
   options.threads = 2;
   options.read_timeout_ms = 200;
   StartServer(options);
-  // More stalled connections than worker threads: every worker is taken and
-  // more wait behind them, until the read timeout frees the workers.
+  // More stalled connections than handler threads: they only hold
+  // connections, which the read timeout closes.
   std::vector<std::unique_ptr<RawConnection>> stalled;
   for (int i = 0; i < 5; ++i) {
     stalled.push_back(std::make_unique<RawConnection>(server_->port()));
