@@ -10,7 +10,14 @@
 // Decisions a user may notice (also in the header of tests/decoder_test.cpp):
 //  * user_id may be a JSON integer (real exports such as CDNOW use numeric
 //    customer ids); it becomes its decimal string, so 42 and "42" are the same
-//    user. A non-integral number is rejected.
+//    user. A non-integral number (1.5, 1e3) is rejected. String or number,
+//    the id must then pass the one user-id rule (common/user_id.h): 1..256
+//    bytes, no control characters, not only whitespace; HTTP /users/{id}
+//    applies the same rule.
+//  * amount may be a JSON number or a numeric string ("12.5", as CSV exports
+//    and some shop APIs write it): a strict decimal (optional '-', digits,
+//    fraction, exponent; surrounding spaces ignored), no "NaN", "Infinity",
+//    hex, '+' or thousands separators.
 //  * event_id may be a string or an integer (same decimal rule); the id hash
 //    is StableHash64 of that text. Without an event_id the hash covers the
 //    whole message bytes, so only a byte-identical re-send is a duplicate.
@@ -44,6 +51,7 @@
 #include <string>
 
 #include "common/time.h"
+#include "common/user_id.h"
 #include "config/config.h"
 #include "stream/event.h"
 
@@ -54,7 +62,6 @@ namespace {
 using simdjson::dom::element;
 using simdjson::dom::element_type;
 
-constexpr size_t kMaxUserIdBytes = 256;
 constexpr size_t kMaxIdBytes = 256;  // event_id, order_id, product_id, session_id
 constexpr size_t kMaxCategoryBytes = 256;
 constexpr size_t kMaxCurrencyBytes = 16;
@@ -721,8 +728,13 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
 
   // user_id
   if (!has(Field::kUserId)) return Fail(reason, Field::kUserId, "missing (required)");
-  if (!ReadIdText(Field::kUserId, kMaxUserIdBytes, &event->user_id, reason)) return false;
-  if (event->user_id.empty()) return Fail(reason, Field::kUserId, "must not be empty");
+  // The length limit is part of the user-id rule (common/user_id.h), checked there.
+  if (!ReadIdText(Field::kUserId, std::numeric_limits<size_t>::max(), &event->user_id, reason)) {
+    return false;
+  }
+  if (std::string why = UserIdProblem(event->user_id); !why.empty()) {
+    return Fail(reason, Field::kUserId, why);
+  }
 
   // type
   if (has(Field::kType)) {

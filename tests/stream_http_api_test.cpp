@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -20,6 +21,8 @@
 
 #include "config/config.h"
 #include "connectors/http_server.h"
+#include "stream/decoder.h"
+#include "stream/event.h"
 #include "stream/http_api.h"
 
 namespace clv::connectors {
@@ -145,6 +148,59 @@ TEST_F(HttpServerTest, MalformedUserIdsAre400) {
   std::lock_guard lock(service_.mutex);
   ASSERT_EQ(service_.user_ids_seen.size(), 1u);
   EXPECT_EQ(service_.user_ids_seen[0], std::string(255, 'u') + "A");
+}
+
+// "%XX" for every byte but unreserved ones (RFC 3986), as a client would.
+std::string PercentEncode(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (char c : text) {
+    auto byte = static_cast<unsigned char>(c);
+    if (std::isalnum(byte) != 0 || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += c;
+    } else {
+      out += '%';
+      out += kHex[byte >> 4];
+      out += kHex[byte & 15];
+    }
+  }
+  return out;
+}
+
+// One user-id rule (common/user_id.h): every id the stream decoder accepts
+// can be read through /users/{id} (percent-encoded), and every id it refuses
+// is refused by HTTP too, for the same reason.
+TEST_F(HttpServerTest, EveryUserIdTheStreamAcceptsIsReadable) {
+  StartServer();
+  stream::Decoder decoder({}, {});
+  stream::Event event;
+  std::string reason;
+  auto message = [](const std::string& id) {
+    return json{{"user_id", id}, {"type", "search"}, {"ts", 1767225600}}.dump();
+  };
+  const std::vector<std::string> accepted = {
+      "jane doe",   " padded ",         "caf\xc3\xa9 \xe5\x8c\x97\xe4\xba\xac",
+      "a/b",        "50%off",           "what?is=this&x",
+      "#hash+plus", "\xf0\x9f\x9b\x92", std::string(256, 'q')};
+  for (const std::string& id : accepted) {
+    ASSERT_TRUE(decoder.Decode(message(id), 1767225600000, &event, &reason)) << id << reason;
+    auto res = NewClient()->Get("/users/" + PercentEncode(event.user_id));
+    ASSERT_TRUE(res) << id;
+    EXPECT_EQ(res->status, 200) << id << " -> " << res->body;
+    EXPECT_EQ(json::parse(res->body)["user_id"], id);
+  }
+  const std::vector<std::string> refused = {"a\nb",    "\ttab",      "   ", "\xc2\xa0",
+                                            "del\x7f", "c1\xc2\x85", "",    std::string(257, 'q')};
+  for (const std::string& id : refused) {
+    ASSERT_FALSE(decoder.Decode(message(id), 1767225600000, &event, &reason)) << id;
+    const std::string rule = reason.substr(reason.find(": ") + 2);
+    const std::string error = ExpectJsonError("/users/" + PercentEncode(id), 400);
+    EXPECT_NE(error.find(rule), std::string::npos) << "stream: " << reason << "; http: " << error;
+  }
+  // Invalid UTF-8 cannot come through JSON; HTTP refuses it too.
+  EXPECT_NE(ExpectJsonError("/users/a%FFb", 400).find("UTF-8"), std::string::npos);
+  std::lock_guard lock(service_.mutex);
+  EXPECT_EQ(service_.user_ids_seen, accepted);
 }
 
 TEST_F(HttpServerTest, TopValidatesNAndBy) {
