@@ -18,6 +18,8 @@
 //    and some shop APIs write it): a strict decimal (optional '-', digits,
 //    fraction, exponent; surrounding spaces ignored), no "NaN", "Infinity",
 //    hex, '+' or thousands separators.
+//  * NaN, Infinity and -Infinity tokens are not JSON: the reason says so and
+//    gives the byte offset, instead of simdjson's generic parse error.
 //  * event_id may be a string or an integer (same decimal rule); the id hash
 //    is StableHash64 of that text. Without an event_id the hash covers the
 //    whole message bytes, so only a byte-identical re-send is a duplicate.
@@ -207,6 +209,46 @@ bool ParseNumericString(std::string_view text, double* value) {
   }
   *value = parsed;
   return true;
+}
+
+// A NaN or Infinity token (any case, "inf" too, with an optional sign) outside
+// JSON strings: what Python's json.dumps and printf("%f") write for
+// non-finite floats. Sets the token as written and its 0-based byte offset.
+bool FindNonFiniteToken(std::string_view bytes, std::string_view* token, size_t* offset) {
+  auto is_letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  bool in_string = false;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    const char c = bytes[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      continue;
+    }
+    const bool signed_word =
+        (c == '-' || c == '+') && i + 1 < bytes.size() && is_letter(bytes[i + 1]);
+    if (!is_letter(c) && !signed_word) continue;
+    size_t end = signed_word ? i + 1 : i;
+    while (end < bytes.size() && is_letter(bytes[end])) ++end;
+    const std::string_view word = bytes.substr(i, end - i);
+    std::string lower;
+    for (char w : word.substr(signed_word ? 1 : 0)) {
+      lower += static_cast<char>(w >= 'A' && w <= 'Z' ? w + 32 : w);
+    }
+    if (lower == "nan" || lower == "inf" || lower == "infinity") {
+      *token = word;
+      *offset = i;
+      return true;
+    }
+    i = end - 1;
+  }
+  return false;
 }
 
 // ------------------------------------------------------------------- time --
@@ -702,7 +744,17 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
   element root;
   if (auto error = parser.parse(padded.get(), bytes.size(), false).get(root); error) {
     reason->assign("not valid JSON: ");
-    reason->append(simdjson::error_message(error));
+    std::string_view token;
+    size_t offset = 0;
+    if (FindNonFiniteToken(bytes, &token, &offset)) {
+      reason->append("non-finite number ");
+      AppendSnippet(*reason, token);
+      reason->append(" at byte ");
+      AppendInt(*reason, offset);
+      reason->append(" (JSON has no NaN or Infinity: send null or leave the field out)");
+    } else {
+      reason->append(simdjson::error_message(error));
+    }
     return false;
   }
   simdjson::dom::object object;

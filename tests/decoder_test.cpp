@@ -593,6 +593,28 @@ TEST(DecoderTest, NumericIdsAndNumericStringAmountsAreNormalised) {
   }
 }
 
+// NaN / Infinity are not JSON; the reason says so and where, rather than
+// the parser's generic error.
+TEST(DecoderTest, NonFiniteNumbersAreNamedWithTheirOffset) {
+  for (std::string token : {"NaN", "Infinity", "-Infinity", "nan", "-inf"}) {
+    const std::string bytes =
+        R"({"user_id":"u","type":"purchase","ts":1767225600,"amount":)" + token + "}";
+    auto result = DecodeDefault(bytes);
+    EXPECT_FALSE(result.ok) << token;
+    const std::string want = "not valid JSON: non-finite number '" + token + "' at byte " +
+                             std::to_string(bytes.find(token));
+    EXPECT_NE(result.reason.find(want), std::string::npos) << result.reason;
+  }
+  // Inside strings they are text: a product named NaN is fine, and other
+  // syntax errors keep the parser's message.
+  EXPECT_TRUE(
+      DecodeDefault(R"({"user_id":"NaN","type":"search","ts":1767225600,"category":"Infinity"})")
+          .ok);
+  auto other = DecodeDefault(R"({"user_id":"NaN","type":"search","ts":1767225600,"x":tru})");
+  EXPECT_FALSE(other.ok);
+  EXPECT_EQ(other.reason.find("non-finite"), std::string::npos) << other.reason;
+}
+
 // -------------------------------------------------------------- property --
 
 RC_GTEST_PROP(DecoderProperty, RandomBytesNeverCrashAndAlwaysExplainRejection,
