@@ -1,6 +1,8 @@
 // clv replay FILE --topic T: sends a JSONL or CSV/whitespace file to a topic,
 // one message per row (CSV rows become JSON objects keyed by column name, so
 // the config's field mapping applies), keyed by the mapped user id field.
+// With --format auto (the default) JSONL and tables are told apart by the
+// file's content, so "events.txt" holding JSON lines replays as JSONL.
 #include <chrono>
 #include <cstdio>
 
@@ -25,7 +27,8 @@ void AddReplayCommand(CLI::App& root, int* exit_code) {
   };
   auto flags = std::make_shared<Flags>();
   AddConfigFlags(*cmd, flags->config);
-  cmd->add_option("files", flags->files, "Event files (.jsonl, .csv, .tsv, or whitespace tables)")
+  cmd->add_option("files", flags->files,
+                  "Event files: JSON lines, or CSV/TSV/whitespace tables (told by content)")
       ->required();
   cmd->add_option("--topic", flags->topic, "Target topic (default: the first kafka.input_topics)");
   cmd->add_option("--bootstrap", flags->bootstrap,
@@ -61,25 +64,10 @@ void AddReplayCommand(CLI::App& root, int* exit_code) {
     auto started = std::chrono::steady_clock::now();
     int64_t total = 0;
     for (const auto& file : flags->files) {
-      connectors::CsvOptions csv;
-      csv.columns = flags->columns.empty() ? config.mapping.csv_columns : flags->columns;
-      csv.header = flags->columns.empty() ? config.mapping.csv_header : false;
-      csv.string_columns = {config.mapping.user_id_field, config.mapping.event_id_field};
-      if (config.mapping.ts_format.find('%') != std::string::npos) {
-        csv.string_columns.insert(config.mapping.ts_field);
-      }
+      // JSONL or a table is told by content (first non-blank '{'), not by name.
       std::string format = flags->format;
-      const auto& delimiter = config.mapping.csv_delimiter;
-      if (format == "ws" || (format == "auto" && delimiter == "whitespace")) {
-        format = "csv";
-        csv.delimiter = ' ';
-      } else if (format == "auto" && delimiter == "tab") {
-        format = "csv";
-        csv.delimiter = '\t';
-      } else if (format == "auto" && delimiter == ",") {
-        format = "csv";
-        csv.delimiter = ',';
-      }
+      const connectors::CsvOptions csv =
+          connectors::CsvOptionsFor(config.mapping, flags->columns, &format);
       std::unique_ptr<connectors::EventFileReader> reader;
       status = connectors::EventFileReader::Open(file, format, csv, &reader);
       if (!status.ok()) {

@@ -404,9 +404,11 @@ const std::vector<Option>& OptionTable() {
       {.key = "mapping.csv_delimiter",
        .access = MemberOf<&Config::mapping, &MappingOptions::csv_delimiter>,
        .description = "CSV input (clv replay, clv train): column separator. \"auto\" (by file "
-                      "extension: .csv \",\", .tsv \"tab\", anything else \"whitespace\"), "
-                      "\",\", \"tab\", or \"whitespace\" (runs of spaces/tabs, leading ones "
-                      "ignored, as in CDNOW).",
+                      "extension: .csv \",\", .tsv \"tab\", other names \",\" when the first "
+                      "line holds a comma, else \"whitespace\"), \",\", \"tab\", or "
+                      "\"whitespace\" (runs of spaces/tabs, leading ones ignored, as in CDNOW). "
+                      "Whether a file is JSONL or a table is told by its content either way (a "
+                      "first non-blank '{' is JSONL).",
        .choices = {"auto", ",", "tab", "whitespace"}},
       {.key = "mapping.csv_header",
        .access = MemberOf<&Config::mapping, &MappingOptions::csv_header>,

@@ -7,10 +7,35 @@
 
 #include <nlohmann/json.hpp>
 
+#include "config/config.h"
+
 namespace clv::connectors {
 namespace {
 
 enum class FileFormat { kJsonl, kCsv };
+
+constexpr std::string_view kUtf8Bom = "\xEF\xBB\xBF";
+
+// Looks at the start of a file: *jsonl when its first byte that is not
+// whitespace (after a UTF-8 BOM) is '{'; *first_line is the first non-blank
+// line (for the delimiter). False when the file cannot be read.
+bool SniffFile(const std::string& path, bool* jsonl, std::string* first_line) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::string line;
+  bool first = true;
+  while (std::getline(in, line)) {
+    if (first && line.starts_with(kUtf8Bom)) line.erase(0, kUtf8Bom.size());
+    first = false;
+    const size_t start = line.find_first_not_of(" \t\r");
+    if (start == std::string::npos) continue;
+    *jsonl = line[start] == '{';
+    *first_line = line;
+    return true;
+  }
+  *jsonl = true;  // no content: no events either way
+  return !in.bad();
+}
 
 std::string Lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -96,6 +121,7 @@ class EventFileReaderImpl final : public EventFileReader {
   bool ReadLine(std::string* line) {
     if (!std::getline(in_, *line)) return false;
     ++line_no_;
+    if (line_no_ == 1 && line->starts_with(kUtf8Bom)) line->erase(0, kUtf8Bom.size());
     if (!line->empty() && line->back() == '\r') line->pop_back();
     return true;
   }
@@ -194,11 +220,18 @@ Status EventFileReader::Open(const std::string& path, const std::string& format,
   if (format == "jsonl") {
     file_format = FileFormat::kJsonl;
   } else if (format == "auto") {
-    const std::string ext = Lower(std::filesystem::path(path).extension().string());
-    if (ext == ".jsonl" || ext == ".ndjson" || ext == ".json") {
+    std::string first_line;
+    bool jsonl = false;
+    if (!SniffFile(path, &jsonl, &first_line))
+      return Status::Error("cannot open event file " + path);
+    if (jsonl) {
       file_format = FileFormat::kJsonl;
-    } else {
-      options.delimiter = ext == ".csv" ? ',' : ext == ".tsv" ? '\t' : ' ';
+    } else if (!csv.delimiter_given) {
+      const std::string ext = Lower(std::filesystem::path(path).extension().string());
+      options.delimiter = ext == ".csv"                               ? ','
+                          : ext == ".tsv"                             ? '\t'
+                          : first_line.find(',') != std::string::npos ? ','
+                                                                      : ' ';
     }
   } else if (format != "csv") {
     return Status::Error("event file " + path + ": unknown format '" + format +
@@ -208,6 +241,29 @@ Status EventFileReader::Open(const std::string& path, const std::string& format,
   if (auto s = impl->Init(); !s.ok()) return s;
   *reader = std::move(impl);
   return Status::Ok();
+}
+
+CsvOptions CsvOptionsFor(const config::MappingOptions& mapping,
+                         const std::vector<std::string>& columns, std::string* format) {
+  CsvOptions csv;
+  csv.columns = columns.empty() ? mapping.csv_columns : columns;
+  csv.header = columns.empty() ? mapping.csv_header : false;
+  csv.string_columns = {mapping.user_id_field, mapping.event_id_field};
+  if (mapping.ts_format != "auto" && mapping.ts_format != "epoch_s" &&
+      mapping.ts_format != "epoch_ms") {
+    csv.string_columns.insert(mapping.ts_field);
+  }
+  if (*format == "ws") {
+    *format = "csv";
+    csv.delimiter = ' ';
+  } else if (mapping.csv_delimiter != "auto") {
+    // A set delimiter applies to tables; "auto" still tells JSONL by content.
+    csv.delimiter = mapping.csv_delimiter == "tab"          ? '\t'
+                    : mapping.csv_delimiter == "whitespace" ? ' '
+                                                            : ',';
+    csv.delimiter_given = true;
+  }
+  return csv;
 }
 
 namespace {

@@ -2,7 +2,8 @@
 //
 // EventFileReader streams a file line by line and yields one JSON object text
 // per event, so the same field mapping (config "mapping") applies to every
-// input:
+// input. Which of the two a file is comes from its content, not its name
+// ("auto": a first non-blank '{' is JSONL):
 //   * jsonl: each non-empty line is returned as is (not validated here: the
 //     stream decoder sends bad lines to the dead-letter topic).
 //   * csv:   a header line (or CsvOptions::columns) names the columns; each
@@ -34,12 +35,19 @@
 
 #include "connectors/kafka.h"
 
+namespace clv::config {
+struct MappingOptions;
+}  // namespace clv::config
+
 namespace clv::connectors {
 
 struct CsvOptions {
-  // ',' or '\t', or ' ' for "any run of whitespace". "auto" format picks
-  // ',' for .csv, '\t' for .tsv and ' ' for anything else that is not JSONL.
+  // ',' or '\t', or ' ' for "any run of whitespace". With format "auto" and
+  // delimiter_given false it is picked per file: ',' for .csv, '\t' for
+  // .tsv; for other names ',' when the first line holds a comma, else ' '.
   char delimiter = ',';
+  // Format "auto": keep `delimiter` as set (from the config) instead.
+  bool delimiter_given = false;
   // The first line names the columns. With `columns` also set, the header is
   // skipped and `columns` wins.
   bool header = true;
@@ -51,9 +59,10 @@ struct CsvOptions {
 
 class EventFileReader {
  public:
-  // format: "jsonl", "csv", or "auto" (by extension: .jsonl/.ndjson/.json ->
-  // jsonl; .csv -> csv ','; .tsv -> csv '\t'; anything else -> csv ' ').
-  // For "auto", csv.delimiter is replaced by the extension's delimiter.
+  // format: "jsonl", "csv", or "auto": by content, whatever the file is
+  // called: when the first byte that is not whitespace (after a UTF-8 BOM)
+  // is '{', JSONL; otherwise a CSV/whitespace table (delimiter as described
+  // at CsvOptions::delimiter). An empty file is JSONL (no events).
   static Status Open(const std::string& path, const std::string& format, const CsvOptions& csv,
                      std::unique_ptr<EventFileReader>* reader);
   virtual ~EventFileReader() = default;
@@ -80,6 +89,15 @@ std::string FileRowId(const std::string& path, int64_t line);
 // field (absent or null); other bytes stay as they were. False, text
 // unchanged, when `json` is not a JSON object or already has the field.
 bool AddRowId(std::string* json, const std::string& field, const std::string& id);
+
+// Reader settings for `clv replay`, `clv train`, `clv eval` and
+// `clv fit-baseline` from the config's mapping: `format` is the command's
+// --format ("auto" | "jsonl" | "csv" | "ws" = whitespace table) and becomes
+// what Open() takes; `columns` (--columns) override mapping.csv_columns and
+// mean "no header line". Ids (and ts under a strftime or RFC 3339
+// ts_format) stay strings.
+CsvOptions CsvOptionsFor(const config::MappingOptions& mapping,
+                         const std::vector<std::string>& columns, std::string* format);
 
 struct ReplayOptions {
   std::string topic;

@@ -3,8 +3,30 @@
 // service's routes are in stream/http_api.cpp).
 //
 // Contract:
-//  * The server owns a small fixed pool of threads (HttpServerOptions::threads);
-//    nothing it does runs on the caller's or the processing thread.
+//  * HTTP/1.1 (and 1.0) over plain TCP. One I/O thread multiplexes every
+//    connection with epoll (non-blocking sockets, a buffer and a deadline per
+//    connection), so idle or half-open connections cost memory, not threads;
+//    a small fixed pool (HttpServerOptions::threads) runs the handlers.
+//    Nothing runs on the caller's or the processing thread.
+//  * Keep-alive by default for HTTP/1.1 (HTTP/1.0: only with
+//    "Connection: keep-alive"); "Connection: close" is honoured and answered
+//    with "Connection: close". Pipelined requests on one connection are all
+//    answered, in order, one at a time. After keep_alive_max_requests
+//    requests the last answer says "Connection: close".
+//  * Framing: a request line and headers of at most kMaxHeaderBytes (8 KiB;
+//    a longer request line is 414, longer headers 431). Content-Length must
+//    be digits only and agree when repeated, else 400; a body over
+//    max_body_bytes is 413; Transfer-Encoding is 501 (send Content-Length).
+//    Bodies are read and dropped (handlers never see them). A framing error
+//    answers and closes the connection (after draining what the client
+//    still sends for up to a second, so the client sees the answer).
+//  * Deadlines: a request (line, headers and body) must arrive within
+//    read_timeout_ms of its first byte, or of the connection being accepted;
+//    a keep-alive connection idle for keep_alive_timeout_ms is closed; an
+//    answer that makes no progress for write_timeout_ms is dropped. At
+//    max_connections open connections, accepting another closes the one
+//    idle the longest (no handler running), so a flood of idle or
+//    half-open connections (slowloris) cannot lock out a health check.
 //  * Routing, in this order, for every request:
 //      1. With a token configured, every request needs
 //         `Authorization: Bearer <token>` (compared in constant time), else
@@ -20,24 +42,20 @@
 //         the exception's message; the server keeps serving.
 //    Errors have the body {"error": "...", "status": N} (HttpResponse::Error).
 //    Every answer carries Cache-Control: no-store and
-//    X-Content-Type-Options: nosniff. Request bodies are not read: an answer
-//    to a request with another method than GET or HEAD closes the connection.
+//    X-Content-Type-Options: nosniff. An answer to a request with another
+//    method than GET or HEAD closes the connection.
 //  * Path patterns: "/top" matches that path exactly; "/users/{id}" matches
 //    every path that starts with "/users/" and hands the raw rest (not
 //    percent-decoded, maybe empty, maybe with '/') to the handler as
-//    HttpRequest::capture. The query string is never part of the path.
-//  * Abuse limits: request line/headers are capped by cpp-httplib (8 KiB),
-//    bodies by max_body_bytes (413), a connection that sends nothing for
-//    read_timeout_ms is closed, keep-alive connections are recycled after
-//    keep_alive_max_requests requests or keep_alive_timeout_ms idle.
-//    A client that drips one byte per read_timeout_ms still holds a worker
-//    thread; `threads` such clients at once stall the HTTP API (never the
-//    stream). Bind to 127.0.0.1 (the default) or put a proxy in front.
+//    HttpRequest::capture. The query string is never part of the path; its
+//    parameters are percent-decoded ('+' is a space).
+//  * Bind to 127.0.0.1 (the default) or put a proxy in front.
 //
 // Thread-safety: handlers are called concurrently from the server's threads
 // and must be thread-safe. Start/Stop/port may be called from any one owning
-// thread. Stop() waits for in-flight requests to finish and is idempotent;
-// the destructor calls it.
+// thread. Stop() closes the port and every connection, waits for running
+// handlers to return (their answers are not sent) and is idempotent; the
+// destructor calls it.
 //
 // Example:
 //   std::vector<HttpRoute> routes;
@@ -76,17 +94,21 @@ struct HttpServerOptions {
   int port = 0;
   // Bearer token required on every request but GET /. Empty: no auth.
   std::string token = "";
-  // Worker threads serving connections (bounded; connections beyond this wait
-  // in the accept queue).
+  // Threads running handlers (connections are multiplexed on one more I/O
+  // thread, so this bounds concurrent handlers, not connections).
   int threads = 4;
-  // A connection that sends nothing for this long is closed.
+  // A request must arrive completely within this time of its first byte
+  // (or of the connection being accepted). Default: 2 s.
   int read_timeout_ms = 2000;
+  // An answer that makes no progress for this long is dropped.
   int write_timeout_ms = 2000;
-  // Keep-alive: requests per connection and idle time before closing.
-  int keep_alive_max_requests = 20;
-  int keep_alive_timeout_ms = 1000;
-  // Largest accepted request body (handlers never see bodies).
+  // Keep-alive: requests per connection, and idle time between them.
+  int keep_alive_max_requests = 100;
+  int keep_alive_timeout_ms = 5000;
+  // Largest accepted request body (handlers never see bodies); larger: 413.
   int max_body_bytes = 4096;
+  // Open connections at most; one more closes the longest-idle one.
+  int max_connections = 512;
 };
 
 // Options for the service from config.http (bind, port, token; the rest
@@ -136,6 +158,9 @@ struct HttpRoute {
   std::string help;
   HttpHandler handler;
 };
+
+// Request line plus headers, at most.
+inline constexpr size_t kMaxHeaderBytes = 8192;
 
 // Strict percent-decoding of a path segment ('+' stays '+'); false on a
 // malformed escape.

@@ -26,27 +26,9 @@ bool LoadDataset(const std::vector<std::string>& paths, const config::Config& co
   // the latest plausible time instead of the wall clock.
   const int64_t now_ms = INT64_MAX / 4;
   for (const auto& path : paths) {
-    connectors::CsvOptions csv;
-    csv.columns = columns.empty() ? config.mapping.csv_columns : columns;
-    csv.header = columns.empty() ? config.mapping.csv_header : false;
-    // Ids and pattern-formatted dates must stay strings.
-    csv.string_columns = {config.mapping.user_id_field, config.mapping.event_id_field};
-    if (config.mapping.ts_format != "auto" && config.mapping.ts_format != "epoch_s" &&
-        config.mapping.ts_format != "epoch_ms") {
-      csv.string_columns.insert(config.mapping.ts_field);
-    }
     std::string reader_format = format;
-    const auto& delimiter = config.mapping.csv_delimiter;
-    if (format == "ws" || (format == "auto" && delimiter == "whitespace")) {
-      reader_format = "csv";
-      csv.delimiter = ' ';
-    } else if (format == "auto" && delimiter == "tab") {
-      reader_format = "csv";
-      csv.delimiter = '\t';
-    } else if (format == "auto" && delimiter == ",") {
-      reader_format = "csv";
-      csv.delimiter = ',';
-    }
+    const connectors::CsvOptions csv =
+        connectors::CsvOptionsFor(config.mapping, columns, &reader_format);
     std::unique_ptr<connectors::EventFileReader> reader;
     auto status = connectors::EventFileReader::Open(path, reader_format, csv, &reader);
     if (!status.ok()) {

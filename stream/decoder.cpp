@@ -10,7 +10,16 @@
 // Decisions a user may notice (also in the header of tests/decoder_test.cpp):
 //  * user_id may be a JSON integer (real exports such as CDNOW use numeric
 //    customer ids); it becomes its decimal string, so 42 and "42" are the same
-//    user. A non-integral number is rejected.
+//    user. A non-integral number (1.5, 1e3) is rejected. String or number,
+//    the id must then pass the one user-id rule (common/user_id.h): 1..256
+//    bytes, no control characters, not only whitespace; HTTP /users/{id}
+//    applies the same rule.
+//  * amount may be a JSON number or a numeric string ("12.5", as CSV exports
+//    and some shop APIs write it): a strict decimal (optional '-', digits,
+//    fraction, exponent; surrounding spaces ignored), no "NaN", "Infinity",
+//    hex, '+' or thousands separators.
+//  * NaN, Infinity and -Infinity tokens are not JSON: the reason says so and
+//    gives the byte offset, instead of simdjson's generic parse error.
 //  * event_id may be a string or an integer (same decimal rule); the id hash
 //    is StableHash64 of that text. Without an event_id the hash covers the
 //    whole message bytes, so only a byte-identical re-send is a duplicate.
@@ -44,6 +53,7 @@
 #include <string>
 
 #include "common/time.h"
+#include "common/user_id.h"
 #include "config/config.h"
 #include "stream/event.h"
 
@@ -54,7 +64,6 @@ namespace {
 using simdjson::dom::element;
 using simdjson::dom::element_type;
 
-constexpr size_t kMaxUserIdBytes = 256;
 constexpr size_t kMaxIdBytes = 256;  // event_id, order_id, product_id, session_id
 constexpr size_t kMaxCategoryBytes = 256;
 constexpr size_t kMaxCurrencyBytes = 16;
@@ -200,6 +209,46 @@ bool ParseNumericString(std::string_view text, double* value) {
   }
   *value = parsed;
   return true;
+}
+
+// A NaN or Infinity token (any case, "inf" too, with an optional sign) outside
+// JSON strings: what Python's json.dumps and printf("%f") write for
+// non-finite floats. Sets the token as written and its 0-based byte offset.
+bool FindNonFiniteToken(std::string_view bytes, std::string_view* token, size_t* offset) {
+  auto is_letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  bool in_string = false;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    const char c = bytes[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      continue;
+    }
+    const bool signed_word =
+        (c == '-' || c == '+') && i + 1 < bytes.size() && is_letter(bytes[i + 1]);
+    if (!is_letter(c) && !signed_word) continue;
+    size_t end = signed_word ? i + 1 : i;
+    while (end < bytes.size() && is_letter(bytes[end])) ++end;
+    const std::string_view word = bytes.substr(i, end - i);
+    std::string lower;
+    for (char w : word.substr(signed_word ? 1 : 0)) {
+      lower += static_cast<char>(w >= 'A' && w <= 'Z' ? w + 32 : w);
+    }
+    if (lower == "nan" || lower == "inf" || lower == "infinity") {
+      *token = word;
+      *offset = i;
+      return true;
+    }
+    i = end - 1;
+  }
+  return false;
 }
 
 // ------------------------------------------------------------------- time --
@@ -695,7 +744,17 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
   element root;
   if (auto error = parser.parse(padded.get(), bytes.size(), false).get(root); error) {
     reason->assign("not valid JSON: ");
-    reason->append(simdjson::error_message(error));
+    std::string_view token;
+    size_t offset = 0;
+    if (FindNonFiniteToken(bytes, &token, &offset)) {
+      reason->append("non-finite number ");
+      AppendSnippet(*reason, token);
+      reason->append(" at byte ");
+      AppendInt(*reason, offset);
+      reason->append(" (JSON has no NaN or Infinity: send null or leave the field out)");
+    } else {
+      reason->append(simdjson::error_message(error));
+    }
     return false;
   }
   simdjson::dom::object object;
@@ -721,8 +780,13 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
 
   // user_id
   if (!has(Field::kUserId)) return Fail(reason, Field::kUserId, "missing (required)");
-  if (!ReadIdText(Field::kUserId, kMaxUserIdBytes, &event->user_id, reason)) return false;
-  if (event->user_id.empty()) return Fail(reason, Field::kUserId, "must not be empty");
+  // The length limit is part of the user-id rule (common/user_id.h), checked there.
+  if (!ReadIdText(Field::kUserId, std::numeric_limits<size_t>::max(), &event->user_id, reason)) {
+    return false;
+  }
+  if (std::string why = UserIdProblem(event->user_id); !why.empty()) {
+    return Fail(reason, Field::kUserId, why);
+  }
 
   // type
   if (has(Field::kType)) {

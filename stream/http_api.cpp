@@ -5,6 +5,8 @@
 #include <memory>
 #include <utility>
 
+#include "common/user_id.h"
+
 namespace clv::stream {
 namespace {
 
@@ -13,7 +15,6 @@ using connectors::HttpRequest;
 using connectors::HttpResponse;
 using connectors::HttpRoute;
 
-constexpr size_t kMaxUserIdBytes = 256;
 constexpr int kMaxTopN = 1000;
 constexpr int kDefaultTopN = 100;
 constexpr const char* kMetricsType = "text/plain; version=0.0.4; charset=utf-8";
@@ -33,14 +34,9 @@ void ServeUser(const ApiHandlers& handlers, std::string_view raw_id, HttpRespons
         400, "user id: malformed percent-encoding in '" + std::string(ClipForError(raw_id)) + "'");
     return;
   }
-  if (user_id.empty() || user_id.size() > kMaxUserIdBytes) {
-    res->Error(400, "user id: must be 1.." + std::to_string(kMaxUserIdBytes) +
-                        " bytes after URL-decoding, got " + std::to_string(user_id.size()));
-    return;
-  }
-  if (std::any_of(user_id.begin(), user_id.end(),
-                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
-    res->Error(400, "user id: control characters are not allowed");
+  // The stream's own rule (common/user_id.h): every id it accepts is readable here.
+  if (std::string why = UserIdProblem(user_id); !why.empty()) {
+    res->Error(400, "user id (after URL-decoding): " + why);
     return;
   }
   if (!Available(handlers.user_json, "user lookup", res)) return;

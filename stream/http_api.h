@@ -4,8 +4,9 @@
 // Endpoints (all answers but /, /metrics and /healthz are JSON; bodies in
 // docs/OPERATIONS.md):
 //   GET /users/{id}   user_json(id); nullopt -> 404. The id is taken from
-//                     the raw request target and percent-decoded; it must
-//                     be 1..256 bytes without control characters, else 400.
+//                     the raw request target and percent-decoded ('+' stays
+//                     '+'; '/' as %2F or plain); it must pass the user-id rule
+//                     the stream decoder applies (common/user_id.h), else 400.
 //   GET /top?n=100&by=clv|churn_risk
 //                     top_json(n, by); n in 1..1000 (default 100), by is
 //                     "clv" (default) or "churn_risk", else 400.

@@ -1,14 +1,24 @@
 // The generic HTTP server (connectors/http_server.h) on a route table of its
 // own: pattern matching and captures, 404/405 from the table, open routes
-// under a token, what a handler sets, and malformed tables refused.
+// under a token, what a handler sets, and malformed tables refused; and the
+// HTTP/1.1 a client relies on, seen through raw sockets: pipelining,
+// Connection: close, body limits and framing errors, and that idle,
+// half-open or dripping connections (slowloris) cannot lock others out.
 #include <httplib.h>
+#include <poll.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <nlohmann/json.hpp>
+#include <sys/socket.h>
 
 #include "connectors/http_server.h"
 
@@ -146,6 +156,275 @@ TEST(HttpRouteTable, MalformedTablesAreRefusedNamingTheRoute) {
   Status status = HttpServer::Start({}, {Route("GET", "/x", nullptr)}, &server);
   EXPECT_FALSE(status.ok());
   EXPECT_EQ(server, nullptr);
+}
+
+// ------------------------------------------------------------ raw HTTP/1.1 --
+
+// One TCP connection to the server, for what httplib::Client cannot show.
+class RawClient {
+ public:
+  explicit RawClient(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+  }
+  ~RawClient() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+
+  bool connected() const { return connected_; }
+  bool Send(std::string_view bytes) {
+    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(bytes.size());
+  }
+  // Reads until the server closes, or `guard_ms` pass. True on a close (EOF
+  // or reset); everything read is in received().
+  bool ReadUntilClosed(int guard_ms = 10000) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(guard_ms);
+    while (std::chrono::steady_clock::now() < until) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      char buffer[4096];
+      const ssize_t got = ::recv(fd_, buffer, sizeof(buffer), 0);
+      if (got <= 0) return true;
+      received_.append(buffer, static_cast<size_t>(got));
+    }
+    return false;
+  }
+  // True when the server has closed this connection (checked for `wait_ms`).
+  bool ClosedByServer(int wait_ms) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, wait_ms) <= 0) return false;
+    char byte = 0;
+    return ::recv(fd_, &byte, 1, MSG_PEEK) <= 0;
+  }
+  const std::string& received() const { return received_; }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string received_;
+};
+
+struct RawResponse {
+  int status = 0;
+  std::string headers;  // raw header block, lower-cased names
+  std::string body;
+  bool Has(const std::string& header_line) const {
+    return headers.find(header_line) != std::string::npos;
+  }
+};
+
+// Splits a byte stream into the responses it holds (Content-Length framing).
+std::vector<RawResponse> SplitResponses(std::string_view bytes) {
+  std::vector<RawResponse> responses;
+  while (!bytes.empty()) {
+    const size_t end = bytes.find("\r\n\r\n");
+    if (end == std::string_view::npos || !bytes.starts_with("HTTP/1.1 ")) break;
+    RawResponse response;
+    response.status = std::stoi(std::string(bytes.substr(9, 3)));
+    for (char c : bytes.substr(0, end)) {
+      response.headers += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    size_t length = 0;
+    const size_t at = response.headers.find("content-length: ");
+    if (at != std::string::npos) length = std::stoul(response.headers.substr(at + 16));
+    if (bytes.size() < end + 4 + length) break;
+    response.body = std::string(bytes.substr(end + 4, length));
+    bytes.remove_prefix(end + 4 + length);
+    responses.push_back(std::move(response));
+  }
+  return responses;
+}
+
+// Pipelined requests, one of them with a body, all answered in order on one
+// connection; the last asks to close and the server does.
+TEST_F(HttpRouteTableTest, PipelinedRequestsAreAllAnsweredInOrder) {
+  Start();
+  RawClient raw(server_->port());
+  ASSERT_TRUE(raw.connected());
+  ASSERT_TRUE(raw.Send(
+      "GET /items?q=first HTTP/1.1\r\nHost: t\r\n\r\n"
+      "DELETE /items?q=second HTTP/1.1\r\nHost: t\r\nContent-Length: 15\r\n\r\nGET /teapot x\r\n"
+      "GET /files/third HTTP/1.1\r\nHost: t\r\n\r\n"
+      "GET /items?q=fourth HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
+  // The DELETE closes the connection (other methods than GET/HEAD do), so
+  // send the rest again on a second connection.
+  ASSERT_TRUE(raw.ReadUntilClosed());
+  auto responses = SplitResponses(raw.received());
+  ASSERT_EQ(responses.size(), 2u) << raw.received();
+  EXPECT_EQ(json::parse(responses[0].body)["q"], "first");
+  EXPECT_EQ(json::parse(responses[1].body)["q"], "second");  // its body was not a request
+  EXPECT_TRUE(responses[1].Has("connection: close"));
+
+  RawClient again(server_->port());
+  ASSERT_TRUE(
+      again.Send("GET /items?q=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET /items?q=2 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody"
+                 "HEAD /items?q=3 HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET /files/x%20y HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
+  ASSERT_TRUE(again.ReadUntilClosed());
+  // HEAD has no body: split by hand around it.
+  const std::string& bytes = again.received();
+  auto first_two = SplitResponses(bytes);
+  ASSERT_GE(first_two.size(), 2u) << bytes;
+  EXPECT_EQ(json::parse(first_two[0].body)["q"], "1");
+  EXPECT_EQ(json::parse(first_two[1].body)["q"], "2");
+  const size_t head_at = bytes.find("HTTP/1.1", bytes.find(first_two[1].body));
+  const size_t last_at = bytes.find("\r\n\r\n", head_at) + 4;
+  auto last = SplitResponses(std::string_view(bytes).substr(last_at));
+  ASSERT_EQ(last.size(), 1u) << bytes;
+  EXPECT_EQ(json::parse(last[0].body)["capture"], "x%20y");
+  EXPECT_TRUE(last[0].Has("connection: close"));
+  EXPECT_FALSE(first_two[0].Has("connection: close"));
+}
+
+TEST_F(HttpRouteTableTest, ConnectionCloseAndHttp10AreHonoured) {
+  Start();
+  for (const char* request : {"GET /items HTTP/1.1\r\nHost: t\r\nConnection: Close\r\n\r\n",
+                              "GET /items HTTP/1.0\r\n\r\n"}) {
+    RawClient raw(server_->port());
+    ASSERT_TRUE(raw.Send(request));
+    ASSERT_TRUE(raw.ReadUntilClosed()) << request << "the server kept the connection open";
+    auto responses = SplitResponses(raw.received());
+    ASSERT_EQ(responses.size(), 1u) << raw.received();
+    EXPECT_EQ(responses[0].status, 200);
+    EXPECT_TRUE(responses[0].Has("connection: close")) << responses[0].headers;
+  }
+  // HTTP/1.0 with keep-alive: two answers on one connection.
+  RawClient raw(server_->port());
+  ASSERT_TRUE(
+      raw.Send("GET /items HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+               "GET /items HTTP/1.0\r\n\r\n"));
+  ASSERT_TRUE(raw.ReadUntilClosed());
+  auto responses = SplitResponses(raw.received());
+  ASSERT_EQ(responses.size(), 2u) << raw.received();
+  EXPECT_TRUE(responses[0].Has("connection: keep-alive"));
+  EXPECT_TRUE(responses[1].Has("connection: close"));
+}
+
+// A body over max_body_bytes is 413 and a Content-Length that is not a
+// decimal number is 400: answered with a JSON error, then the connection is
+// closed (its framing cannot be trusted); the server keeps serving.
+TEST_F(HttpRouteTableTest, OversizedBodiesAre413AndBadContentLengthsAre400) {
+  HttpServerOptions options;
+  options.max_body_bytes = 1000;
+  Start(options);
+  auto expect = [&](const std::string& request, int status, const std::string& says) {
+    RawClient raw(server_->port());
+    ASSERT_TRUE(raw.Send(request));
+    ASSERT_TRUE(raw.ReadUntilClosed()) << request;
+    auto responses = SplitResponses(raw.received());
+    ASSERT_EQ(responses.size(), 1u) << request << " -> " << raw.received();
+    EXPECT_EQ(responses[0].status, status) << request << " -> " << responses[0].body;
+    EXPECT_TRUE(responses[0].Has("connection: close"));
+    if (status < 400) return;
+    const json body = json::parse(responses[0].body, nullptr, /*allow_exceptions=*/false);
+    EXPECT_EQ(body.value("status", 0), status) << responses[0].body;
+    EXPECT_NE(body.value("error", "").find(says), std::string::npos) << responses[0].body;
+  };
+  const std::string get = "GET /items HTTP/1.1\r\nHost: t\r\n";
+  expect(get + "Content-Length: 1001\r\n\r\n" + std::string(1001, 'b'), 413, "over the limit");
+  expect("DELETE /items HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413, "99999999 bytes");
+  for (const char* length :
+       {"-1", "abc", "1.5", "12 34", "", "0x10", "+5", "99999999999999999999999"}) {
+    expect(get + "Content-Length: " + length + "\r\n\r\n", 400, "Content-Length");
+  }
+  expect(get + "Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400, "conflicting");
+  expect(get + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501, "Transfer-Encoding");
+  expect("GET /items HTTP/2.0\r\n\r\n", 505, "HTTP version");
+  expect("GET items HTTP/1.1\r\n\r\n", 400, "request target");
+  expect(get + "Bad Header: x\r\n\r\n", 400, "malformed header");
+  expect(get + "X-Big: " + std::string(9000, 'h') + "\r\n\r\n", 431, "headers longer");
+  // A body within the limit is read and dropped.
+  expect(get + "Content-Length: 1000\r\nConnection: close\r\n\r\n" + std::string(1000, 'b'), 200,
+         "");
+  auto res = client_->Get("/items");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+}
+
+// Hundreds of connections that send nothing, half a request line or half
+// the headers (slowloris) do not keep a new client from being answered.
+TEST_F(HttpRouteTableTest, HalfOpenConnectionsDoNotBlockOthers) {
+  HttpServerOptions options;
+  options.threads = 2;
+  options.read_timeout_ms = 60000;  // they all stay for the whole test
+  Start(options);
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (int i = 0; i < 300; ++i) {
+    idle.push_back(std::make_unique<RawClient>(server_->port()));
+    ASSERT_TRUE(idle.back()->connected()) << i;
+    if (i % 3 == 1) {
+      ASSERT_TRUE(idle.back()->Send("GET /ite"));
+    } else if (i % 3 == 2) {
+      ASSERT_TRUE(idle.back()->Send("GET /items HTTP/1.1\r\nHost: t\r\nX-Slow: "));
+    }
+  }
+  client_->set_connection_timeout(10, 0);
+  client_->set_read_timeout(10, 0);
+  for (int i = 0; i < 5; ++i) {
+    auto res = client_->Get("/items");
+    ASSERT_TRUE(res) << "request " << i << ": " << httplib::to_string(res.error());
+    EXPECT_EQ(res->status, 200);
+  }
+  // None of them was answered or dropped: they are merely waiting.
+  EXPECT_FALSE(idle.front()->ClosedByServer(0));
+}
+
+// A request must arrive whole within read_timeout_ms of its first byte: a
+// client that drips header bytes is closed although it never goes quiet,
+// and so is one that sends nothing or stops in the middle.
+TEST_F(HttpRouteTableTest, DrippingAndSilentClientsAreClosedByTheReadTimeout) {
+  HttpServerOptions options;
+  options.read_timeout_ms = 300;
+  Start(options);
+  RawClient silent(server_->port());
+  RawClient partial(server_->port());
+  RawClient dripping(server_->port());
+  ASSERT_TRUE(partial.Send("GET /items HTTP/1.1\r\n"));
+  ASSERT_TRUE(dripping.Send("GET /items HTTP/1.1\r\n"));
+  bool dripping_closed = false;
+  for (int i = 0; i < 200 && !dripping_closed; ++i) {  // up to about 10 s
+    dripping.Send("X: y\r\n");
+    dripping_closed = dripping.ClosedByServer(50);
+  }
+  EXPECT_TRUE(dripping_closed) << "a dripping client held its connection for 10 s";
+  EXPECT_TRUE(silent.ReadUntilClosed());
+  EXPECT_TRUE(partial.ReadUntilClosed());
+  EXPECT_TRUE(silent.received().empty());
+}
+
+// At max_connections, a new connection closes the one idle the longest, so
+// the newest client is served; the connections left open are the newest.
+TEST_F(HttpRouteTableTest, ConnectionLimitClosesTheLongestIdle) {
+  HttpServerOptions options;
+  options.max_connections = 8;
+  options.read_timeout_ms = 60000;
+  Start(options);
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (int i = 0; i < 20; ++i) {
+    idle.push_back(std::make_unique<RawClient>(server_->port()));
+    ASSERT_TRUE(idle.back()->connected());
+    // Let the server accept them one by one, in order.
+    for (int wait = 0; wait < 100 && i >= 8 && !idle[i - 8]->ClosedByServer(0); ++wait) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  auto res = client_->Get("/items");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  int closed = 0;
+  for (auto& connection : idle) closed += connection->ClosedByServer(100) ? 1 : 0;
+  EXPECT_GE(closed, 12);  // 20 + 1 connections for 8 places
+  EXPECT_LE(closed, 13);
+  EXPECT_TRUE(idle.front()->ClosedByServer(0));
+  EXPECT_FALSE(idle.back()->ClosedByServer(0));
 }
 
 }  // namespace

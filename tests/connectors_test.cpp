@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "config/config.h"
 #include "connectors/file_source.h"
 #include "connectors/kafka.h"
 #include "tests/test_support.h"
@@ -323,6 +324,52 @@ TEST(EventFileReaderTest, CdnowWhitespaceTableWithGivenColumns) {
   EXPECT_DOUBLE_EQ(first["amount"].get<double>(), 29.33);
 }
 
+std::vector<std::string> ReadAll(const std::string& path, const std::string& format,
+                                 const CsvOptions& csv) {
+  std::unique_ptr<EventFileReader> reader;
+  auto s = EventFileReader::Open(path, format, csv, &reader);
+  EXPECT_TRUE(s.ok()) << s.message;
+  std::vector<std::string> rows;
+  if (!s.ok()) return rows;
+  std::string json;
+  int64_t line = 0;
+  while (reader->Next(&json, &line)) rows.push_back(json);
+  EXPECT_TRUE(reader->status().ok()) << reader->status().message;
+  return rows;
+}
+
+// "auto" tells JSONL from a table by the content (first non-blank '{'); the
+// name only hints at a table's delimiter.
+TEST(EventFileReaderTest, FormatComesFromTheContentNotTheName) {
+  clv::testing::TempDir dir;
+  const std::string jsonl = "{\"user_id\":\"a\",\"amount\":1}\n{\"user_id\":\"b\"}\n";
+  for (const char* name : {"events.txt", "events.csv", "events", "events.log"}) {
+    auto rows = ReadAll(WriteFile(dir, name, "\n  \n" + jsonl), "auto", {});
+    EXPECT_EQ(rows,
+              (std::vector<std::string>{R"({"user_id":"a","amount":1})", R"({"user_id":"b"})"}))
+        << name;
+  }
+  // A UTF-8 byte-order mark does not hide the '{' (and is not passed on).
+  EXPECT_EQ(ReadAll(WriteFile(dir, "bom.txt", "\xEF\xBB\xBF" + jsonl), "auto", {}).size(), 2u);
+  EXPECT_EQ(ReadAll(WriteFile(dir, "bom.txt", "\xEF\xBB\xBF" + jsonl), "auto", {}).front(),
+            R"({"user_id":"a","amount":1})");
+  // Tables stay tables, whatever the name: comma-separated when the header
+  // has a comma, else whitespace.
+  const std::string expected = R"({"user_id":"u1","amount":10})";
+  EXPECT_EQ(ReadAll(WriteFile(dir, "orders.jsonl", "user_id,amount\nu1,10\n"), "auto", {}),
+            std::vector<std::string>{expected});
+  EXPECT_EQ(ReadAll(WriteFile(dir, "orders.txt", "user_id  amount\n u1   10\n"), "auto", {}),
+            std::vector<std::string>{expected});
+  // A delimiter set in the config applies to tables only: JSONL stays JSONL.
+  config::MappingOptions mapping;
+  mapping.csv_delimiter = ",";
+  std::string format = "auto";
+  const CsvOptions csv = CsvOptionsFor(mapping, {}, &format);
+  EXPECT_EQ(ReadAll(WriteFile(dir, "events.txt", jsonl), format, csv).size(), 2u);
+  EXPECT_EQ(ReadAll(WriteFile(dir, "commas.txt", "user_id,amount\nu1,10\n"), format, csv),
+            std::vector<std::string>{expected});
+}
+
 TEST(FileRowIdTest, BasenameAndLineAddedOnlyWhereTheRowHasNoId) {
   EXPECT_EQ(FileRowId("/data/2026/orders.csv", 12), "orders.csv:12");
   EXPECT_EQ(FileRowId("orders.csv", 12), FileRowId("/elsewhere/orders.csv", 12));
@@ -370,6 +417,40 @@ TEST_F(EmbeddedBrokerTest, ReplayGivesIdlessRowsTheirFileRowId) {
   const std::string second = R"({"event_id":"orders.csv:2","user_id":"u1","amount":10})";
   const std::string third = R"({"event_id":"orders.csv:3","user_id":"u1","amount":10})";
   EXPECT_EQ(got, (std::vector<std::string>{second, third, second, third}));
+}
+
+// The issue's case: a JSONL export without the .jsonl name replays as JSONL
+// (before, every line became a dead letter as a one-column table).
+TEST_F(EmbeddedBrokerTest, ReplayOfJsonlNamedTxtSendsTheJsonLines) {
+  ASSERT_TRUE(broker_->CreateTopic("replay-txt", 1).ok());
+  clv::testing::TempDir dir;
+  auto path = WriteFile(dir, "events.txt",
+                        "{\"event_id\":\"e1\",\"user_id\":\"u1\",\"type\":\"search\",\"ts\":1}\n"
+                        "{\"user_id\":\"u2\",\"type\":\"search\",\"ts\":2}\n");
+  config::MappingOptions mapping;
+  std::string format = "auto";
+  const CsvOptions csv = CsvOptionsFor(mapping, {}, &format);
+  std::unique_ptr<EventFileReader> reader;
+  ASSERT_TRUE(EventFileReader::Open(path, format, csv, &reader).ok());
+  auto sink = MakeSink();
+  ReplayOptions replay;
+  replay.topic = "replay-txt";
+  replay.key_field = "user_id";
+  replay.row_id_field = "event_id";
+  replay.source_path = path;
+  int64_t events = 0;
+  auto s = ReplayFile(reader.get(), sink.get(), replay, &events);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(events, 2);
+  std::unique_ptr<KafkaSource> source;
+  ASSERT_TRUE(KafkaSource::Create(options_, {"replay-txt"}, {}, &source).ok());
+  auto messages = PollN(source.get(), 2);
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(messages[0].value, R"({"event_id":"e1","user_id":"u1","type":"search","ts":1})");
+  EXPECT_EQ(messages[0].key, "u1");
+  EXPECT_EQ(messages[1].value,
+            R"({"event_id":"events.txt:2","user_id":"u2","type":"search","ts":2})");
+  EXPECT_EQ(messages[1].key, "u2");
 }
 
 TEST_F(EmbeddedBrokerTest, ReplayFileProducesEveryRowKeyedByField) {

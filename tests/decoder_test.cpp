@@ -518,6 +518,103 @@ TEST(DecoderTest, ReusedEventCarriesNothingOverFromThePreviousMessage) {
   EXPECT_TRUE(reason.empty());
 }
 
+// ---------------------------------------------------------- user-id rule --
+
+std::string WithUserId(std::string_view id_json) {
+  return R"({"user_id":)" + std::string(id_json) + R"(,"type":"search","ts":1767225600})";
+}
+
+// One rule (common/user_id.h), the same one GET /users/{id} applies.
+TEST(DecoderTest, UserIdsFollowTheOneUserIdRule) {
+  const std::vector<BadCase> bad = {
+      {"newline", WithUserId(R"("a\nb")"),
+       "must not contain control characters (U+000A at byte 1)"},
+      {"tab", WithUserId(R"("\tab")"), "control characters (U+0009 at byte 0)"},
+      {"NUL", WithUserId(R"("a\u0000")"), "control characters (U+0000"},
+      {"DEL", WithUserId("\"a\x7f\""), "control characters (U+007F"},
+      {"C1 control", WithUserId(R"("a\u0085")"), "control characters (U+0085"},
+      {"only spaces", WithUserId(R"("   ")"), "must not be only whitespace"},
+      {"only ideographic space", WithUserId(R"("\u3000\u00a0 ")"), "only whitespace"},
+      {"empty", WithUserId(R"("")"), "must not be empty (a user id is 1..256 bytes)"},
+      {"too long", WithUserId("\"" + std::string(257, 'a') + "\""), "too long (257 bytes"},
+      {"invalid UTF-8", WithUserId("\"a\xff\""), "not valid JSON"},
+  };
+  for (const auto& c : bad) {
+    auto result = DecodeDefault(c.json);
+    EXPECT_FALSE(result.ok) << c.name;
+    EXPECT_NE(result.reason.find(c.reason_contains), std::string::npos)
+        << c.name << ": reason was: " << result.reason;
+    if (c.name != "invalid UTF-8") {
+      EXPECT_EQ(result.reason.rfind("field 'user_id': ", 0), 0u) << result.reason;
+    }
+  }
+  // Allowed, byte for byte: spaces inside (and around), Unicode, URL
+  // metacharacters; 256 bytes is the longest.
+  const std::vector<std::pair<std::string, std::string>> good = {
+      {R"("jane doe")", "jane doe"},
+      {R"(" padded ")", " padded "},
+      {R"("caf\u00e9/\u5317\u4eac")", "caf\xc3\xa9/\xe5\x8c\x97\xe4\xba\xac"},
+      {R"("a/b%20c?d#e")", "a/b%20c?d#e"},
+      {"\"" + std::string(256, 'z') + "\"", std::string(256, 'z')},
+      {"-7", "-7"},
+  };
+  for (const auto& [json, id] : good) {
+    auto result = DecodeDefault(WithUserId(json));
+    ASSERT_TRUE(result.ok) << json << ": " << result.reason;
+    EXPECT_EQ(result.event.user_id, id);
+  }
+}
+
+// Numeric ids become their decimal text and numeric-string amounts their
+// number (the documented rule); what is not an integer / strict decimal is
+// refused with a reason.
+TEST(DecoderTest, NumericIdsAndNumericStringAmountsAreNormalised) {
+  const std::string head = R"("type":"purchase","ts":1767225600)";
+  auto number = DecodeDefault(R"({"user_id":42,"amount":12.5,)" + head + "}");
+  auto text = DecodeDefault(R"({"user_id":"42","amount":" 12.5 ",)" + head + "}");
+  ASSERT_TRUE(number.ok) << number.reason;
+  ASSERT_TRUE(text.ok) << text.reason;
+  EXPECT_EQ(number.event.user_id, text.event.user_id);
+  EXPECT_DOUBLE_EQ(number.event.amount, text.event.amount);
+  for (const char* bad_amount : {R"("12,5")", R"("+12.5")", R"("0x10")", R"("1 2")", R"("")"}) {
+    auto result =
+        DecodeDefault(std::string(R"({"user_id":"u","amount":)") + bad_amount + "," + head + "}");
+    EXPECT_FALSE(result.ok) << bad_amount;
+    EXPECT_NE(result.reason.find("'amount': must be a number or a numeric string"),
+              std::string::npos)
+        << result.reason;
+  }
+  for (const char* bad_id : {"42.0", "1e3"}) {
+    auto result =
+        DecodeDefault(std::string(R"({"user_id":)") + bad_id + R"(,"amount":1,)" + head + "}");
+    EXPECT_FALSE(result.ok) << bad_id;
+    EXPECT_NE(result.reason.find("'user_id': must be a string or an integer"), std::string::npos)
+        << result.reason;
+  }
+}
+
+// NaN / Infinity are not JSON; the reason says so and where, rather than
+// the parser's generic error.
+TEST(DecoderTest, NonFiniteNumbersAreNamedWithTheirOffset) {
+  for (std::string token : {"NaN", "Infinity", "-Infinity", "nan", "-inf"}) {
+    const std::string bytes =
+        R"({"user_id":"u","type":"purchase","ts":1767225600,"amount":)" + token + "}";
+    auto result = DecodeDefault(bytes);
+    EXPECT_FALSE(result.ok) << token;
+    const std::string want = "not valid JSON: non-finite number '" + token + "' at byte " +
+                             std::to_string(bytes.find(token));
+    EXPECT_NE(result.reason.find(want), std::string::npos) << result.reason;
+  }
+  // Inside strings they are text: a product named NaN is fine, and other
+  // syntax errors keep the parser's message.
+  EXPECT_TRUE(
+      DecodeDefault(R"({"user_id":"NaN","type":"search","ts":1767225600,"category":"Infinity"})")
+          .ok);
+  auto other = DecodeDefault(R"({"user_id":"NaN","type":"search","ts":1767225600,"x":tru})");
+  EXPECT_FALSE(other.ok);
+  EXPECT_EQ(other.reason.find("non-finite"), std::string::npos) << other.reason;
+}
+
 // -------------------------------------------------------------- property --
 
 RC_GTEST_PROP(DecoderProperty, RandomBytesNeverCrashAndAlwaysExplainRejection,

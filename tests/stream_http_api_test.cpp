@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -20,6 +21,8 @@
 
 #include "config/config.h"
 #include "connectors/http_server.h"
+#include "stream/decoder.h"
+#include "stream/event.h"
 #include "stream/http_api.h"
 
 namespace clv::connectors {
@@ -147,6 +150,59 @@ TEST_F(HttpServerTest, MalformedUserIdsAre400) {
   EXPECT_EQ(service_.user_ids_seen[0], std::string(255, 'u') + "A");
 }
 
+// "%XX" for every byte but unreserved ones (RFC 3986), as a client would.
+std::string PercentEncode(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (char c : text) {
+    auto byte = static_cast<unsigned char>(c);
+    if (std::isalnum(byte) != 0 || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += c;
+    } else {
+      out += '%';
+      out += kHex[byte >> 4];
+      out += kHex[byte & 15];
+    }
+  }
+  return out;
+}
+
+// One user-id rule (common/user_id.h): every id the stream decoder accepts
+// can be read through /users/{id} (percent-encoded), and every id it refuses
+// is refused by HTTP too, for the same reason.
+TEST_F(HttpServerTest, EveryUserIdTheStreamAcceptsIsReadable) {
+  StartServer();
+  stream::Decoder decoder({}, {});
+  stream::Event event;
+  std::string reason;
+  auto message = [](const std::string& id) {
+    return json{{"user_id", id}, {"type", "search"}, {"ts", 1767225600}}.dump();
+  };
+  const std::vector<std::string> accepted = {
+      "jane doe",   " padded ",         "caf\xc3\xa9 \xe5\x8c\x97\xe4\xba\xac",
+      "a/b",        "50%off",           "what?is=this&x",
+      "#hash+plus", "\xf0\x9f\x9b\x92", std::string(256, 'q')};
+  for (const std::string& id : accepted) {
+    ASSERT_TRUE(decoder.Decode(message(id), 1767225600000, &event, &reason)) << id << reason;
+    auto res = NewClient()->Get("/users/" + PercentEncode(event.user_id));
+    ASSERT_TRUE(res) << id;
+    EXPECT_EQ(res->status, 200) << id << " -> " << res->body;
+    EXPECT_EQ(json::parse(res->body)["user_id"], id);
+  }
+  const std::vector<std::string> refused = {"a\nb",    "\ttab",      "   ", "\xc2\xa0",
+                                            "del\x7f", "c1\xc2\x85", "",    std::string(257, 'q')};
+  for (const std::string& id : refused) {
+    ASSERT_FALSE(decoder.Decode(message(id), 1767225600000, &event, &reason)) << id;
+    const std::string rule = reason.substr(reason.find(": ") + 2);
+    const std::string error = ExpectJsonError("/users/" + PercentEncode(id), 400);
+    EXPECT_NE(error.find(rule), std::string::npos) << "stream: " << reason << "; http: " << error;
+  }
+  // Invalid UTF-8 cannot come through JSON; HTTP refuses it too.
+  EXPECT_NE(ExpectJsonError("/users/a%FFb", 400).find("UTF-8"), std::string::npos);
+  std::lock_guard lock(service_.mutex);
+  EXPECT_EQ(service_.user_ids_seen, accepted);
+}
+
 TEST_F(HttpServerTest, TopValidatesNAndBy) {
   StartServer();
   auto client = NewClient();
@@ -230,13 +286,17 @@ TEST_F(HttpServerTest, UnknownPathIs404AndWritesAre405) {
   results.push_back(client->Delete("/users/alice"));
   results.push_back(client->Patch("/metrics", "x", "text/plain"));
   results.push_back(client->Options("/healthz"));
-  results.push_back(client->Post("/nope", std::string(100000, 'b'), "text/plain"));
   for (auto& res : results) {
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 405) << res->body;
     EXPECT_EQ(res->get_header_value("Allow"), "GET, HEAD");
     EXPECT_EQ(json::parse(res->body)["status"], 405);
   }
+  // A body over the limit is refused before routing.
+  auto big = client->Post("/nope", std::string(100000, 'b'), "text/plain");
+  ASSERT_TRUE(big) << httplib::to_string(big.error());
+  EXPECT_EQ(big->status, 413) << big->body;
+  EXPECT_EQ(json::parse(big->body)["status"], 413);
   std::lock_guard lock(service_.mutex);
   EXPECT_TRUE(service_.user_ids_seen.empty());
 }
@@ -298,7 +358,7 @@ TEST_F(HttpServerTest, TokenRequiredOnEveryEndpointButThePage) {
 
 TEST_F(HttpServerTest, OversizedRequestsGetJsonErrors) {
   StartServer();
-  // Request target over cpp-httplib's 8 KiB limit.
+  // Request line over the server's 8 KiB limit (kMaxHeaderBytes).
   auto res = NewClient()->Get("/users/" + std::string(9000, 'x'));
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 414);
@@ -341,7 +401,7 @@ TEST_F(HttpServerTest, StalledClientsDoNotBlockOthersWhileThreadsRemain) {
   options.read_timeout_ms = 60000;  // the stalled clients stay for the whole test
   StartServer(options);
   // Two clients that start a request and never finish it, one that never
-  // sends anything: they hold up to three of the four workers.
+  // sends anything: they hold connections, never a handler thread.
   RawConnection half_line(server_->port()), half_headers(server_->port()), silent(server_->port());
   ASSERT_TRUE(half_line.connected() && half_headers.connected() && silent.connected());
   ASSERT_TRUE(half_line.Send("GET /heal"));
@@ -359,8 +419,8 @@ TEST_F(HttpServerTest, StalledClientsAreDroppedAfterTheReadTimeout) {
   options.threads = 2;
   options.read_timeout_ms = 200;
   StartServer(options);
-  // More stalled connections than worker threads: every worker is taken and
-  // more wait behind them, until the read timeout frees the workers.
+  // More stalled connections than handler threads: they only hold
+  // connections, which the read timeout closes.
   std::vector<std::unique_ptr<RawConnection>> stalled;
   for (int i = 0; i < 5; ++i) {
     stalled.push_back(std::make_unique<RawConnection>(server_->port()));
