@@ -344,8 +344,8 @@ class KafkaSourceImpl final : public KafkaSource {
     if (timeout_ms < 0) return Close();
     closed_ = true;
     const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-    // The close runs in librdkafka's threads; its rebalance callback (revoke)
-    // and errors are served here from `queue` until it is done or time is up.
+    // The close runs in librdkafka's threads; its revocation is served here
+    // from `queue` until it is done or time is up.
     QueuePtr queue(rd_kafka_queue_new(rk_.get()));
     std::string error;
     if (rd_kafka_error_t* failed = rd_kafka_consumer_close_queue(rk_.get(), queue.get())) {
@@ -356,7 +356,14 @@ class KafkaSourceImpl final : public KafkaSource {
       const auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (left <= 0) break;
-      rd_kafka_queue_poll_callback(queue.get(), static_cast<int>(std::min<int64_t>(left, 100)));
+      // Served as events (a callback poll asserts on ops without one): the
+      // revocation goes through the same handler as the rebalance callback.
+      EventPtr event(
+          rd_kafka_queue_poll(queue.get(), static_cast<int>(std::min<int64_t>(left, 100))));
+      if (event != nullptr && rd_kafka_event_type(event.get()) == RD_KAFKA_EVENT_REBALANCE) {
+        OnRebalance(rk_.get(), rd_kafka_event_error(event.get()),
+                    rd_kafka_event_topic_partition_list(event.get()));
+      }
     }
     const bool left_group = error.empty() && rd_kafka_consumer_closed(rk_.get()) != 0;
     queue.reset();  // before the handle
