@@ -15,10 +15,7 @@
 //     the shared CLV_REAL_KAFKA broker of the other tests stays up; it needs
 //     CLV_REAL_KAFKA set (the jars are there): skipped without, failed under
 //     CI=true.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -27,8 +24,11 @@
 #include <string>
 #include <thread>
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <nlohmann/json.hpp>
+#include <sys/socket.h>
 
 #include "connectors/kafka.h"
 #include "tests/e2e_support.h"
@@ -56,12 +56,11 @@ TEST(OutageEndToEnd, UnreachableBootstrapServesHttpAtOnceAndTheErrorNamesIt) {
   const int kafka_port = FreePort();  // nothing listens there
   const int http_port = FreePort();
   const std::string bootstrap = "127.0.0.1:" + std::to_string(kafka_port);
-  Subprocess run({ClvBinary().string(), "run", "--quiet", "--set",
-                  "kafka.bootstrap_servers=" + bootstrap, "--set",
-                  "state.dir=" + (dir.path() / "state").string(), "--set",
-                  "http.port=" + std::to_string(http_port), "--set",
-                  "kafka.startup_timeout_ms=6000"},
-                 dir.path() / "run");
+  Subprocess run(
+      {ClvBinary().string(), "run", "--quiet", "--set", "kafka.bootstrap_servers=" + bootstrap,
+       "--set", "state.dir=" + (dir.path() / "state").string(), "--set",
+       "http.port=" + std::to_string(http_port), "--set", "kafka.startup_timeout_ms=6000"},
+      dir.path() / "run");
   ASSERT_TRUE(
       WaitUntil([&] { return Get(http_port, "/healthz").status == 200 || !run.running(); }, 5000));
   ASSERT_TRUE(run.running()) << "exited before HTTP answered:\n" << run.Stderr();
@@ -183,8 +182,8 @@ int KafkaScript(const std::string& script, int port, bool keep_data,
                 const std::filesystem::path& log) {
   if (keep_data) setenv("KAFKA_KEEP_DATA", "1", 1);
   int rc = testing::RunCommand(
-      {"/bin/bash", (testing::SourceDir() / "scripts" / script).string(), std::to_string(port)}, log,
-      180000);
+      {"/bin/bash", (testing::SourceDir() / "scripts" / script).string(), std::to_string(port)},
+      log, 180000);
   unsetenv("KAFKA_KEEP_DATA");
   return rc;
 }
@@ -222,8 +221,7 @@ class OwnKafka {
     address.sin_family = AF_INET;
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     address.sin_port = htons(static_cast<uint16_t>(port));
-    const bool free =
-        ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
     ::close(fd);
     return free;
   }
@@ -242,8 +240,7 @@ TEST(OutageRealKafka, IdleExitWaitsOutABrokerRestartAndEveryEventIsRead) {
   TempDir dir;
   OwnKafka kafka(dir.path());
   ASSERT_NE(kafka.port(), 0) << "no free port pair for the test's broker";
-  ASSERT_EQ(kafka.Start(false, "kafka-start"), 0) << "scripts/kafka-start.sh "
-                                                    << kafka.port();
+  ASSERT_EQ(kafka.Start(false, "kafka-start"), 0) << "scripts/kafka-start.sh " << kafka.port();
   const std::string bootstrap = kafka.bootstrap();
   const std::string suffix = UniqueSuffix();
   const std::string input = "outage-in-" + suffix;
@@ -271,14 +268,27 @@ TEST(OutageRealKafka, IdleExitWaitsOutABrokerRestartAndEveryEventIsRead) {
   produce(0, 300);
 
   const int http_port = FreePort();
-  Subprocess run({ClvBinary().string(), "run", "--quiet", "--set",
-                  "kafka.bootstrap_servers=" + bootstrap, "--set", "kafka.input_topics=" + input,
-                  "--set", "kafka.scores_topic=" + outputs[0], "--set",
-                  "kafka.alerts_topic=" + outputs[1], "--set",
-                  "kafka.dead_letter_topic=" + outputs[2], "--set",
-                  "kafka.group_id=outage-" + suffix, "--set",
-                  "state.dir=" + (dir.path() / "state").string(), "--set",
-                  "http.port=" + std::to_string(http_port), "--set", "stream.idle_exit_ms=10000"},
+  Subprocess run({ClvBinary().string(),
+                  "run",
+                  "--quiet",
+                  "--set",
+                  "kafka.bootstrap_servers=" + bootstrap,
+                  "--set",
+                  "kafka.input_topics=" + input,
+                  "--set",
+                  "kafka.scores_topic=" + outputs[0],
+                  "--set",
+                  "kafka.alerts_topic=" + outputs[1],
+                  "--set",
+                  "kafka.dead_letter_topic=" + outputs[2],
+                  "--set",
+                  "kafka.group_id=outage-" + suffix,
+                  "--set",
+                  "state.dir=" + (dir.path() / "state").string(),
+                  "--set",
+                  "http.port=" + std::to_string(http_port),
+                  "--set",
+                  "stream.idle_exit_ms=10000"},
                  dir.path() / "run");
   ASSERT_TRUE(WaitUntil(
       [&] {

@@ -112,8 +112,8 @@ TEST_F(ServiceOutage, AnOutageIsNotIdleTimeAndMakesReadyzSayWhy) {
   Produce(300, 200);
   if (exited_during_outage) {
     auto result = run.get();
-    FAIL() << "Run() returned during the outage (" << result.message << ") after "
-           << Consumed() << " of 500 events";
+    FAIL() << "Run() returned during the outage (" << result.message << ") after " << Consumed()
+           << " of 500 events";
   }
   EXPECT_TRUE(WaitFor([&] { return service_->ready(); }, 30000)) << service_->ReadyDetail();
   ASSERT_EQ(run.wait_for(std::chrono::seconds(60)), std::future_status::ready);
