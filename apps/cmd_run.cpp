@@ -33,7 +33,7 @@ void AddRunCommand(CLI::App& root, int* exit_code) {
       return;
     }
     std::unique_ptr<stream::Service> service;
-    auto status = stream::Service::Create(config, &service);
+    auto status = stream::Service::Create(config, &service, &stop);
     if (!status.ok()) {
       Log(LogLevel::kError, "clv run: could not start", {{"error", status.message}});
       *exit_code = 1;

@@ -320,6 +320,13 @@ const std::vector<Option>& OptionTable() {
                       "giving the original size and hash (README.md, Semantics).",
        .min = 16384,
        .max = 1000000000},
+      {.key = "kafka.startup_timeout_ms",
+       .access = MemberOf<&Config::kafka, &KafkaOptions::startup_timeout_ms>,
+       .description = "How long the start waits for a broker at kafka.bootstrap_servers to "
+                      "answer; then it stops with an error naming them. The HTTP server is "
+                      "already up meanwhile (/healthz answers, /readyz says what it waits for).",
+       .min = 100,
+       .max = 86400000},
       {.key = "kafka.properties",
        .access = MemberOf<&Config::kafka, &KafkaOptions::properties>,
        .description = "Extra librdkafka properties, passed through unchanged to consumer and "
@@ -500,9 +507,20 @@ const std::vector<Option>& OptionTable() {
        .min = 0},
       {.key = "stream.idle_exit_ms",
        .access = MemberOf<&Config::stream, &StreamOptions::idle_exit_ms>,
-       .description = "Stop when no event arrived for this long (0 = never). For replay jobs.",
+       .description = "Stop when no event arrived for this long (0 = never). For replay jobs. "
+                      "Only time with partitions assigned and the cluster reachable counts: an "
+                      "outage is not idleness.",
        .min = 0,
        .max = 86400000},
+      {.key = "stream.shutdown_timeout_ms",
+       .access = MemberOf<&Config::stream, &StreamOptions::shutdown_timeout_ms>,
+       .description = "On the way out (SIGTERM, idle exit, max_events), how long the service "
+                      "waits for Kafka to acknowledge the last outputs and for the consumer to "
+                      "leave the group. Past it (e.g. the cluster is unreachable) it exits with "
+                      "an error: the unacknowledged batches are not committed and are read "
+                      "again by the next start, nothing is lost.",
+       .min = 100,
+       .max = 3600000},
       // lifecycle
       {.key = "lifecycle.at_risk_gap_factor",
        .access = MemberOf<&Config::lifecycle, &LifecycleOptions::at_risk_gap_factor>,

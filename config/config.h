@@ -33,6 +33,7 @@ struct KafkaOptions {
   std::string group_id = "clvstream";
   int embedded_partitions = 8;
   int64_t producer_message_max_bytes = 1000000;
+  int startup_timeout_ms = 30000;
   std::map<std::string, std::string> properties = {};
 
   bool operator==(const KafkaOptions&) const = default;
@@ -85,6 +86,7 @@ struct StreamOptions {
   int cache_max_users = 200000;
   int64_t max_events = 0;
   int idle_exit_ms = 0;
+  int shutdown_timeout_ms = 10000;
 
   bool operator==(const StreamOptions&) const = default;
 };

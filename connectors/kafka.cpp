@@ -4,17 +4,24 @@
 // tuning below can be overridden from config (kafka.properties.*).
 #include "connectors/kafka.h"
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <set>
+#include <thread>
 
+#include <arpa/inet.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "common/log.h"
 #include "common/time.h"
@@ -171,6 +178,10 @@ class KafkaSourceImpl final : public KafkaSource {
     if (auto s = SetProperty(conf.get(), "group.id", options.group_id); !s.ok()) return s;
     rd_kafka_conf_set_opaque(conf.get(), this);
     rd_kafka_conf_set_rebalance_cb(conf.get(), &KafkaSourceImpl::RebalanceThunk);
+    // Client-level errors (a broker down, all brokers down) come here, on the
+    // polling thread; without it librdkafka only logs them.
+    rd_kafka_conf_set_error_cb(conf.get(), &KafkaSourceImpl::ErrorThunk);
+    bootstrap_ = options.bootstrap_servers;
     if (auto s = MakeHandle(RD_KAFKA_CONSUMER, std::move(conf), &rk_); !s.ok()) return s;
     rd_kafka_poll_set_consumer(rk_.get());
 
@@ -188,6 +199,37 @@ class KafkaSourceImpl final : public KafkaSource {
 
   Status Poll(int max_messages, int timeout_ms, std::vector<Message>* out) override {
     if (closed_) return Status::Error("KafkaSource::Poll after Close");
+    const size_t before = out->size();
+    auto status = PollMessages(max_messages, timeout_ms, out);
+    if (out->size() > before) {
+      MarkReachable();
+    } else if (!reachable_ && Clock::now() - last_probe_ >= std::chrono::seconds(1)) {
+      // No broker-up event exists: ask for metadata, which only a broker
+      // answers (short wait; nothing to read meanwhile anyway).
+      last_probe_ = Clock::now();
+      const rd_kafka_metadata_t* metadata = nullptr;
+      if (rd_kafka_metadata(rk_.get(), 0, nullptr, &metadata, 500) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_metadata_destroy(metadata);
+        MarkReachable();
+      }
+    }
+    return status;
+  }
+
+  ClusterHealth Health() override {
+    ClusterHealth health;
+    health.reachable = reachable_;
+    if (!reachable_) {
+      health.error = last_error_;
+      health.unreachable_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - unreachable_since_)
+              .count();
+    }
+    health.partitions_lost = partitions_lost_;
+    return health;
+  }
+
+  Status PollMessages(int max_messages, int timeout_ms, std::vector<Message>* out) {
     int wait_ms = timeout_ms;
     for (int taken = 0; taken < max_messages;) {
       rd_kafka_message_t* raw = rd_kafka_consumer_poll(rk_.get(), wait_ms);
@@ -297,7 +339,85 @@ class KafkaSourceImpl final : public KafkaSource {
     return Status::Ok();
   }
 
+  Status CloseWithin(int timeout_ms) override {
+    if (closed_) return Status::Ok();
+    if (timeout_ms < 0) return Close();
+    closed_ = true;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    // The close runs in librdkafka's threads; its revocation is served here
+    // from `queue` until it is done or time is up.
+    QueuePtr queue(rd_kafka_queue_new(rk_.get()));
+    std::string error;
+    if (rd_kafka_error_t* failed = rd_kafka_consumer_close_queue(rk_.get(), queue.get())) {
+      error = rd_kafka_error_string(failed);
+      rd_kafka_error_destroy(failed);
+    }
+    while (error.empty() && !rd_kafka_consumer_closed(rk_.get())) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) break;
+      // Served as events (a callback poll asserts on ops without one): the
+      // revocation goes through the same handler as the rebalance callback.
+      EventPtr event(
+          rd_kafka_queue_poll(queue.get(), static_cast<int>(std::min<int64_t>(left, 100))));
+      if (event != nullptr && rd_kafka_event_type(event.get()) == RD_KAFKA_EVENT_REBALANCE) {
+        OnRebalance(rk_.get(), rd_kafka_event_error(event.get()),
+                    rd_kafka_event_topic_partition_list(event.get()));
+      }
+    }
+    const bool left_group = error.empty() && rd_kafka_consumer_closed(rk_.get()) != 0;
+    queue.reset();  // before the handle
+    if (left_group) {
+      rk_.reset();
+      return Status::Ok();
+    }
+    rd_kafka_destroy_flags(rk_.release(), RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    if (!error.empty()) return Status::Error("KafkaSource::Close: " + error);
+    return Status::Error("KafkaSource::Close: the consumer did not leave the group within " +
+                         std::to_string(timeout_ms) + " ms (cluster at " + bootstrap_ +
+                         (reachable_ ? "" : " unreachable") +
+                         "); its partitions move after the group's session timeout");
+  }
+
  private:
+  using Clock = std::chrono::steady_clock;
+
+  static void ErrorThunk(rd_kafka_t*, int err, const char* reason, void* opaque) {
+    static_cast<KafkaSourceImpl*>(opaque)->OnError(static_cast<rd_kafka_resp_err_t>(err),
+                                                   reason != nullptr ? reason : "");
+  }
+
+  void OnError(rd_kafka_resp_err_t err, const std::string& reason) {
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__RESOLVE ||
+        err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+      // "all brokers down" repeats the count only; keep the connection error.
+      if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || last_error_.empty()) last_error_ = reason;
+    }
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && reachable_) {
+      reachable_ = false;
+      unreachable_since_ = Clock::now();
+      last_probe_ = Clock::now();
+      Log(LogLevel::kWarn, "Kafka cluster unreachable: all brokers are down (retrying)",
+          {{"bootstrap", bootstrap_}, {"error", last_error_}});
+      return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__FATAL) return;  // reaches Poll() as a consumer error
+    if (++transient_errors_ <= 20 || transient_errors_ % 1000 == 0) {
+      Log(LogLevel::kWarn, "Kafka consumer error (not fatal)",
+          {{"where", "client"}, {"count", transient_errors_}, {"error", reason}});
+    }
+  }
+
+  void MarkReachable() {
+    if (reachable_) return;
+    reachable_ = true;
+    Log(LogLevel::kInfo, "Kafka cluster reachable again",
+        {{"bootstrap", bootstrap_},
+         {"unreachable_seconds",
+          std::chrono::duration<double>(Clock::now() - unreachable_since_).count()}});
+    last_error_.clear();
+  }
+
   static void RebalanceThunk(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                              rd_kafka_topic_partition_list_t* partitions, void* opaque) {
     static_cast<KafkaSourceImpl*>(opaque)->OnRebalance(rk, err, partitions);
@@ -323,6 +443,7 @@ class KafkaSourceImpl final : public KafkaSource {
       } else if (auto e = rd_kafka_assign(rk, partitions); e) {
         Log(LogLevel::kWarn, "Kafka assign failed", {{"error", rd_kafka_err2str(e)}});
       }
+      partitions_lost_ = 0;
       if (callbacks_.on_assigned) callbacks_.on_assigned(ToVector(partitions));
       return;
     }
@@ -331,6 +452,11 @@ class KafkaSourceImpl final : public KafkaSource {
     }
     // Revoke (or lost, or error): the owner commits before we let go.
     const auto revoked = ToVector(partitions);
+    if (rd_kafka_assignment_lost(rk) != 0 && !revoked.empty()) {
+      partitions_lost_ = static_cast<int>(revoked.size());
+      Log(LogLevel::kWarn, "Kafka partitions lost (the group session expired)",
+          {{"partitions", revoked.size()}, {"bootstrap", bootstrap_}});
+    }
     if (callbacks_.on_revoked && !revoked.empty()) callbacks_.on_revoked(revoked);
     for (const auto& tp : revoked) next_offset_.erase(tp);
     if (cooperative) {
@@ -348,6 +474,13 @@ class KafkaSourceImpl final : public KafkaSource {
   HandlePtr rk_;
   bool closed_ = false;
   int64_t transient_errors_ = 0;
+  std::string bootstrap_;
+  // Cluster reachability (polling thread only; see ClusterHealth).
+  bool reachable_ = true;
+  Clock::time_point unreachable_since_{};
+  Clock::time_point last_probe_{};
+  std::string last_error_;
+  int partitions_lost_ = 0;
   std::map<TopicPartition, int64_t> next_offset_;  // next offset to be returned by Poll
 };
 
@@ -357,7 +490,7 @@ class KafkaSinkImpl final : public KafkaSink {
  public:
   KafkaSinkImpl() = default;
   ~KafkaSinkImpl() override {
-    if (rk_ != nullptr) rd_kafka_flush(rk_.get(), 10000);
+    if (rk_ != nullptr) rd_kafka_flush(rk_.get(), abandoned_ ? 100 : 10000);
   }
   KafkaSinkImpl(const KafkaSinkImpl&) = delete;
   KafkaSinkImpl& operator=(const KafkaSinkImpl&) = delete;
@@ -504,6 +637,12 @@ class KafkaSinkImpl final : public KafkaSink {
 
   uint64_t delivered() const override { return delivered_.load(std::memory_order_relaxed); }
 
+  void Abandon() override {
+    abandoned_ = true;
+    rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(rk_.get(), 0);  // their (failed) delivery reports
+  }
+
  private:
   // One message of `group` is done (acknowledged, failed or never queued).
   // Caller holds mu_.
@@ -534,6 +673,7 @@ class KafkaSinkImpl final : public KafkaSink {
   }
 
   HandlePtr rk_;
+  std::atomic<bool> abandoned_ = false;
   std::atomic<uint64_t> delivered_ = 0;
   std::atomic<uint64_t> sends_ = 0;
   std::mutex mu_;
@@ -547,6 +687,13 @@ class KafkaSinkImpl final : public KafkaSink {
 };
 
 // ---------------------------------------------------------------- broker
+
+// Listener ports for the mock brokers being created on this thread (see
+// bind() below): the next port to hand out, how many are left, and the
+// errno of a failed bind.
+thread_local int t_mock_port = 0;
+thread_local int t_mock_ports_left = 0;
+thread_local int t_mock_bind_errno = 0;
 
 // Embedded brokers of this process by bootstrap string. librdkafka 2.0.2's
 // mock cluster reports no controller, so the Admin API cannot create topics
@@ -565,6 +712,28 @@ rd_kafka_mock_cluster_t* FindEmbedded(const std::string& bootstrap) {
   return it == Registry().end() ? nullptr : it->second;
 }
 
+// Whether 127.0.0.1:port can be listened on (as the mock does: SO_REUSEADDR).
+Status CheckListenPort(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return Status::Error(std::string("EmbeddedBroker: socket: ") + std::strerror(errno));
+  const int on = 1;
+  (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast)
+  int result = ::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
+  if (result == 0) result = ::listen(fd, 1);
+  const int error = errno;
+  ::close(fd);
+  if (result != 0) {
+    return Status::Error("EmbeddedBroker: listening on 127.0.0.1:" + std::to_string(port) + ": " +
+                         std::strerror(error));
+  }
+  return Status::Ok();
+}
+
 class EmbeddedBrokerImpl final : public EmbeddedBroker {
  public:
   ~EmbeddedBrokerImpl() override {
@@ -576,8 +745,12 @@ class EmbeddedBrokerImpl final : public EmbeddedBroker {
     rd_kafka_mock_cluster_destroy(cluster_);
   }
 
-  Status Init(int brokers, int partitions) {
+  Status Init(int brokers, int partitions, int port) {
     if (brokers < 1) return Status::Error("EmbeddedBroker: brokers must be >= 1");
+    if (port < 0 || port + brokers - 1 > 65535) {
+      return Status::Error("EmbeddedBroker: port " + std::to_string(port) + " with " +
+                           std::to_string(brokers) + " broker(s) is outside 1..65535");
+    }
     default_partitions_ = partitions > 0 ? partitions : 1;
     brokers_ = brokers;
     ConfPtr conf(rd_kafka_conf_new());
@@ -585,8 +758,28 @@ class EmbeddedBrokerImpl final : public EmbeddedBroker {
     // This handle only hosts the cluster; hide its "no bootstrap.servers" notice.
     if (auto s = SetProperty(conf.get(), "log_level", "4"); !s.ok()) return s;
     if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk_); !s.ok()) return s;
+    // The mock aborts when it cannot listen: check the ports first.
+    for (int i = 0; port > 0 && i < brokers; ++i) {
+      if (auto s = CheckListenPort(port + i); !s.ok()) return s;
+    }
+    // librdkafka 2.0.2's mock binds every broker to 127.0.0.1:0 (a free port)
+    // and has no option for it; its brokers are created on this thread, so
+    // bind() below gives them port, port+1, ... instead.
+    t_mock_port = port;
+    t_mock_ports_left = port > 0 ? brokers : 0;
+    t_mock_bind_errno = 0;
     cluster_ = rd_kafka_mock_cluster_new(rk_.get(), brokers);
-    if (cluster_ == nullptr) return Status::Error("EmbeddedBroker: could not start mock cluster");
+    const int bind_errno = t_mock_bind_errno;
+    const int failed_port = t_mock_port;
+    t_mock_port = 0;
+    t_mock_ports_left = 0;
+    if (cluster_ == nullptr) {
+      if (bind_errno != 0) {
+        return Status::Error("EmbeddedBroker: listening on 127.0.0.1:" +
+                             std::to_string(failed_port) + ": " + std::strerror(bind_errno));
+      }
+      return Status::Error("EmbeddedBroker: could not start mock cluster");
+    }
     bootstrap_ = rd_kafka_mock_cluster_bootstraps(cluster_);
     std::lock_guard lock(RegistryMutex());
     Registry()[bootstrap_] = cluster_;
@@ -612,6 +805,18 @@ class EmbeddedBrokerImpl final : public EmbeddedBroker {
     return Status::Ok();
   }
 
+  Status SetAllBrokersDown(bool down) override {
+    for (int32_t id = 1; id <= brokers_; ++id) {
+      auto err = down ? rd_kafka_mock_broker_set_down(cluster_, id)
+                      : rd_kafka_mock_broker_set_up(cluster_, id);
+      if (err) {
+        return Status::Error("EmbeddedBroker: setting broker " + std::to_string(id) +
+                             (down ? " down: " : " up: ") + rd_kafka_err2str(err));
+      }
+    }
+    return Status::Ok();
+  }
+
  private:
   HandlePtr rk_;  // destroyed after the cluster (members destruct in reverse order)
   rd_kafka_mock_cluster_t* cluster_ = nullptr;  // owned; destroyed in the destructor
@@ -621,6 +826,48 @@ class EmbeddedBrokerImpl final : public EmbeddedBroker {
 };
 
 }  // namespace
+
+}  // namespace clv::connectors
+
+// The mock's listeners: while EmbeddedBrokerImpl::Init asks for a port, a
+// bind of this thread to 127.0.0.1:0 (what librdkafka's mock broker does)
+// gets the next asked-for port. Every other bind passes through unchanged.
+// Defined here, in the executable, it takes precedence over libc's for
+// librdkafka's shared library.
+// NOLINTNEXTLINE(readability-inconsistent-declaration-parameter-name)
+extern "C" int bind(int fd, const struct sockaddr* address, socklen_t length) noexcept {
+  using BindFunction = int (*)(int, const struct sockaddr*, socklen_t);
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast)
+  static const auto libc_bind = reinterpret_cast<BindFunction>(dlsym(RTLD_NEXT, "bind"));
+  if (libc_bind == nullptr) {
+    errno = ENOSYS;
+    return -1;
+  }
+  using clv::connectors::t_mock_bind_errno;
+  using clv::connectors::t_mock_port;
+  using clv::connectors::t_mock_ports_left;
+  if (t_mock_ports_left > 0 && address != nullptr && address->sa_family == AF_INET &&
+      length >= static_cast<socklen_t>(sizeof(sockaddr_in))) {
+    sockaddr_in wanted{};
+    std::memcpy(&wanted, address, sizeof wanted);
+    if (wanted.sin_port == 0 && wanted.sin_addr.s_addr == htonl(INADDR_LOOPBACK)) {
+      wanted.sin_port = htons(static_cast<uint16_t>(t_mock_port));
+      // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast)
+      const int result = libc_bind(fd, reinterpret_cast<const sockaddr*>(&wanted), sizeof wanted);
+      if (result != 0) {
+        t_mock_bind_errno = errno;
+        t_mock_ports_left = 0;
+        return result;
+      }
+      ++t_mock_port;
+      --t_mock_ports_left;
+      return result;
+    }
+  }
+  return libc_bind(fd, address, length);
+}
+
+namespace clv::connectors {
 
 Status KafkaSource::Create(const ClientOptions& options, const std::vector<std::string>& topics,
                            SourceCallbacks callbacks, std::unique_ptr<KafkaSource>* source) {
@@ -645,9 +892,10 @@ Status KafkaSink::Create(const ClientOptions& options, std::unique_ptr<KafkaSink
   return Status::Ok();
 }
 
-Status EmbeddedBroker::Start(int brokers, int partitions, std::unique_ptr<EmbeddedBroker>* broker) {
+Status EmbeddedBroker::Start(int brokers, int partitions, std::unique_ptr<EmbeddedBroker>* broker,
+                             int port) {
   auto impl = std::make_unique<EmbeddedBrokerImpl>();
-  if (auto s = impl->Init(brokers, partitions); !s.ok()) return s;
+  if (auto s = impl->Init(brokers, partitions, port); !s.ok()) return s;
   *broker = std::move(impl);
   return Status::Ok();
 }
@@ -744,6 +992,89 @@ Status PartitionCount(const ClientOptions& options, const std::string& topic, in
   }
   *partitions = md->topics[0].partition_cnt;
   return Status::Ok();
+}
+
+Status ListTopics(const ClientOptions& options, std::map<std::string, int>* topics,
+                  int timeout_ms) {
+  static constexpr const char* kMetadataDefaults[][2] = {{"log.connection.close", "false"}};
+  ConfPtr conf;
+  if (auto s = MakeConf(options, kMetadataDefaults, &conf); !s.ok()) return s;
+  HandlePtr rk;
+  if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk); !s.ok()) return s;
+  const rd_kafka_metadata_t* metadata = nullptr;
+  if (auto err = rd_kafka_metadata(rk.get(), 1, nullptr, &metadata, timeout_ms); err) {
+    return Status::Error("ListTopics: metadata from " + options.bootstrap_servers + ": " +
+                         rd_kafka_err2str(err));
+  }
+  topics->clear();
+  for (int i = 0; i < metadata->topic_cnt; ++i) {
+    const auto& topic = metadata->topics[i];
+    if (topic.err == RD_KAFKA_RESP_ERR_NO_ERROR) (*topics)[topic.topic] = topic.partition_cnt;
+  }
+  rd_kafka_metadata_destroy(metadata);
+  return Status::Ok();
+}
+
+namespace {
+
+// The last connection error of a probe handle (served on the probing thread).
+struct ProbeErrors {
+  std::mutex mu;
+  std::string last;  // guarded by mu
+};
+
+void ProbeErrorThunk(rd_kafka_t*, int, const char* reason, void* opaque) {
+  auto* errors = static_cast<ProbeErrors*>(opaque);
+  std::lock_guard lock(errors->mu);
+  errors->last = reason != nullptr ? reason : "";
+}
+
+}  // namespace
+
+Status WaitForCluster(const ClientOptions& options, int timeout_ms, const std::atomic<bool>* stop,
+                      const std::function<void(const std::string&)>& progress) {
+  using Clock = std::chrono::steady_clock;
+  static constexpr const char* kProbeDefaults[][2] = {{"log.connection.close", "false"}};
+  ConfPtr conf;
+  if (auto s = MakeConf(options, kProbeDefaults, &conf); !s.ok()) return s;
+  ProbeErrors errors;
+  rd_kafka_conf_set_opaque(conf.get(), &errors);
+  rd_kafka_conf_set_error_cb(conf.get(), &ProbeErrorThunk);
+  HandlePtr rk;
+  if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk); !s.ok()) return s;
+  const auto started = Clock::now();
+  const auto deadline = started + std::chrono::milliseconds(std::max(0, timeout_ms));
+  std::string last_metadata_error;
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    const rd_kafka_metadata_t* metadata = nullptr;
+    auto err = rd_kafka_metadata(rk.get(), 0, nullptr, &metadata,
+                                 static_cast<int>(std::clamp<int64_t>(left, 1, 1000)));
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_metadata_destroy(metadata);
+      return Status::Ok();
+    }
+    last_metadata_error = rd_kafka_err2str(err);
+    rd_kafka_poll(rk.get(), 0);  // serves the error callback
+    std::string seen;
+    {
+      std::lock_guard lock(errors.mu);
+      seen = errors.last;
+    }
+    if (seen.empty()) seen = last_metadata_error;
+    const bool stopped = stop != nullptr && stop->load();
+    if (stopped || Clock::now() >= deadline) {
+      const auto waited =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+      return Status::Error("no Kafka broker answered at " + options.bootstrap_servers +
+                           " (kafka.bootstrap_servers) within " + std::to_string(waited) + " ms" +
+                           (stopped ? " (stop requested)" : "") + ": " + seen);
+    }
+    if (progress) progress(seen);
+    // A refused connection answers at once: do not spin.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 std::map<std::string, std::string> MockFriendlyConsumerProperties() {

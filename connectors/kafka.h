@@ -15,6 +15,7 @@
 //   status = source->Poll(10000, 20, &batch);
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -66,6 +67,21 @@ struct ClientOptions {
 // extra properties; client_id stays the default).
 ClientOptions ClientOptionsFrom(const config::KafkaOptions& kafka);
 
+// What a source knows about its cluster (see KafkaSource::Health()).
+struct ClusterHealth {
+  // False from librdkafka's "all brokers are down" until a broker answers
+  // again (a metadata request succeeds, or a message arrives).
+  bool reachable = true;
+  // While unreachable: the last connection error, e.g. "127.0.0.1:9092/1:
+  // Connect to ipv4#127.0.0.1:9092 failed: Connection refused".
+  std::string error;
+  // Milliseconds since the cluster became unreachable (0 while reachable).
+  int64_t unreachable_ms = 0;
+  // The last revocation was a loss (the group session expired, e.g. during
+  // an outage): the partitions that went, until the next assignment.
+  int partitions_lost = 0;
+};
+
 // Callbacks run on the polling thread, inside Poll().
 struct SourceCallbacks {
   // Start offset for a newly assigned partition: the offset stored in our
@@ -93,6 +109,15 @@ class KafkaSource {
   virtual std::map<TopicPartition, int64_t> Lag() = 0;
   // Leaves the group cleanly (on_revoked is called).
   virtual Status Close() = 0;
+  // The same, waiting at most timeout_ms (the cluster may be unreachable):
+  // past it the consumer is dropped without leaving (its partitions move
+  // after the group's session timeout) and the error says so.
+  virtual Status CloseWithin(int timeout_ms) {
+    (void)timeout_ms;
+    return Close();
+  }
+  // Reachability of the cluster as the consumer saw it in its last Poll().
+  virtual ClusterHealth Health() { return {}; }
   // Optional courtesy: commits next-offsets to the Kafka group asynchronously
   // so lag tools (kafka-consumer-groups, Burrow) see progress. The truth stays
   // in our state store; start positions always come from start_offset().
@@ -133,6 +158,9 @@ class KafkaSink {
   virtual Status WaitAcked(uint64_t mark, int timeout_ms, bool* done,
                            int64_t* acked_ms = nullptr) = 0;
   virtual uint64_t delivered() const = 0;
+  // Drops every message not yet acknowledged (the shutdown gave up on them),
+  // so that destroying the sink does not wait for the cluster.
+  virtual void Abandon() {}
 };
 
 // Creates topics that do not exist yet (existing ones are left alone).
@@ -142,12 +170,31 @@ Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>
 // Partition count of a topic (from metadata).
 Status PartitionCount(const ClientOptions& options, const std::string& topic, int* partitions);
 
+// Every topic of the cluster with its partition count (from metadata).
+Status ListTopics(const ClientOptions& options, std::map<std::string, int>* topics,
+                  int timeout_ms = 10000);
+
+// Waits until a broker at options.bootstrap_servers answers a metadata
+// request: at most timeout_ms, or until *stop is set (may be null). While it
+// waits, `progress` (may be empty) is called about once a second with the
+// last connection error. The error names the bootstrap servers and what the
+// client saw (e.g. "Connect to ipv4#127.0.0.1:9 failed: Connection refused").
+Status WaitForCluster(const ClientOptions& options, int timeout_ms, const std::atomic<bool>* stop,
+                      const std::function<void(const std::string&)>& progress = {});
+
 // The embedded development broker: librdkafka's mock cluster, on 127.0.0.1.
 class EmbeddedBroker {
  public:
   virtual ~EmbeddedBroker() = default;
-  // brokers: number of mock brokers; partitions: default for new topics.
-  static Status Start(int brokers, int partitions, std::unique_ptr<EmbeddedBroker>* broker);
+  // brokers: number of mock brokers; partitions: default for CreateTopic.
+  // port 0: each broker listens on a free port; port N: broker i (1-based)
+  // listens on 127.0.0.1:N+i-1, so a restarted broker keeps its address
+  // (error naming the port when it is taken).
+  // Topics that clients auto-create (producing to, or subscribing to, an
+  // unknown topic) get librdkafka's fixed 4 partitions: librdkafka 2.0.2's
+  // mock has no setting for it. Create topics up front with CreateTopic.
+  static Status Start(int brokers, int partitions, std::unique_ptr<EmbeddedBroker>* broker,
+                      int port = 0);
   virtual std::string bootstrap_servers() const = 0;
   // partitions <= 0: the default given to Start().
   virtual Status CreateTopic(const std::string& topic, int partitions) = 0;
@@ -158,6 +205,13 @@ class EmbeddedBroker {
     (void)count;
     (void)kafka_error_code;
     return Status::Error("FailNextProduceRequests: not supported by this broker");
+  }
+  // Fault injection for tests: every broker goes down (its listener and
+  // connections close: clients see "all brokers are down") or comes back up
+  // on the same address with its data.
+  virtual Status SetAllBrokersDown(bool down) {
+    (void)down;
+    return Status::Error("SetAllBrokersDown: not supported by this broker");
   }
 };
 

@@ -3,7 +3,9 @@
 # one JVM) on 127.0.0.1, for the integration tests and `clv bench` ceilings.
 # Needs the jars from scripts/kafka-fetch.sh (run first; this script runs it
 # when they are missing). Data and logs live under .kafka/run-PORT/ and are
-# removed by scripts/kafka-stop.sh.
+# removed by scripts/kafka-stop.sh. With KAFKA_KEEP_DATA=1 (set for both
+# scripts) a stopped broker starts again on its kept data: a broker restart,
+# not a new cluster.
 #
 # Usage: scripts/kafka-start.sh [port]        (default 19092; controller on port+1)
 # Prints the bootstrap address (127.0.0.1:PORT) on stdout when ready, e.g.
@@ -26,6 +28,11 @@ if [[ -f "$run_dir/kafka.pid" ]] && kill -0 "$(cat "$run_dir/kafka.pid")" 2>/dev
   echo "127.0.0.1:$port"
   exit 0
 fi
+java_opts=(-Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
+  "-Dlog4j2.configurationFile=$run_dir/log4j2.properties")
+if [[ "${KAFKA_KEEP_DATA:-0}" == 1 && -f "$run_dir/data/meta.properties" && -f "$run_dir/server.properties" ]]; then
+  log "restarting on the kept data in $run_dir/data"
+else  # a new cluster: fresh config and storage (not indented: heredocs below)
 rm -rf "$run_dir"
 mkdir -p "$run_dir/data"
 
@@ -64,12 +71,11 @@ logger.kafka.name = kafka
 logger.kafka.level = INFO
 PROPS
 
-java_opts=(-Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
-  "-Dlog4j2.configurationFile=$run_dir/log4j2.properties")
 cluster_id="$(java "${java_opts[@]}" -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
 java "${java_opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
   -t "$cluster_id" -c "$run_dir/server.properties" >"$run_dir/format.log" 2>&1 ||
   { log "storage format failed:"; cat "$run_dir/format.log" >&2; exit 1; }
+fi
 
 nohup java "${java_opts[@]}" -cp "$libs/*" kafka.Kafka "$run_dir/server.properties" \
   >"$run_dir/stdout.log" 2>&1 &

@@ -1,7 +1,11 @@
 #include "stream/service.h"
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cstdint>
 #include <stdexcept>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -25,6 +29,13 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// Milliseconds left until `deadline`, at least `floor_ms`.
+int RemainingMs(Clock::time_point deadline, int floor_ms) {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return static_cast<int>(std::clamp<int64_t>(left, floor_ms, INT32_MAX));
+}
+
 }  // namespace
 
 Service::Service()
@@ -37,7 +48,8 @@ Service::~Service() {
   if (http_server_) http_server_->Stop();
 }
 
-Status Service::Create(const config::Config& config, std::unique_ptr<Service>* out) {
+Status Service::Create(const config::Config& config, std::unique_ptr<Service>* out,
+                       const std::atomic<bool>* stop) {
   if (config.kafka.bootstrap_servers.empty()) {
     return Status::Error("kafka.bootstrap_servers is empty (start the embedded broker first)");
   }
@@ -57,8 +69,32 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
        {"device", config.model.device}});
   auto restore_status = service->RestoreLiveViews();
   if (!restore_status.ok()) return restore_status;
+  // HTTP first: liveness and the reason for not being ready answer while
+  // the cluster is still being reached.
+  service->SetKafkaIssue("connecting to Kafka at " + config.kafka.bootstrap_servers);
+  auto http_status = service->StartHttp();
+  if (!http_status.ok()) return http_status;
 
   auto client = connectors::ClientOptionsFrom(config.kafka);
+  {
+    Service* waiting = service.get();
+    auto last_log = Clock::now() - std::chrono::seconds(10);
+    auto reached = connectors::WaitForCluster(
+        client, config.kafka.startup_timeout_ms, stop,
+        [waiting, &config, &last_log](const std::string& error) {
+          waiting->SetKafkaIssue("waiting for a Kafka broker at " + config.kafka.bootstrap_servers +
+                                 ": " + error);
+          if (SecondsSince(last_log) >= 5) {
+            last_log = Clock::now();
+            Log(LogLevel::kWarn, "waiting for a Kafka broker to answer",
+                {{"bootstrap", config.kafka.bootstrap_servers},
+                 {"error", error},
+                 {"startup_timeout_ms", config.kafka.startup_timeout_ms}});
+          }
+        });
+    if (!reached.ok()) return reached;
+  }
+  service->SetKafkaIssue("setting up topics, producer and consumer");
   // Create only the output topics that are missing: an out-of-process
   // embedded broker (`clv broker`) has no controller to answer CreateTopics,
   // and a real cluster may not allow it; existing topics need neither.
@@ -123,7 +159,8 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
     Log(LogLevel::kInfo, "partitions assigned", {{"added", tps.size()}, {"assigned", assigned}});
   };
   callbacks.on_revoked = [processor, self](const std::vector<connectors::TopicPartition>& tps) {
-    processor->OnRevoked(tps);
+    // Closing: everything that could be committed was (CommitBeforeExit).
+    if (!self->closing_) processor->OnRevoked(tps);
     size_t assigned = 0;
     {
       std::lock_guard lock(self->partitions_mutex_);
@@ -140,8 +177,8 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   status = connectors::KafkaSource::Create(client, config.kafka.input_topics, std::move(callbacks),
                                            &service->source_);
   if (!status.ok()) return status;
-  status = service->StartHttp();
-  if (!status.ok()) return status;
+  service->SetKafkaIssue("");
+  service->started_.store(true);
   *out = std::move(service);
   return Status::Ok();
 }
@@ -188,9 +225,39 @@ void Service::set_score_observer(std::function<void(const ScoreRecord&)> observe
   external_score_observer_ = std::move(observer);
 }
 
-bool Service::ready() const {
+void Service::SetKafkaIssue(std::string issue) {
+  std::lock_guard lock(health_mutex_);
+  kafka_issue_ = std::move(issue);
+}
+
+bool Service::ready() const { return NotReadyReason().empty(); }
+
+std::string Service::NotReadyReason() const {
+  if (stopped_.load()) return "stopped";
+  if (!restored_.load()) return "restoring the state from " + config_.state.dir;
+  if (scorer_ == nullptr) return "no model loaded";
+  connectors::ClusterHealth health;
+  {
+    std::lock_guard lock(health_mutex_);
+    if (!started_.load()) return kafka_issue_.empty() ? "starting" : kafka_issue_;
+    health = health_;
+  }
+  if (!health.reachable) {
+    return "Kafka cluster unreachable at " + config_.kafka.bootstrap_servers + " for " +
+           std::to_string(health.unreachable_ms / 1000) + " s" +
+           (health.error.empty() ? "" : ": " + health.error);
+  }
   std::lock_guard lock(partitions_mutex_);
-  return !assigned_.empty() && restored_.load() && scorer_ != nullptr && !stopped_.load();
+  if (assigned_.empty()) {
+    if (health.partitions_lost > 0) {
+      return std::to_string(health.partitions_lost) +
+             " partition(s) lost (the group session expired); waiting for a new assignment "
+             "in group '" +
+             config_.kafka.group_id + "'";
+    }
+    return "no partitions assigned yet (joining group '" + config_.kafka.group_id + "')";
+  }
+  return "";
 }
 
 std::string Service::ReadyDetail() const {
@@ -199,15 +266,30 @@ std::string Service::ReadyDetail() const {
     std::lock_guard lock(partitions_mutex_);
     assigned = assigned_.size();
   }
+  connectors::ClusterHealth health;
+  {
+    std::lock_guard lock(health_mutex_);
+    health = health_;
+  }
+  const std::string reason = NotReadyReason();
+  nlohmann::json kafka = {
+      {"bootstrap", config_.kafka.bootstrap_servers},
+      {"reachable", started_.load() && health.reachable},
+      {"error", health.error},
+      {"unreachable_seconds", static_cast<double>(health.unreachable_ms) / 1000.0},
+  };
   nlohmann::json json = {
-      {"ready", ready()},
+      {"ready", reason.empty()},
+      {"reason", reason},
       {"partitions_assigned", assigned},
+      {"partitions_lost", health.partitions_lost},
       {"state_restored", restored_.load()},
       {"model_loaded", scorer_ != nullptr},
       {"stopped", stopped_.load()},
+      {"kafka", std::move(kafka)},
       {"model", {{"scorer", scorer_name_}, {"version", model_version_}}},
   };
-  return json.dump();
+  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::optional<std::string> Service::UserJson(std::string_view user_id) const {
@@ -254,7 +336,9 @@ std::string Service::MetricsText() {
 }
 
 std::string Service::SummaryJson() {
-  const auto& c = processor_->counters();
+  static const ProcessorCounters kNothingYet;
+  // Before Create() finished there is no processor yet (HTTP starts first).
+  const auto& c = started_.load() ? processor_->counters() : kNothingYet;
   const int64_t now = SteadyClockMs();
   nlohmann::json lag_partitions = nlohmann::json::array();
   int64_t lag_total = 0;
@@ -298,6 +382,42 @@ std::string Service::SummaryJson() {
   return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+Status Service::CommitBeforeExit(Clock::time_point deadline) {
+  auto status = processor_->Seal();
+  if (!status.ok()) return status;
+  auto last_log = Clock::now();
+  while (processor_->sealed_count() > 0) {
+    // Hands over what Kafka acknowledged meanwhile, without waiting.
+    status = processor_->WriteAcknowledged(static_cast<int>(processor_->sealed_count()));
+    if (!status.ok()) return status;
+    const size_t pending = processor_->sealed_count();
+    if (pending == 0) break;
+    const auto health = source_->Health();
+    const std::string cluster =
+        health.reachable
+            ? "reachable"
+            : "unreachable: " + (health.error.empty() ? "all brokers down" : health.error);
+    if (Clock::now() >= deadline) {
+      abandoned_ = true;
+      return Status::Error(
+          "shutdown: Kafka did not acknowledge the outputs of " + std::to_string(pending) +
+          " micro-batch commit(s) within stream.shutdown_timeout_ms=" +
+          std::to_string(config_.stream.shutdown_timeout_ms) + " (cluster at " +
+          config_.kafka.bootstrap_servers + " " + cluster +
+          "); they are not committed: the next start reads those events again (nothing is lost)");
+    }
+    if (SecondsSince(last_log) >= 2) {
+      last_log = Clock::now();
+      Log(LogLevel::kInfo, "shutdown: waiting for Kafka to acknowledge the last outputs",
+          {{"commits", pending},
+           {"cluster", cluster},
+           {"gives_up_in_ms", RemainingMs(deadline, 0)}});
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return Status::Ok();
+}
+
 ServiceProgress Service::progress() const {
   std::lock_guard lock(progress_mutex_);
   return progress_;
@@ -309,6 +429,8 @@ Status Service::Run(const std::atomic<bool>& stop) {
   auto last_commit = Clock::now();
   auto last_progress = Clock::now();
   auto last_event = Clock::now();
+  // Last seen with the cluster unreachable (an outage is not idle time).
+  Clock::time_point last_unreachable{};
   int64_t consumed_at_last_progress = 0;
   std::vector<connectors::Message> batch;
   Status result = Status::Ok();
@@ -327,7 +449,9 @@ Status Service::Run(const std::atomic<bool>& stop) {
     p.alerts = counters.alerts_emitted.load();
     p.timer_rescores = counters.timer_rescores.load();
     p.users = counters.users_seen.load();
-    RefreshLag();
+    // Lag asks the partition leaders when nothing is cached: not while the
+    // cluster is unreachable (the last values stay).
+    if (source_->Health().reachable) RefreshLag();
     {
       std::lock_guard lock(partitions_mutex_);
       p.partitions = static_cast<int>(lag_.size());
@@ -350,10 +474,30 @@ Status Service::Run(const std::atomic<bool>& stop) {
     // Commits whose outputs the broker has acknowledged meanwhile go to the
     // store first; while some are pending, input is polled in short waits.
     if (processor_->sealed_count() > 0) {
-      auto written = processor_->WriteAcknowledged(options.commits_in_flight);
+      // While the cluster is unreachable nothing is acknowledged: do not
+      // block on it (the stop flag and the cluster's return are checked).
+      const bool outage = !source_->Health().reachable;
+      auto written = processor_->WriteAcknowledged(
+          outage ? static_cast<int>(processor_->sealed_count()) : options.commits_in_flight);
       if (!written.ok()) {
         result = written;
         break;
+      }
+      if (outage && static_cast<int>(processor_->sealed_count()) > options.commits_in_flight) {
+        batch.clear();
+        auto probed = source_->Poll(0, 0, &batch);  // reads nothing: only sees the cluster
+        if (!probed.ok()) {
+          result = probed;
+          break;
+        }
+        auto health = source_->Health();
+        if (!health.reachable) last_unreachable = Clock::now();
+        {
+          std::lock_guard lock(health_mutex_);
+          health_ = std::move(health);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
       }
     }
     std::optional<StageTimer> poll_timer(std::in_place, processor_->mutable_poll_nanos());
@@ -381,6 +525,12 @@ Status Service::Run(const std::atomic<bool>& stop) {
       }
     }
     poll_timer.reset();
+    {
+      auto health = source_->Health();
+      if (!health.reachable) last_unreachable = Clock::now();
+      std::lock_guard lock(health_mutex_);
+      health_ = std::move(health);
+    }
     if (!processor_->callback_error().empty()) {
       result = Status::Error(processor_->callback_error());
       break;
@@ -421,31 +571,53 @@ Status Service::Run(const std::atomic<bool>& stop) {
     publish_progress(false);
     if (options.max_events > 0 && counters.consumed.load() >= options.max_events) break;
     if (options.idle_exit_ms > 0) {
-      // Idle means no input while partitions are assigned: joining the group
-      // (seconds, more when a static member's session must expire first)
-      // does not count, unless no assignment comes for a minute or more.
+      // Idle means no input while partitions are assigned and the cluster
+      // is reachable: an outage does not count, nor does joining the group
+      // (seconds, more when a static member's session must expire first),
+      // unless no assignment comes for a minute or more.
       bool assigned = false;
       {
         std::lock_guard lock(partitions_mutex_);
         assigned = !assigned_.empty();
       }
-      const auto idle_since = std::max(last_event, last_assigned_);
+      const auto idle_since = std::max({last_event, last_assigned_, last_unreachable});
       if (assigned ? SecondsSince(idle_since) * 1000 >= options.idle_exit_ms
                    : SecondsSince(idle_since) * 1000 >= std::max(options.idle_exit_ms, 60000)) {
         break;
       }
     }
   }
-  if (stop.load()) Log(LogLevel::kInfo, "stop requested: finishing the micro-batch");
-  if (result.ok()) {
-    auto status = processor_->Commit();
-    if (!status.ok()) result = status;
+  // The way out is bounded: commit, leave the group and flush within
+  // stream.shutdown_timeout_ms (plus up to a second each to leave the group
+  // and flush when the commit used it all).
+  const auto shutdown_deadline =
+      Clock::now() + std::chrono::milliseconds(options.shutdown_timeout_ms);
+  if (stop.load()) {
+    Log(LogLevel::kInfo, "stop requested: finishing the micro-batch",
+        {{"shutdown_timeout_ms", options.shutdown_timeout_ms}});
   }
+  if (result.ok()) result = CommitBeforeExit(shutdown_deadline);
   live_->FlushPending();
-  auto close_status = source_->Close();
-  if (result.ok() && !close_status.ok()) result = close_status;
-  auto flush_status = sink_->Flush(30000);
-  if (result.ok() && !flush_status.ok()) result = flush_status;
+  // An error exit leaves the group too, so that the next start (or another
+  // instance) is assigned at once instead of after the session timeout.
+  closing_ = true;
+  auto close_status = source_->CloseWithin(RemainingMs(shutdown_deadline, 1000));
+  if (!close_status.ok()) {
+    if (result.ok()) {
+      result = close_status;
+    } else {
+      Log(LogLevel::kWarn, "closing the consumer", {{"error", close_status.message}});
+    }
+  }
+  if (abandoned_) {
+    sink_->Abandon();
+  } else {
+    auto flush_status = sink_->Flush(RemainingMs(shutdown_deadline, 1000));
+    if (!flush_status.ok()) {
+      sink_->Abandon();
+      if (result.ok()) result = flush_status;
+    }
+  }
   stopped_.store(true);
   publish_progress(true);
   if (result.ok()) {

@@ -6,8 +6,15 @@
 // stream.batch_max_events and stream.batch_max_wait_ms), processes them and
 // commits (every batch, or every stream.commit_interval_ms) until `stop` is
 // set, stream.max_events were consumed or the input stayed idle for
-// stream.idle_exit_ms. On the way out it commits what it processed, leaves
-// the group and flushes the producer.
+// stream.idle_exit_ms (time with the cluster unreachable is not idle). On the
+// way out it commits what it processed, leaves the group and flushes the
+// producer, all within about stream.shutdown_timeout_ms: past it (the
+// cluster is unreachable) Run() returns an error saying what was not
+// acknowledged; those events are not committed and are read again next time.
+//
+// Create() starts the HTTP server before it contacts Kafka, so /healthz
+// answers at once and /readyz says what the service waits for; it waits up
+// to kafka.startup_timeout_ms (or until *stop) for a broker to answer.
 //
 // An empty kafka.bootstrap_servers is not handled here: the caller starts an
 // EmbeddedBroker and puts its address into the config (apps/ does that).
@@ -66,7 +73,8 @@ struct ServiceProgress {
 
 class Service {
  public:
-  static connectors::Status Create(const config::Config& config, std::unique_ptr<Service>* service);
+  static connectors::Status Create(const config::Config& config, std::unique_ptr<Service>* service,
+                                   const std::atomic<bool>* stop = nullptr);
   ~Service();
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
@@ -86,10 +94,15 @@ class Service {
   const config::Config& config() const { return config_; }
   // Latest progress (thread-safe copy).
   ServiceProgress progress() const;
-  // Partitions assigned, state restored, model loaded, not stopped.
+  // Started, Kafka reachable, partitions assigned, state restored, model
+  // loaded, not stopped.
   bool ready() const;
-  // JSON for /readyz: {"ready":..,"partitions_assigned":..,"state_restored":..,
-  // "model_loaded":..,"stopped":..,"model":{"scorer":..,"version":..}}.
+  // Why not ready, in words ("" when ready).
+  std::string NotReadyReason() const;
+  // JSON for /readyz: {"ready":..,"reason":..,"partitions_assigned":..,
+  // "partitions_lost":..,"state_restored":..,"model_loaded":..,"stopped":..,
+  // "kafka":{"bootstrap":..,"reachable":..,"error":..,"unreachable_seconds":..},
+  // "model":{"scorer":..,"version":..}}.
   std::string ReadyDetail() const;
   ServiceMetrics& metrics() { return *metrics_; }
   LiveViews& live() { return *live_; }
@@ -106,6 +119,10 @@ class Service {
   connectors::Status RestoreLiveViews();
   connectors::Status StartHttp();
   void RefreshLag();
+  void SetKafkaIssue(std::string issue);
+  // Seals and writes what was processed, waiting for Kafka's
+  // acknowledgements until `deadline` (the bounded shutdown).
+  connectors::Status CommitBeforeExit(std::chrono::steady_clock::time_point deadline);
 
   config::Config config_;
   std::unique_ptr<state::StateStore> store_;
@@ -125,6 +142,18 @@ class Service {
   std::chrono::steady_clock::time_point last_assigned_{};
   std::atomic<bool> restored_{false};
   std::atomic<bool> stopped_{false};
+  // Create() finished (Kafka clients and processor exist).
+  std::atomic<bool> started_{false};
+  // Kafka as the source last saw it (written on the polling thread, or by
+  // Create() while it waits for the cluster; read by HTTP threads).
+  mutable std::mutex health_mutex_;
+  connectors::ClusterHealth health_;
+  std::string kafka_issue_;  // before started_: what Create() waits for
+  // The service is closing its consumer: revocations commit nothing more
+  // (polling thread only).
+  bool closing_ = false;
+  // The shutdown gave up on unacknowledged outputs (polling thread only).
+  bool abandoned_ = false;
   // Assignment and lag, written on the polling thread, read by HTTP threads.
   mutable std::mutex partitions_mutex_;
   std::set<connectors::TopicPartition> assigned_;

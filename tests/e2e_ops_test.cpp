@@ -47,36 +47,9 @@ using testing::UniqueSuffix;
 using testing::WaitUntil;
 using Clock = std::chrono::steady_clock;
 
-// A free TCP port on 127.0.0.1 (bound and released; the service binds it next).
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof address;
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
-struct HttpAnswer {
-  int status = 0;  // 0: no answer
-  std::string body;
-};
-
-HttpAnswer Get(int port, const std::string& path) {
-  httplib::Client client("127.0.0.1", port);
-  client.set_connection_timeout(2, 0);
-  client.set_read_timeout(10, 0);
-  auto result = client.Get(path);
-  if (!result) return {};
-  return {result->status, result->body};
-}
+using testing::FreePort;
+using testing::Get;
+using testing::HttpAnswer;
 
 // Sum of the samples of `series` (a metric name, optionally with `{labels`
 // prefix) in Prometheus text; nullopt when absent.

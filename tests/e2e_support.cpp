@@ -1,14 +1,20 @@
 #include "tests/e2e_support.h"
 
+#include <httplib.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <filesystem>
 #include <optional>
 #include <random>
 #include <thread>
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <librdkafka/rdkafka.h>
+#include <netinet/in.h>
 #include <nlohmann/json.hpp>
+#include <sys/socket.h>
 
 namespace clv::testing {
 
@@ -38,6 +44,31 @@ BrokerProcess::BrokerProcess(const TempDir& dir, const std::vector<std::string>&
   auto text = ReadFile(address_file);
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   bootstrap_ = text;
+}
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof address;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+HttpAnswer Get(int port, const std::string& path) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(2, 0);
+  client.set_read_timeout(10, 0);
+  auto result = client.Get(path);
+  if (!result) return {};
+  return {result->status, result->body};
 }
 
 connectors::ClientOptions ReaderClient(const std::string& bootstrap) {

@@ -35,6 +35,16 @@ class BrokerProcess {
   std::string bootstrap_;
 };
 
+// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
+int FreePort();
+
+struct HttpAnswer {
+  int status = 0;  // 0: no answer
+  std::string body;
+};
+// GET http://127.0.0.1:port/path (2 s to connect, 10 s to read).
+HttpAnswer Get(int port, const std::string& path);
+
 // Client options for a reader with a group id of its own.
 connectors::ClientOptions ReaderClient(const std::string& bootstrap);
 
