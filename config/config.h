@@ -33,6 +33,7 @@ struct KafkaOptions {
   std::string group_id = "clvstream";
   int embedded_partitions = 8;
   int64_t producer_message_max_bytes = 1000000;
+  std::string reset_offsets = "none";
   std::map<std::string, std::string> properties = {};
 
   bool operator==(const KafkaOptions&) const = default;
