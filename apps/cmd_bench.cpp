@@ -273,15 +273,17 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
       int64_t kept = 0;
       for (const auto& r : ranges) kept += r.log_end - r.log_start;
       if (status.ok() && kept < events) {
-        const int64_t needed = (static_cast<int64_t>(flags->partitions) * events + kept - 1) /
-                               std::max<int64_t>(kept, 1);
+        // The partitions that would hold every event, with a quarter to spare.
+        const long long needed = (static_cast<long long>(flags->partitions) * events + kept - 1) /
+                                     std::max<int64_t>(kept, 1) * 5 / 4 +
+                                 1;
         std::fprintf(stderr,
                      "\nclv bench: the embedded broker kept %s of the %s events produced (it keeps "
                      "about %lld MiB per partition and drops older data): run with --partitions "
                      "%lld or more, or fewer --users / --days\n",
                      WithThousands(kept).c_str(), WithThousands(events).c_str(),
                      static_cast<long long>(connectors::kEmbeddedBrokerPartitionBytes >> 20),
-                     static_cast<long long>(needed * 5 / 4 + 1));
+                     needed);
         *exit_code = 1;
         return;
       }

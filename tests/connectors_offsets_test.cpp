@@ -22,8 +22,8 @@ using Clock = std::chrono::steady_clock;
 
 ::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
   if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "expected to contain:\n  " << part << "\nactual:\n  "
-                                       << text;
+  return ::testing::AssertionFailure()
+         << "expected to contain:\n  " << part << "\nactual:\n  " << text;
 }
 
 // Polls until `count` messages arrived, Poll() failed (its status in
@@ -102,8 +102,9 @@ TEST_F(OffsetsEmbeddedTest, StoredOffsetPastTheLogEndStopsPollNamingPartitionAnd
   auto messages = PollUntil(s.source.get(), 1, 20000, &error);
   EXPECT_TRUE(messages.empty());
   ASSERT_FALSE(error.ok()) << "Poll never failed";
-  EXPECT_TRUE(Contains(error.message, "topic 'recreated' [0]: the stored offset 25 is past the "
-                                      "log end (log start 0, log end 10)"));
+  EXPECT_TRUE(Contains(error.message,
+                       "topic 'recreated' [0]: the stored offset 25 is past the "
+                       "log end (log start 0, log end 10)"));
   EXPECT_TRUE(Contains(error.message, "recreated"));
   EXPECT_TRUE(Contains(error.message, "--reset-offsets earliest"));
   EXPECT_TRUE(s.resets.empty());
@@ -186,10 +187,11 @@ TEST_F(OffsetsEmbeddedTest, EmbeddedBrokerLimitDropsOldDataAndAFreshStartStopsNa
   EXPECT_TRUE(messages.empty());
   ASSERT_FALSE(error.ok()) << "a fresh start read from offset " << messages.front().offset;
   const std::string start = std::to_string(ranges[0].log_start);
-  EXPECT_TRUE(Contains(error.message, "topic 'big' [0]: this state has never read the "
-                                      "partition, so it starts at offset 0, but the log starts "
-                                      "later (log start " +
-                                          start));
+  EXPECT_TRUE(Contains(error.message,
+                       "topic 'big' [0]: this state has never read the "
+                       "partition, so it starts at offset 0, but the log starts "
+                       "later (log start " +
+                           start));
   EXPECT_TRUE(Contains(error.message, "offsets 0.." + std::to_string(ranges[0].log_start - 1) +
                                           " are gone (the embedded broker"));
   EXPECT_TRUE(Contains(error.message, "5 MiB"));

@@ -33,8 +33,8 @@ using Clock = std::chrono::steady_clock;
 
 ::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
   if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "expected to contain:\n  " << part << "\nactual:\n  "
-                                       << text;
+  return ::testing::AssertionFailure()
+         << "expected to contain:\n  " << part << "\nactual:\n  " << text;
 }
 
 int64_t ConsumedOfCleanStop(const std::string& log) {
@@ -58,35 +58,21 @@ Names MakeNames(const std::string& name) {
 std::vector<std::string> RunArgs(const std::string& bootstrap, const Names& names,
                                  const std::filesystem::path& state_dir,
                                  const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> args = {ClvBinary().string(),
-                                   "run",
-                                   "--quiet",
-                                   "--set",
-                                   "kafka.bootstrap_servers=" + bootstrap,
-                                   "--set",
-                                   "kafka.input_topics=" + names.input,
-                                   "--set",
-                                   "kafka.scores_topic=" + names.scores,
-                                   "--set",
-                                   "kafka.alerts_topic=" + names.alerts,
-                                   "--set",
-                                   "kafka.dead_letter_topic=" + names.dead_letter,
-                                   "--set",
-                                   "kafka.group_id=" + names.group,
-                                   "--set",
-                                   "state.dir=" + state_dir.string(),
-                                   "--set",
-                                   "stream.idle_exit_ms=3000",
-                                   // A member that stopped on an error is dropped soon.
-                                   "--set",
-                                   "kafka.properties.session.timeout.ms=6000"};
+  std::vector<std::string> args = {
+      ClvBinary().string(), "run", "--quiet", "--set", "kafka.bootstrap_servers=" + bootstrap,
+      "--set", "kafka.input_topics=" + names.input, "--set", "kafka.scores_topic=" + names.scores,
+      "--set", "kafka.alerts_topic=" + names.alerts, "--set",
+      "kafka.dead_letter_topic=" + names.dead_letter, "--set", "kafka.group_id=" + names.group,
+      "--set", "state.dir=" + state_dir.string(), "--set", "stream.idle_exit_ms=3000",
+      // A member that stopped on an error is dropped soon.
+      "--set", "kafka.properties.session.timeout.ms=6000"};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }
 
 // Runs `clv run` to its end; exit status, stderr in *log.
 int RunClv(const std::vector<std::string>& args, const std::filesystem::path& log_prefix,
-        std::string* log) {
+           std::string* log) {
   testing::Subprocess run(args, log_prefix);
   int status = run.Wait(240000);
   *log = run.Stderr();
@@ -96,18 +82,18 @@ int RunClv(const std::vector<std::string>& args, const std::filesystem::path& lo
 int Replay(const std::string& bootstrap, const std::string& topic,
            const std::filesystem::path& file, const std::filesystem::path& log_prefix,
            std::string* output) {
-  return testing::RunCommand({ClvBinary().string(), "replay", file.string(), "--topic", topic,
-                              "--bootstrap", bootstrap},
-                             log_prefix, 120000, output);
+  return testing::RunCommand(
+      {ClvBinary().string(), "replay", file.string(), "--topic", topic, "--bootstrap", bootstrap},
+      log_prefix, 120000, output);
 }
 
 int64_t Generate(const std::filesystem::path& file, int users, int days, int seed,
                  const std::filesystem::path& log_prefix) {
   std::string output;
-  EXPECT_EQ(testing::RunCommand({ClvBinary().string(), "gen", "--users", std::to_string(users),
-                                 "--days", std::to_string(days), "--seed", std::to_string(seed),
-                                 "--out", file.string()},
-                                log_prefix, 120000, &output),
+  EXPECT_EQ(testing::RunCommand(
+                {ClvBinary().string(), "gen", "--users", std::to_string(users), "--days",
+                 std::to_string(days), "--seed", std::to_string(seed), "--out", file.string()},
+                log_prefix, 120000, &output),
             0)
       << output;
   std::ifstream in(file);
@@ -145,12 +131,13 @@ TEST(OffsetsEmbeddedEndToEnd, ReplayPastTheBrokerLimitIsReportedAndRunStopsNamin
   EXPECT_TRUE(Contains(output, "5 MiB"));
 
   std::string log;
-  int status = RunClv(RunArgs(broker.bootstrap(), names, dir.path() / "state"), dir.path() / "run",
-                   &log);
+  int status =
+      RunClv(RunArgs(broker.bootstrap(), names, dir.path() / "state"), dir.path() / "run", &log);
   EXPECT_NE(status, 0) << log;
   EXPECT_EQ(ConsumedOfCleanStop(log), -1) << "exited as if all was read:\n" << log;
-  EXPECT_TRUE(Contains(log, "this state has never read the partition, so it starts at offset 0, "
-                            "but the log starts later (log start "));
+  EXPECT_TRUE(Contains(log,
+                       "this state has never read the partition, so it starts at offset 0, "
+                       "but the log starts later (log start "));
   EXPECT_TRUE(Contains(log, "topic '" + names.input + "' ["));
   EXPECT_TRUE(Contains(log, "the embedded broker"));
   EXPECT_TRUE(Contains(log, "5 MiB"));
@@ -246,12 +233,13 @@ TEST_P(OffsetsRecreatedEndToEnd, StoredOffsetsPastTheNewLogStopTheStartUntilRese
 
   // 2. The documented way on: the new log from its start, the move logged.
   ASSERT_EQ(RunClv(RunArgs(bootstrap_, names, state, {"--reset-offsets", "earliest"}),
-                dir_.path() / "run-3", &log),
+                   dir_.path() / "run-3", &log),
             0)
       << log;
   EXPECT_EQ(ConsumedOfCleanStop(log), after_events) << log;
-  EXPECT_TRUE(Contains(log, "input offset reset (kafka.reset_offsets): events already counted "
-                            "stay in the state, the stored offset is replaced"));
+  EXPECT_TRUE(Contains(log,
+                       "input offset reset (kafka.reset_offsets): events already counted "
+                       "stay in the state, the stored offset is replaced"));
   EXPECT_TRUE(Contains(log, "stored_offset="));
 
   // 3. The stored offsets belong to the new log now: no flag needed.
