@@ -265,6 +265,33 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
       return;
     }
     double produce_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    if (flags->bootstrap.empty()) {
+      // The embedded broker keeps about 5 MiB per partition and drops older
+      // data: every number below would be measured on a fraction.
+      std::vector<connectors::PartitionRange> ranges;
+      status = connectors::TopicRanges(ClientOptionsFrom(config.kafka), topic, &ranges);
+      int64_t kept = 0;
+      for (const auto& r : ranges) kept += r.log_end - r.log_start;
+      if (status.ok() && kept < events) {
+        // The partitions that would hold every event, with a quarter to spare.
+        const long long needed = (static_cast<long long>(flags->partitions) * events + kept - 1) /
+                                     std::max<int64_t>(kept, 1) * 5 / 4 +
+                                 1;
+        std::fprintf(stderr,
+                     "\nclv bench: the embedded broker kept %s of the %s events produced (it keeps "
+                     "about %lld MiB per partition and drops older data): run with --partitions "
+                     "%lld or more, or fewer --users / --days\n",
+                     WithThousands(kept).c_str(), WithThousands(events).c_str(),
+                     static_cast<long long>(connectors::kEmbeddedBrokerPartitionBytes >> 20),
+                     needed);
+        *exit_code = 1;
+        return;
+      }
+      if (!status.ok()) {
+        std::fprintf(stderr, "clv bench: checking what the broker kept: %s\n",
+                     status.message.c_str());
+      }
+    }
     std::printf(
         "\nproduce        %12s events in %6.2fs  %12s events/s (synthetic shop + producer)\n",
         WithThousands(events).c_str(), produce_seconds,

@@ -94,6 +94,12 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
       *exit_code = 2;
       return;
     }
+    // Each demo starts a new embedded broker: the offsets a kept --state
+    // stored belong to the previous broker's logs (kafka.reset_offsets).
+    if (config.kafka.bootstrap_servers.empty() && temp_state.empty() &&
+        config.kafka.reset_offsets == "none") {
+      config.kafka.reset_offsets = "earliest";
+    }
     std::unique_ptr<connectors::EmbeddedBroker> broker;
     if (!EnsureBroker(&config, &broker)) {
       *exit_code = 1;

@@ -3,8 +3,11 @@
 // the config's field mapping applies), keyed by the mapped user id field.
 // With --format auto (the default) JSONL and tables are told apart by the
 // file's content, so "events.txt" holding JSON lines replays as JSONL.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -13,6 +16,60 @@
 #include "connectors/file_source.h"
 
 namespace clv::apps {
+namespace {
+
+// After the replay: true (and says so) when a partition's log now starts past
+// where it ended before, i.e. the broker already dropped events just sent
+// (the embedded broker keeps about 5 MiB per partition).
+bool DroppedByTheBroker(const config::Config& config, const std::string& topic,
+                        const std::map<int32_t, int64_t>& end_before) {
+  std::vector<connectors::PartitionRange> ranges;
+  bool embedded = false;
+  auto status = connectors::TopicRanges(ClientOptionsFrom(config.kafka), topic, &ranges, &embedded);
+  if (!status.ok()) {
+    std::fprintf(stderr,
+                 "clv replay: warning: could not check that the broker kept everything: %s\n",
+                 status.message.c_str());
+    return false;
+  }
+  int64_t dropped = 0;
+  int partitions = 0;
+  std::string first;
+  for (const auto& r : ranges) {
+    auto it = end_before.find(r.partition);
+    const int64_t before = it == end_before.end() ? 0 : it->second;
+    if (r.log_start <= before) continue;
+    dropped += std::min(r.log_start, r.log_end) - before;
+    if (partitions++ == 0) {
+      first = "partition " + std::to_string(r.partition) + " now starts at offset " +
+              std::to_string(r.log_start) + " (this replay wrote from offset " +
+              std::to_string(before) + ")";
+    }
+  }
+  if (dropped == 0) return false;
+  std::fprintf(stderr,
+               "clv replay: the broker already dropped %s of the events just sent to '%s' in %d "
+               "partition(s); %s.\n",
+               WithThousands(dropped).c_str(), topic.c_str(), partitions, first.c_str());
+  if (embedded) {
+    std::fprintf(stderr,
+                 "  The embedded broker (librdkafka's mock cluster) keeps only about %lld MiB of "
+                 "record batches per partition (not configurable) and drops older ones. Spread "
+                 "the input over more partitions (`clv broker --topic %s --partitions N` creates "
+                 "the topic up front), replay less at a time, or use a real Kafka "
+                 "(scripts/kafka-start.sh).\n",
+                 static_cast<long long>(connectors::kEmbeddedBrokerPartitionBytes >> 20),
+                 topic.c_str());
+  } else {
+    std::fprintf(stderr, "  Check the topic's retention.ms / retention.bytes.\n");
+  }
+  std::fprintf(stderr,
+               "  A service reading the topic from its start stops with an error naming the "
+               "partition rather than miss them.\n");
+  return true;
+}
+
+}  // namespace
 
 void AddReplayCommand(CLI::App& root, int* exit_code) {
   auto* cmd = root.add_subcommand("replay", "Send a JSONL or CSV event file to a Kafka topic");
@@ -61,6 +118,15 @@ void AddReplayCommand(CLI::App& root, int* exit_code) {
       *exit_code = 1;
       return;
     }
+    // Where each partition ended before: a log start past it afterwards means
+    // the broker dropped some of what this replay sent.
+    std::map<int32_t, int64_t> end_before;
+    {
+      std::vector<connectors::PartitionRange> ranges;
+      if (connectors::TopicRanges(ClientOptionsFrom(config.kafka), topic, &ranges).ok()) {
+        for (const auto& r : ranges) end_before[r.partition] = r.log_end;
+      }
+    }
     auto started = std::chrono::steady_clock::now();
     int64_t total = 0;
     for (const auto& file : flags->files) {
@@ -94,7 +160,7 @@ void AddReplayCommand(CLI::App& root, int* exit_code) {
       std::fprintf(stderr, "clv replay: %s -> %s: %s events (%.0f/s so far)\n", file.c_str(),
                    topic.c_str(), WithThousands(events).c_str(), total / std::max(seconds, 1e-9));
     }
-    *exit_code = 0;
+    *exit_code = DroppedByTheBroker(config, topic, end_before) ? 1 : 0;
   });
 }
 

@@ -16,11 +16,22 @@ void AddRunCommand(CLI::App& root, int* exit_code) {
       root.add_subcommand("run", "Run the service: consume events, keep state, publish scores");
   auto flags = std::make_shared<ConfigFlags>();
   auto quiet = std::make_shared<bool>(false);
+  auto reset_offsets = std::make_shared<std::string>();
   AddConfigFlags(*cmd, *flags);
   cmd->add_flag("-q,--quiet", *quiet, "No progress lines");
-  cmd->callback([flags, quiet, exit_code] {
+  cmd->add_option("--reset-offsets", *reset_offsets,
+                  "For this start: read input partitions whose stored offset is not in the log "
+                  "(topic or cluster recreated, retention) from their log start (earliest) or "
+                  "end (latest); events already counted stay in the state. Same as --set "
+                  "kafka.reset_offsets=...")
+      ->check(CLI::IsMember({"earliest", "latest"}));
+  cmd->callback([flags, quiet, reset_offsets, exit_code] {
     config::Config config;
-    if (!LoadConfigOrReport(*flags, &config)) {
+    ConfigFlags effective = *flags;
+    if (!reset_offsets->empty()) {
+      effective.overrides.push_back("kafka.reset_offsets=" + *reset_offsets);
+    }
+    if (!LoadConfigOrReport(effective, &config)) {
       *exit_code = 2;
       return;
     }

@@ -92,6 +92,7 @@ constexpr std::pair<std::string_view, std::string_view> kReservedKafkaProperties
     {"metadata.broker.list", "kafka.bootstrap_servers"},
     {"group.id", "kafka.group_id"},
     {"message.max.bytes", "kafka.producer_message_max_bytes"},
+    {"auto.offset.reset", "kafka.reset_offsets"},
 };
 
 std::string Quote(std::string_view text) { return Json(std::string(text)).dump(); }
@@ -149,6 +150,50 @@ std::string CheckInputTopics(const Config& config) {
   return "";
 }
 
+// One bootstrap entry: [protocol://]host[:port], host a name, an IPv4
+// address or a bracketed IPv6 address ([::1]:9092); the port, when given, a
+// number 1..65535 (librdkafka's default is 9092). A bare IPv6 address
+// (several colons, no brackets) is taken as a host without a port.
+std::string BootstrapEntryProblem(std::string entry) {
+  const auto first = entry.find_first_not_of(" \t");
+  if (first == std::string::npos) return "has an empty host:port entry";
+  entry = entry.substr(first, entry.find_last_not_of(" \t") - first + 1);
+  const std::string shown = Quote(entry);
+  if (auto scheme = entry.find("://"); scheme != std::string::npos)
+    entry = entry.substr(scheme + 3);
+  std::string host = entry;
+  std::string port;
+  if (!entry.empty() && entry.front() == '[') {
+    const auto close = entry.find(']');
+    if (close == std::string::npos) return "entry " + shown + ": '[' without ']'";
+    host = entry.substr(1, close - 1);
+    const std::string rest = entry.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return "entry " + shown + ": expected ':port' after ']'";
+      port = rest.substr(1);
+      if (port.empty()) return "entry " + shown + ": the port after ':' is empty";
+    }
+  } else if (std::count(entry.begin(), entry.end(), ':') == 1) {
+    const auto colon = entry.find(':');
+    host = entry.substr(0, colon);
+    port = entry.substr(colon + 1);
+    if (port.empty()) return "entry " + shown + ": the port after ':' is empty";
+  }
+  if (host.empty()) return "entry " + shown + ": the host is empty";
+  if (host.find_first_of(" \t") != std::string::npos) {
+    return "entry " + shown + ": the host contains a space";
+  }
+  if (!port.empty()) {
+    const bool digits =
+        port.size() <= 5 && port.find_first_not_of("0123456789") == std::string::npos;
+    const int number = digits ? std::stoi(port) : 0;
+    if (number < 1 || number > 65535) {
+      return "entry " + shown + ": port " + Quote(port) + " is not a number from 1 to 65535";
+    }
+  }
+  return "";
+}
+
 std::string CheckBootstrapServers(const Config& config) {
   const std::string& servers = config.kafka.bootstrap_servers;
   if (servers.empty()) return "";
@@ -157,7 +202,7 @@ std::string CheckBootstrapServers(const Config& config) {
   size_t count = 0;
   while (std::getline(stream, entry, ',')) {
     ++count;
-    if (entry.find_first_not_of(" \t") == std::string::npos) return "has an empty host:port entry";
+    if (auto problem = BootstrapEntryProblem(entry); !problem.empty()) return problem;
   }
   if (count == 0 || servers.back() == ',') return "has an empty host:port entry";
   return "";
@@ -269,7 +314,9 @@ const std::vector<Option>& OptionTable() {
        .description = "Comma-separated host:port list. Empty means \"start the embedded broker "
                       "(librdkafka mock cluster) in this process\".",
        .check = CheckBootstrapServers,
-       .check_doc = "empty, or host:port entries separated by commas"},
+       .check_doc =
+           "empty, or host:port entries separated by commas (port 1-65535; "
+           "`[v6addr]:port`, `PROTOCOL://` prefixes and a host alone, port 9092, accepted)"},
       {.key = "kafka.input_topics",
        .access = MemberOf<&Config::kafka, &KafkaOptions::input_topics>,
        .description = "Topics the service consumes (clickstream, orders, profiles, ...).",
@@ -327,13 +374,29 @@ const std::vector<Option>& OptionTable() {
                       "already up meanwhile (/healthz answers, /readyz says what it waits for).",
        .min = 100,
        .max = 86400000},
+      {.key = "kafka.reset_offsets",
+       .access = MemberOf<&Config::kafka, &KafkaOptions::reset_offsets>,
+       .description =
+           "What a start does with an input partition whose position is not in its log: a "
+           "stored offset past the log end (the topic or the cluster was recreated) or before "
+           "the log start (retention, or the embedded broker's 5 MiB per partition, deleted "
+           "events before they were read), or a partition this state never read whose log "
+           "does not start at 0. \"none\": stop, naming the partition, the stored offset and "
+           "the log start and end. \"earliest\" / \"latest\": read such a partition from "
+           "its log start / end, store that as its offset and log what was given up; events "
+           "already counted stay in the state. Only positions checked when a partition is "
+           "assigned move; a position that leaves the log while it is read always stops the "
+           "service. Meant for one start (`clv run --reset-offsets earliest`), not for a "
+           "config file (docs/KAFKA.md, \"Start positions that are not in the log\").",
+       .choices = {"none", "earliest", "latest"}},
       {.key = "kafka.properties",
        .access = MemberOf<&Config::kafka, &KafkaOptions::properties>,
        .description = "Extra librdkafka properties, passed through unchanged to consumer and "
                       "producer (JSON: `\"kafka\": {\"properties\": {\"security.protocol\": "
                       "\"SASL_SSL\"}}`; flags: `kafka.properties.security.protocol=SASL_SSL`).",
        .check = CheckKafkaProperties,
-       .check_doc = "not bootstrap.servers, group.id or message.max.bytes (they have options)"},
+       .check_doc = "not bootstrap.servers, group.id, message.max.bytes or auto.offset.reset "
+                    "(they have options)"},
       // mapping
       {.key = "mapping.event_id_field",
        .access = MemberOf<&Config::mapping, &MappingOptions::event_id_field>,

@@ -34,6 +34,7 @@ struct KafkaOptions {
   int embedded_partitions = 8;
   int64_t producer_message_max_bytes = 1000000;
   int startup_timeout_ms = 30000;
+  std::string reset_offsets = "none";
   std::map<std::string, std::string> properties = {};
 
   bool operator==(const KafkaOptions&) const = default;

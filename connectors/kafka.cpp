@@ -41,7 +41,10 @@ namespace {
 constexpr const char* kConsumerDefaults[][2] = {
     {"enable.auto.commit", "false"},
     {"enable.auto.offset.store", "false"},
-    {"auto.offset.reset", "earliest"},
+    // A position not in the log is never moved silently: every partition
+    // starts at an explicit offset (stored, or the beginning), and one that
+    // falls out of the log while being read stops Poll() with an error.
+    {"auto.offset.reset", "error"},
     {"isolation.level", "read_committed"},
     {"partition.assignment.strategy", "range"},
     {"enable.partition.eof", "false"},
@@ -157,6 +160,58 @@ std::vector<TopicPartition> ToVector(const rd_kafka_topic_partition_list_t* list
   return out;
 }
 
+// Whether `rk` is connected to librdkafka's mock cluster (the embedded broker,
+// in this process or in `clv broker`): its cluster id is "mockCluster<hex>".
+bool IsEmbeddedCluster(rd_kafka_t* rk) {
+  char* id = rd_kafka_clusterid(rk, 2000);
+  if (id == nullptr) return false;
+  const bool mock = std::string_view(id).rfind("mockCluster", 0) == 0;
+  rd_kafka_mem_free(rk, id);
+  return mock;
+}
+
+// Why events before the log start are gone.
+std::string DeletionCause(bool embedded) {
+  if (embedded) {
+    return "the embedded broker (librdkafka's mock cluster) keeps only about " +
+           std::to_string(kEmbeddedBrokerPartitionBytes >> 20) +
+           " MiB of record batches per partition and drops older ones: use more partitions or a "
+           "real Kafka";
+  }
+  return "deleted by retention (the topic's retention.ms / retention.bytes) before they were read";
+}
+
+// What is wrong with reading `tp` at `offset` (`stored`: the state store's
+// next offset, else the partition was never read and 0 is expected) in a log
+// of [low, high); empty when nothing is.
+std::string StartProblem(const TopicPartition& tp, int64_t offset, bool stored, int64_t low,
+                         int64_t high, bool embedded) {
+  const std::string where = PartitionName(tp.topic, tp.partition) + ": ";
+  const std::string range =
+      " (log start " + std::to_string(low) + ", log end " + std::to_string(high) + ")";
+  if (offset > high) {
+    return where + "the stored offset " + std::to_string(offset) + " is past the log end" + range +
+           ": the topic or the cluster was recreated since it was stored (or the broker lost "
+           "data); reading on would skip or reuse offsets of another log";
+  }
+  if (offset >= low) return "";
+  const std::string lost =
+      "offsets " + std::to_string(offset) + ".." + std::to_string(low - 1) + " are gone";
+  if (stored) {
+    return where + "the stored offset " + std::to_string(offset) + " is before the log start" +
+           range + ": " + lost + " (" + DeletionCause(embedded) + ")";
+  }
+  return where + "this state has never read the partition, so it starts at offset 0, but the log " +
+         "starts later" + range + ": " + lost + " (" + DeletionCause(embedded) + ")";
+}
+
+constexpr const char* kResetHint =
+    ". Events counted so far stay in the state. To go on, start once with `--reset-offsets "
+    "earliest` (read the partition from its log start) or `--reset-offsets latest` (from its "
+    "end), i.e. option kafka.reset_offsets; see docs/KAFKA.md";
+
+constexpr int kWatermarkTimeoutMs = 10000;
+
 // ---------------------------------------------------------------- source
 
 class KafkaSourceImpl final : public KafkaSource {
@@ -199,6 +254,7 @@ class KafkaSourceImpl final : public KafkaSource {
 
   Status Poll(int max_messages, int timeout_ms, std::vector<Message>* out) override {
     if (closed_) return Status::Error("KafkaSource::Poll after Close");
+    if (auto s = StartError(); !s.ok()) return s;
     const size_t before = out->size();
     auto status = PollMessages(max_messages, timeout_ms, out);
     if (out->size() > before) {
@@ -237,6 +293,8 @@ class KafkaSourceImpl final : public KafkaSource {
       wait_ms = 0;  // only the first message is waited for
       std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> msg(
           raw, &rd_kafka_message_destroy);
+      // An assignment inside this poll found a position not in the log.
+      if (auto s = StartError(); !s.ok()) return s;
       const std::string topic = msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "";
       if (msg->err) {
         if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) continue;
@@ -251,12 +309,16 @@ class KafkaSourceImpl final : public KafkaSource {
         if (IsFatalConsumerError(msg->err)) {
           return Status::Error("Kafka consumer fatal error on " + where + ": " + text);
         }
+        if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && !topic.empty()) {
+          return OutOfLogError({topic, msg->partition}, msg->offset, text);
+        }
         if (++transient_errors_ <= 20 || transient_errors_ % 1000 == 0) {
           Log(LogLevel::kWarn, "Kafka consumer error (not fatal)",
               {{"where", where}, {"count", transient_errors_}, {"error", text}});
         }
         continue;
       }
+      if (auto s = CheckUnchecked({topic, msg->partition}, msg->offset); !s.ok()) return s;
       Message& m = out->emplace_back();
       m.topic = topic;
       m.partition = msg->partition;
@@ -429,10 +491,13 @@ class KafkaSourceImpl final : public KafkaSource {
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
       for (int i = 0; i < partitions->cnt; ++i) {
         auto& elem = partitions->elems[i];
+        const TopicPartition tp{elem.topic, elem.partition};
         std::optional<int64_t> start;
-        if (callbacks_.start_offset) start = callbacks_.start_offset({elem.topic, elem.partition});
-        elem.offset = start.has_value() && *start >= 0 ? *start : RD_KAFKA_OFFSET_BEGINNING;
-        next_offset_[{elem.topic, elem.partition}] = elem.offset;
+        if (callbacks_.start_offset) start = callbacks_.start_offset(tp);
+        if (start.has_value() && *start < 0) start.reset();
+        elem.offset = start.has_value() ? *start : RD_KAFKA_OFFSET_BEGINNING;
+        CheckStart(rk, tp, start, &elem.offset);
+        next_offset_[tp] = elem.offset;
       }
       if (cooperative) {
         if (rd_kafka_error_t* error = rd_kafka_incremental_assign(rk, partitions)) {
@@ -458,7 +523,10 @@ class KafkaSourceImpl final : public KafkaSource {
           {{"partitions", revoked.size()}, {"bootstrap", bootstrap_}});
     }
     if (callbacks_.on_revoked && !revoked.empty()) callbacks_.on_revoked(revoked);
-    for (const auto& tp : revoked) next_offset_.erase(tp);
+    for (const auto& tp : revoked) {
+      next_offset_.erase(tp);
+      unchecked_.erase(tp);
+    }
     if (cooperative) {
       if (rd_kafka_error_t* error = rd_kafka_incremental_unassign(rk, partitions)) {
         Log(LogLevel::kWarn, "Kafka incremental unassign failed",
@@ -470,9 +538,108 @@ class KafkaSourceImpl final : public KafkaSource {
     }
   }
 
+  // Checks the start position of a newly assigned partition against its
+  // log (SourceCallbacks::start_offset): moves *offset as reset_offsets says,
+  // or keeps an error for the next Poll().
+  void CheckStart(rd_kafka_t* rk, const TopicPartition& tp, std::optional<int64_t> stored,
+                  int64_t* offset) {
+    int64_t low = -1;
+    int64_t high = -1;
+    const int64_t expected = stored.value_or(0);
+    auto err = rd_kafka_query_watermark_offsets(rk, tp.topic.c_str(), tp.partition, &low, &high,
+                                                kWatermarkTimeoutMs);
+    if (err || low < 0 || high < 0) {
+      // Checked on the first message instead (and a stored offset out of
+      // range still fails the fetch: auto.offset.reset=error).
+      unchecked_[tp] = expected;
+      Log(LogLevel::kWarn, "start position not checked against the log yet",
+          {{"partition", PartitionName(tp.topic, tp.partition)}, {"error", rd_kafka_err2str(err)}});
+      return;
+    }
+    const bool embedded = IsEmbeddedCluster(rk);
+    std::string problem = StartProblem(tp, expected, stored.has_value(), low, high, embedded);
+    if (problem.empty()) return;
+    if (callbacks_.reset_offsets == OffsetReset::kNone) {
+      start_errors_.push_back(std::move(problem));
+      return;
+    }
+    OffsetResetEvent event;
+    event.partition = tp;
+    event.stored_offset = stored;
+    event.log_start = low;
+    event.log_end = high;
+    event.new_offset = callbacks_.reset_offsets == OffsetReset::kEarliest ? low : high;
+    event.cause = std::move(problem);
+    if (callbacks_.on_offset_reset) {
+      if (auto s = callbacks_.on_offset_reset(event); !s.ok()) {
+        start_errors_.push_back(PartitionName(tp.topic, tp.partition) +
+                                ": resetting the offset: " + s.message);
+        return;
+      }
+    }
+    *offset = event.new_offset;
+  }
+
+  Status StartError() const {
+    if (start_errors_.empty()) return Status::Ok();
+    std::string text = start_errors_.front();
+    if (start_errors_.size() > 1) {
+      text += " (and " + std::to_string(start_errors_.size() - 1) + " more partition(s))";
+    }
+    return Status::Error("Kafka consumer: " + text + kResetHint);
+  }
+
+  // The first message of a partition whose start could not be checked at
+  // assignment: a jump past the expected offset is a gap only when the log
+  // now starts after it (control records and compaction also skip offsets).
+  Status CheckUnchecked(const TopicPartition& tp, int64_t offset) {
+    if (unchecked_.empty()) return Status::Ok();
+    auto it = unchecked_.find(tp);
+    if (it == unchecked_.end()) return Status::Ok();
+    const int64_t expected = it->second;
+    unchecked_.erase(it);
+    if (offset <= expected) return Status::Ok();
+    int64_t low = -1;
+    int64_t high = -1;
+    if (rd_kafka_query_watermark_offsets(rk_.get(), tp.topic.c_str(), tp.partition, &low, &high,
+                                         kWatermarkTimeoutMs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        low <= expected) {
+      return Status::Ok();
+    }
+    return Status::Error(
+        "Kafka consumer: " +
+        StartProblem(tp, expected, expected > 0, low, high, IsEmbeddedCluster(rk_.get())) +
+        kResetHint);
+  }
+
+  // A position that left the log while the partition was read
+  // (auto.offset.reset=error reported it).
+  Status OutOfLogError(const TopicPartition& tp, int64_t offset, const std::string& text) {
+    int64_t low = -1;
+    int64_t high = -1;
+    std::string message = "Kafka consumer: " + PartitionName(tp.topic, tp.partition) +
+                          ": the position " + std::to_string(offset) + " is not in the log";
+    if (rd_kafka_query_watermark_offsets(rk_.get(), tp.topic.c_str(), tp.partition, &low, &high,
+                                         kWatermarkTimeoutMs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      message += " (log start " + std::to_string(low) + ", log end " + std::to_string(high) + ")";
+      if (offset >= 0 && offset < low) {
+        message += ": offsets " + std::to_string(offset) + ".." + std::to_string(low - 1) +
+                   " are gone (" + DeletionCause(IsEmbeddedCluster(rk_.get())) + ")";
+      } else if (offset > high) {
+        message += ": the topic was recreated (or the broker lost data) while it was read";
+      }
+    }
+    message += " [" + text + "]. Nothing after the last commit is counted; a restart stops at the";
+    message += " same place until it is started with --reset-offsets earliest|latest";
+    return Status::Error(message);
+  }
+
   SourceCallbacks callbacks_;
   HandlePtr rk_;
   bool closed_ = false;
+  std::vector<std::string> start_errors_;  // positions not in the log (CheckStart)
+  // Partitions whose start could not be checked at assignment: expected offset.
+  std::map<TopicPartition, int64_t> unchecked_;
   int64_t transient_errors_ = 0;
   std::string bootstrap_;
   // Cluster reachability (polling thread only; see ClusterHealth).
@@ -967,6 +1134,45 @@ Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>
   return status;
 }
 
+Status DeleteTopics(const ClientOptions& options, const std::vector<std::string>& topics) {
+  if (topics.empty()) return Status::Ok();
+  if (FindEmbedded(options.bootstrap_servers) != nullptr) {
+    return Status::Error("DeleteTopics: the embedded broker cannot delete topics");
+  }
+  static constexpr const char* kAdminDefaults[][2] = {{"log.connection.close", "false"}};
+  ConfPtr conf;
+  if (auto s = MakeConf(options, kAdminDefaults, &conf); !s.ok()) return s;
+  HandlePtr rk;
+  if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk); !s.ok()) return s;
+  std::vector<rd_kafka_DeleteTopic_t*> delete_topics;
+  delete_topics.reserve(topics.size());
+  for (const auto& topic : topics) delete_topics.push_back(rd_kafka_DeleteTopic_new(topic.c_str()));
+  QueuePtr queue(rd_kafka_queue_new(rk.get()));
+  rd_kafka_DeleteTopics(rk.get(), delete_topics.data(), delete_topics.size(), nullptr, queue.get());
+  rd_kafka_DeleteTopic_destroy_array(delete_topics.data(), delete_topics.size());
+  EventPtr event(rd_kafka_queue_poll(queue.get(), 30000));
+  if (event == nullptr) {
+    return Status::Error("DeleteTopics: no answer from " + options.bootstrap_servers +
+                         " within 30 s");
+  }
+  if (rd_kafka_event_error(event.get())) {
+    return Status::Error("DeleteTopics: " + std::string(rd_kafka_event_error_string(event.get())));
+  }
+  const rd_kafka_DeleteTopics_result_t* result = rd_kafka_event_DeleteTopics_result(event.get());
+  size_t count = 0;
+  const rd_kafka_topic_result_t** results = rd_kafka_DeleteTopics_result_topics(result, &count);
+  for (size_t i = 0; i < count; ++i) {
+    auto err = rd_kafka_topic_result_error(results[i]);
+    if (err && err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+      const char* text = rd_kafka_topic_result_error_string(results[i]);
+      return Status::Error("DeleteTopics: topic '" +
+                           std::string(rd_kafka_topic_result_name(results[i])) +
+                           "': " + (text != nullptr ? text : rd_kafka_err2str(err)));
+    }
+  }
+  return Status::Ok();
+}
+
 Status PartitionCount(const ClientOptions& options, const std::string& topic, int* partitions) {
   static constexpr const char* kMetadataDefaults[][2] = {{"log.connection.close", "false"},
                                                          {"allow.auto.create.topics", "false"}};
@@ -1075,6 +1281,31 @@ Status WaitForCluster(const ClientOptions& options, int timeout_ms, const std::a
     // A refused connection answers at once: do not spin.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+}
+
+Status TopicRanges(const ClientOptions& options, const std::string& topic,
+                   std::vector<PartitionRange>* ranges, bool* embedded) {
+  int partitions = 0;
+  if (auto s = PartitionCount(options, topic, &partitions); !s.ok()) return s;
+  static constexpr const char* kDefaults[][2] = {{"log.connection.close", "false"}};
+  ConfPtr conf;
+  if (auto s = MakeConf(options, kDefaults, &conf); !s.ok()) return s;
+  HandlePtr rk;
+  if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk); !s.ok()) return s;
+  ranges->clear();
+  for (int32_t p = 0; p < partitions; ++p) {
+    PartitionRange range;
+    range.partition = p;
+    auto err = rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), p, &range.log_start,
+                                                &range.log_end, kWatermarkTimeoutMs);
+    if (err) {
+      return Status::Error("TopicRanges: offsets of " + PartitionName(topic, p) + " from " +
+                           options.bootstrap_servers + ": " + rd_kafka_err2str(err));
+    }
+    ranges->push_back(range);
+  }
+  if (embedded != nullptr) *embedded = IsEmbeddedCluster(rk.get());
+  return Status::Ok();
 }
 
 std::map<std::string, std::string> MockFriendlyConsumerProperties() {

@@ -82,11 +82,52 @@ struct ClusterHealth {
   int partitions_lost = 0;
 };
 
+// What an assigned partition does when its start position is not in its log
+// (docs/KAFKA.md "Start positions that are not in the log").
+enum class OffsetReset {
+  kNone,      // Poll() returns an error naming the partition, the offsets and the cause
+  kEarliest,  // start at the log start
+  kLatest,    // start at the log end
+};
+
+// One partition moved by OffsetReset::kEarliest / kLatest at assignment.
+struct OffsetResetEvent {
+  TopicPartition partition;
+  std::optional<int64_t> stored_offset;  // nullopt: never read (expected offset 0)
+  int64_t log_start = 0;
+  int64_t log_end = 0;
+  int64_t new_offset = 0;  // where reading starts now
+  std::string cause;       // why the position was not in the log
+};
+
+// The log start and end offsets of one partition.
+struct PartitionRange {
+  int32_t partition = 0;
+  int64_t log_start = 0;
+  int64_t log_end = 0;
+};
+
+// The embedded broker (librdkafka 2.0.2's mock cluster) keeps at most this
+// many bytes of record batches per partition and silently drops the oldest
+// batches beyond it (also beyond 100,000 batches); not configurable.
+inline constexpr int64_t kEmbeddedBrokerPartitionBytes = 5LL << 20;
+
 // Callbacks run on the polling thread, inside Poll().
 struct SourceCallbacks {
   // Start offset for a newly assigned partition: the offset stored in our
   // state store, or nullopt to start from the beginning of the partition.
+  // The position is checked against the partition's log at assignment: a
+  // stored offset before the log start or past its end (topic or cluster
+  // recreated, retention), and a partition without one whose log does not
+  // start at 0, stop Poll() with an error, unless reset_offsets says where
+  // to go instead (then on_offset_reset is told). A position that falls out
+  // of the log while reading (retention or the embedded broker's limit
+  // overtaking the consumer) always stops Poll() with an error.
   std::function<std::optional<int64_t>(const TopicPartition&)> start_offset;
+  OffsetReset reset_offsets = OffsetReset::kNone;
+  // Called for each partition reset_offsets moved, before it is assigned,
+  // e.g. to store the new position; an error stops Poll().
+  std::function<Status(const OffsetResetEvent&)> on_offset_reset;
   // Called after partitions were assigned (already positioned).
   std::function<void(const std::vector<TopicPartition>&)> on_assigned;
   // Called before partitions are taken away: the processor commits what it
@@ -167,6 +208,11 @@ class KafkaSink {
 Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>& topics,
                     int partitions, int replication_factor);
 
+// Deletes topics (Admin API; a real cluster only, the embedded broker cannot
+// delete). Unknown topics are fine. Deletion finishes in the background: the
+// topic may still show in metadata for a moment.
+Status DeleteTopics(const ClientOptions& options, const std::vector<std::string>& topics);
+
 // Partition count of a topic (from metadata).
 Status PartitionCount(const ClientOptions& options, const std::string& topic, int* partitions);
 
@@ -181,6 +227,11 @@ Status ListTopics(const ClientOptions& options, std::map<std::string, int>* topi
 // client saw (e.g. "Connect to ipv4#127.0.0.1:9 failed: Connection refused").
 Status WaitForCluster(const ClientOptions& options, int timeout_ms, const std::atomic<bool>* stop,
                       const std::function<void(const std::string&)>& progress = {});
+// Log start and end offset of every partition of `topic`; *embedded (if
+// given) says whether the cluster is an embedded broker (librdkafka's mock
+// cluster, in this process or in `clv broker`).
+Status TopicRanges(const ClientOptions& options, const std::string& topic,
+                   std::vector<PartitionRange>* ranges, bool* embedded = nullptr);
 
 // The embedded development broker: librdkafka's mock cluster, on 127.0.0.1.
 class EmbeddedBroker {

@@ -147,6 +147,13 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   callbacks.start_offset = [processor](const connectors::TopicPartition& tp) {
     return processor->StartOffset(tp);
   };
+  callbacks.reset_offsets =
+      config.kafka.reset_offsets == "earliest" ? connectors::OffsetReset::kEarliest
+      : config.kafka.reset_offsets == "latest" ? connectors::OffsetReset::kLatest
+                                               : connectors::OffsetReset::kNone;
+  callbacks.on_offset_reset = [self](const connectors::OffsetResetEvent& event) {
+    return self->StoreResetOffset(event);
+  };
   callbacks.on_assigned = [processor, self](const std::vector<connectors::TopicPartition>& tps) {
     processor->OnAssigned(tps);
     self->last_assigned_ = Clock::now();
@@ -180,6 +187,33 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   service->SetKafkaIssue("");
   service->started_.store(true);
   *out = std::move(service);
+  return Status::Ok();
+}
+
+Status Service::StoreResetOffset(const connectors::OffsetResetEvent& event) {
+  // The partition was just assigned: nothing of it is pending in the
+  // processor, so its offset alone is written now (a restart before any new
+  // event must not meet the old offset again).
+  state::CommitBatch batch;
+  batch.offsets.push_back({event.partition.topic, event.partition.partition, event.new_offset});
+  auto status = store_->Commit(batch);
+  if (!status.ok()) return Status::Error("storing the reset offset: " + status.message);
+  const std::string unread =
+      std::to_string(std::max<int64_t>(0, event.new_offset - event.log_start)) + " event(s) " +
+      "of the log (" + std::to_string(event.log_start) + ".." + std::to_string(event.new_offset) +
+      ") are not read";
+  Log(LogLevel::kWarn,
+      "input offset reset (kafka.reset_offsets): events already counted stay in "
+      "the state, the stored offset is replaced",
+      {{"topic", event.partition.topic},
+       {"partition", event.partition.partition},
+       {"stored_offset", event.stored_offset ? std::to_string(*event.stored_offset) : "none"},
+       {"log_start", event.log_start},
+       {"log_end", event.log_end},
+       {"new_offset", event.new_offset},
+       {"discarded", event.new_offset > event.log_start ? unread : "nothing of the current log"},
+       {"cause", event.cause},
+       {"policy", config_.kafka.reset_offsets}});
   return Status::Ok();
 }
 

@@ -117,6 +117,8 @@ class Service {
  private:
   Service();
   connectors::Status RestoreLiveViews();
+  // kafka.reset_offsets moved a partition: store its new offset, log it.
+  connectors::Status StoreResetOffset(const connectors::OffsetResetEvent& event);
   connectors::Status StartHttp();
   void RefreshLag();
   void SetKafkaIssue(std::string issue);

@@ -269,6 +269,47 @@ TEST(ConfigErrors, CrossFieldRulesNameTheOption) {
   EXPECT_EQ(config.mapping.csv_delimiter, "tab");
 }
 
+// A bootstrap entry librdkafka would retry forever (a port that is no
+// number, or out of range) stops the load naming the key and the entry.
+TEST(ConfigErrors, BootstrapEntriesNeedANumericPortFrom1To65535) {
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.bootstrap_servers=localhost:notaport"}, {}),
+                       "option 'kafka.bootstrap_servers' = \"localhost:notaport\": entry "
+                       "\"localhost:notaport\": port \"notaport\" is not a number from 1 to "
+                       "65535"));
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.bootstrap_servers=a:9092,host:99999"}, {}),
+                       "entry \"host:99999\": port \"99999\" is not a number from 1 to 65535"));
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.bootstrap_servers=host:0"}, {}),
+                       "port \"0\" is not a number from 1 to 65535"));
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.bootstrap_servers=host:-1"}, {}),
+                       "port \"-1\" is not a number"));
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.bootstrap_servers=host:"}, {}),
+                       "entry \"host:\": the port after ':' is empty"));
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.bootstrap_servers=:9092"}, {}),
+                       "entry \":9092\": the host is empty"));
+  EXPECT_TRUE(
+      Contains(LoadError("", {"kafka.bootstrap_servers=[::1:9092"}, {}), "'[' without ']'"));
+  EXPECT_TRUE(Contains(LoadError("", {}, {{"CLV_KAFKA_BOOTSTRAP_SERVERS", "kafka:90a2"}}),
+                       "'kafka.bootstrap_servers'"));
+  // What librdkafka accepts passes: a host alone (port 9092), protocol
+  // prefixes, bracketed IPv6 with or without a port, a bare IPv6 address.
+  Config config = LoadOk("",
+                         {"kafka.bootstrap_servers=kafka-0, 10.0.0.1:1,PLAINTEXT://b:65535,"
+                          "[::1]:9092,[fe80::1],::1"},
+                         {});
+  EXPECT_EQ(config.kafka.bootstrap_servers,
+            "kafka-0, 10.0.0.1:1,PLAINTEXT://b:65535,[::1]:9092,[fe80::1],::1");
+}
+
+TEST(ConfigErrors, ResetOffsetsIsAChoiceAndAutoOffsetResetIsNotAProperty) {
+  EXPECT_EQ(LoadOk("", {}, {}).kafka.reset_offsets, "none");
+  EXPECT_EQ(LoadOk("", {"kafka.reset_offsets=latest"}, {}).kafka.reset_offsets, "latest");
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.reset_offsets=smallest"}, {}),
+                       "'kafka.reset_offsets' = \"smallest\""));
+  EXPECT_TRUE(Contains(LoadError("", {"kafka.properties.auto.offset.reset=earliest"}, {}),
+                       "property \"auto.offset.reset\" is set through option "
+                       "'kafka.reset_offsets' instead"));
+}
+
 TEST(ConfigErrors, SyntaxErrorGivesFileLineAndColumn) {
   ConfigFile file("{\n  \"stream\": {\n    \"batch_max_events\": 5000,\n  }\n}\n");
   std::string error = LoadError(file.path(), {}, {});
@@ -513,7 +554,8 @@ std::vector<std::string> DifferingSections(const Config& a, const Config& b) {
 // round trip takes the first one that loads and is not the default.
 std::vector<std::string> CandidateValues(const std::string& type) {
   if (type == "std::string") {
-    return {"x-test", "per_event", "lstm", "cuda", "tab", "debug", "epoch_s", "purchase"};
+    return {"x-test", "per_event", "lstm",     "cuda",    "tab",
+            "debug",  "epoch_s",   "purchase", "earliest"};
   }
   if (type == "int" || type == "int64_t") return {"7", "1234", "123456"};
   if (type == "double") return {"0.5", "7", "600"};
