@@ -125,6 +125,9 @@ TEST_F(ServiceOutage, AnOutageIsNotIdleTimeAndMakesReadyzSayWhy) {
 TEST_F(ServiceOutage, StopDuringAnOutageIsHonouredWithinTheShutdownTimeout) {
   config_.stream.shutdown_timeout_ms = 1500;
   config_.stream.batch_max_events = 1000;  // one micro-batch, one pending commit
+  // Should a slow machine split the 100 events into a few batches, none of
+  // them waits for room behind an unacknowledged commit.
+  config_.stream.commits_in_flight = 8;
   Produce(0, 100);
   auto status = stream::Service::Create(config_, &service_);
   ASSERT_TRUE(status.ok()) << status.message;
