@@ -336,6 +336,23 @@ Minimum MinimizeFromStarts(const std::function<double(const std::vector<double>&
   return best;
 }
 
+// The refit of a fit that ran to a boundary: `objective` (the penalized one)
+// minimized from `moment_start` and from the boundary point pulled inside the
+// search box. `minimum` takes the refit's point when the refit is finite.
+// Returns the evaluations of both minimizations.
+int RefitInsideTheBox(const std::function<double(const std::vector<double>&)>& objective,
+                      const std::vector<double>& moment_start, Minimum& minimum,
+                      const FitOptions& options) {
+  std::vector<double> inside = minimum.point;
+  for (double& v : inside) v = std::clamp(v, -kBoundaryLog, kBoundaryLog);
+  Minimum penalized = MinimizeFromStarts(objective, {moment_start, inside}, options);
+  if (!penalized.point.empty() && std::isfinite(penalized.value)) {
+    minimum.point = penalized.point;
+    minimum.converged = penalized.converged;
+  }
+  return minimum.evaluations + penalized.evaluations;
+}
+
 std::string Format(const char* format, double value) {
   char buffer[64];
   std::snprintf(buffer, sizeof(buffer), format, value);
@@ -456,16 +473,8 @@ BgNbdFit FitBgNbd(std::span<const RfmSummary> customers, const FitOptions& optio
              Format("%.3g", unpenalized.a / (unpenalized.a + unpenalized.b)) +
              " (the no-drop-out NBD limit)";
     }
-    // From the moment start and from the boundary point pulled inside the box.
-    std::vector<double> inside = minimum.point;
-    for (double& v : inside) v = std::clamp(v, -kBoundaryLog, kBoundaryLog);
-    Minimum penalized =
-        MinimizeFromStarts(make_objective(options.penalizer), {starts[1], inside}, options);
-    fit.evaluations = minimum.evaluations + penalized.evaluations;
-    if (!penalized.point.empty() && std::isfinite(penalized.value)) {
-      minimum.point = penalized.point;
-      minimum.converged = penalized.converged;
-    }
+    fit.evaluations =
+        RefitInsideTheBox(make_objective(options.penalizer), starts[1], minimum, options);
     fit.params = to_params(minimum.point);
     fit.log_likelihood = BgNbdLogLikelihood(fit.params, customers);
     fit.status = "regularized";
@@ -635,20 +644,14 @@ GammaGammaFit FitGammaGamma(std::span<const RfmSummary> customers, const FitOpti
                          {unpenalized.p, unpenalized.q - 1, unpenalized.gamma});
   fit.unpenalized_log_likelihood = GammaGammaLogLikelihood(unpenalized, customers);
   if (!boundary.empty() && options.penalizer > 0) {
-    std::vector<double> inside = minimum.point;
-    for (double& v : inside) v = std::clamp(v, -kBoundaryLog, kBoundaryLog);
-    Minimum penalized =
-        MinimizeFromStarts(make_objective(options.penalizer), {starts[1], inside}, options);
-    fit.evaluations = minimum.evaluations + penalized.evaluations;
-    if (!penalized.point.empty() && std::isfinite(penalized.value)) {
-      minimum.point = penalized.point;
-      minimum.converged = penalized.converged;
-    }
+    // q - 1 running to 0 (read before the refit moves the point inside).
+    const bool heavy = minimum.point[1] < -kBoundaryLog;
+    fit.evaluations =
+        RefitInsideTheBox(make_objective(options.penalizer), starts[1], minimum, options);
     fit.params = to_params(minimum.point);
     fit.log_likelihood = GammaGammaLogLikelihood(fit.params, customers);
     fit.status = "regularized";
     fit.penalizer = options.penalizer;
-    const bool heavy = minimum.point[1] < -kBoundaryLog;
     fit.reason = "maximum likelihood: " + boundary + " ran to a boundary" +
                  (heavy ? " (order values so heavy-tailed that the mean is nearly infinite)" : "") +
                  "; refitted with an L2 penalty " + Format("%g", options.penalizer) +

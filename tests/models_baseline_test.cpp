@@ -880,6 +880,34 @@ TEST(GeneratedShops, HeavyTailedOrderValuesGiveAFiniteMeanAndASensibleTotal) {
   EXPECT_LT(mean, 40);
 }
 
+TEST(GeneratedShops, OrderValuesWithoutAFiniteMeanAreRegularizedAndSaySo) {
+  // Each customer's mean order value from a Pareto with tail index 0.7: the
+  // population mean does not exist, so maximum likelihood drives q - 1 to 0.
+  // The refit must come back with a finite mean and name the reason.
+  std::mt19937_64 rng(23);
+  std::uniform_real_distribution<double> uniform(0, 1);
+  std::vector<RfmSummary> customers;
+  for (int i = 0; i < 2000; ++i) {
+    RfmSummary c;
+    c.x = 1 + i % 6;
+    c.t_x = 10;
+    c.T = 20;
+    // Orders Gamma(2) around the customer's scale, so a within-customer
+    // spread exists and the tail is in the spread between customers.
+    const double scale = 10 * std::pow(1 - uniform(rng), -1 / 0.7);
+    std::gamma_distribution<double> order(2, scale / 2);
+    for (int j = 0; j < c.x; ++j) c.monetary += order(rng) / c.x;
+    customers.push_back(c);
+  }
+  const GammaGammaFit fit = FitGammaGamma(customers);
+  ASSERT_EQ(fit.status, "regularized") << fit.reason;
+  EXPECT_NE(fit.reason.find("q - 1"), std::string::npos) << fit.reason;
+  EXPECT_NE(fit.reason.find("nearly infinite"), std::string::npos) << fit.reason;
+  const double mean = fit.params.p * fit.params.gamma / (fit.params.q - 1);
+  EXPECT_TRUE(std::isfinite(mean)) << mean;
+  EXPECT_GT(fit.params.q, 1);
+}
+
 TEST(GeneratedShops, ADegenerateFitOfARetailLogIsRegularizedAndReported) {
   // The wholesale log ran to a = 0.0013, b = 251,777: a shop where
   // nobody visibly leaves. Its fit must come back finite, inside the box,
