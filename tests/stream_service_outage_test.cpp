@@ -158,5 +158,36 @@ TEST_F(ServiceOutage, StopDuringAnOutageIsHonouredWithinTheShutdownTimeout) {
   EXPECT_FALSE(offset0.has_value() || offset1.has_value());
 }
 
+// The same stop with the cluster up but every Produce refused, and no room
+// for a pending commit (commits_in_flight=0: each commit waits for its
+// outputs before more input is read): the loop is inside that wait when
+// the stop comes. Before, the wait ran out its 60 s flush timeout and the
+// error blamed it; now the stop cuts it short and the way out is bounded
+// by stream.shutdown_timeout_ms like any other.
+TEST_F(ServiceOutage, StopWhileACommitWaitsForRoomIsHonouredWithinTheShutdownTimeout) {
+  config_.stream.shutdown_timeout_ms = 1500;
+  config_.stream.commits_in_flight = 0;
+  config_.stream.commit_interval_ms = 0;  // a commit after every micro-batch
+  Produce(0, 100);
+  auto status = stream::Service::Create(config_, &service_);
+  ASSERT_TRUE(status.ok()) << status.message;
+  ASSERT_TRUE(broker_->FailNextProduceRequests(100000, 19).ok());
+  auto run = std::async(std::launch::async, [&] { return service_->Run(stop_); });
+  ASSERT_TRUE(WaitFor([&] { return Consumed() >= 1; }, 30000)) << "consumed " << Consumed();
+
+  stop_.store(true);
+  auto result = run.get();
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.message.find("within stream.shutdown_timeout_ms=1500"), std::string::npos)
+      << result.message;
+  EXPECT_NE(result.message.find(" reachable)"), std::string::npos) << result.message;
+  EXPECT_NE(result.message.find("nothing is lost"), std::string::npos) << result.message;
+  std::optional<int64_t> offset0;
+  std::optional<int64_t> offset1;
+  ASSERT_TRUE(service_->store().GetOffset("events", 0, &offset0).ok());
+  ASSERT_TRUE(service_->store().GetOffset("events", 1, &offset1).ok());
+  EXPECT_FALSE(offset0.has_value() || offset1.has_value());
+}
+
 }  // namespace
 }  // namespace clv
