@@ -309,5 +309,56 @@ TEST_F(OffsetsRealKafkaTest, DeletedAndRecreatedTopicStopsTheStartUntilOffsetsAr
   (void)DeleteTopics(options_, {topic});
 }
 
+// Retention overtaking a partition while it is read: records the consumer
+// has not fetched yet are deleted (DeleteRecords, as retention.ms would).
+// Poll() stops with an error naming the partition, the position it expected
+// and where the log now starts, instead of going on from the log start.
+TEST_F(OffsetsRealKafkaTest, RecordsDeletedWhileAPartitionIsReadStopPollNamingTheGap) {
+  const std::string topic = "clv-test-overtaken-" + suffix_;
+  ASSERT_TRUE(EnsureTopics(options_, {topic}, 1, 1).ok());
+  // One record batch per message, so that a fetch brings one message ...
+  std::unique_ptr<KafkaSink> sink;
+  ASSERT_TRUE(KafkaSink::Create(options_, &sink).ok());
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(sink->Send(topic, "k", "m" + std::to_string(i), 0).ok());
+    auto flushed = sink->Flush(30000);
+    ASSERT_TRUE(flushed.ok()) << flushed.message;
+  }
+  // ... and the consumer fetches ahead only while its queue is empty: it is
+  // behind the log end while the test reads slowly.
+  ClientOptions consumer = options_;
+  consumer.group_id = "clv-real-test-overtaken-" + suffix_;
+  consumer.properties["fetch.message.max.bytes"] = "1";
+  consumer.properties["queued.min.messages"] = "1";
+  consumer.properties["queued.max.messages.kbytes"] = "1";
+  StoredSource reading;
+  MakeSource(consumer, topic, std::nullopt, OffsetReset::kNone, &reading);
+  Status error = Status::Ok();
+  auto messages = PollUntil(reading.source.get(), 5, 30000, &error);
+  ASSERT_TRUE(error.ok()) << error.message;
+  ASSERT_EQ(messages.size(), 5u);
+
+  auto deleted = DeleteRecordsBefore(options_, topic, 0, 30);
+  ASSERT_TRUE(deleted.ok()) << deleted.message;
+  auto rest = PollUntil(reading.source.get(), 35, 30000, &error);
+  messages.insert(messages.end(), rest.begin(), rest.end());
+  ASSERT_FALSE(error.ok()) << "read on after the gap: " << messages.size() << " messages, last "
+                           << messages.back().offset;
+  // What was read is the log without a hole, and nothing after the gap.
+  for (size_t i = 0; i < messages.size(); ++i) {
+    EXPECT_EQ(messages[i].offset, static_cast<int64_t>(i)) << "a message skipped silently";
+  }
+  ASSERT_LT(messages.size(), 30u);
+  const std::string expected = std::to_string(messages.size());
+  EXPECT_TRUE(Contains(error.message, "topic '" + topic + "' [0]: the position " + expected +
+                                          " is not in the log (log start 30, log end 40): "
+                                          "offsets " +
+                                          expected + "..29 are gone (deleted by retention"));
+  EXPECT_TRUE(Contains(error.message, "retention.ms"));
+  EXPECT_TRUE(Contains(error.message, "--reset-offsets"));
+  (void)reading.source->Close();
+  (void)DeleteTopics(options_, {topic});
+}
+
 }  // namespace
 }  // namespace clv::connectors
