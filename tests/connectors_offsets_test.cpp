@@ -3,16 +3,14 @@
 // error naming the partition, the offsets and the cause, unless reset_offsets
 // moves it (and says so). On the embedded broker, and (OffsetsRealKafkaTest)
 // on a real Kafka whose topic is deleted and recreated.
-#include <unistd.h>
-
 #include <chrono>
-#include <cstdlib>
 #include <random>
 #include <thread>
 
 #include <gtest/gtest.h>
 
 #include "connectors/kafka.h"
+#include "tests/real_kafka.h"
 #include "tests/test_support.h"
 
 namespace clv::connectors {
@@ -218,32 +216,9 @@ TEST_F(OffsetsEmbeddedTest, EmbeddedBrokerLimitDropsOldDataAndAFreshStartStopsNa
   EXPECT_FALSE(accepted.resets[0].stored_offset.has_value());
 }
 
-class OffsetsRealKafkaTest : public ::testing::Test {
+// The fixture (tests/real_kafka.h) and a topic deleted and created again.
+class OffsetsRealKafkaTest : public clv::testing::RealKafkaTest {
  protected:
-  void SetUp() override {
-    const char* bootstrap = std::getenv("CLV_REAL_KAFKA");
-    if (bootstrap == nullptr || *bootstrap == '\0') {
-      if (clv::testing::InCi()) FAIL() << "CLV_REAL_KAFKA unset under CI (scripts/kafka-start.sh)";
-      GTEST_SKIP() << "CLV_REAL_KAFKA unset: start a broker with "
-                      "`export CLV_REAL_KAFKA=$(scripts/kafka-start.sh)` to run these tests";
-    }
-    options_.bootstrap_servers = bootstrap;
-    suffix_ = std::to_string(getpid()) + "-" +
-              std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
-  }
-
-  void Produce(const std::string& topic, int count) {
-    std::unique_ptr<KafkaSink> sink;
-    auto s = KafkaSink::Create(options_, &sink);
-    ASSERT_TRUE(s.ok()) << s.message;
-    for (int i = 0; i < count; ++i) {
-      s = sink->Send(topic, "k", "m" + std::to_string(i), 0);
-      ASSERT_TRUE(s.ok()) << s.message;
-    }
-    s = sink->Flush(30000);
-    ASSERT_TRUE(s.ok()) << s.message;
-  }
-
   // Deletes `topic` and creates it again, empty, with one partition.
   void Recreate(const std::string& topic) {
     auto s = DeleteTopics(options_, {topic});
@@ -266,17 +241,14 @@ class OffsetsRealKafkaTest : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   }
-
-  ClientOptions options_;
-  std::string suffix_;
 };
 
 TEST_F(OffsetsRealKafkaTest, DeletedAndRecreatedTopicStopsTheStartUntilOffsetsAreReset) {
   const std::string topic = "clv-test-recreate-" + suffix_;
   ASSERT_TRUE(EnsureTopics(options_, {topic}, 1, 1).ok());
-  Produce(topic, 20);
+  Produce(topic, 20, 0);
   Recreate(topic);
-  Produce(topic, 5);
+  Produce(topic, 5, 0);
 
   // The service stored 20 (it had read the old log to its end).
   ClientOptions consumer = options_;

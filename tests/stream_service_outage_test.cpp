@@ -29,15 +29,7 @@ namespace {
 
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-bool WaitFor(const std::function<bool()>& condition, int timeout_ms) {
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (Clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return condition();
-}
+using testing::WaitUntil;
 
 class ServiceOutage : public ::testing::Test {
  protected:
@@ -89,7 +81,7 @@ TEST_F(ServiceOutage, AnOutageIsNotIdleTimeAndMakesReadyzSayWhy) {
   auto status = stream::Service::Create(config_, &service_);
   ASSERT_TRUE(status.ok()) << status.message;
   auto run = std::async(std::launch::async, [&] { return service_->Run(stop_); });
-  ASSERT_TRUE(WaitFor([&] { return Consumed() >= 300 && service_->ready(); }, 30000))
+  ASSERT_TRUE(WaitUntil([&] { return Consumed() >= 300 && service_->ready(); }, 30000))
       << "consumed " << Consumed() << ", " << service_->ReadyDetail();
 
   ASSERT_TRUE(broker_->SetAllBrokersDown(true).ok());
@@ -115,7 +107,7 @@ TEST_F(ServiceOutage, AnOutageIsNotIdleTimeAndMakesReadyzSayWhy) {
     FAIL() << "Run() returned during the outage (" << result.message << ") after " << Consumed()
            << " of 500 events";
   }
-  EXPECT_TRUE(WaitFor([&] { return service_->ready(); }, 30000)) << service_->ReadyDetail();
+  EXPECT_TRUE(WaitUntil([&] { return service_->ready(); }, 30000)) << service_->ReadyDetail();
   ASSERT_EQ(run.wait_for(std::chrono::seconds(60)), std::future_status::ready);
   auto result = run.get();
   EXPECT_TRUE(result.ok()) << result.message;
@@ -135,9 +127,9 @@ TEST_F(ServiceOutage, StopDuringAnOutageIsHonouredWithinTheShutdownTimeout) {
   // Produce with a retriable error (19, not enough replicas), then goes down.
   ASSERT_TRUE(broker_->FailNextProduceRequests(100000, 19).ok());
   auto run = std::async(std::launch::async, [&] { return service_->Run(stop_); });
-  ASSERT_TRUE(WaitFor([&] { return Consumed() >= 100; }, 30000)) << "consumed " << Consumed();
+  ASSERT_TRUE(WaitUntil([&] { return Consumed() >= 100; }, 30000)) << "consumed " << Consumed();
   ASSERT_TRUE(broker_->SetAllBrokersDown(true).ok());
-  ASSERT_TRUE(WaitFor([&] { return !service_->ready(); }, 10000)) << service_->ReadyDetail();
+  ASSERT_TRUE(WaitUntil([&] { return !service_->ready(); }, 10000)) << service_->ReadyDetail();
 
   stop_.store(true);
   // Before this was bounded, the way out waited 60 s for the commit, then for
@@ -173,7 +165,7 @@ TEST_F(ServiceOutage, StopWhileACommitWaitsForRoomIsHonouredWithinTheShutdownTim
   ASSERT_TRUE(status.ok()) << status.message;
   ASSERT_TRUE(broker_->FailNextProduceRequests(100000, 19).ok());
   auto run = std::async(std::launch::async, [&] { return service_->Run(stop_); });
-  ASSERT_TRUE(WaitFor([&] { return Consumed() >= 1; }, 30000)) << "consumed " << Consumed();
+  ASSERT_TRUE(WaitUntil([&] { return Consumed() >= 1; }, 30000)) << "consumed " << Consumed();
 
   stop_.store(true);
   auto result = run.get();
