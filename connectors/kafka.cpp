@@ -1173,6 +1173,83 @@ Status DeleteTopics(const ClientOptions& options, const std::vector<std::string>
   return Status::Ok();
 }
 
+namespace {
+
+// An admin client on a real cluster (`what` names the caller in errors).
+Status AdminHandle(const ClientOptions& options, const char* what, HandlePtr* rk) {
+  if (FindEmbedded(options.bootstrap_servers) != nullptr) {
+    return Status::Error(std::string(what) + ": not supported by the embedded broker");
+  }
+  static constexpr const char* kAdminDefaults[][2] = {{"log.connection.close", "false"}};
+  ConfPtr conf;
+  if (auto s = MakeConf(options, kAdminDefaults, &conf); !s.ok()) return s;
+  return MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), rk);
+}
+
+// The answer of an admin request on `queue`, or an error naming `what`.
+Status AdminAnswer(const ClientOptions& options, const char* what, rd_kafka_queue_t* queue,
+                   EventPtr* event) {
+  event->reset(rd_kafka_queue_poll(queue, 30000));
+  if (*event == nullptr) {
+    return Status::Error(std::string(what) + ": no answer from " + options.bootstrap_servers +
+                         " within 30 s");
+  }
+  if (rd_kafka_event_error(event->get())) {
+    return Status::Error(std::string(what) + ": " + rd_kafka_event_error_string(event->get()));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status DeleteRecordsBefore(const ClientOptions& options, const std::string& topic,
+                           int32_t partition, int64_t before_offset) {
+  HandlePtr rk;
+  if (auto s = AdminHandle(options, "DeleteRecordsBefore", &rk); !s.ok()) return s;
+  rd_kafka_topic_partition_list_t* offsets = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(offsets, topic.c_str(), partition)->offset = before_offset;
+  rd_kafka_DeleteRecords_t* request = rd_kafka_DeleteRecords_new(offsets);
+  rd_kafka_topic_partition_list_destroy(offsets);
+  QueuePtr queue(rd_kafka_queue_new(rk.get()));
+  rd_kafka_DeleteRecords(rk.get(), &request, 1, nullptr, queue.get());
+  rd_kafka_DeleteRecords_destroy(request);
+  EventPtr event(nullptr);
+  if (auto s = AdminAnswer(options, "DeleteRecordsBefore", queue.get(), &event); !s.ok()) return s;
+  const rd_kafka_topic_partition_list_t* result =
+      rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(event.get()));
+  for (int i = 0; result != nullptr && i < result->cnt; ++i) {
+    if (result->elems[i].err) {
+      return Status::Error("DeleteRecordsBefore: " +
+                           PartitionName(result->elems[i].topic, result->elems[i].partition) +
+                           ": " + rd_kafka_err2str(result->elems[i].err));
+    }
+  }
+  return Status::Ok();
+}
+
+Status DescribeGroup(const ClientOptions& options, const std::string& group_id,
+                     GroupDescription* description) {
+  HandlePtr rk;
+  if (auto s = AdminHandle(options, "DescribeGroup", &rk); !s.ok()) return s;
+  QueuePtr queue(rd_kafka_queue_new(rk.get()));
+  const char* groups[] = {group_id.c_str()};
+  rd_kafka_DescribeConsumerGroups(rk.get(), groups, 1, nullptr, queue.get());
+  EventPtr event(nullptr);
+  if (auto s = AdminAnswer(options, "DescribeGroup", queue.get(), &event); !s.ok()) return s;
+  size_t count = 0;
+  const rd_kafka_ConsumerGroupDescription_t** found = rd_kafka_DescribeConsumerGroups_result_groups(
+      rd_kafka_event_DescribeConsumerGroups_result(event.get()), &count);
+  if (count != 1) return Status::Error("DescribeGroup: no answer for group '" + group_id + "'");
+  if (const rd_kafka_error_t* error = rd_kafka_ConsumerGroupDescription_error(found[0])) {
+    return Status::Error("DescribeGroup: group '" + group_id +
+                         "': " + rd_kafka_error_string(error));
+  }
+  description->state =
+      rd_kafka_consumer_group_state_name(rd_kafka_ConsumerGroupDescription_state(found[0]));
+  description->members = static_cast<int>(rd_kafka_ConsumerGroupDescription_member_count(found[0]));
+  return Status::Ok();
+}
+
 Status PartitionCount(const ClientOptions& options, const std::string& topic, int* partitions) {
   static constexpr const char* kMetadataDefaults[][2] = {{"log.connection.close", "false"},
                                                          {"allow.auto.create.topics", "false"}};

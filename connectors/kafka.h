@@ -213,6 +213,19 @@ Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>
 // topic may still show in metadata for a moment.
 Status DeleteTopics(const ClientOptions& options, const std::vector<std::string>& topics);
 
+// Deletes the records of `topic` [partition] before `before_offset` (Admin
+// API, as retention would; a real cluster only): the log then starts there.
+Status DeleteRecordsBefore(const ClientOptions& options, const std::string& topic,
+                           int32_t partition, int64_t before_offset);
+
+// A consumer group as the cluster sees it (Admin API, a real cluster only).
+struct GroupDescription {
+  std::string state;  // "Empty", "Stable", "PreparingRebalance", ... ("Dead": unknown group)
+  int members = 0;
+};
+Status DescribeGroup(const ClientOptions& options, const std::string& group_id,
+                     GroupDescription* description);
+
 // Partition count of a topic (from metadata).
 Status PartitionCount(const ClientOptions& options, const std::string& topic, int* partitions);
 

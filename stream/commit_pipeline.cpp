@@ -1,10 +1,13 @@
 #include "stream/commit_pipeline.h"
 
+#include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <thread>
 
+#include "common/log.h"
 #include "stream/stage_timer.h"
 
 namespace clv::stream {
@@ -121,17 +124,60 @@ bool CommitPipeline::Contains(const std::pair<int32_t, uint64_t>& event_id) cons
   return false;
 }
 
+Status CommitPipeline::WaitForAcknowledgement(const Sealed& sealed, bool* done, int64_t* acked_ms,
+                                              bool* stopped) {
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
+  const auto deadline = started + std::chrono::milliseconds(flush_timeout_ms_);
+  auto next_log = started + std::chrono::milliseconds(kWaitLogMs);
+  const auto waited_ms = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  };
+  const auto waiting = [&] {
+    int64_t commits = 0;
+    for (const Sealed& s : sealed_) commits += s.handed_over ? 0 : 1;
+    return commits;
+  };
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    const int slice = static_cast<int>(std::clamp<int64_t>(left, 0, kStopCheckMs));
+    auto status = sink_.WaitAcked(sealed.mark, slice, done, acked_ms);
+    if (!status.ok() || *done) return status;
+    if (stop_ != nullptr && stop_->load()) {
+      *stopped = true;
+      Log(LogLevel::kInfo, "stop requested: no longer waiting for Kafka to acknowledge outputs",
+          {{"commits", waiting()}, {"waited_ms", waited_ms()}});
+      return Status::Error("stop requested while waiting for Kafka to acknowledge the outputs of " +
+                           std::to_string(waiting()) + " micro-batch commit(s) (waited " +
+                           std::to_string(waited_ms()) +
+                           " ms): they are not committed; the next start reads those events again");
+    }
+    if (left <= 0) return Status::Ok();  // *done is false: timed out
+    if (Clock::now() >= next_log) {
+      next_log += std::chrono::milliseconds(kWaitLogMs);
+      Log(LogLevel::kInfo, "waiting for Kafka to acknowledge the outputs of a commit",
+          {{"commits", waiting()},
+           {"waited_ms", waited_ms()},
+           {"flush_timeout_ms", flush_timeout_ms_}});
+    }
+  }
+}
+
 Status CommitPipeline::HandOver(bool wait) {
   if (!failed_.empty()) return Status::Error(failed_);
   for (Sealed& sealed : sealed_) {
     if (sealed.handed_over) continue;
     bool done = false;
+    bool stopped = false;
     int64_t acked_ms = 0;
     Status status = Status::Ok();
     {
       OptionalTimer timer(hooks_.flush_nanos);
-      status = sink_.WaitAcked(sealed.mark, wait ? flush_timeout_ms_ : 0, &done, &acked_ms);
+      status = wait ? WaitForAcknowledgement(sealed, &done, &acked_ms, &stopped)
+                    : sink_.WaitAcked(sealed.mark, 0, &done, &acked_ms);
     }
+    if (stopped) return status;  // an error, but the pipeline goes on
     if (!status.ok()) return Fail("waiting for the producer before commit: " + status.message);
     if (!done) {
       if (!wait) return Status::Ok();

@@ -12,6 +12,11 @@
 //  * WriteAcknowledged(max_pending) hands over what is acknowledged, pops what
 //    is written, and waits (up to the flush timeout) while more than
 //    max_pending commits remain. WriteAcknowledged(0) leaves none.
+//  * A wait for acknowledgements checks the stop flag (set_stop) every
+//    kStopCheckMs: once it is set the call returns an error saying what was
+//    not acknowledged, without waiting further and without stopping the
+//    pipeline (what is acknowledged later can still be written; what never
+//    is stays uncommitted, so the next start reads those events again).
 //  * The first failure (a delivery, a timeout, a store write) stops the
 //    pipeline: every later call answers that error.
 //
@@ -61,6 +66,10 @@ class CommitPipeline {
     std::function<void(const PendingCommit&)> on_written;
   };
   static constexpr int kDefaultFlushTimeoutMs = 60000;
+  // How often a wait for acknowledgements looks at the stop flag.
+  static constexpr int kStopCheckMs = 100;
+  // How often a long wait for acknowledgements logs what it waits for.
+  static constexpr int kWaitLogMs = 5000;
 
   // `store` and `sink` are borrowed and must outlive the pipeline.
   CommitPipeline(state::StateStore& store, connectors::KafkaSink& sink, Hooks hooks,
@@ -70,9 +79,14 @@ class CommitPipeline {
   CommitPipeline(const CommitPipeline&) = delete;
   CommitPipeline& operator=(const CommitPipeline&) = delete;
 
+  // A flag (borrowed, may be null: no stop) that cuts waits for
+  // acknowledgements short, e.g. the service's stop request.
+  void set_stop(const std::atomic<bool>* stop) { stop_ = stop; }
+
   void Seal(PendingCommit commit);
   // Hands every acknowledged commit to the writer, in order; with `wait`,
-  // waits up to the flush timeout for the oldest one not handed over yet.
+  // waits up to the flush timeout (or until the stop flag is set) for the
+  // oldest one not handed over yet.
   connectors::Status HandOver(bool wait);
   connectors::Status WriteAcknowledged(int max_pending);
 
@@ -92,11 +106,17 @@ class CommitPipeline {
     uint64_t write_number = 0;  // its place in the writer's order
   };
   connectors::Status Fail(std::string message);
+  // Waits up to the flush timeout for the sink to acknowledge `sealed`, in
+  // slices that look at the stop flag; *done tells whether it was, *stopped
+  // whether the stop flag cut the wait short (then the status is an error).
+  connectors::Status WaitForAcknowledgement(const Sealed& sealed, bool* done, int64_t* acked_ms,
+                                            bool* stopped);
 
   state::StateStore& store_;
   connectors::KafkaSink& sink_;
   Hooks hooks_;
   int flush_timeout_ms_;
+  const std::atomic<bool>* stop_ = nullptr;
   std::deque<Sealed> sealed_;  // oldest first; popped once written
   uint64_t handed_over_ = 0;
   std::string failed_;

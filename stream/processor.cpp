@@ -881,7 +881,8 @@ Status Processor::Impl::WriteAcknowledged(int max_pending) {
   if (cache.size() > max_users) max_pending = 0;
   auto status = pipeline.WriteAcknowledged(max_pending);
   if (!status.ok()) {
-    failed = status.message;
+    // A wait cut short by the stop flag leaves the pipeline working.
+    if (!pipeline.failed().empty()) failed = status.message;
     return status;
   }
   if (pipeline.pending() == 0 && dirty.empty() && pending_offsets.empty()) {
@@ -953,6 +954,8 @@ Status Processor::WriteAcknowledged(int max_pending) {
   return impl_->WriteAcknowledged(max_pending);
 }
 size_t Processor::sealed_count() const { return impl_->pipeline.pending(); }
+void Processor::set_stop_flag(const std::atomic<bool>* stop) { impl_->pipeline.set_stop(stop); }
+bool Processor::failed() const { return !impl_->failed.empty(); }
 
 std::optional<int64_t> Processor::StartOffset(const connectors::TopicPartition& partition) {
   Impl& p = *impl_;

@@ -168,6 +168,13 @@ class Processor {
   // Commit() is Seal() + WriteAcknowledged(0): everything written.
   connectors::Status Seal();
   connectors::Status WriteAcknowledged(int max_pending);
+  // A flag (borrowed, may be null) that cuts the waits of WriteAcknowledged
+  // and Commit short with an error (CommitPipeline::set_stop); the processor
+  // stays usable, e.g. to write what is acknowledged before a shutdown ends.
+  void set_stop_flag(const std::atomic<bool>* stop);
+  // Whether processing or committing failed (every later Seal, Commit and
+  // WriteAcknowledged answers that error); a wait cut short is no failure.
+  bool failed() const;
   // Pending commits (sealed, not yet written).
   size_t sealed_count() const;
 

@@ -423,7 +423,9 @@ Status Service::CommitBeforeExit(Clock::time_point deadline) {
   while (processor_->sealed_count() > 0) {
     // Hands over what Kafka acknowledged meanwhile, without waiting.
     status = processor_->WriteAcknowledged(static_cast<int>(processor_->sealed_count()));
-    if (!status.ok()) return status;
+    // A wait the processor asked for (a full cache waits for every commit)
+    // is cut short by the stop flag: the deadline below decides.
+    if (!status.ok() && processor_->failed()) return status;
     const size_t pending = processor_->sealed_count();
     if (pending == 0) break;
     const auto health = source_->Health();
@@ -469,6 +471,9 @@ Status Service::Run(const std::atomic<bool>& stop) {
   std::vector<connectors::Message> batch;
   Status result = Status::Ok();
   const auto& counters = processor_->counters();
+  // A stop request cuts the loop's waits for acknowledgements short (the
+  // way out below waits for them, within stream.shutdown_timeout_ms).
+  processor_->set_stop_flag(&stop);
 
   auto publish_progress = [&](bool force) {
     double since = SecondsSince(last_progress);
@@ -514,7 +519,8 @@ Status Service::Run(const std::atomic<bool>& stop) {
       auto written = processor_->WriteAcknowledged(
           outage ? static_cast<int>(processor_->sealed_count()) : options.commits_in_flight);
       if (!written.ok()) {
-        result = written;
+        // A wait cut short by a stop: CommitBeforeExit waits on, bounded.
+        if (!stop.load() || processor_->failed()) result = written;
         break;
       }
       if (outage && static_cast<int>(processor_->sealed_count()) > options.commits_in_flight) {
@@ -595,7 +601,8 @@ Status Service::Run(const std::atomic<bool>& stop) {
       status = processor_->Seal();
       if (status.ok()) status = processor_->WriteAcknowledged(options.commits_in_flight);
       if (!status.ok()) {
-        result = status;
+        // A wait cut short by a stop: CommitBeforeExit waits on, bounded.
+        if (!stop.load() || processor_->failed()) result = status;
         break;
       }
       last_commit = Clock::now();
@@ -652,6 +659,7 @@ Status Service::Run(const std::atomic<bool>& stop) {
       if (result.ok()) result = flush_status;
     }
   }
+  processor_->set_stop_flag(nullptr);  // `stop` is the caller's
   stopped_.store(true);
   publish_progress(true);
   if (result.ok()) {

@@ -5,8 +5,6 @@
 // Connection: close, body limits and framing errors, and that idle,
 // half-open or dripping connections (slowloris) cannot lock others out.
 #include <httplib.h>
-#include <poll.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <memory>
@@ -14,13 +12,11 @@
 #include <thread>
 #include <vector>
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <nlohmann/json.hpp>
-#include <sys/socket.h>
 
 #include "connectors/http_server.h"
+#include "tests/test_support.h"
 
 namespace clv::connectors {
 namespace {
@@ -161,55 +157,7 @@ TEST(HttpRouteTable, MalformedTablesAreRefusedNamingTheRoute) {
 // ------------------------------------------------------------ raw HTTP/1.1 --
 
 // One TCP connection to the server, for what httplib::Client cannot show.
-class RawClient {
- public:
-  explicit RawClient(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
-  }
-  ~RawClient() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  RawClient(const RawClient&) = delete;
-  RawClient& operator=(const RawClient&) = delete;
-
-  bool connected() const { return connected_; }
-  bool Send(std::string_view bytes) {
-    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
-           static_cast<ssize_t>(bytes.size());
-  }
-  // Reads until the server closes, or `guard_ms` pass. True on a close (EOF
-  // or reset); everything read is in received().
-  bool ReadUntilClosed(int guard_ms = 10000) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(guard_ms);
-    while (std::chrono::steady_clock::now() < until) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) continue;
-      char buffer[4096];
-      const ssize_t got = ::recv(fd_, buffer, sizeof(buffer), 0);
-      if (got <= 0) return true;
-      received_.append(buffer, static_cast<size_t>(got));
-    }
-    return false;
-  }
-  // True when the server has closed this connection (checked for `wait_ms`).
-  bool ClosedByServer(int wait_ms) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, wait_ms) <= 0) return false;
-    char byte = 0;
-    return ::recv(fd_, &byte, 1, MSG_PEEK) <= 0;
-  }
-  const std::string& received() const { return received_; }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-  std::string received_;
-};
+using testing::RawClient;
 
 struct RawResponse {
   int status = 0;

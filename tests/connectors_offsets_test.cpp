@@ -3,16 +3,14 @@
 // error naming the partition, the offsets and the cause, unless reset_offsets
 // moves it (and says so). On the embedded broker, and (OffsetsRealKafkaTest)
 // on a real Kafka whose topic is deleted and recreated.
-#include <unistd.h>
-
 #include <chrono>
-#include <cstdlib>
 #include <random>
 #include <thread>
 
 #include <gtest/gtest.h>
 
 #include "connectors/kafka.h"
+#include "tests/real_kafka.h"
 #include "tests/test_support.h"
 
 namespace clv::connectors {
@@ -218,32 +216,9 @@ TEST_F(OffsetsEmbeddedTest, EmbeddedBrokerLimitDropsOldDataAndAFreshStartStopsNa
   EXPECT_FALSE(accepted.resets[0].stored_offset.has_value());
 }
 
-class OffsetsRealKafkaTest : public ::testing::Test {
+// The fixture (tests/real_kafka.h) and a topic deleted and created again.
+class OffsetsRealKafkaTest : public clv::testing::RealKafkaTest {
  protected:
-  void SetUp() override {
-    const char* bootstrap = std::getenv("CLV_REAL_KAFKA");
-    if (bootstrap == nullptr || *bootstrap == '\0') {
-      if (clv::testing::InCi()) FAIL() << "CLV_REAL_KAFKA unset under CI (scripts/kafka-start.sh)";
-      GTEST_SKIP() << "CLV_REAL_KAFKA unset: start a broker with "
-                      "`export CLV_REAL_KAFKA=$(scripts/kafka-start.sh)` to run these tests";
-    }
-    options_.bootstrap_servers = bootstrap;
-    suffix_ = std::to_string(getpid()) + "-" +
-              std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
-  }
-
-  void Produce(const std::string& topic, int count) {
-    std::unique_ptr<KafkaSink> sink;
-    auto s = KafkaSink::Create(options_, &sink);
-    ASSERT_TRUE(s.ok()) << s.message;
-    for (int i = 0; i < count; ++i) {
-      s = sink->Send(topic, "k", "m" + std::to_string(i), 0);
-      ASSERT_TRUE(s.ok()) << s.message;
-    }
-    s = sink->Flush(30000);
-    ASSERT_TRUE(s.ok()) << s.message;
-  }
-
   // Deletes `topic` and creates it again, empty, with one partition.
   void Recreate(const std::string& topic) {
     auto s = DeleteTopics(options_, {topic});
@@ -266,17 +241,14 @@ class OffsetsRealKafkaTest : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   }
-
-  ClientOptions options_;
-  std::string suffix_;
 };
 
 TEST_F(OffsetsRealKafkaTest, DeletedAndRecreatedTopicStopsTheStartUntilOffsetsAreReset) {
   const std::string topic = "clv-test-recreate-" + suffix_;
   ASSERT_TRUE(EnsureTopics(options_, {topic}, 1, 1).ok());
-  Produce(topic, 20);
+  Produce(topic, 20, 0);
   Recreate(topic);
-  Produce(topic, 5);
+  Produce(topic, 5, 0);
 
   // The service stored 20 (it had read the old log to its end).
   ClientOptions consumer = options_;
@@ -306,6 +278,57 @@ TEST_F(OffsetsRealKafkaTest, DeletedAndRecreatedTopicStopsTheStartUntilOffsetsAr
   EXPECT_EQ(reset.resets[0].log_end, 5);
   EXPECT_EQ(reset.resets[0].new_offset, 0);
   ASSERT_TRUE(reset.source->Close().ok());
+  (void)DeleteTopics(options_, {topic});
+}
+
+// Retention overtaking a partition while it is read: records the consumer
+// has not fetched yet are deleted (DeleteRecords, as retention.ms would).
+// Poll() stops with an error naming the partition, the position it expected
+// and where the log now starts, instead of going on from the log start.
+TEST_F(OffsetsRealKafkaTest, RecordsDeletedWhileAPartitionIsReadStopPollNamingTheGap) {
+  const std::string topic = "clv-test-overtaken-" + suffix_;
+  ASSERT_TRUE(EnsureTopics(options_, {topic}, 1, 1).ok());
+  // One record batch per message, so that a fetch brings one message ...
+  std::unique_ptr<KafkaSink> sink;
+  ASSERT_TRUE(KafkaSink::Create(options_, &sink).ok());
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(sink->Send(topic, "k", "m" + std::to_string(i), 0).ok());
+    auto flushed = sink->Flush(30000);
+    ASSERT_TRUE(flushed.ok()) << flushed.message;
+  }
+  // ... and the consumer fetches ahead only while its queue is empty: it is
+  // behind the log end while the test reads slowly.
+  ClientOptions consumer = options_;
+  consumer.group_id = "clv-real-test-overtaken-" + suffix_;
+  consumer.properties["fetch.message.max.bytes"] = "1";
+  consumer.properties["queued.min.messages"] = "1";
+  consumer.properties["queued.max.messages.kbytes"] = "1";
+  StoredSource reading;
+  MakeSource(consumer, topic, std::nullopt, OffsetReset::kNone, &reading);
+  Status error = Status::Ok();
+  auto messages = PollUntil(reading.source.get(), 5, 30000, &error);
+  ASSERT_TRUE(error.ok()) << error.message;
+  ASSERT_EQ(messages.size(), 5u);
+
+  auto deleted = DeleteRecordsBefore(options_, topic, 0, 30);
+  ASSERT_TRUE(deleted.ok()) << deleted.message;
+  auto rest = PollUntil(reading.source.get(), 35, 30000, &error);
+  messages.insert(messages.end(), rest.begin(), rest.end());
+  ASSERT_FALSE(error.ok()) << "read on after the gap: " << messages.size() << " messages, last "
+                           << messages.back().offset;
+  // What was read is the log without a hole, and nothing after the gap.
+  for (size_t i = 0; i < messages.size(); ++i) {
+    EXPECT_EQ(messages[i].offset, static_cast<int64_t>(i)) << "a message skipped silently";
+  }
+  ASSERT_LT(messages.size(), 30u);
+  const std::string expected = std::to_string(messages.size());
+  EXPECT_TRUE(Contains(error.message, "topic '" + topic + "' [0]: the position " + expected +
+                                          " is not in the log (log start 30, log end 40): "
+                                          "offsets " +
+                                          expected + "..29 are gone (deleted by retention"));
+  EXPECT_TRUE(Contains(error.message, "retention.ms"));
+  EXPECT_TRUE(Contains(error.message, "--reset-offsets"));
+  (void)reading.source->Close();
   (void)DeleteTopics(options_, {topic});
 }
 

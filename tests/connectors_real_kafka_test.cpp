@@ -1,53 +1,22 @@
 // The core connector behaviours against a real Apache Kafka broker whose
 // address is in CLV_REAL_KAFKA (start one with scripts/kafka-start.sh).
 // Skips with a message when unset; fails under CI=true.
-#include <unistd.h>
-
 #include <chrono>
-#include <cstdlib>
 #include <set>
 
 #include <gtest/gtest.h>
 
 #include "connectors/kafka.h"
-#include "tests/test_support.h"
+#include "tests/real_kafka.h"
 
 namespace clv::connectors {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-class RealKafkaTest : public ::testing::Test {
+// The fixture (tests/real_kafka.h) and polling until `count` messages came.
+class RealKafkaTest : public clv::testing::RealKafkaTest {
  protected:
-  void SetUp() override {
-    const char* bootstrap = std::getenv("CLV_REAL_KAFKA");
-    if (bootstrap == nullptr || *bootstrap == '\0') {
-      if (clv::testing::InCi()) FAIL() << "CLV_REAL_KAFKA unset under CI (scripts/kafka-start.sh)";
-      GTEST_SKIP() << "CLV_REAL_KAFKA unset: start a broker with "
-                      "`export CLV_REAL_KAFKA=$(scripts/kafka-start.sh)` to run these tests";
-    }
-    options_.bootstrap_servers = bootstrap;
-    // Real brokers keep data: unique names per run.
-    suffix_ = std::to_string(getpid()) + "-" +
-              std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
-    options_.group_id = "clv-real-test-" + suffix_;
-  }
-
-  std::string Topic(const std::string& name) const { return "clv-test-" + name + "-" + suffix_; }
-
-  void Produce(const std::string& topic, int count) {
-    std::unique_ptr<KafkaSink> sink;
-    auto s = KafkaSink::Create(options_, &sink);
-    ASSERT_TRUE(s.ok()) << s.message;
-    for (int i = 0; i < count; ++i) {
-      s = sink->Send(topic, "user-" + std::to_string(i % 7), "m" + std::to_string(i));
-      ASSERT_TRUE(s.ok()) << s.message;
-    }
-    s = sink->Flush(30000);
-    ASSERT_TRUE(s.ok()) << s.message;
-    ASSERT_EQ(sink->delivered(), static_cast<uint64_t>(count));
-  }
-
   static std::vector<Message> PollN(KafkaSource* source, size_t count) {
     std::vector<Message> out;
     const auto deadline = Clock::now() + std::chrono::seconds(30);
@@ -58,9 +27,6 @@ class RealKafkaTest : public ::testing::Test {
     }
     return out;
   }
-
-  ClientOptions options_;
-  std::string suffix_;
 };
 
 TEST_F(RealKafkaTest, EnsureTopicsIsIdempotent) {

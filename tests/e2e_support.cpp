@@ -25,15 +25,6 @@ std::string UniqueSuffix() {
   return std::to_string(random() % 1000000000);
 }
 
-bool WaitUntil(const std::function<bool()>& condition, int timeout_ms, int step_ms) {
-  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (Clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
-  }
-  return condition();
-}
-
 BrokerProcess::BrokerProcess(const TempDir& dir, const std::vector<std::string>& topics) {
   auto address_file = dir.path() / "broker.address";
   std::vector<std::string> argv = {

@@ -18,10 +18,6 @@ namespace clv::testing {
 // A random decimal suffix for topic and group names of one test.
 std::string UniqueSuffix();
 
-// Polls `condition` every step_ms until it holds or timeout_ms pass; its last
-// answer.
-bool WaitUntil(const std::function<bool()>& condition, int timeout_ms, int step_ms = 50);
-
 // The embedded broker as `clv broker` in its own process (4 partitions per
 // topic, `topics` created up front), stopped with the object. bootstrap() is
 // empty if it did not start within 10 s.

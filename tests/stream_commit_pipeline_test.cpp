@@ -2,7 +2,10 @@
 // control) and a real RocksDB store in a temp dir, wrapped to record the
 // order of its writes: a commit is never in the store before its outputs are
 // acknowledged, and commits are written in the order sealed.
+#include <atomic>
+#include <chrono>
 #include <mutex>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -183,6 +186,58 @@ TEST_F(CommitPipelineTest, OutputsNeverAcknowledgedStopThePipelineWithoutWriting
   EXPECT_FALSE(status.ok());
   EXPECT_FALSE(pipeline_->failed().empty());
   EXPECT_TRUE(store_->written_offsets().empty());
+}
+
+// A sink whose WaitAcked blocks for its whole timeout when the outputs are
+// not acknowledged, as the real producer's does while the cluster is away.
+class BlockingSink : public testing::FakeSink {
+ public:
+  connectors::Status WaitAcked(uint64_t mark, int timeout_ms, bool* done,
+                               int64_t* acked_ms) override {
+    auto status = FakeSink::WaitAcked(mark, 0, done, acked_ms);
+    if (!status.ok() || *done || timeout_ms <= 0) return status;
+    blocked_waits.fetch_add(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
+    return status;
+  }
+  std::atomic<int> blocked_waits{0};
+};
+
+// A stop request (SIGTERM) while the pipeline waits for room: the wait ends
+// with an error saying so instead of running out the flush timeout (hours
+// here: the old wait ignored the stop and hung the test); nothing is
+// written that was not acknowledged, and the pipeline goes on working.
+TEST_F(CommitPipelineTest, AStopCutsTheWaitForAcknowledgementsShortAndLosesNothing) {
+  BlockingSink sink;
+  std::atomic<bool> stop{false};
+  CommitPipeline pipeline(*store_, sink, {}, /*flush_timeout_ms=*/3 * 3600 * 1000);
+  pipeline.set_stop(&stop);
+  ASSERT_TRUE(sink.Send("scores", "u1", "{}", -1).ok());
+  pipeline.Seal(CommitTo(10, "u1", 1));
+  std::thread stopper([&] {
+    while (sink.blocked_waits.load() == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    stop.store(true);
+  });
+  auto status = pipeline.WriteAcknowledged(0);  // no room: waits for the outputs
+  stopper.join();
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message.find("stop requested while waiting for Kafka to acknowledge the "
+                                "outputs of 1 micro-batch commit(s)"),
+            std::string::npos)
+      << status.message;
+  EXPECT_NE(status.message.find("the next start reads those events again"), std::string::npos)
+      << status.message;
+  EXPECT_TRUE(pipeline.failed().empty()) << "a stop is not a failure: " << pipeline.failed();
+  EXPECT_EQ(pipeline.pending(), 1u);
+  EXPECT_FALSE(store_->StoredOffset().has_value()) << "committed without its acknowledgement";
+
+  // Acknowledged during the shutdown: written, with the stop still set.
+  sink.Ack(1);
+  status = pipeline.WriteAcknowledged(0);
+  ASSERT_TRUE(status.ok()) << status.message;
+  EXPECT_EQ(pipeline.pending(), 0u);
+  EXPECT_EQ(store_->StoredOffset(), 10);
 }
 
 TEST_F(CommitPipelineTest, AFailedDeliveryIsReportedAndNothingIsWritten) {

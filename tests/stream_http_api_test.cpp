@@ -3,7 +3,6 @@
 // fake handlers standing in for the service: every status code and JSON error
 // of the API, the token rules, and that abusive clients do not block others.
 #include <httplib.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cctype>
@@ -13,17 +12,15 @@
 #include <string>
 #include <vector>
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <nlohmann/json.hpp>
-#include <sys/socket.h>
 
 #include "config/config.h"
 #include "connectors/http_server.h"
 #include "stream/decoder.h"
 #include "stream/event.h"
 #include "stream/http_api.h"
+#include "tests/test_support.h"
 
 namespace clv::connectors {
 namespace {
@@ -370,30 +367,7 @@ TEST_F(HttpServerTest, OversizedRequestsGetJsonErrors) {
 }
 
 // A raw TCP connection to the server, for clients that misbehave.
-class RawConnection {
- public:
-  explicit RawConnection(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
-  }
-  ~RawConnection() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  RawConnection(const RawConnection&) = delete;
-  RawConnection& operator=(const RawConnection&) = delete;
-  bool connected() const { return connected_; }
-  bool Send(std::string_view bytes) {
-    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) >= 0;
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-};
+using RawConnection = testing::RawClient;
 
 TEST_F(HttpServerTest, StalledClientsDoNotBlockOthersWhileThreadsRemain) {
   HttpServerOptions options;

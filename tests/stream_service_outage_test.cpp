@@ -29,15 +29,7 @@ namespace {
 
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-bool WaitFor(const std::function<bool()>& condition, int timeout_ms) {
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (Clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return condition();
-}
+using testing::WaitUntil;
 
 class ServiceOutage : public ::testing::Test {
  protected:
@@ -89,7 +81,7 @@ TEST_F(ServiceOutage, AnOutageIsNotIdleTimeAndMakesReadyzSayWhy) {
   auto status = stream::Service::Create(config_, &service_);
   ASSERT_TRUE(status.ok()) << status.message;
   auto run = std::async(std::launch::async, [&] { return service_->Run(stop_); });
-  ASSERT_TRUE(WaitFor([&] { return Consumed() >= 300 && service_->ready(); }, 30000))
+  ASSERT_TRUE(WaitUntil([&] { return Consumed() >= 300 && service_->ready(); }, 30000))
       << "consumed " << Consumed() << ", " << service_->ReadyDetail();
 
   ASSERT_TRUE(broker_->SetAllBrokersDown(true).ok());
@@ -115,7 +107,7 @@ TEST_F(ServiceOutage, AnOutageIsNotIdleTimeAndMakesReadyzSayWhy) {
     FAIL() << "Run() returned during the outage (" << result.message << ") after " << Consumed()
            << " of 500 events";
   }
-  EXPECT_TRUE(WaitFor([&] { return service_->ready(); }, 30000)) << service_->ReadyDetail();
+  EXPECT_TRUE(WaitUntil([&] { return service_->ready(); }, 30000)) << service_->ReadyDetail();
   ASSERT_EQ(run.wait_for(std::chrono::seconds(60)), std::future_status::ready);
   auto result = run.get();
   EXPECT_TRUE(result.ok()) << result.message;
@@ -135,9 +127,9 @@ TEST_F(ServiceOutage, StopDuringAnOutageIsHonouredWithinTheShutdownTimeout) {
   // Produce with a retriable error (19, not enough replicas), then goes down.
   ASSERT_TRUE(broker_->FailNextProduceRequests(100000, 19).ok());
   auto run = std::async(std::launch::async, [&] { return service_->Run(stop_); });
-  ASSERT_TRUE(WaitFor([&] { return Consumed() >= 100; }, 30000)) << "consumed " << Consumed();
+  ASSERT_TRUE(WaitUntil([&] { return Consumed() >= 100; }, 30000)) << "consumed " << Consumed();
   ASSERT_TRUE(broker_->SetAllBrokersDown(true).ok());
-  ASSERT_TRUE(WaitFor([&] { return !service_->ready(); }, 10000)) << service_->ReadyDetail();
+  ASSERT_TRUE(WaitUntil([&] { return !service_->ready(); }, 10000)) << service_->ReadyDetail();
 
   stop_.store(true);
   // Before this was bounded, the way out waited 60 s for the commit, then for
@@ -151,6 +143,37 @@ TEST_F(ServiceOutage, StopDuringAnOutageIsHonouredWithinTheShutdownTimeout) {
       << result.message;
   EXPECT_NE(result.message.find("nothing is lost"), std::string::npos) << result.message;
   // Not committed: the next start reads those events again.
+  std::optional<int64_t> offset0;
+  std::optional<int64_t> offset1;
+  ASSERT_TRUE(service_->store().GetOffset("events", 0, &offset0).ok());
+  ASSERT_TRUE(service_->store().GetOffset("events", 1, &offset1).ok());
+  EXPECT_FALSE(offset0.has_value() || offset1.has_value());
+}
+
+// The same stop with the cluster up but every Produce refused, and no room
+// for a pending commit (commits_in_flight=0: each commit waits for its
+// outputs before more input is read): the loop is inside that wait when
+// the stop comes. Before, the wait ran out its 60 s flush timeout and the
+// error blamed it; now the stop cuts it short and the way out is bounded
+// by stream.shutdown_timeout_ms like any other.
+TEST_F(ServiceOutage, StopWhileACommitWaitsForRoomIsHonouredWithinTheShutdownTimeout) {
+  config_.stream.shutdown_timeout_ms = 1500;
+  config_.stream.commits_in_flight = 0;
+  config_.stream.commit_interval_ms = 0;  // a commit after every micro-batch
+  Produce(0, 100);
+  auto status = stream::Service::Create(config_, &service_);
+  ASSERT_TRUE(status.ok()) << status.message;
+  ASSERT_TRUE(broker_->FailNextProduceRequests(100000, 19).ok());
+  auto run = std::async(std::launch::async, [&] { return service_->Run(stop_); });
+  ASSERT_TRUE(WaitUntil([&] { return Consumed() >= 1; }, 30000)) << "consumed " << Consumed();
+
+  stop_.store(true);
+  auto result = run.get();
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.message.find("within stream.shutdown_timeout_ms=1500"), std::string::npos)
+      << result.message;
+  EXPECT_NE(result.message.find(" reachable)"), std::string::npos) << result.message;
+  EXPECT_NE(result.message.find("nothing is lost"), std::string::npos) << result.message;
   std::optional<int64_t> offset0;
   std::optional<int64_t> offset1;
   ASSERT_TRUE(service_->store().GetOffset("events", 0, &offset0).ok());

@@ -1,6 +1,7 @@
 #include "tests/test_support.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -12,6 +13,9 @@
 #include <system_error>
 #include <thread>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 namespace clv::testing {
@@ -110,6 +114,53 @@ int RunCommand(const std::vector<std::string>& argv, const std::filesystem::path
   }
   if (output) *output = process.Stdout() + process.Stderr();
   return status;
+}
+
+bool WaitUntil(const std::function<bool()>& condition, int timeout_ms, int step_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
+  }
+  return condition();
+}
+
+RawClient::RawClient(int port) {
+  fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+}
+
+RawClient::~RawClient() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool RawClient::Send(std::string_view bytes) {
+  return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+         static_cast<ssize_t>(bytes.size());
+}
+
+bool RawClient::ReadUntilClosed(int guard_ms) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(guard_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    char buffer[4096];
+    const ssize_t got = ::recv(fd_, buffer, sizeof(buffer), 0);
+    if (got <= 0) return true;
+    received_.append(buffer, static_cast<size_t>(got));
+  }
+  return false;
+}
+
+bool RawClient::ClosedByServer(int wait_ms) {
+  pollfd p{fd_, POLLIN, 0};
+  if (::poll(&p, 1, wait_ms) <= 0) return false;
+  char byte = 0;
+  return ::recv(fd_, &byte, 1, MSG_PEEK) <= 0;
 }
 
 }  // namespace clv::testing

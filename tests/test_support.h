@@ -5,10 +5,15 @@
 //    repo; RequireSharedData() skips with a clear message when absent, but
 //    fails under CI=true (nothing may skip in CI).
 //  * InCi(): CI=true in the environment.
+//  * WaitUntil(): polls a condition until it holds or time is up.
+//  * RawClient: a raw TCP connection to a local server, for HTTP clients
+//    that misbehave (half requests, pipelining, garbage).
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace clv::testing {
@@ -61,6 +66,34 @@ int RunCommand(const std::vector<std::string>& argv, const std::filesystem::path
                int timeout_ms, std::string* output = nullptr);
 
 std::string ReadFile(const std::filesystem::path& path);
+
+// Polls `condition` every step_ms until it holds or timeout_ms pass; its last
+// answer.
+bool WaitUntil(const std::function<bool()>& condition, int timeout_ms, int step_ms = 50);
+
+// A TCP connection to 127.0.0.1:port, closed at destruction.
+class RawClient {
+ public:
+  explicit RawClient(int port);
+  ~RawClient();
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+
+  bool connected() const { return connected_; }
+  // Sends all of `bytes`; false if the connection took less.
+  bool Send(std::string_view bytes);
+  // Reads until the server closes, or `guard_ms` pass. True on a close (EOF
+  // or reset); everything read is in received().
+  bool ReadUntilClosed(int guard_ms = 10000);
+  // True when the server has closed this connection (checked for `wait_ms`).
+  bool ClosedByServer(int wait_ms);
+  const std::string& received() const { return received_; }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string received_;
+};
 
 }  // namespace clv::testing
 
