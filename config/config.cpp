@@ -492,7 +492,11 @@ const std::vector<Option>& OptionTable() {
       // validation
       {.key = "validation.max_amount",
        .access = MemberOf<&Config::validation, &ValidationOptions::max_amount>,
-       .description = "Largest accepted purchase/refund amount.",
+       .description = "Largest accepted purchase/refund amount, in the units of the amount "
+                      "field. The default, 1e9, is room for money in cents (10 million in the "
+                      "main unit, as `clv gen --profile wholesale,cents` writes) and for "
+                      "currencies with small units, and still refuses an epoch time in seconds "
+                      "or milliseconds put in the amount field by mistake.",
        .min = 0,
        .max = 1e15,
        .min_exclusive = true},
