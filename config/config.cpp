@@ -416,8 +416,10 @@ const std::vector<Option>& OptionTable() {
        .non_empty = true},
       {.key = "mapping.amount_field",
        .access = MemberOf<&Config::mapping, &MappingOptions::amount_field>,
-       .description = "Input field holding the purchase/refund amount.",
-       .non_empty = true},
+       .description = "Input field holding the purchase/refund amount. Empty: the data has "
+                      "no value column (purchase counts only): every purchase is worth 1, so "
+                      "scores count purchases, and a refund is malformed (docs/MODELS.md, "
+                      "\"Data without order values\")."},
       {.key = "mapping.negative_amount_is_refund",
        .access = MemberOf<&Config::mapping, &MappingOptions::negative_amount_is_refund>,
        .description = "A negative purchase (or refund) amount is a refund of |amount|. False: a "
