@@ -21,6 +21,11 @@ bool LoadEvents(const EventFileFlags& flags, const config::Config& config, model
     std::fprintf(stderr, "clv: %s\n", error.c_str());
     return false;
   }
+  if (!data->has_order_values) {
+    std::fprintf(stderr,
+                 "no value column (mapping.amount_field is empty): every purchase counts as 1, "
+                 "so spend and clv are numbers of purchases\n");
+  }
   std::fprintf(stderr,
                "loaded %s events of %s users (%s rows, %s rejected, %s duplicates) from %s to %s\n",
                WithThousands(stats.events).c_str(), WithThousands(data->users.size()).c_str(),
@@ -83,7 +88,8 @@ void AddModelCommands(CLI::App& root, int* exit_code) {
     models::BaselineFitOptions options;
     options.created_by = "clv fit-baseline";
     options.optimizer.penalizer = fit_flags->penalizer;
-    std::fprintf(stderr, "fitting BG/NBD and Gamma-Gamma on %s users...\n",
+    std::fprintf(stderr, "fitting BG/NBD%s on %s users...\n",
+                 data.has_order_values ? " and Gamma-Gamma" : " (no value column: no Gamma-Gamma)",
                  WithThousands(data.users.size()).c_str());
     if (!models::FitBaseline(data, end_ms, &model, &error, options) ||
         !models::SaveBaselineModel(model, fit_flags->out, &error)) {
@@ -95,19 +101,26 @@ void AddModelCommands(CLI::App& root, int* exit_code) {
       std::fprintf(stderr, "clv fit-baseline: BG/NBD fit %s: %s\n", model.fit.bgnbd_status.c_str(),
                    model.fit.bgnbd_reason.c_str());
     }
-    if (model.fit.gamma_gamma_status != "ok") {
+    if (!data.has_order_values) {
+      std::printf("Gamma-Gamma %s\n", models::kNoValueColumnReason);
+    } else if (model.fit.gamma_gamma_status != "ok") {
       std::fprintf(stderr, "clv fit-baseline: Gamma-Gamma fit %s: %s\n",
                    model.fit.gamma_gamma_status.c_str(), model.fit.gamma_gamma_reason.c_str());
     }
     std::printf(
-        "BG/NBD      r=%.4g alpha=%.4g a=%.4g b=%.4g  (customers %.0f, log-likelihood %.2f, %s)\n"
-        "Gamma-Gamma p=%.4g q=%.4g gamma=%.4g  (customers %.0f, log-likelihood %.2f, %s)\n"
-        "model %s written to %s\n",
+        "BG/NBD      r=%.4g alpha=%.4g a=%.4g b=%.4g  (customers %.0f, log-likelihood %.2f, %s)\n",
         model.bgnbd.r, model.bgnbd.alpha, model.bgnbd.a, model.bgnbd.b, model.fit.customers,
-        model.fit.log_likelihood, model.fit.bgnbd_status.c_str(), model.gamma_gamma.p,
-        model.gamma_gamma.q, model.gamma_gamma.gamma, model.fit.gamma_gamma_customers,
-        model.fit.gamma_gamma_log_likelihood, model.fit.gamma_gamma_status.c_str(),
-        model.Version().c_str(), fit_flags->out.c_str());
+        model.fit.log_likelihood, model.fit.bgnbd_status.c_str());
+    if (data.has_order_values) {
+      std::printf(
+          "Gamma-Gamma p=%.4g q=%.4g gamma=%.4g  (customers %.0f, log-likelihood %.2f, %s)\n",
+          model.gamma_gamma.p, model.gamma_gamma.q, model.gamma_gamma.gamma,
+          model.fit.gamma_gamma_customers, model.fit.gamma_gamma_log_likelihood,
+          model.fit.gamma_gamma_status.c_str());
+    } else {
+      std::printf("Gamma-Gamma p=1 q=2 gamma=1  (none: every order worth 1)\n");
+    }
+    std::printf("model %s written to %s\n", model.Version().c_str(), fit_flags->out.c_str());
     *exit_code = 0;
   });
   AddTrainEvalCommands(root, exit_code);

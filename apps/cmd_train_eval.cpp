@@ -135,6 +135,11 @@ void RunTrain(TrainFlags& flags, const std::string& command, int* exit_code) {
     *exit_code = 1;
     return;
   }
+  if (!data.has_order_values) {
+    std::fprintf(stderr,
+                 "clv train: no value column: the LSTM learns purchases (every order worth 1); "
+                 "its clv is an expected number of purchases\n");
+  }
   if (calibration_end != 0) {
     data = data.SliceBefore(calibration_end);
     std::fprintf(stderr, "training on events before %s: %s users\n", flags.calibration_end.c_str(),
@@ -263,9 +268,10 @@ void RunEval(EvalFlags& flags, int* exit_code) {
   if (flags.truth.empty() &&
       data.end_ms < options.cutoff_ms + int64_t(options.horizon_days * models::kMsPerDay)) {
     std::fprintf(stderr,
-                 "clv eval: warning: the events end on %s, before --cutoff + --horizon; spend "
-                 "after the data's end counts as 0\n",
-                 models::MsToDate(data.end_ms - 1).c_str());
+                 "clv eval: warning: the events end on %s, before --cutoff + --horizon; %s "
+                 "after the data's end count as 0\n",
+                 models::MsToDate(data.end_ms - 1).c_str(),
+                 data.has_order_values ? "spend and purchases" : "purchases");
   }
   options.lstm_model_path = flags.model;
   options.baseline_model_path = flags.baseline;

@@ -416,8 +416,10 @@ const std::vector<Option>& OptionTable() {
        .non_empty = true},
       {.key = "mapping.amount_field",
        .access = MemberOf<&Config::mapping, &MappingOptions::amount_field>,
-       .description = "Input field holding the purchase/refund amount.",
-       .non_empty = true},
+       .description = "Input field holding the purchase/refund amount. Empty: the data has "
+                      "no value column (purchase counts only): every purchase is worth 1, so "
+                      "scores count purchases, and a refund is malformed (docs/MODELS.md, "
+                      "\"Data without order values\")."},
       {.key = "mapping.negative_amount_is_refund",
        .access = MemberOf<&Config::mapping, &MappingOptions::negative_amount_is_refund>,
        .description = "A negative purchase (or refund) amount is a refund of |amount|. False: a "
@@ -492,7 +494,11 @@ const std::vector<Option>& OptionTable() {
       // validation
       {.key = "validation.max_amount",
        .access = MemberOf<&Config::validation, &ValidationOptions::max_amount>,
-       .description = "Largest accepted purchase/refund amount.",
+       .description = "Largest accepted purchase/refund amount, in the units of the amount "
+                      "field. The default, 1e9, is room for money in cents (10 million in the "
+                      "main unit, as `clv gen --profile wholesale,cents` writes) and for "
+                      "currencies with small units, and still refuses an epoch time in seconds "
+                      "or milliseconds put in the amount field by mistake.",
        .min = 0,
        .max = 1e15,
        .min_exclusive = true},

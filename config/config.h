@@ -67,7 +67,7 @@ struct MappingOptions {
 
 // `validation.*`
 struct ValidationOptions {
-  double max_amount = 1e7;
+  double max_amount = 1e9;
   int64_t max_future_ms = 24LL * 3600 * 1000;
   int64_t min_ts_ms = 631152000000LL;
   int64_t max_message_bytes = 1000000;

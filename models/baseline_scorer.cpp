@@ -155,9 +155,18 @@ bool FitBaseline(const Dataset& data, int64_t calibration_end_ms, BaselineModel*
     *error = "FitBaseline: BG/NBD fit did not reach a finite log-likelihood (" + bgnbd.reason + ")";
     return false;
   }
-  GammaGammaFit gamma_gamma = FitGammaGamma(customers, options.optimizer);
-  if (gamma_gamma.customers < 3 || gamma_gamma.status == "failed" ||
-      !std::isfinite(gamma_gamma.log_likelihood)) {
+  GammaGammaFit gamma_gamma;
+  if (!data.has_order_values) {
+    // No value column: every order is worth 1. p = 1, q = 2, gamma = 1 makes
+    // E[M | x, m = 1] = 1 for every x, so clv is E[X] in purchases.
+    gamma_gamma.params = {1.0, 2.0, 1.0};
+    gamma_gamma.status = "none";
+    gamma_gamma.reason = kNoValueColumnReason;
+  } else {
+    gamma_gamma = FitGammaGamma(customers, options.optimizer);
+  }
+  if (data.has_order_values && (gamma_gamma.customers < 3 || gamma_gamma.status == "failed" ||
+                                !std::isfinite(gamma_gamma.log_likelihood))) {
     char count[32];
     std::snprintf(count, sizeof(count), "%.0f", gamma_gamma.customers);
     *error = std::string("FitBaseline: Gamma-Gamma fit failed (") + count +

@@ -100,7 +100,14 @@ struct BaselineFitOptions {
 
 // Fits BG/NBD and Gamma-Gamma on the events before calibration_end_ms, plus
 // the reference customer and the simple formula's retention. False + *error
-// when there are too few customers or the fit fails.
+// when there are too few customers or the fit fails. Data without order
+// values (Dataset::has_order_values false, every order worth 1): Gamma-Gamma
+// is not fitted (fit.gamma_gamma status "none", kNoValueColumnReason) but set
+// to p = 1, q = 2, gamma = 1, whose expected order value is exactly 1, so the
+// model's clv is the expected number of purchases.
+inline constexpr const char* kNoValueColumnReason =
+    "not fitted: the data has no value column (mapping.amount_field is empty); every order "
+    "counts as 1, so clv is the expected number of purchases";
 bool FitBaseline(const Dataset& data, int64_t calibration_end_ms, BaselineModel* model,
                  std::string* error, const BaselineFitOptions& options = {});
 

@@ -100,7 +100,7 @@ std::string EvalChartSvg(const EvalReport& report) {
   // Left: cumulative gain.
   Panel gain{80, 70, 400, 320, 1.0, 1.0};
   svg += Axes(gain, "Cumulative gain", "share of users, by predicted CLV (highest first)",
-              "share of actual spend", 5, true);
+              report.order_values ? "share of actual spend" : "share of actual purchases", 5, true);
   svg += Polyline(gain, {{0, 0}, {1, 1}}, "#aaa", "4,4", 1);
   std::vector<std::pair<double, double>> perfect;
   for (const auto& g : report.perfect_gain) perfect.push_back({g.user_share, g.value_share});
@@ -122,7 +122,9 @@ std::string EvalChartSvg(const EvalReport& report) {
   y_max = std::ceil(y_max / step) * step;
   Panel calibration{600, 70, 400, 320, 11.0, y_max};
   svg += Axes(calibration, "Decile calibration", "predicted decile (1 = highest predicted)",
-              "mean spend per user (solid actual, dashed predicted)", 5, false);
+              report.order_values ? "mean spend per user (solid actual, dashed predicted)"
+                                  : "mean purchases per user (solid actual, dashed predicted)",
+              5, false);
   for (int d = 1; d <= 10; ++d) {
     svg +=
         Format("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%.0f</text>\n",

@@ -40,6 +40,7 @@ Dataset Dataset::SliceBefore(int64_t cutoff_ms) const {
   slice.start_ms = start_ms;
   slice.end_ms = std::min(end_ms, cutoff_ms);
   slice.attr_texts = attr_texts;
+  slice.has_order_values = has_order_values;
   for (const UserSequence& user : users) {
     // Events are in time order, so the kept ones are a prefix.
     auto end = std::partition_point(user.events.begin(), user.events.end(),

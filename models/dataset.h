@@ -44,6 +44,10 @@ struct Dataset {
   // "key=value" text of the profile attribute pairs seen, by AttrHash of it
   // (for people reading a model's attribute vocabulary).
   std::map<uint64_t, std::string> attr_texts;
+  // False for data without a value column (mapping.amount_field ""): every
+  // purchase then has amount 1, so "spend" is the number of purchases, and
+  // the commands judge and report purchases instead of money.
+  bool has_order_values = true;
 
   // Events with ts < cutoff_ms; users left without events are dropped.
   // The result covers [start_ms, min(end_ms, cutoff_ms)).

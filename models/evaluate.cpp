@@ -76,13 +76,16 @@ EvalReport Evaluate(const Dataset& data, int64_t cutoff_ms, double horizon_days,
   report.cutoff_ms = cutoff_ms;
   report.horizon_days = horizon_days;
   report.title = title;
+  report.order_values = data.has_order_values;
   report.population = EvalPopulation(data, cutoff_ms);
   const int64_t horizon_ms = static_cast<int64_t>(horizon_days * double(kMsPerDay));
   auto outcomes = ActualInWindow(data, cutoff_ms, horizon_ms);
   for (size_t index : report.population) {
+    const double observed = data.has_order_values ? outcomes[index].spend
+                                                  : static_cast<double>(outcomes[index].purchases);
     report.actual.push_back(actual_by_user != nullptr && index < actual_by_user->size()
                                 ? (*actual_by_user)[index]
-                                : outcomes[index].spend);
+                                : observed);
   }
   report.perfect_gain = GainCurve(report.actual, report.actual);
   for (auto& candidate : candidates) {
@@ -140,11 +143,18 @@ std::string EvalReportText(const EvalReport& report) {
   std::string out;
   char line[512];
   if (!report.title.empty()) out += report.title + "\n";
-  std::snprintf(line, sizeof(line),
-                "cutoff %s, horizon %.0f days, %zu users, actual spend %.2f\n\n",
+  std::snprintf(line, sizeof(line), "cutoff %s, horizon %.0f days, %zu users, actual %s %.2f\n",
                 MsToDate(report.cutoff_ms).c_str(), report.horizon_days, report.population.size(),
+                report.order_values ? "spend" : "purchases",
                 report.models.empty() ? 0.0 : report.models[0].metrics.total_actual);
   out += line;
+  if (!report.order_values) {
+    out +=
+        "no value column (mapping.amount_field is empty): judged on purchases, every model's "
+        "expected number of purchases in the horizon vs the actual number; no spend metrics "
+        "(Gamma-Gamma not fitted)\n";
+  }
+  out += "\n";
   std::snprintf(line, sizeof(line), "%-22s %10s %9s %8s %8s %8s %8s %8s %8s %8s %12s\n", "model",
                 "MSE", "MAE", "R2", "MAPE*", "Gini(n)", "Spearman", "Top10 P", "Top10 R",
                 "Top10 F1", "sum pred");
@@ -211,6 +221,10 @@ std::string EvalReportJson(const EvalReport& report) {
   json["cutoff_ms"] = report.cutoff_ms;
   json["horizon_days"] = report.horizon_days;
   json["users"] = report.population.size();
+  // What actual and predicted count: "spend" (money) or "purchases" (data
+  // without a value column).
+  json["target"] = report.order_values ? "spend" : "purchases";
+  json["value_column"] = report.order_values;
   json["perfect_gain"] = GainJson(report.perfect_gain);
   nlohmann::json models = nlohmann::json::array();
   for (const auto& m : report.models) {
@@ -303,7 +317,8 @@ bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalRepor
   char lstm_name[64];
   std::snprintf(lstm_name, sizeof(lstm_name), "LSTM %s", lstm_model.version.c_str());
   candidates.push_back({lstm_name, lstm.get(), {}, {}});
-  candidates.push_back({"BG/NBD + Gamma-Gamma", &baseline, {}, {}});
+  candidates.push_back(
+      {data.has_order_values ? "BG/NBD + Gamma-Gamma" : "BG/NBD", &baseline, {}, {}});
   candidates.push_back({"simple formula",
                         nullptr,
                         [&](const History& h, int64_t now) { return baseline.SimpleClvAt(h, now); },

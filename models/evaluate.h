@@ -1,5 +1,10 @@
 // `clv eval`: score every user at a cutoff from the events before it and
 // compare with what each really spent in [cutoff, cutoff + horizon).
+// On data without a value column (mapping.amount_field "") the same
+// comparison is on purchases: every order is worth 1, the actual is the
+// number of purchases in the window, each model's prediction its expected
+// number of purchases (BG/NBD's E[X], Gamma-Gamma not fitted); the text and
+// JSON reports say "purchases" and there are no spend metrics.
 //
 // Population: users of the dataset with at least one event before the
 // cutoff, in dataset order. Each candidate predicts one number per user:
@@ -42,6 +47,10 @@ struct EvalModelResult {
 };
 
 struct EvalReport {
+  // False for data without a value column (Dataset::has_order_values): every
+  // order is worth 1, so the actual and every prediction are numbers of
+  // purchases, and the report says so ("target": "purchases").
+  bool order_values = true;
   int64_t cutoff_ms = 0;
   double horizon_days = 0;
   std::string title;

@@ -101,9 +101,9 @@ for dataset in $datasets; do
         --set mapping.amount_field=sales_value --set mapping.default_type=purchase \
         --set validation.min_ts_ms=0 ;;
     grocery)
-      run "grocery (no values)" 2007-01-01 364 "" --events "$data/grocery/groceryElog.csv" \
-        --set mapping.user_id_field=cust --set mapping.ts_field=date \
-        --set mapping.default_type=purchase --set validation.min_ts_ms=0 ;;
+      # No value column: judged on purchases (docs/MODELS.md, "Data without order values").
+      run "grocery (purchases)" 2007-01-01 364 "" --events "$data/grocery/groceryElog.csv" \
+        --config config/samples/grocery.json ;;
     *) echo "robustness-matrix: unknown dataset $dataset" >&2 ;;
   esac
 done

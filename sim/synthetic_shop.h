@@ -102,7 +102,10 @@ struct ShopOptions {
   //    exports that keep dates only. The posterior is still computed from the
   //    exact times, a little more than the day-level events show.
   //  * money_in_cents: amounts are integer cents (values x 100), and so are
-  //    the truth's mean_order_value, spend and expected/realized spend.
+  //    the truth's mean_order_value, spend and expected/realized spend. An
+  //    order is at most 1e6 in the main unit, so at most 1e8 cents: within
+  //    the default validation.max_amount (1e9), so `clv run` and `clv replay`
+  //    accept every generated event with the default config.
   bool day_granularity = false;
   bool money_in_cents = false;
 };

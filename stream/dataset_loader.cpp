@@ -15,6 +15,7 @@ bool LoadDataset(const std::vector<std::string>& paths, const config::Config& co
                  models::Dataset* dataset, LoadStats* stats, std::string* error) {
   Decoder decoder(config.mapping, config.validation);
   dataset->attr_texts.clear();
+  dataset->has_order_values = !config.mapping.amount_field.empty();
   struct Row {
     models::StepEvent event;
     int64_t order = 0;

@@ -6,6 +6,9 @@
 // (connectors::FileRowId): identical rows count as separate events, the same
 // file given twice is all duplicates the second time.
 //
+// A mapping without a value column (mapping.amount_field "") gives a
+// Dataset with has_order_values false, every purchase worth 1.
+//
 // Malformed rows are skipped and counted; the first few are reported with
 // file:line and the decoder's reason.
 #pragma once

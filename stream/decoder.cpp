@@ -25,6 +25,12 @@
 //    whole message bytes, so only a byte-identical re-send is a duplicate.
 //  * null counts as absent for every field.
 //  * A known field that appears twice in one object is rejected (ambiguous).
+//  * mapping.amount_field "" means the data has no value column (purchase
+//    counts only, e.g. ../shared/data/grocery): every purchase is worth 1
+//    (one unit, so scores and spend count purchases) and a refund, which
+//    has no meaning without a value, is rejected. With a value column a
+//    purchase without an amount is rejected as before, and the reason names
+//    the way out.
 //  * amount is only kept for purchase and refund; on other types it is
 //    checked for type and then ignored. A purchase of 0 is a purchase worth
 //    0; a refund must be > 0. A negative amount is rejected, unless
@@ -396,6 +402,7 @@ struct Decoder::Impl {
   std::map<std::string, std::string, std::less<>> bad_aliases;  // alias -> unknown target
   bool has_default_kind = false;
   bool negative_is_refund = false;  // mapping.negative_amount_is_refund
+  bool has_amounts = true;          // mapping.amount_field is not empty
   EventKind default_kind = EventKind::kPageView;
   std::string default_type_error;
   TsMode ts_mode = TsMode::kAuto;
@@ -420,7 +427,9 @@ struct Decoder::Impl {
 
 Decoder::Impl::Impl(const config::MappingOptions& mapping,
                     const config::ValidationOptions& validation)
-    : negative_is_refund(mapping.negative_amount_is_refund), limits(validation) {
+    : negative_is_refund(mapping.negative_amount_is_refund),
+      has_amounts(!mapping.amount_field.empty()),
+      limits(validation) {
   names[static_cast<size_t>(Field::kEventId)] = mapping.event_id_field;
   names[static_cast<size_t>(Field::kUserId)] = mapping.user_id_field;
   names[static_cast<size_t>(Field::kType)] = mapping.type_field;
@@ -767,7 +776,7 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
   present.fill(false);
   for (auto [key, value] : object) {
     for (size_t i = 0; i < kFieldCount; ++i) {
-      if (key.size() != names[i].size() || key != names[i]) continue;
+      if (names[i].empty() || key.size() != names[i].size() || key != names[i]) continue;
       if (value.type() == element_type::NULL_VALUE) break;  // null = absent
       if (present[i]) return Fail(reason, static_cast<Field>(i), "appears twice");
       present[i] = true;
@@ -840,7 +849,15 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
 
   // amount
   const bool money = event->kind == EventKind::kPurchase || event->kind == EventKind::kRefund;
-  if (has(Field::kAmount)) {
+  if (!has_amounts) {
+    if (event->kind == EventKind::kRefund) {
+      reason->assign(
+          "field 'type': a refund needs an amount, and mapping.amount_field is empty (the data "
+          "has no value column)");
+      return false;
+    }
+    if (money) event->amount = 1;  // one unit: spend counts purchases
+  } else if (has(Field::kAmount)) {
     double amount = 0;
     if (!ReadNumber(Field::kAmount, &amount, reason)) return false;
     if (money) {
@@ -874,7 +891,7 @@ bool Decoder::Impl::Decode(std::string_view bytes, int64_t now_ms, Event* event,
   } else if (money) {
     std::string what = "missing (required for ";
     what += models::EventKindName(event->kind);
-    what += ")";
+    what += "; if the data has no order values, set mapping.amount_field to \"\")";
     return Fail(reason, Field::kAmount, what);
   }
 

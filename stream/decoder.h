@@ -7,6 +7,9 @@
 //   "field 'amount': must be >= 0 for purchase, got -3 (negative: ...)"
 // and the caller sends the original bytes to the dead-letter topic.
 //
+// Without a value column (mapping.amount_field "") a purchase is worth 1
+// (scores then count purchases) and a refund is rejected.
+//
 // Event ids: `event_id` when present, else a 64-bit hash of the message
 // content, so an exact re-send is still recognised as a duplicate
 // (Event::event_id_given tells which; file loaders then use the row's id).

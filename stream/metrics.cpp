@@ -396,6 +396,10 @@ ServiceMetrics::ServiceMetrics()
       scorer_nonfinite(registry.AddCounter(
           "clv_scorer_nonfinite_total",
           "Scores with a non-finite (NaN/inf) output, published with the fallback instead.")),
+      scorer_state_resets(registry.AddCounter(
+          "clv_scorer_state_resets_total",
+          "Users whose recurrent model state held a NaN/inf after a step, reset to the "
+          "initial state.")),
       alerts_emitted(registry.AddCounterFamily("clv_alerts_emitted_total",
                                                "Alerts sent, per alert kind.", {"kind"})),
       scores_emitted(

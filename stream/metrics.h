@@ -254,6 +254,9 @@ struct ServiceMetrics {
   // clv_scorer_nonfinite_total: scores with a NaN/inf output, replaced by
   // the fallback (stream/processor.h "Non-finite scores").
   Counter& scorer_nonfinite;
+  // clv_scorer_state_resets_total: users whose recurrent state held a NaN/inf
+  // after a step, reset to the initial state (stream/processor.h).
+  Counter& scorer_state_resets;
   // clv_alerts_emitted_total{kind}
   Family<Counter>& alerts_emitted;
   // clv_scores_emitted_total

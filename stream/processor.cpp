@@ -201,6 +201,7 @@ struct Processor::Impl {
                              double prev_clv) const;
   Status EmitAlert(const std::string& user_id, const Alert& alert, const std::string& score_json);
   void CountNonFinite(const std::string& user_id, const Op& op, int replaced);
+  void ResetNonFiniteState(const std::string& user_id, uint64_t seq, state::UserState& s);
   Status WriteAcknowledged(int max_pending);
   void EvictIfNeeded();
 
@@ -406,6 +407,7 @@ Status Processor::Impl::LoadUsers(const std::vector<std::string>& user_ids) {
         user->state.model_state.assign(state_size, 0.0f);
         if (state_size > 0) scorer.InitState(user->state.model_state.data());
       }
+      ResetNonFiniteState(user->user_id, user->state.seq, user->state);  // e.g. a damaged store
     } else {
       user->state.fp16 = config.state.fp16_hidden;
       user->state.model_state.assign(state_size, 0.0f);
@@ -657,6 +659,32 @@ void Processor::Impl::CountNonFinite(const std::string& user_id, const Op& op, i
   }
 }
 
+// A recurrent state with a NaN or inf in it (left by a step, or read from
+// the store) would make every later score of the user non-finite or
+// meaningless for ever: it starts anew from the scorer's initial state,
+// counted and logged like a non-finite score.
+void Processor::Impl::ResetNonFiniteState(const std::string& user_id, uint64_t seq,
+                                          state::UserState& s) {
+  auto& model_state = s.model_state;
+  if (std::all_of(model_state.begin(), model_state.end(),
+                  [](float v) { return std::isfinite(v); })) {
+    return;
+  }
+  scorer.InitState(model_state.data());
+  if (s.fp16) {
+    for (auto& v : model_state) v = state::RoundToFp16(v);
+  }
+  const int64_t count = counters.nonfinite_states.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (metrics) metrics->scorer_state_resets.Inc();
+  if (count <= 100 || count % 10000 == 0) {
+    Log(LogLevel::kWarn, "non-finite model state reset to the initial state",
+        {{"user_id", user_id},
+         {"seq", seq},
+         {"model", model_version},
+         {"state_resets_total", count}});
+  }
+}
+
 // The outputs of one op's score: the user's new stage and score, the score
 // message (every op with stream.emit=per_event, else the user's last op of
 // the batch) and the alerts it raises.
@@ -670,6 +698,7 @@ Status Processor::Impl::DecideOutputs(UserWork& w, size_t round, models::Score& 
   if (const int replaced = ReplaceNonFinite(s, score); replaced > 0) {
     CountNonFinite(user.user_id, op, replaced);
   }
+  ResetNonFiniteState(user.user_id, op.seq, s);
   const double prev_clv = s.clv;
   const double prev_churn = s.churn_risk;
   const state::Stage prev_stage = s.stage;

@@ -62,6 +62,9 @@ struct ProcessorCounters {
   // Scores with a non-finite output (NaN or inf), replaced by the fallback
   // (Processor: "Non-finite scores").
   std::atomic<int64_t> nonfinite_scores{0};
+  // Users whose recurrent model state held a NaN or inf after a step: reset
+  // to the scorer's initial state (Processor: "Non-finite scores").
+  std::atomic<int64_t> nonfinite_states{0};
   // Where the wall time of the service loop goes (nanoseconds, summed):
   // waiting for input, processing batches, waiting for the producer's
   // acknowledgements before a commit, and writing the RocksDB batch.
@@ -125,6 +128,11 @@ struct ScoreRecord {
 // logged with the user id, and replaced before anything reads it: clv,
 // p_purchase and churn_risk by the user's previous score (0 for a new user),
 // the other outputs and factor contributions by 0. NaN is never published.
+// A recurrent state (the LSTM's h and c) left with a NaN or inf after a step
+// is reset to the scorer's initial state (Scorer::InitState), counted
+// (clv_scorer_state_resets_total, counters().nonfinite_states) and logged with
+// the user id, so the user's next event is scored by the model again instead
+// of falling back for ever.
 class Processor {
  public:
   // `store`, `scorer` and `sink` are borrowed and must outlive the Processor.

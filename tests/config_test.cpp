@@ -428,8 +428,8 @@ TEST(ConfigSamples, EverySampleFileLoads) {
     loaded.push_back(entry.path().filename().string());
   }
   std::sort(loaded.begin(), loaded.end());
-  EXPECT_EQ(loaded,
-            (std::vector<std::string>{"cdnow.json", "dunnhumby.json", "kafka.json", "local.json"}));
+  EXPECT_EQ(loaded, (std::vector<std::string>{"cdnow.json", "dunnhumby.json", "grocery.json",
+                                              "kafka.json", "local.json"}));
 
   Config kafka = LoadOk((samples / "kafka.json").string(), {}, {});
   EXPECT_EQ(kafka.kafka.bootstrap_servers, "127.0.0.1:9092");

@@ -290,7 +290,9 @@ TEST(DecoderTest, RejectsMalformedEventsWithAReasonNamingTheField) {
       {"negative refund", "{" + head + R"(,"type":"refund","amount":-3})", "must be > 0"},
       {"huge negative amount", "{" + head + R"(,"type":"purchase","amount":-1e300})",
        "must be >= 0"},
-      {"huge amount", "{" + head + R"(,"type":"purchase","amount":1e9})", "max_amount"},
+      {"huge amount", "{" + head + R"(,"type":"purchase","amount":1e10})", "max_amount"},
+      {"epoch seconds as amount", "{" + head + R"(,"type":"purchase","amount":1767225600})",
+       "larger than validation.max_amount=1e+09"},
       {"overflowing amount", "{" + head + R"(,"type":"purchase","amount":1e400})",
        "not valid JSON"},
       {"string amount", "{" + head + R"(,"type":"purchase","amount":"ten"})", "'amount'"},
@@ -359,6 +361,36 @@ TEST(DecoderTest, ZeroPurchaseCountsAndNegativeAmountsFollowTheMapping) {
   auto on_page_view = DecodeWith(mapping, limits, head + R"("page_view","amount":-3})");
   ASSERT_TRUE(on_page_view.ok);
   EXPECT_EQ(on_page_view.event.kind, EventKind::kPageView);
+}
+
+// Data without a value column (mapping.amount_field ""): a purchase is worth
+// 1, a refund is rejected; with a value column a missing amount is still a
+// per-row error that names the way out.
+TEST(DecoderTest, WithoutAValueColumnAPurchaseIsWorthOne) {
+  const std::string head = R"({"user_id":"u","ts":1767225600000,"type":)";
+  config::MappingOptions counts;
+  counts.amount_field = "";
+  const config::ValidationOptions limits;
+  auto purchase = DecodeWith(counts, limits, head + R"("purchase"})");
+  ASSERT_TRUE(purchase.ok) << purchase.reason;
+  EXPECT_EQ(purchase.event.kind, EventKind::kPurchase);
+  EXPECT_EQ(purchase.event.amount, 1.0);
+  // A field of that name, or an empty key, is not an amount then.
+  auto with_field = DecodeWith(counts, limits, head + R"("purchase","amount":70,"":5})");
+  ASSERT_TRUE(with_field.ok) << with_field.reason;
+  EXPECT_EQ(with_field.event.amount, 1.0);
+  auto view = DecodeWith(counts, limits, head + R"("page_view"})");
+  ASSERT_TRUE(view.ok) << view.reason;
+  EXPECT_EQ(view.event.amount, 0.0);
+  auto refund = DecodeWith(counts, limits, head + R"("refund"})");
+  EXPECT_FALSE(refund.ok);
+  EXPECT_NE(refund.reason.find("mapping.amount_field is empty"), std::string::npos)
+      << refund.reason;
+
+  auto missing = DecodeDefault(head + R"("purchase"})");
+  EXPECT_FALSE(missing.ok);
+  EXPECT_NE(missing.reason.find("set mapping.amount_field to \"\""), std::string::npos)
+      << missing.reason;
 }
 
 TEST(DecoderTest, EventIdGivenTellsAContentHashFromAnId) {

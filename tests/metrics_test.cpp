@@ -267,6 +267,7 @@ TEST(ServiceMetrics, ExposesEveryMetricOfIssue4UnderConventionalNames) {
       {"clv_scorer_user_steps_total", "counter"},
       {"clv_scorer_user_steps_per_second", "gauge"},
       {"clv_scorer_nonfinite_total", "counter"},
+      {"clv_scorer_state_resets_total", "counter"},
       {"clv_alerts_emitted_total", "counter"},
       {"clv_scores_emitted_total", "counter"},
       {"clv_commits_total", "counter"},

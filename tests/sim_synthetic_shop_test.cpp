@@ -454,6 +454,31 @@ TEST(SyntheticShopTest, DayGranularityAndCentsChangeOnlyTheUnits) {
   }
 }
 
+// Wholesale orders in cents reach past 1e7 (the old validation.max_amount):
+// under the default validation every generated event decodes, so `clv run`
+// and `clv replay` dead-letter none of them (config validation.max_amount).
+TEST(SyntheticShopTest, WholesaleInCentsDecodesUnderTheDefaultValidation) {
+  // Seed 19: nine orders of this shop are above 1e7 cents.
+  const ShopOptions base{.users = 2000, .days = 240, .seed = 19, .horizon_days = 30};
+  auto stats = RunProfile("wholesale,cents", base, true);
+  const double largest = *std::max_element(stats.amounts.begin(), stats.amounts.end());
+  EXPECT_GT(largest, 1e7) << "the test needs orders above the old default";
+  const config::ValidationOptions defaults;
+  EXPECT_LE(largest, defaults.max_amount);
+  Decoder decoder({}, defaults);
+  const int64_t now = base.start_ms + 400 * kMsPerDay;
+  int64_t rejected = 0;
+  std::string first;
+  for (const auto& line : stats.lines) {
+    Event event;
+    std::string reason;
+    if (!decoder.Decode(line, now, &event, &reason)) {
+      if (rejected++ == 0) first = reason + " in " + line;
+    }
+  }
+  EXPECT_EQ(rejected, 0) << first;
+}
+
 TEST(SyntheticShopTest, TruthFilesHaveOneRowPerUser) {
   SyntheticShop shop({.users = 50, .days = 30, .seed = 3});
   std::ostringstream events;

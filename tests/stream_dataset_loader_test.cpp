@@ -61,6 +61,34 @@ TEST(DatasetLoaderTest, IdenticalRowsAreSeparateOrders) {
   EXPECT_EQ(loaded.data.users[0].events.size(), 2u);
 }
 
+// A log without amounts (customer, day) loads with mapping.amount_field "":
+// every purchase worth 1, and the dataset says it has no order values.
+TEST(DatasetLoaderTest, ALogWithoutAmountsLoadsAsPurchasesWorthOne) {
+  clv::testing::TempDir dir;
+  const std::string path = Write(dir, "counts.csv",
+                                 "cust,date\n"
+                                 "1,2006-01-01\n"
+                                 "1,2006-02-11\n"
+                                 "2,2006-01-03\n");
+  config::Config config = OrdersConfig();
+  config.mapping.user_id_field = "cust";
+  config.mapping.ts_field = "date";
+  auto with_amounts = Load({path}, config);
+  EXPECT_FALSE(with_amounts.ok) << "a mapping with a value column needs amounts";
+  EXPECT_EQ(with_amounts.stats.rejected, 3);
+  config.mapping.amount_field = "";
+  auto loaded = Load({path}, config);
+  ASSERT_TRUE(loaded.ok) << loaded.error;
+  EXPECT_EQ(loaded.stats.events, 3);
+  EXPECT_FALSE(loaded.data.has_order_values);
+  EXPECT_FALSE(loaded.data.SliceBefore(models::DateToMs(2006, 2, 1)).has_order_values);
+  ASSERT_EQ(loaded.data.users.size(), 2u);
+  for (const auto& user : loaded.data.users) {
+    for (const auto& event : user.events) EXPECT_EQ(event.amount, 1.0);
+  }
+  EXPECT_TRUE(Load({Write(dir, "orders.csv", kOrders)}, OrdersConfig()).data.has_order_values);
+}
+
 TEST(DatasetLoaderTest, TheSameFileTwiceIsAllDuplicatesTheSecondTime) {
   clv::testing::TempDir dir;
   auto first = Write(dir, "a/orders.csv", kOrders);

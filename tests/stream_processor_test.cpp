@@ -3,9 +3,12 @@
 // what a user of several input topics would notice; with a fake sink and a
 // fake scorer, the content of timer re-scores, alerts and scores, and what
 // happens to a non-finite model output.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -91,6 +94,94 @@ TEST(Processor, ATopicReadFarAheadOfAnotherMakesNoEventOfTheOtherLate) {
   ASSERT_TRUE(restarted.Commit().ok());
   EXPECT_EQ(restarted.counters().dead_lettered.load(), 1);
   EXPECT_EQ(restarted.counters().processed.load(), 1);
+}
+
+// Wraps the shipped LSTM; after the step of a purchase of 666 the user's h
+// and c are overwritten: with NaN (as a diverged model or a damaged stored
+// state leaves them) or, for the reference run, with the initial state.
+class DamagedStateLstm : public models::Scorer {
+ public:
+  DamagedStateLstm(std::unique_ptr<models::Scorer> lstm, bool nan)
+      : lstm_(std::move(lstm)), nan_(nan) {}
+  std::string version() const override { return lstm_->version(); }
+  int state_size() const override { return lstm_->state_size(); }
+  void InitState(float* state) const override { lstm_->InitState(state); }
+  void Step(std::span<const models::StepInput> inputs, std::span<models::Score> outputs) override {
+    lstm_->Step(inputs, outputs);
+    for (const auto& in : inputs) {
+      if (in.event.amount != 666 || in.state == nullptr) continue;
+      if (nan_) {
+        std::fill(in.state, in.state + state_size(), std::numeric_limits<float>::quiet_NaN());
+      } else {
+        lstm_->InitState(in.state);
+      }
+    }
+  }
+  void Rescore(std::span<const models::RescoreInput> inputs,
+               std::span<models::Score> outputs) override {
+    lstm_->Rescore(inputs, outputs);
+  }
+
+ private:
+  std::unique_ptr<models::Scorer> lstm_;
+  bool nan_;
+};
+
+// The score messages of one run of the events, one batch each, through a
+// fresh processor with the damaged LSTM, and its counters.
+struct DamagedRun {
+  std::vector<std::string> scores;
+  int64_t nonfinite_scores = 0;
+  int64_t state_resets = 0;
+};
+DamagedRun RunDamagedLstm(const std::vector<connectors::Message>& events, bool nan) {
+  testing::TempDir dir;
+  config::Config config;
+  config.state.dir = (dir.path() / "state").string();
+  config.kafka.input_topics = {"orders"};
+  config.stream.emit = "per_event";
+  config.model.scorer = "lstm";
+  std::unique_ptr<state::StateStore> store;
+  EXPECT_TRUE(state::OpenRocksDbStore(config.state, &store).ok());
+  std::string error;
+  auto lstm = models::LoadScorer(config.model, &error);
+  EXPECT_TRUE(lstm) << error;
+  if (!lstm || !store) return {};
+  DamagedStateLstm scorer(std::move(lstm), nan);
+  testing::FakeSink sink;
+  sink.AckAll();
+  DamagedRun run;
+  {
+    Processor processor(config, *store, scorer, sink);
+    processor.OnAssigned({{"orders", 0}});
+    for (const auto& event : events) EXPECT_TRUE(processor.ProcessBatch({event}).ok());
+    EXPECT_TRUE(processor.Commit().ok());
+    run.nonfinite_scores = processor.counters().nonfinite_scores.load();
+    run.state_resets = processor.counters().nonfinite_states.load();
+  }
+  run.scores = sink.Values(config.kafka.scores_topic);
+  return run;
+}
+
+TEST(Processor, ANonFiniteLstmStateIsResetSoTheNextEventIsScoredByTheModelAgain) {
+  const std::vector<connectors::Message> events = {
+      Event("orders", 0, "u1", 0, "purchase", 25), Event("orders", 1, "u1", 5, "purchase", 666),
+      Event("orders", 2, "u1", 9, "purchase", 30), Event("orders", 3, "u1", 14, "purchase", 40)};
+  DamagedRun damaged = RunDamagedLstm(events, /*nan=*/true);
+  DamagedRun reference = RunDamagedLstm(events, /*nan=*/false);
+  EXPECT_EQ(damaged.state_resets, 1);
+  EXPECT_EQ(reference.state_resets, 0);
+  EXPECT_EQ(damaged.nonfinite_scores, 0) << "the events after it are scored from the reset state";
+  ASSERT_EQ(damaged.scores.size(), 4u);
+  for (const auto& text : damaged.scores) {
+    const double clv = nlohmann::json::parse(text)["clv"];
+    EXPECT_TRUE(std::isfinite(clv) && clv > 0) << text;
+  }
+  // The events after the damage are scored by the LSTM from its initial
+  // state, exactly as if the state had been reset by the model itself.
+  EXPECT_EQ(damaged.scores, reference.scores);
+  // Deterministic: the same events give the same bytes.
+  EXPECT_EQ(RunDamagedLstm(events, true).scores, damaged.scores);
 }
 
 // A scorer whose outputs the test knows: events score clv 100 + 10 * the
