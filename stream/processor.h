@@ -125,6 +125,14 @@ struct ScoreRecord {
 // logged with the user id, and replaced before anything reads it: clv,
 // p_purchase and churn_risk by the user's previous score (0 for a new user),
 // the other outputs and factor contributions by 0. NaN is never published.
+//
+// top_factors are asked of the scorer only for the scores that are published
+// (StepInput::want_factors): every op with per_event, the user's last op of
+// the batch with per_batch. An alert raised by an op whose score is not
+// published carries that score with its factors, computed again from the
+// state before the op (the same input, so the same bits). So every published
+// message has the bytes it would have if every op computed its factors; a
+// non-finite contribution is counted only where factors are computed.
 class Processor {
  public:
   // `store`, `scorer` and `sink` are borrowed and must outlive the Processor.
