@@ -1,8 +1,16 @@
 // clv demo: the zero-setup main job. Embedded Kafka broker, a synthetic shop
 // producing clickstream/order/profile events for ~10,000 users (with a few
 // malformed messages and exact re-sends mixed in), the service consuming them,
-// and a live view: events/s, lag, users, dead letters, duplicates and the
-// latest scores. Ends when every event is scored (or on Ctrl-C) with a summary.
+// and a live view: events/s, lag, event-to-score latency, users per stage,
+// dead letters, duplicates, the latest scores and alerts as they happen.
+//
+// By default the shop sends at a live pace (--rate 3000 events/s) for
+// --duration 60 s: the shop's clock runs compressed (its days pass in
+// seconds, so timers fire and users move through stages while you watch),
+// and the latency shown is that of a service keeping up, in milliseconds.
+// --rate 0 sends the whole history as fast as it can (the backlog mode: a
+// throughput run, latency then measures the queue). Ends when every event
+// sent is scored (or on Ctrl-C) with a summary.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +26,9 @@
 #include "apps/commands.h"
 #include "apps/common.h"
 #include "apps/shop_flags.h"
+#include "common/time.h"
+#include "stream/live_views.h"
+#include "stream/metrics.h"
 #include "stream/service.h"
 
 namespace clv::apps {
@@ -30,10 +41,12 @@ struct DemoFlags {
   ConfigFlags config;
   ShopFlags shop;
   std::string state_dir;
-  double rate = 0;
+  double rate = 3000;    // events/s; 0 = as fast as it can (backlog mode)
+  double duration = 60;  // seconds the shop sends at a live pace; 0 = all its days
   int bad_every = 5000;
   int duplicate_every = 2000;
   int show_scores = 3;
+  int show_alerts = 3;
   bool http = false;
 };
 
@@ -49,6 +62,38 @@ std::string ShortScore(const std::string& json) {
   return line;
 }
 
+std::string ShortAlert(const nlohmann::json& alert) {
+  char line[320];
+  std::snprintf(line, sizeof line, "alert %-13s %-10s %s (clv %.2f, churn %.2f)",
+                alert.value("kind", "").c_str(), alert.value("user_id", "").c_str(),
+                alert.value("message", "").c_str(), alert.value("clv", 0.0),
+                alert.value("churn_risk", 0.0));
+  return line;
+}
+
+// Quantile q of the observations between two snapshots of one histogram, as
+// the upper bound of its bucket (seconds; the last finite bound for +Inf);
+// -1 when nothing was observed in between.
+double QuantileBetween(const stream::Histogram::Snapshot& before,
+                       const stream::Histogram::Snapshot& after, double q) {
+  const uint64_t total = after.count - before.count;
+  if (total == 0 || after.upper_bounds.empty()) return -1;
+  const auto rank = static_cast<uint64_t>(q * static_cast<double>(total - 1)) + 1;
+  for (size_t i = 0; i < after.upper_bounds.size(); ++i) {
+    const uint64_t below = after.cumulative_counts[i] -
+                           (i < before.cumulative_counts.size() ? before.cumulative_counts[i] : 0);
+    if (below >= rank) return after.upper_bounds[i];
+  }
+  return after.upper_bounds.back();
+}
+
+std::string LatencyText(double seconds) {
+  if (seconds < 0) return "-";
+  char text[32];
+  std::snprintf(text, sizeof text, "<=%g ms", seconds * 1000);
+  return text;
+}
+
 }  // namespace
 
 void AddDemoCommand(CLI::App& root, int* exit_code) {
@@ -62,7 +107,14 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
   cmd->add_option("--state", flags->state_dir,
                   "RocksDB directory (default: a fresh temporary one)");
   cmd->add_option("--rate", flags->rate,
-                  "Events per second the shop sends (0 = as fast as it can)");
+                  "Events per second the shop sends (default 3000: a live pace, the shop's clock "
+                  "compressed so its days pass in seconds; 0 = its whole history as fast as it "
+                  "can, the backlog mode)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--duration", flags->duration,
+                  "Seconds the shop sends at a live pace before the demo winds down (default 60; "
+                  "0 = until its last day; not used with --rate 0)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--bad-every", flags->bad_every,
                   "Send a malformed message every N events (0 = never)");
   cmd->add_option("--duplicate-every", flags->duplicate_every,
@@ -129,6 +181,7 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
       return;
     }
     std::atomic<int64_t> produced{0};
+    std::atomic<int64_t> shop_clock_ms{0};  // time of the latest event the shop sent
     std::atomic<bool> producer_done{false};
     // Set when the service's Run() returned (an error stops it early): the
     // shop stops sending and the live view stops waiting for the scores.
@@ -141,6 +194,20 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
                  WithThousands(flags->shop.options.users).c_str(), flags->shop.options.days,
                  topics[0].c_str(), topics[1].c_str(), topics[2].c_str(), config.state.dir.c_str(),
                  service->processor().model_version().c_str());
+    const bool live_pace = flags->rate > 0;
+    if (live_pace) {
+      std::string until =
+          flags->duration > 0
+              ? "for " + std::to_string(static_cast<int64_t>(flags->duration)) + " s (--duration)"
+              : std::string("until the shop's last day");
+      std::fprintf(stderr,
+                   "clv demo: live pace, %s events/s %s on the shop's compressed clock; "
+                   "--rate 0 sends the whole history as fast as it can\n",
+                   WithThousands(static_cast<int64_t>(flags->rate)).c_str(), until.c_str());
+    } else {
+      std::fprintf(stderr,
+                   "clv demo: backlog mode (--rate 0): the whole history as fast as it can\n");
+    }
     if (service->http_port() != 0) {
       std::fprintf(
           stderr,
@@ -152,8 +219,12 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
       sim::SyntheticShop shop(flags->shop.options);
       sim::GeneratedEvent event;
       auto started = Clock::now();
+      const auto live_until =
+          started + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(flags->duration > 0 ? flags->duration : 1e9));
       int64_t n = 0;
       while (!StopRequested() && !service_done.load() && shop.Next(&event)) {
+        if (flags->rate > 0 && Clock::now() >= live_until) break;
         const std::string& topic = TopicForKind(event.kind, topics[0], topics[1], topics[2]);
         auto s = producer->Send(topic, event.user_id, event.json);
         if (s.ok() && flags->duplicate_every > 0 && n % flags->duplicate_every == 7) {
@@ -170,6 +241,7 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
           break;
         }
         produced.fetch_add(1);
+        shop_clock_ms.store(event.ts_ms);
         ++n;
         if (flags->rate > 0 && n % 256 == 0) {
           auto due = started + std::chrono::duration<double>(n / flags->rate);
@@ -190,6 +262,8 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
 
     auto started = Clock::now();
     int64_t last_consumed = 0;
+    int64_t last_alerts = 0;
+    auto last_latency = service->metrics().event_to_score_seconds.Collect();
     auto last_tick = started;
     while (!stop.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
@@ -207,16 +281,43 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
       last_consumed = consumed;
       last_tick = now;
       double elapsed = std::chrono::duration<double>(now - started).count();
+      const auto latency = service->metrics().event_to_score_seconds.Collect();
+      const std::string p50 = LatencyText(QuantileBetween(last_latency, latency, 0.5));
+      const std::string p99 = LatencyText(QuantileBetween(last_latency, latency, 0.99));
+      last_latency = latency;
+      const int64_t clock_ms = shop_clock_ms.load();
       std::fprintf(stderr,
-                   "[%5.1fs] shop sent %s | scored %s events (%s/s) lag %s | users %s | "
-                   "scores %s alerts %s | dead-letter %s duplicates %s\n",
-                   elapsed, WithThousands(produced.load()).c_str(), WithThousands(consumed).c_str(),
+                   "[%5.1fs] shop sent %s (clock %s) | scored %s events (%s/s) lag %s | "
+                   "latency p50 %s p99 %s | scores %s alerts %s | dead-letter %s duplicates %s\n",
+                   elapsed, WithThousands(produced.load()).c_str(),
+                   clock_ms > 0 ? MsToDate(clock_ms).c_str() : "-", WithThousands(consumed).c_str(),
                    WithThousands(static_cast<int64_t>(rate)).c_str(), WithThousands(p.lag).c_str(),
-                   WithThousands(counters.users_seen.load()).c_str(),
-                   WithThousands(counters.scores_emitted.load()).c_str(),
+                   p50.c_str(), p99.c_str(), WithThousands(counters.scores_emitted.load()).c_str(),
                    WithThousands(counters.alerts_emitted.load()).c_str(),
                    WithThousands(counters.dead_lettered.load()).c_str(),
                    WithThousands(counters.duplicates.load()).c_str());
+      const auto stage_counts = service->live().Stages();
+      std::string stage_line;
+      for (size_t i = 0; i < stage_counts.size(); ++i) {
+        stage_line += std::string(stage_line.empty() ? "" : ", ") +
+                      state::StageName(static_cast<state::Stage>(i)) + " " +
+                      WithThousands(stage_counts[i]);
+      }
+      std::fprintf(stderr, "          users %s: %s\n",
+                   WithThousands(counters.users_seen.load()).c_str(), stage_line.c_str());
+      // The alerts raised since the last line, newest first (at most show_alerts).
+      const int64_t alerts_now = counters.alerts_emitted.load();
+      const int64_t new_alerts = std::min<int64_t>(alerts_now - last_alerts, flags->show_alerts);
+      last_alerts = alerts_now;
+      if (new_alerts > 0) {
+        auto alerts = nlohmann::json::parse(
+            service->live().AlertsJson(static_cast<size_t>(new_alerts)), nullptr, false);
+        if (alerts.is_array()) {
+          for (const auto& alert : alerts) {
+            std::fprintf(stderr, "          %s\n", ShortAlert(alert).c_str());
+          }
+        }
+      }
       std::lock_guard lock(scores_mutex);
       for (int i = 0; i < flags->show_scores && i < static_cast<int>(latest_scores.size()); ++i) {
         std::fprintf(stderr, "          %s\n",
@@ -263,6 +364,11 @@ void AddDemoCommand(CLI::App& root, int* exit_code) {
         WithThousands(c.alerts_emitted.load()).c_str(), WithThousands(c.commits.load()).c_str(),
         service->processor().latency().Quantile(0.5),
         service->processor().latency().Quantile(0.99));
+    if (live_pace && shop_clock_ms.load() > 0) {
+      std::fprintf(stdout, "  live pace %s events/s; the shop's clock reached %s\n",
+                   WithThousands(static_cast<int64_t>(flags->rate)).c_str(),
+                   MsToDate(shop_clock_ms.load()).c_str());
+    }
     if (scan.ok() && users > 0) {
       std::fprintf(stdout, "  mean predicted CLV %.2f; users per stage:", total_clv / users);
       for (const auto& [stage, n] : stages)

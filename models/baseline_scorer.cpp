@@ -417,7 +417,7 @@ double BaselineScorer::ClvOf(const RfmSummary& customer) const {
   return ExpectedClv(model_.bgnbd, model_.gamma_gamma, customer, horizon_days_ / 7.0);
 }
 
-Score BaselineScorer::ScoreAt(const History& history, int64_t now_ms) const {
+Score BaselineScorer::ScoreAt(const History& history, int64_t now_ms, bool with_factors) const {
   const RfmSummary customer = SummaryFromHistory(history, now_ms);
   const double horizon_weeks = horizon_days_ / 7.0;
   const BgNbdParams& p = model_.bgnbd;
@@ -448,6 +448,7 @@ Score BaselineScorer::ScoreAt(const History& history, int64_t now_ms) const {
   score.clv = finite_or(score.clv, 0);
   score.p_purchase = std::clamp(finite_or(score.p_purchase, 0), 0.0, 1.0);
   score.churn_risk = std::clamp(finite_or(score.churn_risk, 0), 0.0, 1.0);
+  if (!with_factors) return score;
 
   // top_factors: clv minus clv with one input set to the population mean.
   const ReferenceCustomer& ref = model_.reference;
@@ -510,13 +511,13 @@ double BaselineScorer::SimpleClvAt(const History& history, int64_t now_ms) const
 
 void BaselineScorer::Step(std::span<const StepInput> inputs, std::span<Score> outputs) {
   for (size_t i = 0; i < inputs.size() && i < outputs.size(); ++i) {
-    outputs[i] = ScoreAt(*inputs[i].after, inputs[i].event.ts_ms);
+    outputs[i] = ScoreAt(*inputs[i].after, inputs[i].event.ts_ms, inputs[i].want_factors);
   }
 }
 
 void BaselineScorer::Rescore(std::span<const RescoreInput> inputs, std::span<Score> outputs) {
   for (size_t i = 0; i < inputs.size() && i < outputs.size(); ++i) {
-    outputs[i] = ScoreAt(*inputs[i].history, inputs[i].now_ms);
+    outputs[i] = ScoreAt(*inputs[i].history, inputs[i].now_ms, inputs[i].want_factors);
   }
 }
 

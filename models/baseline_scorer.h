@@ -130,8 +130,10 @@ class BaselineScorer : public Scorer {
   void Step(std::span<const StepInput> inputs, std::span<Score> outputs) override;
   void Rescore(std::span<const RescoreInput> inputs, std::span<Score> outputs) override;
 
-  // The score of `history` at now_ms (what Step and Rescore return).
-  Score ScoreAt(const History& history, int64_t now_ms) const;
+  // The score of `history` at now_ms (what Step and Rescore return); with
+  // with_factors false, top_factors are left empty and every other field has
+  // the same bits (the factors cost about three more clv evaluations).
+  Score ScoreAt(const History& history, int64_t now_ms, bool with_factors = true) const;
   // The simple-formula CLV of `history` at now_ms over the same horizon.
   double SimpleClvAt(const History& history, int64_t now_ms) const;
 

@@ -105,8 +105,13 @@ class LstmScorer final : public Scorer {
     torch::Tensor h = staged.narrow(1, kFeatureCount + kPrior, hidden_);
     torch::Tensor c = staged.narrow(1, kFeatureCount + kPrior + hidden_, hidden_);
 
+    // The backward pass only when some input wants its factors (CUDA results
+    // are not bit-exact anyway, lstm.h).
+    bool any_factors = false;
+    for (const StepInput& in : inputs) any_factors = any_factors || in.want_factors;
+    const bool factors = options_.top_factors && any_factors;
     torch::Tensor result;  // [B, 2H + 4 (+F grads)]
-    if (options_.top_factors) {
+    if (factors) {
       torch::AutoGradMode grad(true);
       torch::Tensor xg = x.detach().clone().requires_grad_(true);
       auto [h1, c1] = Cell(xg, h, c);
@@ -131,7 +136,7 @@ class LstmScorer final : public Scorer {
       }
       FillScore(row + 2 * hidden_, *inputs[i].after, &outputs[i]);
       outputs[i].top_factors = {};
-      if (options_.top_factors) {
+      if (factors && inputs[i].want_factors) {
         FillFactors(row + 2 * hidden_ + kHeadOutputs, &outputs[i]);
       }
     }
@@ -175,39 +180,61 @@ class LstmScorer final : public Scorer {
 
  private:
   // CPU: the deterministic kernel, tile by tile (lstm_kernel.h): a row's
-  // results do not depend on the batch around it.
+  // results do not depend on the batch around it, so the rows that want
+  // top_factors are gathered into tiles of their own (run with the backward
+  // pass) and the others into tiles without it; each row gets the same bits
+  // as in any other grouping.
   void StepCpu(std::span<const StepInput> inputs, std::span<Score> outputs) {
     constexpr int kTile = LstmCpuKernel::kTileRows;
+    tile_state_.resize(size_t(kTile) * 2 * hidden_);
+    std::array<size_t, kTile> explained{}, plain{};
+    int explained_rows = 0, plain_rows = 0;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (options_.top_factors && inputs[i].want_factors) {
+        explained[explained_rows++] = i;
+        if (explained_rows == kTile) {
+          StepTile(inputs, outputs, explained.data(), explained_rows, true);
+          explained_rows = 0;
+        }
+      } else {
+        plain[plain_rows++] = i;
+        if (plain_rows == kTile) {
+          StepTile(inputs, outputs, plain.data(), plain_rows, false);
+          plain_rows = 0;
+        }
+      }
+    }
+    if (explained_rows > 0) StepTile(inputs, outputs, explained.data(), explained_rows, true);
+    if (plain_rows > 0) StepTile(inputs, outputs, plain.data(), plain_rows, false);
+  }
+
+  // One kernel tile of the inputs at rows[0..count).
+  void StepTile(std::span<const StepInput> inputs, std::span<Score> outputs, const size_t* rows,
+                int count, bool factors) {
     const int state_floats = 2 * hidden_;
-    tile_state_.resize(size_t(kTile) * state_floats);
-    for (size_t begin = 0; begin < inputs.size(); begin += kTile) {
-      const int rows = static_cast<int>(std::min<size_t>(kTile, inputs.size() - begin));
-      for (int i = 0; i < rows; ++i) {
-        const StepInput& in = inputs[begin + i];
-        StepFeatures(model_.norm, in.event, *in.before, *in.after, &tile_x_[i * kFeatureCount]);
-        PriorRow(*in.after, in.event.ts_ms, &tile_prior_[size_t(i) * pw_],
-                 &tile_offsets_[i * kPriorOffsetCount]);
-        float* state = &tile_state_[size_t(i) * state_floats];
-        if (in.state != nullptr) {
-          std::memcpy(state, in.state, sizeof(float) * state_floats);
-        } else {
-          std::fill(state, state + state_floats, 0.0f);
-        }
+    for (int i = 0; i < count; ++i) {
+      const StepInput& in = inputs[rows[i]];
+      StepFeatures(model_.norm, in.event, *in.before, *in.after, &tile_x_[i * kFeatureCount]);
+      PriorRow(*in.after, in.event.ts_ms, &tile_prior_[size_t(i) * pw_],
+               &tile_offsets_[i * kPriorOffsetCount]);
+      float* state = &tile_state_[size_t(i) * state_floats];
+      if (in.state != nullptr) {
+        std::memcpy(state, in.state, sizeof(float) * state_floats);
+      } else {
+        std::fill(state, state + state_floats, 0.0f);
       }
-      kernel_->Step(rows, tile_x_.data(), tile_prior_.data(), tile_offsets_.data(),
-                    tile_state_.data(), tile_heads_.data(),
-                    options_.top_factors ? tile_factors_.data() : nullptr);
-      for (int i = 0; i < rows; ++i) {
-        const StepInput& in = inputs[begin + i];
-        Score& score = outputs[begin + i];
-        if (in.state != nullptr) {
-          std::memcpy(in.state, &tile_state_[size_t(i) * state_floats],
-                      sizeof(float) * state_floats);
-        }
-        FillScore(&tile_heads_[i * LstmCpuKernel::kHeadValues], *in.after, &score);
-        score.top_factors = {};
-        if (options_.top_factors) FillFactors(&tile_factors_[i * kFeatureCount], &score);
+    }
+    kernel_->Step(count, tile_x_.data(), tile_prior_.data(), tile_offsets_.data(),
+                  tile_state_.data(), tile_heads_.data(), factors ? tile_factors_.data() : nullptr);
+    for (int i = 0; i < count; ++i) {
+      const StepInput& in = inputs[rows[i]];
+      Score& score = outputs[rows[i]];
+      if (in.state != nullptr) {
+        std::memcpy(in.state, &tile_state_[size_t(i) * state_floats], sizeof(float) * state_floats);
       }
+      FillScore(&tile_heads_[i * LstmCpuKernel::kHeadValues], *in.after, &score);
+      score.top_factors = {};
+      if (factors) FillFactors(&tile_factors_[i * kFeatureCount], &score);
     }
   }
 

@@ -13,6 +13,13 @@
 //    stream-time timer for quiet users): the recurrent state does not change.
 //  * Outputs are a deterministic function of the inputs on CPU: the same input
 //    gives byte-identical scores.
+//  * top_factors cost more than the score itself (the baseline re-evaluates
+//    its series once per factor, the LSTM runs a backward pass), so they are
+//    computed only for inputs with want_factors set; the others get empty
+//    top_factors and the same bits in every other output. A caller that
+//    learns later that it needs the factors of an unexplained step calls
+//    Step() again on a copy of the state as it was before that step (and
+//    Rescore() again with the same input): the same input, so the same bits.
 //
 // Thread-safety: Step/Rescore may be called from one thread at a time.
 //
@@ -110,13 +117,15 @@ struct StepInput {
   const History* before = nullptr;  // aggregates before the event
   const History* after = nullptr;   // aggregates after UpdateHistory(event)
   StepEvent event;
-  float* state = nullptr;  // state_size() floats, in/out (may be null if 0)
+  float* state = nullptr;    // state_size() floats, in/out (may be null if 0)
+  bool want_factors = true;  // false: top_factors left empty (cheaper)
 };
 
 struct RescoreInput {
   const History* history = nullptr;
   int64_t now_ms = 0;            // the time the user is scored at
   const float* state = nullptr;  // state_size() floats (read only)
+  bool want_factors = true;      // false: top_factors left empty (cheaper)
 };
 
 class Scorer {

@@ -188,7 +188,9 @@ struct Processor::Impl {
                  BatchWork& work);
   void IndexTimers(const BatchWork& work);
   Status Score(BatchWork& work);
-  Status DecideOutputs(UserWork& work, size_t round, models::Score& score);
+  Status DecideOutputs(UserWork& work, size_t round, models::Score& score, const float* pre_state);
+  void Explain(const std::string& user_id, const Op& op, const float* pre_state, int replaced,
+               models::Score& score);
   Status Seal();
 
   // Helpers of the phases.
@@ -254,6 +256,16 @@ struct Processor::Impl {
   std::atomic<bool> latency_reset_requested{false};
   ProcessorCounters counters;
   std::vector<Alert> alerts;  // scratch of DecideOutputs
+  // Scratch of Score(): one round's stacked inputs, outputs and, for the ops
+  // whose score is not published, their recurrent state before the op
+  // (state_size floats each, what Explain() needs if an alert asks for them).
+  std::vector<UserWork*> step_users, rescore_users;
+  std::vector<models::StepInput> step_inputs;
+  std::vector<models::RescoreInput> rescore_inputs;
+  std::vector<models::Score> step_scores, rescore_scores;
+  std::vector<float> pre_states;
+  std::vector<int64_t> step_pre_at, rescore_pre_at;  // offset in pre_states, -1: none
+  std::vector<float> explain_state;                  // scratch of Explain()
   // Last: its writer thread stops before the members its hooks use go.
   CommitPipeline pipeline;
 };
@@ -597,30 +609,42 @@ void Processor::Impl::IndexTimers(const BatchWork& work) {
 }
 
 // Runs the scorer in rounds: round k holds the k-th op of every user, events
-// stacked into one Step() and timers into one Rescore().
+// stacked into one Step() and timers into one Rescore(). Only the ops whose
+// score is published (every op with stream.emit=per_event, else each user's
+// last op of the batch) ask for top_factors; the state before each other op
+// is kept for the round, for Explain().
 Status Processor::Impl::Score(BatchWork& work) {
   size_t max_ops = 0;
   for (const UserWork* w : work.order) max_ops = std::max(max_ops, w->ops.size());
-  std::vector<UserWork*> step_users, rescore_users;
-  std::vector<models::StepInput> step_inputs;
-  std::vector<models::RescoreInput> rescore_inputs;
-  std::vector<models::Score> step_scores, rescore_scores;
   for (size_t round = 0; round < max_ops; ++round) {
     step_users.clear();
     rescore_users.clear();
     step_inputs.clear();
     rescore_inputs.clear();
+    pre_states.clear();
+    step_pre_at.clear();
+    rescore_pre_at.clear();
     for (UserWork* w : work.order) {
       if (round >= w->ops.size()) continue;
       const Op& op = w->ops[round];
       auto& model_state = w->user->state.model_state;
       float* state = model_state.empty() ? nullptr : model_state.data();
+      const bool published = per_event || round + 1 == w->ops.size();
+      int64_t pre_at = -1;
+      if (!published && state != nullptr) {
+        pre_at = static_cast<int64_t>(pre_states.size());
+        pre_states.insert(pre_states.end(), model_state.begin(), model_state.end());
+      }
       if (op.is_event) {
         step_users.push_back(w);
-        step_inputs.push_back(models::StepInput{&op.before, &op.after, op.event, state});
+        step_inputs.push_back(
+            models::StepInput{&op.before, &op.after, op.event, state, /*want_factors=*/published});
+        step_pre_at.push_back(pre_at);
       } else {
         rescore_users.push_back(w);
-        rescore_inputs.push_back(models::RescoreInput{&op.after, op.now_ms, state});
+        rescore_inputs.push_back(
+            models::RescoreInput{&op.after, op.now_ms, state, /*want_factors=*/published});
+        rescore_pre_at.push_back(pre_at);
       }
     }
     step_scores.assign(step_inputs.size(), models::Score{});
@@ -633,16 +657,53 @@ Status Processor::Impl::Score(BatchWork& work) {
     counters.scorer_steps.fetch_add(static_cast<int64_t>(step_inputs.size()),
                                     std::memory_order_relaxed);
     if (metrics) metrics->scorer_user_steps.Inc(step_inputs.size());
+    auto pre_state = [&](int64_t at) { return at < 0 ? nullptr : pre_states.data() + at; };
     for (size_t i = 0; i < step_users.size(); ++i) {
-      auto status = DecideOutputs(*step_users[i], round, step_scores[i]);
+      auto status = DecideOutputs(*step_users[i], round, step_scores[i], pre_state(step_pre_at[i]));
       if (!status.ok()) return status;
     }
     for (size_t i = 0; i < rescore_users.size(); ++i) {
-      auto status = DecideOutputs(*rescore_users[i], round, rescore_scores[i]);
+      auto status =
+          DecideOutputs(*rescore_users[i], round, rescore_scores[i], pre_state(rescore_pre_at[i]));
       if (!status.ok()) return status;
     }
   }
   return Status::Ok();
+}
+
+// The top_factors of an op scored without them (its score is not published
+// but an alert carries it): the same Step() or Rescore() again, on a copy of
+// the state before the op, with factors; the same input, so the same bits as
+// if they had been computed in the first place. `replaced` is what
+// ReplaceNonFinite() found in the rest of the score.
+void Processor::Impl::Explain(const std::string& user_id, const Op& op, const float* pre_state,
+                              int replaced, models::Score& score) {
+  float* state = nullptr;
+  if (pre_state != nullptr) {
+    explain_state.assign(pre_state, pre_state + state_size);
+    state = explain_state.data();
+  }
+  models::Score explained;
+  {
+    StageTimer timer(counters.scorer_nanos);
+    if (op.is_event) {
+      const models::StepInput input{&op.before, &op.after, op.event, state, true};
+      scorer.Step({&input, 1}, {&explained, 1});
+    } else {
+      const models::RescoreInput input{&op.after, op.now_ms, state, true};
+      scorer.Rescore({&input, 1}, {&explained, 1});
+    }
+  }
+  score.top_factors = explained.top_factors;
+  int factors_replaced = 0;
+  for (auto& factor : score.top_factors) {
+    if (!std::isfinite(factor.contribution)) {
+      factor.contribution = 0;
+      ++factors_replaced;
+    }
+  }
+  // Counted once per score, as if the factors had been there all along.
+  if (factors_replaced > 0 && replaced == 0) CountNonFinite(user_id, op, factors_replaced);
 }
 
 void Processor::Impl::CountNonFinite(const std::string& user_id, const Op& op, int replaced) {
@@ -688,16 +749,16 @@ void Processor::Impl::ResetNonFiniteState(const std::string& user_id, uint64_t s
 // The outputs of one op's score: the user's new stage and score, the score
 // message (every op with stream.emit=per_event, else the user's last op of
 // the batch) and the alerts it raises.
-Status Processor::Impl::DecideOutputs(UserWork& w, size_t round, models::Score& score) {
+Status Processor::Impl::DecideOutputs(UserWork& w, size_t round, models::Score& score,
+                                      const float* pre_state) {
   const Op& op = w.ops[round];
   CachedUser& user = *w.user;
   auto& s = user.state;
   if (s.fp16) {
     for (auto& v : s.model_state) v = state::RoundToFp16(v);
   }
-  if (const int replaced = ReplaceNonFinite(s, score); replaced > 0) {
-    CountNonFinite(user.user_id, op, replaced);
-  }
+  const int replaced = ReplaceNonFinite(s, score);
+  if (replaced > 0) CountNonFinite(user.user_id, op, replaced);
   ResetNonFiniteState(user.user_id, op.seq, s);
   const double prev_clv = s.clv;
   const double prev_churn = s.churn_risk;
@@ -715,6 +776,7 @@ Status Processor::Impl::DecideOutputs(UserWork& w, size_t round, models::Score& 
                                  score.churn_risk, purchased, op.event.amount, &op.before},
                      &alerts);
   const bool emit_score = per_event || round + 1 == w.ops.size();
+  if (!emit_score && !alerts.empty()) Explain(user.user_id, op, pre_state, replaced, score);
   std::string score_json = "null";
   if (emit_score || !alerts.empty()) score_json = BuildScoreJson(user, op, score, prev_clv);
   if (emit_score) {

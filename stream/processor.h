@@ -133,6 +133,14 @@ struct ScoreRecord {
 // (clv_scorer_state_resets_total, counters().nonfinite_states) and logged with
 // the user id, so the user's next event is scored by the model again instead
 // of falling back for ever.
+//
+// top_factors are asked of the scorer only for the scores that are published
+// (StepInput::want_factors): every op with per_event, the user's last op of
+// the batch with per_batch. An alert raised by an op whose score is not
+// published carries that score with its factors, computed again from the
+// state before the op (the same input, so the same bits). So every published
+// message has the bytes it would have if every op computed its factors; a
+// non-finite contribution is counted only where factors are computed.
 class Processor {
  public:
   // `store`, `scorer` and `sink` are borrowed and must outlive the Processor.
