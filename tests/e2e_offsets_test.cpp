@@ -281,7 +281,8 @@ INSTANTIATE_TEST_SUITE_P(Broker, OffsetsRecreatedEndToEnd, ::testing::Values("em
 // and the setting, rather than go on from the log start; and, having joined
 // the group, that error exit leaves it: the group is empty right away, not
 // after the member's session timeout (45 s here).
-TEST(OffsetsRealEndToEnd, RecordsDeletedWhileStoppedStopTheStartAndTheErrorExitLeavesTheGroup) {
+TEST(OffsetsRealKafkaEndToEnd,
+     RecordsDeletedWhileStoppedStopTheStartAndTheErrorExitLeavesTheGroup) {
   const char* address = std::getenv("CLV_REAL_KAFKA");
   if (address == nullptr || *address == '\0') {
     if (testing::InCi()) FAIL() << "CLV_REAL_KAFKA unset under CI";
