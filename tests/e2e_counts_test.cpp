@@ -10,17 +10,21 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/cli_report.h"
 #include "tests/test_support.h"
 
 namespace clv {
 namespace {
 
 using testing::ClvBinary;
+using testing::FirstNonFinite;
+using testing::ModelNamed;
 using testing::ReadFile;
 using testing::RunCommand;
 using testing::TempDir;
@@ -29,31 +33,11 @@ constexpr int kTimeoutMs = 300000;
 
 int Clv(const TempDir& dir, const std::string& name, std::vector<std::string> args,
         std::string* output) {
-  args.insert(args.begin(), ClvBinary().string());
-  return RunCommand(args, dir.path() / name, kTimeoutMs, output);
+  return testing::Clv(dir, name, std::move(args), kTimeoutMs, output);
 }
 
 std::string GroceryConfig() {
   return (testing::SourceDir() / "config/samples/grocery.json").string();
-}
-
-std::string FirstNonFinite(const nlohmann::json& value, const std::string& path) {
-  if (value.is_number()) return std::isfinite(value.get<double>()) ? "" : path;
-  if (value.is_structured()) {
-    size_t index = 0;
-    for (auto it = value.begin(); it != value.end(); ++it, ++index) {
-      std::string key = value.is_object() ? it.key() : std::to_string(index);
-      if (auto bad = FirstNonFinite(*it, path + "/" + key); !bad.empty()) return bad;
-    }
-  }
-  return "";
-}
-
-const nlohmann::json* ModelNamed(const nlohmann::json& report, const std::string& prefix) {
-  for (const auto& model : report["models"]) {
-    if (model["name"].get<std::string>().rfind(prefix, 0) == 0) return &model;
-  }
-  return nullptr;
 }
 
 // The checks every count-only report must pass; returns the parsed JSON.

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/cli_report.h"
 #include "tests/test_support.h"
 
 namespace clv {
@@ -24,8 +25,7 @@ constexpr int kTimeoutMs = 180000;
 
 int Clv(const TempDir& dir, const std::string& name, std::vector<std::string> args,
         std::string* output) {
-  args.insert(args.begin(), ClvBinary().string());
-  return RunCommand(args, dir.path() / name, kTimeoutMs, output);
+  return testing::Clv(dir, name, std::move(args), kTimeoutMs, output);
 }
 
 TEST(E2eModels, GenTrainEvalWritesTableJsonAndChart) {
