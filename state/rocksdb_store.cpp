@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <map>
 #include <mutex>
 
@@ -663,7 +664,12 @@ Status OpenStore(const config::StateOptions& options, bool read_only,
 
   const rocksdb::DBOptions db_options = MakeDbOptions(read_only, options.dir);
   std::vector<std::string> existing;
-  rocksdb::Status status = rocksdb::DB::ListColumnFamilies(db_options, options.dir, &existing);
+  // A directory without a CURRENT file holds no store yet: asking RocksDB for
+  // its column families would only log a misleading "NotFound" error.
+  std::error_code no_error;
+  const bool has_store = std::filesystem::exists(options.dir + "/CURRENT", no_error);
+  rocksdb::Status status = rocksdb::Status::NotFound(options.dir + "/CURRENT", "no such file");
+  if (has_store) status = rocksdb::DB::ListColumnFamilies(db_options, options.dir, &existing);
   if (!status.ok()) {
     if (read_only) {
       return Status::Error("state store " + options.dir +
@@ -697,6 +703,10 @@ Status OpenStore(const config::StateOptions& options, bool read_only,
     status = rocksdb::DB::OpenForReadOnly(db_options, options.dir, descriptors, &engine->handles,
                                           &raw_db);
   } else {
+    // RocksDB creates a missing directory too, but logs a misleading
+    // "NotFound" error on the way; creating it first keeps the log clean (a
+    // failure here shows as the Open error below).
+    if (!has_store) std::filesystem::create_directories(options.dir, no_error);
     status = rocksdb::DB::Open(db_options, options.dir, descriptors, &engine->handles, &raw_db);
   }
   engine->db.reset(raw_db);

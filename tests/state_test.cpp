@@ -666,6 +666,26 @@ TEST(RocksDbStore, ReadOnlyOpenWhileNoWriter) {
   EXPECT_NE(status.message.find("read-only"), std::string::npos) << status.message;
 }
 
+TEST(RocksDbStore, ANewStateDirectoryOpensWithoutAnErrorInTheLog) {
+  // Opening a directory that does not exist yet is the normal first start:
+  // the log must not show an error line for it (RocksDB's own "dir
+  // NotFound"), nor for a read-only open that is refused.
+  testing::TempDir dir;
+  auto options = OptionsFor(dir);
+  options.dir = (dir.path() / "a" / "new" / "state").string();
+  ::testing::internal::CaptureStderr();
+  std::unique_ptr<StateStore> refused;
+  const Status read_only = OpenRocksDbStoreReadOnly(options, &refused);
+  std::unique_ptr<StateStore> store = OpenOrDie(options);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_FALSE(read_only.ok());
+  EXPECT_NE(read_only.message.find("no clvstream state here"), std::string::npos)
+      << read_only.message;
+  ASSERT_TRUE(store);
+  EXPECT_EQ(log.find("level=error"), std::string::npos) << log;
+  EXPECT_EQ(log.find("NotFound"), std::string::npos) << log;
+}
+
 TEST(RocksDbStore, SecondWriterIsRefusedWithTheDirectoryNamed) {
   testing::TempDir dir;
   const auto options = OptionsFor(dir);
