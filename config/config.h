@@ -130,6 +130,12 @@ struct HttpOptions {
   int port = 0;
   std::string bind = "127.0.0.1";
   std::string token = "";
+  int threads = 4;
+  int max_connections = 512;
+  int read_timeout_ms = 2000;
+  int write_timeout_ms = 2000;
+  int keep_alive_timeout_ms = 5000;
+  int keep_alive_max_requests = 100;
 
   bool operator==(const HttpOptions&) const = default;
 };

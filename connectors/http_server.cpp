@@ -1012,6 +1012,12 @@ std::optional<HttpServerOptions> FromConfig(const config::HttpOptions& http) {
   options.bind = http.bind;
   options.port = http.port;
   options.token = http.token;
+  options.threads = http.threads;
+  options.max_connections = http.max_connections;
+  options.read_timeout_ms = http.read_timeout_ms;
+  options.write_timeout_ms = http.write_timeout_ms;
+  options.keep_alive_timeout_ms = http.keep_alive_timeout_ms;
+  options.keep_alive_max_requests = http.keep_alive_max_requests;
   return options;
 }
 

@@ -111,8 +111,8 @@ struct HttpServerOptions {
   int max_connections = 512;
 };
 
-// Options for the service from config.http (bind, port, token; the rest
-// default). Returns nullopt when config.http.port is 0 (server disabled).
+// Options for the service from config.http (every http.* option; the body
+// limit keeps its default). Returns nullopt when config.http.port is 0 (server disabled).
 std::optional<HttpServerOptions> FromConfig(const config::HttpOptions& http);
 
 // One request as a handler sees it (valid during the handler call).

@@ -467,6 +467,32 @@ TEST(HttpServerConfig, PortZeroInConfigMeansDisabled) {
   EXPECT_EQ(options->port, 8080);
   EXPECT_EQ(options->bind, "0.0.0.0");
   EXPECT_EQ(options->token, "t");
+  // The server's own defaults are the config's defaults.
+  const HttpServerOptions server_defaults;
+  EXPECT_EQ(options->threads, server_defaults.threads);
+  EXPECT_EQ(options->max_connections, server_defaults.max_connections);
+  EXPECT_EQ(options->read_timeout_ms, server_defaults.read_timeout_ms);
+  EXPECT_EQ(options->write_timeout_ms, server_defaults.write_timeout_ms);
+  EXPECT_EQ(options->keep_alive_timeout_ms, server_defaults.keep_alive_timeout_ms);
+  EXPECT_EQ(options->keep_alive_max_requests, server_defaults.keep_alive_max_requests);
+}
+
+TEST(HttpServerConfig, LimitsSetInTheConfigReachTheServer) {
+  const config::LoadResult loaded =
+      config::Load("",
+                   {"http.port=8080", "http.threads=2", "http.max_connections=3",
+                    "http.read_timeout_ms=150", "http.write_timeout_ms=250",
+                    "http.keep_alive_timeout_ms=350", "http.keep_alive_max_requests=7"},
+                   {});
+  ASSERT_TRUE(loaded.ok()) << loaded.error;
+  auto options = FromConfig(loaded.config->http);
+  ASSERT_TRUE(options.has_value());
+  EXPECT_EQ(options->threads, 2);
+  EXPECT_EQ(options->max_connections, 3);
+  EXPECT_EQ(options->read_timeout_ms, 150);
+  EXPECT_EQ(options->write_timeout_ms, 250);
+  EXPECT_EQ(options->keep_alive_timeout_ms, 350);
+  EXPECT_EQ(options->keep_alive_max_requests, 7);
 }
 
 }  // namespace
