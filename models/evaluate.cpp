@@ -24,7 +24,7 @@ std::vector<size_t> EvalPopulation(const Dataset& data, int64_t cutoff_ms) {
 
 std::vector<double> ScoreAtCutoff(Scorer& scorer, const Dataset& data,
                                   const std::vector<size_t>& population, int64_t cutoff_ms,
-                                  int batch_users) {
+                                  int batch_users, size_t* state_resets) {
   std::vector<double> result(population.size(), 0.0);
   const int state_size = scorer.state_size();
   batch_users = std::max(1, batch_users);
@@ -57,6 +57,14 @@ std::vector<double> ScoreAtCutoff(Scorer& scorer, const Dataset& data,
       }
       scores.resize(inputs.size());
       scorer.Step(inputs, scores);
+      for (const StepInput& input : inputs) {
+        if (input.state == nullptr || std::all_of(input.state, input.state + state_size,
+                                                  [](float v) { return std::isfinite(v); })) {
+          continue;
+        }
+        scorer.InitState(input.state);
+        if (state_resets != nullptr) ++*state_resets;
+      }
     }
     std::vector<RescoreInput> rescore(n);
     for (size_t j = 0; j < n; ++j) {
@@ -92,7 +100,8 @@ EvalReport Evaluate(const Dataset& data, int64_t cutoff_ms, double horizon_days,
     EvalModelResult model;
     model.name = candidate.name;
     if (candidate.scorer != nullptr) {
-      model.predicted = ScoreAtCutoff(*candidate.scorer, data, report.population, cutoff_ms);
+      model.predicted = ScoreAtCutoff(*candidate.scorer, data, report.population, cutoff_ms,
+                                      /*batch_users=*/8192, &model.state_resets);
     } else if (candidate.formula) {
       for (size_t index : report.population) {
         History history;
@@ -175,6 +184,13 @@ std::string EvalReportText(const EvalReport& report) {
                     m.name.c_str(), x.non_finite_predictions);
       notes += line;
     }
+    if (m.state_resets > 0) {
+      std::snprintf(line, sizeof(line),
+                    "note: %s: %zu non-finite model states reset to the initial state (as the "
+                    "service does)\n",
+                    m.name.c_str(), m.state_resets);
+      notes += line;
+    }
   }
   out += notes;
   out +=
@@ -252,6 +268,7 @@ std::string EvalReportJson(const EvalReport& report) {
                       {"total_predicted", Number(x.total_predicted)},
                       {"total_actual", Number(x.total_actual)},
                       {"non_finite_predictions", x.non_finite_predictions},
+                      {"model_state_resets", m.state_resets},
                       {"deciles", deciles},
                       {"gain", GainJson(m.gain)}});
   }

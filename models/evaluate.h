@@ -44,6 +44,10 @@ struct EvalModelResult {
   Metrics metrics;
   std::vector<GainPoint> gain;
   std::vector<double> predicted;  // per population user
+  // Users whose recurrent model state held a NaN or inf after a step and was
+  // reset to the scorer's initial state, as the service does (see
+  // ScoreAtCutoff): the predictions are what the service would publish.
+  size_t state_resets = 0;
 };
 
 struct EvalReport {
@@ -63,10 +67,14 @@ struct EvalReport {
 // Indices of users with at least one event before cutoff_ms.
 std::vector<size_t> EvalPopulation(const Dataset& data, int64_t cutoff_ms);
 
-// Scores the population with `scorer` at cutoff_ms (see above).
+// Scores the population with `scorer` at cutoff_ms (see above). A recurrent
+// state left with a NaN or inf by a step is reset to the scorer's initial
+// state before the user's next step, exactly as the stream processor does
+// (stream/processor.h "Non-finite scores"), and counted in *state_resets
+// (may be null).
 std::vector<double> ScoreAtCutoff(Scorer& scorer, const Dataset& data,
                                   const std::vector<size_t>& population, int64_t cutoff_ms,
-                                  int batch_users = 8192);
+                                  int batch_users = 8192, size_t* state_resets = nullptr);
 
 // `actual_by_user` (one per data.users entry), when given, replaces the spend
 // found in the events after the cutoff (e.g. the synthetic truth's realized

@@ -1,6 +1,8 @@
 // CLV metrics on hand-computed examples, the evaluation harness, the chart.
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -202,6 +204,52 @@ TEST(Metrics, DegenerateInputsHaveDocumentedValues) {
   for (double v : {m.mse, m.mae, m.r2, m.gini, m.normalized_gini, m.spearman}) {
     EXPECT_TRUE(std::isfinite(v));
   }
+}
+
+// A recurrent scorer whose state is the user's spend so far; a purchase of
+// 666 leaves the state NaN (a diverged model). clv = the state.
+class SpendStateScorer : public Scorer {
+ public:
+  std::string version() const override { return "spend-state"; }
+  int state_size() const override { return 2; }
+  void Step(std::span<const StepInput> inputs, std::span<Score> outputs) override {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      float* state = inputs[i].state;
+      state[0] += static_cast<float>(inputs[i].event.amount);
+      state[1] = 1;
+      if (inputs[i].event.amount == 666) state[0] = std::numeric_limits<float>::quiet_NaN();
+      outputs[i].clv = state[0];
+    }
+  }
+  void Rescore(std::span<const RescoreInput> inputs, std::span<Score> outputs) override {
+    for (size_t i = 0; i < inputs.size(); ++i) outputs[i].clv = inputs[i].state[0];
+  }
+};
+
+TEST(Evaluate, ANonFiniteModelStateIsResetAsTheServiceDoesAndCounted) {
+  const int64_t day = kMsPerDay;
+  const int64_t t0 = DateToMs(2020, 1, 1);
+  std::vector<UserEvent> events = {
+      {"a", {EventKind::kPurchase, t0, 10}},
+      {"a", {EventKind::kPurchase, t0 + day, 666}},
+      {"a", {EventKind::kPurchase, t0 + 2 * day, 5}},
+      {"b", {EventKind::kPurchase, t0, 7}},
+  };
+  Dataset data = MakeDataset(events);
+  SpendStateScorer scorer;
+  EvalCandidate candidate{"recurrent", &scorer, {}, {}};
+  EvalReport report = Evaluate(data, t0 + 10 * day, 30, {candidate}, "reset");
+  ASSERT_EQ(report.models.size(), 1u);
+  const EvalModelResult& model = report.models[0];
+  EXPECT_EQ(model.state_resets, 1u);
+  EXPECT_EQ(model.metrics.non_finite_predictions, 0u)
+      << "the step after the damage starts from the initial state, as in the service";
+  std::vector<double> predicted = model.predicted;
+  std::sort(predicted.begin(), predicted.end());
+  EXPECT_EQ(predicted, (std::vector<double>{5, 7}));
+  EXPECT_NE(EvalReportText(report).find("1 non-finite model states reset"), std::string::npos);
+  const auto json = nlohmann::json::parse(EvalReportJson(report));
+  EXPECT_EQ(json["models"][0]["model_state_resets"].get<int>(), 1);
 }
 
 TEST(Evaluate, ReportsOfDegenerateCandidatesAreValidJsonAndPrintNoNan) {
