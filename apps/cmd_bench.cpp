@@ -678,7 +678,8 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
         "commits; CPU %.1f us/event\n",
         latency.poll_s, latency.process_s, latency.scorer_s, latency.flush_s, latency.store_s,
         WithThousands(latency.batches).c_str(),
-        static_cast<double>(latency.events) / static_cast<double>(std::max<int64_t>(1, latency.batches)),
+        static_cast<double>(latency.events) /
+            static_cast<double>(std::max<int64_t>(1, latency.batches)),
         WithThousands(latency.commits).c_str(),
         1e6 * latency.process_cpu_s / static_cast<double>(std::max<int64_t>(1, latency.events)));
     std::error_code ignored;

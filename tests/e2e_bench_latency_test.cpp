@@ -63,11 +63,11 @@ ExternalFigures Parse(const std::string& out) {
 void CheckLatencyRun(const std::string& emit) {
   TempDir dir;
   std::string out;
-  int rc = testing::Clv(dir, "bench-" + emit,
-                        {"bench", "--latency-only", "--latency-rate", "400", "--latency-seconds",
-                         "2", "--users", "300", "--days", "30", "--partitions", "2", "--set",
-                         "stream.emit=" + emit},
-                        kTimeoutMs, &out);
+  int rc = testing::Clv(
+      dir, "bench-" + emit,
+      {"bench", "--latency-only", "--latency-rate", "400", "--latency-seconds", "2", "--users",
+       "300", "--days", "30", "--partitions", "2", "--set", "stream.emit=" + emit},
+      kTimeoutMs, &out);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("warm-up, not counted"), std::string::npos) << out;
   // The throughput phases are skipped.
@@ -88,9 +88,13 @@ void CheckLatencyRun(const std::string& emit) {
   EXPECT_EQ(f.unmatched, 0) << out;
 }
 
-TEST(BenchLatency, ExternalConsumerSeesAScoreForEveryEventPerEvent) { CheckLatencyRun("per_event"); }
+TEST(BenchLatency, ExternalConsumerSeesAScoreForEveryEventPerEvent) {
+  CheckLatencyRun("per_event");
+}
 
-TEST(BenchLatency, ExternalConsumerSeesAScoreForEveryEventPerBatch) { CheckLatencyRun("per_batch"); }
+TEST(BenchLatency, ExternalConsumerSeesAScoreForEveryEventPerBatch) {
+  CheckLatencyRun("per_batch");
+}
 
 TEST(BenchLatency, LatencyOnlyNeedsARate) {
   TempDir dir;
