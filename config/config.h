@@ -78,7 +78,7 @@ struct ValidationOptions {
 // `stream.*`
 struct StreamOptions {
   int batch_max_events = 10000;
-  int batch_max_wait_ms = 20;
+  int batch_max_wait_ms = 2;
   int commit_interval_ms = 0;
   int commits_in_flight = 1;
   std::string emit = "per_batch";

@@ -93,7 +93,7 @@ TEST(ConfigPrecedence, FileThenEnvironmentThenFlags) {
   Config from_file = LoadOk(file.path(), {}, {});
   EXPECT_EQ(from_file.stream.batch_max_events, 5000);
   EXPECT_EQ(from_file.stream.emit, "per_event");
-  EXPECT_EQ(from_file.stream.batch_max_wait_ms, 20);  // untouched options keep their default
+  EXPECT_EQ(from_file.stream.batch_max_wait_ms, 2);  // untouched options keep their default
 
   Environment environment = {{"CLV_STREAM_BATCH_MAX_EVENTS", "6000"}, {"CLV_HTTP_PORT", "9090"}};
   Config with_env = LoadOk(file.path(), {}, environment);
