@@ -111,6 +111,8 @@ struct StateOptions {
   std::string dir = "./clv-state";
   int64_t block_cache_bytes = 256LL << 20;
   bool fp16_hidden = true;
+  bool changelog = true;
+  std::string changelog_topic = "";  // empty: "<kafka.group_id>-state-changelog"
 
   bool operator==(const StateOptions&) const = default;
 };
