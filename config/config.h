@@ -112,7 +112,8 @@ struct StateOptions {
   int64_t block_cache_bytes = 256LL << 20;
   bool fp16_hidden = true;
   bool changelog = true;
-  std::string changelog_topic = "";  // empty: "<kafka.group_id>-state-changelog"
+  // Empty: "<kafka.group_id>-state-changelog".
+  std::string changelog_topic = "";
 
   bool operator==(const StateOptions&) const = default;
 };

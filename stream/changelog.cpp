@@ -74,8 +74,7 @@ class KafkaChangelog final : public ChangelogIo {
   Status Send(int32_t partition, std::string_view key, const std::string* value) override {
     return writer_->Send(partition, key, value);
   }
-  Status Flush(int timeout_ms, std::map<int32_t, int64_t>* last_offsets,
-               bool* timed_out) override {
+  Status Flush(int timeout_ms, std::map<int32_t, int64_t>* last_offsets, bool* timed_out) override {
     return writer_->Flush(timeout_ms, last_offsets, timed_out);
   }
   Status Read(int32_t partition, int64_t from,
@@ -206,17 +205,19 @@ Status EnsureChangelogTopic(const config::Config& config) {
   if (expected <= 0) {
     return Status::Error("state changelog: the input topics have no partitions yet");
   }
+  // Created first: a metadata request for a missing topic makes the embedded
+  // broker create it with its fixed 4 partitions. An existing topic is fine.
+  auto created = connectors::EnsureTopicWithConfigs(client, topic, expected, -1,
+                                                    {{"cleanup.policy", "compact"}});
   int found = 0;
-  if (!connectors::PartitionCount(client, topic, &found).ok() || found <= 0) {
-    auto status = connectors::EnsureTopicWithConfigs(client, topic, expected, -1,
-                                                     {{"cleanup.policy", "compact"}});
-    if (!status.ok()) return Status::Error("state changelog: " + status.message);
-    Log(LogLevel::kInfo, "state changelog topic created",
-        {{"topic", topic}, {"partitions", expected}, {"cleanup.policy", "compact"}});
-    for (int i = 0; i < 100 && (found <= 0 || found != expected); ++i) {
-      (void)connectors::PartitionCount(client, topic, &found);
-      if (found != expected) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+  for (int i = 0; i < 50; ++i) {
+    if (connectors::PartitionCount(client, topic, &found).ok() && found > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (found <= 0) {
+    return Status::Error("state changelog: " +
+                         (created.ok() ? "topic '" + topic + "' not in the metadata after creation"
+                                       : created.message));
   }
   if (found != expected) {
     return Status::Error("state changelog topic '" + topic + "' has " + std::to_string(found) +
@@ -270,7 +271,8 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
         batch->timers_removed.push_back({before->partition, before->next_timer_ms, id});
       }
       if (s) {
-        if (s->next_timer_ms != 0) batch->timers_added.push_back({s->partition, s->next_timer_ms, id});
+        if (s->next_timer_ms != 0)
+          batch->timers_added.push_back({s->partition, s->next_timer_ms, id});
         batch->users.push_back({id, std::move(*s)});
       } else {
         batch->deleted_users.push_back(id);
@@ -286,47 +288,48 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
   int64_t log_start = 0;
   const std::function<Status(const connectors::LogRecord&)> visit =
       [&](const connectors::LogRecord& record) -> Status {
-        ++result.records;
-        result.bytes += static_cast<int64_t>(record.key.size() + (record.value ? record.value->size() : 0));
-        std::string error;
-        if (record.key == kMarkerKey) {
-          ChangelogMarker m;
-          if (!record.value || !DecodeChangelogMarker(*record.value, &m, &error)) {
-            return Status::Error("changelog " + io.topic() + " [" + std::to_string(partition) +
-                                 "] offset " + std::to_string(record.offset) + ": " +
-                                 (record.value ? error : "marker without value"));
-          }
-          marker = std::move(m);
-          marker_offset = record.offset;
-          since_marker.clear();
-        } else if (!record.value) {
-          chunk[std::string(record.key)] = std::nullopt;
-          since_marker.erase(std::string(record.key));
-        } else {
-          ChangelogUser user;
-          if (!DecodeChangelogUser(*record.value, &user, &error)) {
-            return Status::Error("changelog " + io.topic() + " [" + std::to_string(partition) +
-                                 "] offset " + std::to_string(record.offset) + " (user '" +
-                                 std::string(record.key) + "'): " + error);
-          }
-          std::string id(record.key);
-          since_marker[id] = std::move(user.positions);
-          chunk[id] = std::move(user.state);
-        }
-        if (chunk.size() >= kRestoreChunkUsers) {
-          state::CommitBatch batch;
-          auto applied = apply_chunk(&batch);
-          if (!applied.ok()) return applied;
-          auto committed = store.Commit(batch);
-          if (!committed.ok()) return Status::Error("restoring: " + committed.message);
-        }
-        if (progress && Clock::now() - last_progress >= std::chrono::seconds(kProgressLogSeconds)) {
-          last_progress = Clock::now();
-          result.seconds = std::chrono::duration<double>(last_progress - started).count();
-          progress(result);
-        }
-        return Status::Ok();
-      };
+    ++result.records;
+    result.bytes +=
+        static_cast<int64_t>(record.key.size() + (record.value ? record.value->size() : 0));
+    std::string error;
+    if (record.key == kMarkerKey) {
+      ChangelogMarker m;
+      if (!record.value || !DecodeChangelogMarker(*record.value, &m, &error)) {
+        return Status::Error("changelog " + io.topic() + " [" + std::to_string(partition) +
+                             "] offset " + std::to_string(record.offset) + ": " +
+                             (record.value ? error : "marker without value"));
+      }
+      marker = std::move(m);
+      marker_offset = record.offset;
+      since_marker.clear();
+    } else if (!record.value) {
+      chunk[std::string(record.key)] = std::nullopt;
+      since_marker.erase(std::string(record.key));
+    } else {
+      ChangelogUser user;
+      if (!DecodeChangelogUser(*record.value, &user, &error)) {
+        return Status::Error("changelog " + io.topic() + " [" + std::to_string(partition) +
+                             "] offset " + std::to_string(record.offset) + " (user '" +
+                             std::string(record.key) + "'): " + error);
+      }
+      std::string id(record.key);
+      since_marker[id] = std::move(user.positions);
+      chunk[id] = std::move(user.state);
+    }
+    if (chunk.size() >= kRestoreChunkUsers) {
+      state::CommitBatch batch;
+      auto applied = apply_chunk(&batch);
+      if (!applied.ok()) return applied;
+      auto committed = store.Commit(batch);
+      if (!committed.ok()) return Status::Error("restoring: " + committed.message);
+    }
+    if (progress && Clock::now() - last_progress >= std::chrono::seconds(kProgressLogSeconds)) {
+      last_progress = Clock::now();
+      result.seconds = std::chrono::duration<double>(last_progress - started).count();
+      progress(result);
+    }
+    return Status::Ok();
+  };
   status = io.Read(partition, result.from, visit, &end, &log_start);
   if (status.ok() && result.from > end) {
     // The checkpoint is past the log end: the topic was recreated.
