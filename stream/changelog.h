@@ -82,10 +82,10 @@ class ChangelogIo {
   virtual connectors::Status Flush(int timeout_ms, std::map<int32_t, int64_t>* last_offsets,
                                    bool* timed_out) = 0;
   // Reads partition `partition` from `from` to its end offset now.
-  virtual connectors::Status Read(int32_t partition, int64_t from,
-                                  const std::function<connectors::Status(
-                                      const connectors::LogRecord&)>& visit,
-                                  int64_t* end, int64_t* log_start) = 0;
+  virtual connectors::Status Read(
+      int32_t partition, int64_t from,
+      const std::function<connectors::Status(const connectors::LogRecord&)>& visit, int64_t* end,
+      int64_t* log_start) = 0;
 };
 
 // The changelog on Kafka (connectors::PartitionLogWriter + ReadPartitionToEnd).

@@ -149,10 +149,11 @@ class Changelog : public ::testing::Test {
 
   static Users UsersOf(state::StateStore& store) {
     Users users;
-    auto status = store.Snapshot()->ForEachUser([&](std::string_view id, const state::UserState& s) {
-      users[std::string(id)] = s;
-      return true;
-    });
+    auto status =
+        store.Snapshot()->ForEachUser([&](std::string_view id, const state::UserState& s) {
+          users[std::string(id)] = s;
+          return true;
+        });
     EXPECT_TRUE(status.ok()) << status.message;
     return users;
   }
@@ -258,9 +259,10 @@ class CrashBeforeMarker final : public ChangelogIo {
                            bool* timed_out) override {
     return inner_->Flush(timeout_ms, last, timed_out);
   }
-  connectors::Status Read(int32_t partition, int64_t from,
-                          const std::function<connectors::Status(const connectors::LogRecord&)>& visit,
-                          int64_t* end, int64_t* log_start) override {
+  connectors::Status Read(
+      int32_t partition, int64_t from,
+      const std::function<connectors::Status(const connectors::LogRecord&)>& visit, int64_t* end,
+      int64_t* log_start) override {
     return inner_->Read(partition, from, visit, end, log_start);
   }
   bool armed = false;
