@@ -22,7 +22,9 @@ std::vector<std::string> DefaultTopics() {
   const config::KafkaOptions defaults;
   std::vector<std::string> topics = defaults.input_topics;
   topics.insert(topics.end(),
-                {defaults.scores_topic, defaults.alerts_topic, defaults.dead_letter_topic});
+                {defaults.scores_topic, defaults.alerts_topic, defaults.dead_letter_topic,
+                 // state.changelog's default topic (stream/changelog.h).
+                 defaults.group_id + "-state-changelog"});
   return topics;
 }
 

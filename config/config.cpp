@@ -657,6 +657,22 @@ const std::vector<Option>& OptionTable() {
       {.key = "state.fp16_hidden",
        .access = MemberOf<&Config::state, &StateOptions::fp16_hidden>,
        .description = "Store LSTM (h, c) as fp16 (halves the bytes; scores still deterministic)."},
+      {.key = "state.changelog",
+       .access = MemberOf<&Config::state, &StateOptions::changelog>,
+       .description =
+           "Back each input partition's users with a compacted changelog topic, so state follows "
+           "its partition to another instance of the group: every commit writes its dirty users "
+           "and a marker (input offsets, stream time) there after its outputs are acknowledged "
+           "and before the local store; an instance assigned a partition restores it from the "
+           "changelog (from its local checkpoint) before processing its events "
+           "(docs/KAFKA.md \"State changelog\"). Off: a moved partition is read again from "
+           "the stored offset of the new owner, which has none of its users."},
+      {.key = "state.changelog_topic",
+       .access = MemberOf<&Config::state, &StateOptions::changelog_topic>,
+       .description = "Changelog topic; empty = \"<kafka.group_id>-state-changelog\". Created "
+                      "at start-up with the input topics' partition count and "
+                      "cleanup.policy=compact; an existing one with another partition count (or "
+                      "not compacted, on a real cluster) stops the start with an error."},
       // model
       {.key = "model.scorer",
        .access = MemberOf<&Config::model, &ModelOptions::scorer>,

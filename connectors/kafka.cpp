@@ -1446,3 +1446,301 @@ ClientOptions ClientOptionsFrom(const config::KafkaOptions& kafka) {
 }
 
 }  // namespace clv::connectors
+
+// ------------------------------------------------- partition log (changelog)
+
+namespace clv::connectors {
+namespace {
+
+class PartitionLogWriterImpl final : public PartitionLogWriter {
+ public:
+  explicit PartitionLogWriterImpl(std::string topic) : topic_(std::move(topic)) {}
+  ~PartitionLogWriterImpl() override {
+    if (rk_ != nullptr) rd_kafka_flush(rk_.get(), 10000);
+  }
+  PartitionLogWriterImpl(const PartitionLogWriterImpl&) = delete;
+  PartitionLogWriterImpl& operator=(const PartitionLogWriterImpl&) = delete;
+
+  Status Init(const ClientOptions& options) {
+    ConfPtr conf;
+    if (auto s = MakeConf(options, kProducerDefaults, &conf); !s.ok()) return s;
+    rd_kafka_conf_set_opaque(conf.get(), this);
+    rd_kafka_conf_set_dr_msg_cb(conf.get(), &PartitionLogWriterImpl::DeliveryThunk);
+    return MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk_);
+  }
+
+  Status Send(int32_t partition, std::string_view key, const std::string* value) override {
+    // A null payload is a tombstone.
+    char* payload = value != nullptr ? const_cast<char*>(value->data()) : nullptr;
+    const size_t payload_size = value != nullptr ? value->size() : 0;
+    for (;;) {
+      rd_kafka_resp_err_t err = rd_kafka_producev(
+          rk_.get(), RD_KAFKA_V_TOPIC(topic_.c_str()), RD_KAFKA_V_PARTITION(partition),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+          RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
+          RD_KAFKA_V_VALUE(payload, payload_size), RD_KAFKA_V_END);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return Status::Ok();
+      if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        rd_kafka_poll(rk_.get(), 50);
+        continue;
+      }
+      return Status::Error("changelog: sending to " + PartitionName(topic_, partition) + ": " +
+                           rd_kafka_err2str(err));
+    }
+  }
+
+  Status Flush(int timeout_ms, std::map<int32_t, int64_t>* last_offsets, bool* timed_out) override {
+    const rd_kafka_resp_err_t err = rd_kafka_flush(rk_.get(), timeout_ms);
+    rd_kafka_poll(rk_.get(), 0);
+    *timed_out = false;
+    if (failures_ > 0) {
+      Status result = Status::Error("changelog: " + std::to_string(failures_) +
+                                    " record(s) failed delivery; first: " + first_failure_);
+      failures_ = 0;
+      first_failure_.clear();
+      last_offsets_.clear();
+      return result;
+    }
+    if (err == RD_KAFKA_RESP_ERR__TIMED_OUT) {
+      *timed_out = true;
+      return Status::Error("changelog: " + std::to_string(rd_kafka_outq_len(rk_.get())) +
+                           " record(s) to topic '" + topic_ + "' not acknowledged within " +
+                           std::to_string(timeout_ms) + " ms");
+    }
+    if (last_offsets != nullptr) *last_offsets = last_offsets_;
+    last_offsets_.clear();
+    return Status::Ok();
+  }
+
+ private:
+  static void DeliveryThunk(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
+    static_cast<PartitionLogWriterImpl*>(opaque)->OnDelivery(msg);
+  }
+  // Delivery reports are served by Flush() on the caller's thread.
+  void OnDelivery(const rd_kafka_message_t* msg) {
+    if (!msg->err) {
+      auto& last = last_offsets_[msg->partition];
+      last = std::max(last, msg->offset);
+      return;
+    }
+    if (failures_++ == 0) {
+      first_failure_ = PartitionName(topic_, msg->partition) + ": " + rd_kafka_err2str(msg->err);
+    }
+  }
+
+  std::string topic_;
+  HandlePtr rk_;
+  uint64_t failures_ = 0;
+  std::string first_failure_;
+  std::map<int32_t, int64_t> last_offsets_;
+};
+
+}  // namespace
+
+Status PartitionLogWriter::Create(const ClientOptions& options, const std::string& topic,
+                                  std::unique_ptr<PartitionLogWriter>* writer) {
+  auto impl = std::make_unique<PartitionLogWriterImpl>(topic);
+  if (auto s = impl->Init(options); !s.ok()) return s;
+  *writer = std::move(impl);
+  return Status::Ok();
+}
+
+Status ReadPartitionToEnd(const ClientOptions& options, const std::string& topic, int32_t partition,
+                          int64_t from, const std::function<Status(const LogRecord&)>& visit,
+                          int64_t* end, int64_t* log_start, int timeout_ms) {
+  static constexpr const char* kReaderDefaults[][2] = {
+      {"enable.auto.commit", "false"},   {"enable.auto.offset.store", "false"},
+      {"auto.offset.reset", "earliest"}, {"enable.partition.eof", "true"},
+      {"log.connection.close", "false"}, {"fetch.wait.max.ms", "10"},
+      {"fetch.error.backoff.ms", "10"}};
+  ClientOptions reader = options;
+  // A group id is required by the consumer API; assign() never joins it.
+  if (reader.group_id.empty()) reader.group_id = "clv-changelog-reader";
+  ConfPtr conf;
+  if (auto s = MakeConf(reader, kReaderDefaults, &conf); !s.ok()) return s;
+  if (auto s = SetProperty(conf.get(), "group.id", reader.group_id + "-changelog-reader");
+      !s.ok()) {
+    return s;
+  }
+  HandlePtr rk;
+  if (auto s = MakeHandle(RD_KAFKA_CONSUMER, std::move(conf), &rk); !s.ok()) return s;
+  int64_t low = 0;
+  int64_t high = 0;
+  auto err = rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), partition, &low, &high,
+                                              kWatermarkTimeoutMs);
+  if (err) {
+    return Status::Error("changelog: offsets of " + PartitionName(topic, partition) + " from " +
+                         options.bootstrap_servers + ": " + rd_kafka_err2str(err));
+  }
+  *end = high;
+  *log_start = low;
+  from = std::max(from, low);
+  if (from >= high) return Status::Ok();
+  PartitionListPtr list(rd_kafka_topic_partition_list_new(1));
+  rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), partition)->offset = from;
+  if (auto e = rd_kafka_assign(rk.get(), list.get()); e) {
+    return Status::Error("changelog: assigning " + PartitionName(topic, partition) + ": " +
+                         rd_kafka_err2str(e));
+  }
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  int64_t next = from;
+  Status result = Status::Ok();
+  while (next < high) {
+    if (Clock::now() >= deadline) {
+      result = Status::Error("changelog: reading " + PartitionName(topic, partition) +
+                             " stopped at offset " + std::to_string(next) + " of " +
+                             std::to_string(high) + ": nothing more within " +
+                             std::to_string(timeout_ms) + " ms");
+      break;
+    }
+    rd_kafka_message_t* raw = rd_kafka_consumer_poll(rk.get(), 100);
+    if (raw == nullptr) continue;
+    std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> msg(
+        raw, &rd_kafka_message_destroy);
+    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      // Compaction may leave the last offsets empty: the end is reached.
+      next = std::max(next, msg->offset);
+      if (next >= high || msg->offset >= high) break;
+      continue;
+    }
+    if (msg->err) {
+      if (IsFatalConsumerError(msg->err) || msg->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+        result = Status::Error("changelog: reading " + PartitionName(topic, partition) + ": " +
+                               rd_kafka_message_errstr(msg.get()));
+        break;
+      }
+      continue;
+    }
+    if (msg->offset >= high) break;
+    next = msg->offset + 1;
+    LogRecord record;
+    record.offset = msg->offset;
+    record.key = std::string_view(static_cast<const char*>(msg->key), msg->key_len);
+    if (msg->payload != nullptr) {
+      record.value = std::string_view(static_cast<const char*>(msg->payload), msg->len);
+    }
+    result = visit(record);
+    if (!result.ok()) break;
+  }
+  (void)rd_kafka_assign(rk.get(), nullptr);
+  rd_kafka_consumer_close(rk.get());
+  return result;
+}
+
+Status EnsureTopicWithConfigs(const ClientOptions& options, const std::string& topic,
+                              int partitions, int replication_factor,
+                              const std::map<std::string, std::string>& configs) {
+  if (rd_kafka_mock_cluster_t* cluster = FindEmbedded(options.bootstrap_servers)) {
+    auto err = rd_kafka_mock_topic_create(cluster, topic.c_str(), partitions, 1);
+    if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+      return Status::Error("creating topic '" + topic +
+                           "' on the embedded broker: " + rd_kafka_err2str(err));
+    }
+    return Status::Ok();
+  }
+  static constexpr const char* kAdminDefaults[][2] = {{"log.connection.close", "false"}};
+  ConfPtr conf;
+  if (auto s = MakeConf(options, kAdminDefaults, &conf); !s.ok()) return s;
+  HandlePtr rk;
+  if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk); !s.ok()) return s;
+  if (IsEmbeddedCluster(rk.get())) {
+    // `clv broker` in another process: the mock has no controller (the Admin
+    // API would time out), and auto-creates topics with 4 partitions.
+    return Status::Error("creating topic '" + topic +
+                         "': the embedded broker in another process (`clv broker`) cannot create "
+                         "topics; start it with `--topic " +
+                         topic + "`");
+  }
+  char errstr[512];
+  rd_kafka_NewTopic_t* new_topic =
+      rd_kafka_NewTopic_new(topic.c_str(), partitions, replication_factor, errstr, sizeof(errstr));
+  if (new_topic == nullptr) return Status::Error("creating topic '" + topic + "': " + errstr);
+  for (const auto& [name, value] : configs) {
+    rd_kafka_NewTopic_set_config(new_topic, name.c_str(), value.c_str());
+  }
+  QueuePtr queue(rd_kafka_queue_new(rk.get()));
+  rd_kafka_AdminOptions_t* admin_options =
+      rd_kafka_AdminOptions_new(rk.get(), RD_KAFKA_ADMIN_OP_CREATETOPICS);
+  rd_kafka_AdminOptions_set_operation_timeout(admin_options, 15000, errstr, sizeof(errstr));
+  rd_kafka_AdminOptions_set_request_timeout(admin_options, 20000, errstr, sizeof(errstr));
+  rd_kafka_CreateTopics(rk.get(), &new_topic, 1, admin_options, queue.get());
+  rd_kafka_AdminOptions_destroy(admin_options);
+  EventPtr event(rd_kafka_queue_poll(queue.get(), 30000));
+  Status status = Status::Ok();
+  if (event == nullptr) {
+    status = Status::Error("creating topic '" + topic + "': no answer from " +
+                           options.bootstrap_servers + " within 30 s");
+  } else if (rd_kafka_event_error(event.get())) {
+    status = Status::Error("creating topic '" + topic +
+                           "': " + std::string(rd_kafka_event_error_string(event.get())));
+  } else {
+    size_t count = 0;
+    const rd_kafka_topic_result_t** results = rd_kafka_CreateTopics_result_topics(
+        rd_kafka_event_CreateTopics_result(event.get()), &count);
+    for (size_t i = 0; i < count; ++i) {
+      auto err = rd_kafka_topic_result_error(results[i]);
+      if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        const char* text = rd_kafka_topic_result_error_string(results[i]);
+        status = Status::Error("creating topic '" + topic +
+                               "': " + (text != nullptr ? text : rd_kafka_err2str(err)));
+      }
+    }
+  }
+  rd_kafka_NewTopic_destroy(new_topic);
+  return status;
+}
+
+Status DescribeTopicConfig(const ClientOptions& options, const std::string& topic,
+                           const std::string& name, std::optional<std::string>* value) {
+  value->reset();
+  if (FindEmbedded(options.bootstrap_servers) != nullptr) return Status::Ok();
+  static constexpr const char* kAdminDefaults[][2] = {{"log.connection.close", "false"}};
+  ConfPtr conf;
+  if (auto s = MakeConf(options, kAdminDefaults, &conf); !s.ok()) return s;
+  HandlePtr rk;
+  if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk); !s.ok()) return s;
+  if (IsEmbeddedCluster(rk.get())) return Status::Ok();  // `clv broker`: no configs
+  rd_kafka_ConfigResource_t* resource =
+      rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic.c_str());
+  QueuePtr queue(rd_kafka_queue_new(rk.get()));
+  char errstr[512];
+  rd_kafka_AdminOptions_t* admin_options =
+      rd_kafka_AdminOptions_new(rk.get(), RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+  rd_kafka_AdminOptions_set_request_timeout(admin_options, 20000, errstr, sizeof(errstr));
+  rd_kafka_DescribeConfigs(rk.get(), &resource, 1, admin_options, queue.get());
+  rd_kafka_AdminOptions_destroy(admin_options);
+  EventPtr event(rd_kafka_queue_poll(queue.get(), 30000));
+  Status status = Status::Ok();
+  if (event == nullptr) {
+    status =
+        Status::Error("describing the configs of topic '" + topic + "': no answer within 30 s");
+  } else if (rd_kafka_event_error(event.get())) {
+    status = Status::Error("describing the configs of topic '" + topic +
+                           "': " + std::string(rd_kafka_event_error_string(event.get())));
+  } else {
+    size_t count = 0;
+    const rd_kafka_ConfigResource_t** resources = rd_kafka_DescribeConfigs_result_resources(
+        rd_kafka_event_DescribeConfigs_result(event.get()), &count);
+    for (size_t i = 0; i < count; ++i) {
+      if (rd_kafka_ConfigResource_error(resources[i])) {
+        status = Status::Error("describing the configs of topic '" + topic +
+                               "': " + rd_kafka_ConfigResource_error_string(resources[i]));
+        break;
+      }
+      size_t entries = 0;
+      const rd_kafka_ConfigEntry_t** configs =
+          rd_kafka_ConfigResource_configs(resources[i], &entries);
+      for (size_t j = 0; j < entries; ++j) {
+        if (name == rd_kafka_ConfigEntry_name(configs[j])) {
+          const char* text = rd_kafka_ConfigEntry_value(configs[j]);
+          *value = text != nullptr ? text : "";
+        }
+      }
+    }
+  }
+  rd_kafka_ConfigResource_destroy(resource);
+  return status;
+}
+
+}  // namespace clv::connectors

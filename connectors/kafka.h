@@ -298,3 +298,54 @@ Status ConsumeOnlyPass(const ClientOptions& options, const std::vector<std::stri
 std::map<std::string, std::string> MockFriendlyConsumerProperties();
 
 }  // namespace clv::connectors
+
+namespace clv::connectors {
+
+// A producer for a keyed log whose records go to explicit partitions (the
+// state changelog, stream/changelog.h): idempotent, acks=all, so the records
+// of one partition land in the order sent. Used by one thread.
+class PartitionLogWriter {
+ public:
+  virtual ~PartitionLogWriter() = default;
+  static Status Create(const ClientOptions& options, const std::string& topic,
+                       std::unique_ptr<PartitionLogWriter>* writer);
+  // Queues one record for `partition`; a null `value` is a tombstone (a
+  // record without value, which compaction deletes the key for).
+  virtual Status Send(int32_t partition, std::string_view key, const std::string* value) = 0;
+  // Waits up to timeout_ms until every record sent is acknowledged. Error if
+  // one failed (names the topic, partition and reason) or, with *timed_out
+  // set, if some are not acknowledged in time (call again to wait more).
+  // Once all are, *last_offsets (if given) gets, per partition, the offset of
+  // the last record acknowledged since the previous complete Flush.
+  virtual Status Flush(int timeout_ms, std::map<int32_t, int64_t>* last_offsets,
+                       bool* timed_out) = 0;
+};
+
+// One record read by ReadPartitionToEnd; `value` is empty for a tombstone.
+struct LogRecord {
+  int64_t offset = 0;
+  std::string_view key;
+  std::optional<std::string_view> value;
+};
+
+// Reads topic[partition] from offset `from` (moved up to the log start when
+// it is before it) to the partition's end offset at the call, in order,
+// without joining a group. *end gets that end offset, *log_start the log
+// start. An error from `visit` stops the read and is returned.
+Status ReadPartitionToEnd(const ClientOptions& options, const std::string& topic, int32_t partition,
+                          int64_t from, const std::function<Status(const LogRecord&)>& visit,
+                          int64_t* end, int64_t* log_start, int timeout_ms);
+
+// Creates `topic` if it does not exist, with topic configs (e.g.
+// cleanup.policy=compact; the embedded broker ignores configs, it has no
+// compaction). replication_factor -1: the broker's default.
+Status EnsureTopicWithConfigs(const ClientOptions& options, const std::string& topic,
+                              int partitions, int replication_factor,
+                              const std::map<std::string, std::string>& configs);
+
+// The value of one topic config (DescribeConfigs, a real cluster only; the
+// embedded broker answers *value empty).
+Status DescribeTopicConfig(const ClientOptions& options, const std::string& topic,
+                           const std::string& name, std::optional<std::string>* value);
+
+}  // namespace clv::connectors

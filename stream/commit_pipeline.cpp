@@ -184,6 +184,11 @@ Status CommitPipeline::HandOver(bool wait) {
       return Fail("waiting for the producer before commit: outputs not acknowledged within " +
                   std::to_string(flush_timeout_ms_) + " ms");
     }
+    if (hooks_.before_write) {
+      OptionalTimer timer(hooks_.flush_nanos);
+      status = hooks_.before_write(sealed.commit);
+      if (!status.ok()) return Fail("writing the state changelog before commit: " + status.message);
+    }
     if (hooks_.on_acknowledged) hooks_.on_acknowledged(sealed.commit, acked_ms);
     if (!writer_) writer_ = std::make_unique<Writer>(store_, hooks_.store_nanos);
     sealed.handed_over = true;

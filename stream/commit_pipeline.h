@@ -50,6 +50,14 @@ struct PendingCommit {
   // Event ids folded into it (the processor's dedup asks Contains()).
   std::set<std::pair<int32_t, uint64_t>> event_ids;
   std::vector<int64_t> timestamps_ms;  // input timestamps, for the latency
+  // State changelog records (stream/changelog.h), written by
+  // Hooks::before_write.
+  struct ChangelogRecord {
+    int32_t partition = 0;
+    std::string key;
+    std::string value;
+  };
+  std::vector<ChangelogRecord> changelog;
 };
 
 class CommitPipeline {
@@ -64,6 +72,10 @@ class CommitPipeline {
     std::function<void(const PendingCommit&, int64_t acked_ms)> on_acknowledged;
     // A commit is in the store (called in commit order, on the caller's thread).
     std::function<void(const PendingCommit&)> on_written;
+    // A commit's outputs are all acknowledged and it goes to the writer next
+    // (the state changelog is written here; it may add to the batch). An
+    // error stops the pipeline.
+    std::function<connectors::Status(PendingCommit&)> before_write;
   };
   static constexpr int kDefaultFlushTimeoutMs = 60000;
   // How often a wait for acknowledgements looks at the stop flag.

@@ -409,6 +409,20 @@ ServiceMetrics::ServiceMetrics()
           "Commits written (user states and input offsets in one RocksDB WriteBatch).")),
       commit_duration_seconds(registry.AddHistogram("clv_commit_duration_seconds",
                                                     "Time to write one commit.", kLatencyBuckets)),
+      restore_records(registry.AddCounter("clv_restore_records_total",
+                                          "State changelog records read to restore partitions.")),
+      restore_bytes(registry.AddCounter("clv_restore_bytes_total",
+                                        "State changelog bytes (keys + values) read to restore.")),
+      restore_seconds(registry.AddGauge("clv_restore_seconds",
+                                        "Seconds spent restoring partitions from the changelog, "
+                                        "in total.")),
+      restore_partitions_restoring(registry.AddGauge(
+          "clv_restore_partitions_restoring",
+          "Partitions being restored from the state changelog now (not ready meanwhile).")),
+      restore_skipped_events(registry.AddCounter(
+          "clv_restore_skipped_events_total",
+          "Replayed events skipped because a restored user state already held them (a crash "
+          "between the changelog and the local commit).")),
       ready(registry.AddGauge("clv_ready",
                               "1 when the service is ready (partitions assigned, state restored, "
                               "model loaded), else 0.")),

@@ -265,6 +265,14 @@ struct ServiceMetrics {
   Counter& commits;
   // clv_commit_duration_seconds
   Histogram& commit_duration_seconds;
+  // clv_restore_*: partitions restored from the state changelog
+  // (stream/changelog.h): records, bytes and seconds read, partitions being
+  // restored now, replayed events skipped as already in a restored state.
+  Counter& restore_records;
+  Counter& restore_bytes;
+  Gauge& restore_seconds;
+  Gauge& restore_partitions_restoring;
+  Counter& restore_skipped_events;
   // clv_ready: 1 while /readyz answers 200.
   Gauge& ready;
   // clv_start_time_seconds: process start, Unix time (set by the constructor).

@@ -1,5 +1,7 @@
 #include "stream/processor.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -13,6 +15,7 @@
 #include "common/time.h"
 #include "common/units.h"
 #include "state/half.h"
+#include "stream/changelog.h"
 #include "stream/commit_pipeline.h"
 #include "stream/decoder.h"
 #include "stream/event.h"
@@ -32,10 +35,10 @@ constexpr size_t kRecordOverheadBytes = 1024;
 constexpr size_t kMaxReasonBytes = 4096;
 constexpr size_t kMaxTruncatedKeyBytes = 1024;
 
-std::string StreamTimeKey(int32_t partition) { return "stream_time/" + std::to_string(partition); }
+std::string StreamTimeKey(int32_t partition) { return StreamTimeMetaKey(partition); }
 
 std::string InputTimeKey(const connectors::TopicPartition& tp) {
-  return "input_time/" + tp.topic + "/" + std::to_string(tp.partition);
+  return InputTimeMetaKey(tp.topic, tp.partition);
 }
 
 // The entry of `map` for the message's topic-partition, found through `it`
@@ -206,6 +209,9 @@ struct Processor::Impl {
   void ResetNonFiniteState(const std::string& user_id, uint64_t seq, state::UserState& s);
   Status WriteAcknowledged(int max_pending);
   void EvictIfNeeded();
+  void AddChangelogRecords(PendingCommit& commit);
+  Status WriteChangelog(PendingCommit& commit);
+  void RestoreFromChangelog(int32_t partition);
 
   // Per input topic series of metrics, looked up once.
   struct TopicMetrics {
@@ -266,6 +272,18 @@ struct Processor::Impl {
   std::vector<float> pre_states;
   std::vector<int64_t> step_pre_at, rescore_pre_at;  // offset in pre_states, -1: none
   std::vector<float> explain_state;                  // scratch of Explain()
+  // The state changelog (stream/changelog.h; null: none) and what the
+  // processor keeps for it: each user's folded positions since the last
+  // seal, the next offset of every input partition known, the partitions
+  // restored since their assignment, and per restored input partition the
+  // users whose replayed events up to a position are already in their state.
+  ChangelogIo* changelog = nullptr;
+  std::string changelog_writer;
+  const std::atomic<bool>* stop = nullptr;  // set_stop_flag
+  std::unordered_map<std::string, std::map<std::string, int64_t>> folded_positions;
+  std::map<connectors::TopicPartition, int64_t> known_offsets;
+  std::set<int32_t> restored_partitions;
+  std::map<connectors::TopicPartition, std::unordered_map<std::string, int64_t>> restore_skip;
   // Last: its writer thread stops before the members its hooks use go.
   CommitPipeline pipeline;
 };
@@ -282,28 +300,28 @@ Processor::Impl::Impl(const config::Config& config_in, state::StateStore& store_
       state_size(scorer_in.state_size()),
       per_event(config_in.stream.emit == "per_event"),
       pipeline(store_in, sink_in,
-               CommitPipeline::Hooks{&counters.flush_nanos, &counters.store_nanos,
-                                     [this](const PendingCommit& commit, int64_t acked_ms) {
-                                       if (latency_reset_requested.exchange(false)) latency.Reset();
-                                       for (int64_t ts : commit.timestamps_ms) {
-                                         const auto ms = static_cast<double>(
-                                             std::max<int64_t>(0, acked_ms - ts));
-                                         latency.Record(ms);
-                                         if (metrics)
-                                           metrics->event_to_score_seconds.Observe(ms / 1000.0);
-                                       }
-                                     },
-                                     [this](const PendingCommit& commit) {
-                                       counters.commits.fetch_add(1, std::memory_order_relaxed);
-                                       if (metrics) metrics->commits.Inc();
-                                       if (commit_observer && !commit.batch.offsets.empty()) {
-                                         std::map<connectors::TopicPartition, int64_t> offsets;
-                                         for (const auto& o : commit.batch.offsets) {
-                                           offsets[{o.topic, o.partition}] = o.offset;
-                                         }
-                                         commit_observer(offsets);
-                                       }
-                                     }}) {}
+               CommitPipeline::Hooks{
+                   &counters.flush_nanos, &counters.store_nanos,
+                   [this](const PendingCommit& commit, int64_t acked_ms) {
+                     if (latency_reset_requested.exchange(false)) latency.Reset();
+                     for (int64_t ts : commit.timestamps_ms) {
+                       const auto ms = static_cast<double>(std::max<int64_t>(0, acked_ms - ts));
+                       latency.Record(ms);
+                       if (metrics) metrics->event_to_score_seconds.Observe(ms / 1000.0);
+                     }
+                   },
+                   [this](const PendingCommit& commit) {
+                     counters.commits.fetch_add(1, std::memory_order_relaxed);
+                     if (metrics) metrics->commits.Inc();
+                     if (commit_observer && !commit.batch.offsets.empty()) {
+                       std::map<connectors::TopicPartition, int64_t> offsets;
+                       for (const auto& o : commit.batch.offsets) {
+                         offsets[{o.topic, o.partition}] = o.offset;
+                       }
+                       commit_observer(offsets);
+                     }
+                   },
+                   [this](PendingCommit& commit) { return WriteChangelog(commit); }}) {}
 
 Processor::Impl::TopicMetrics& Processor::Impl::MetricsFor(const std::string& topic) {
   // Messages come in runs of one topic: the last one answers most lookups.
@@ -521,12 +539,27 @@ Status Processor::Impl::Fold(const DecodedBatch& batch, BatchTimers& timers, Eve
 
     CachedUser& user = *cache.at(d.event.user_id);
     user.last_used_batch = batch_number;
+    if (!restore_skip.empty()) {
+      // Folded (and scored) before a crash that left the user's changelog
+      // record ahead of the last marker: in the restored state already.
+      auto skip = restore_skip.find({message.topic, partition});
+      if (skip != restore_skip.end()) {
+        auto position = skip->second.find(d.event.user_id);
+        if (position != skip->second.end() && message.offset <= position->second) {
+          counters.restore_skipped.fetch_add(1, std::memory_order_relaxed);
+          if (metrics) metrics->restore_skipped_events.Inc();
+          if (keep_ids) pending_event_ids.emplace(id_entry.day, id_entry.hash);
+          continue;
+        }
+      }
+    }
     if (IsDuplicate(d, user, id_entry, id_seen_before)) {
       counters.duplicates.fetch_add(1, std::memory_order_relaxed);
       if (metrics) MetricsFor(message.topic).deduplicated->Inc();
       continue;
     }
     FoldEvent(d.event, partition, user, timers, work);
+    if (changelog != nullptr) folded_positions[d.event.user_id][message.topic] = message.offset;
     counters.processed.fetch_add(1, std::memory_order_relaxed);
     if (metrics) MetricsFor(message.topic).processed->Inc();
   }
@@ -953,6 +986,7 @@ Status Processor::Impl::Seal() {
       expired_before_day = expire_before;
     }
   }
+  if (changelog != nullptr) AddChangelogRecords(commit);
   commit.event_ids = std::move(pending_event_ids);
   commit.timestamps_ms = std::move(uncommitted_timestamps_ms);
   pending_event_ids.clear();
@@ -998,6 +1032,132 @@ void Processor::Impl::EvictIfNeeded() {
 }
 
 // ---------------------------------------------------------------------------
+// The state changelog (stream/changelog.h).
+
+// One record per dirty user (its folded positions and state) to the
+// changelog partition of its input partition, then one marker per partition
+// the commit touched: next offsets and input times of every input topic of
+// it known here, and its stream time.
+void Processor::Impl::AddChangelogRecords(PendingCommit& commit) {
+  std::set<int32_t> touched;
+  for (const auto& write : commit.batch.users) {
+    ChangelogUser user;
+    auto positions = folded_positions.find(write.user_id);
+    if (positions != folded_positions.end()) user.positions = std::move(positions->second);
+    user.state = write.state;
+    const int32_t partition = std::max<int32_t>(0, write.state.partition);
+    commit.changelog.push_back({partition, write.user_id, EncodeChangelogUser(user)});
+    touched.insert(partition);
+  }
+  folded_positions.clear();
+  for (const auto& o : commit.batch.offsets) {
+    known_offsets[{o.topic, o.partition}] = o.offset;
+    touched.insert(o.partition);
+  }
+  for (int32_t partition : stream_time_dirty) touched.insert(partition);
+  for (int32_t partition : touched) {
+    ChangelogMarker marker;
+    marker.writer = changelog_writer;
+    auto st = stream_time_ms.find(partition);
+    marker.stream_time_ms = st == stream_time_ms.end() ? 0 : st->second;
+    for (const auto& [tp, offset] : known_offsets) {
+      if (tp.partition != partition) continue;
+      auto it = input_time_ms.find(tp);
+      marker.inputs.push_back({tp.topic, offset, it == input_time_ms.end() ? 0 : it->second});
+    }
+    commit.changelog.push_back({partition, std::string(kMarkerKey), EncodeChangelogMarker(marker)});
+  }
+}
+
+// After the commit's outputs are acknowledged, before its local write: its
+// changelog records, acknowledged; the local batch then stores where the
+// changelog of each partition goes on (the checkpoint of the next restore).
+Status Processor::Impl::WriteChangelog(PendingCommit& commit) {
+  if (changelog == nullptr || commit.changelog.empty()) return Status::Ok();
+  for (const auto& record : commit.changelog) {
+    auto status = changelog->Send(record.partition, record.key, &record.value);
+    if (!status.ok()) return status;
+  }
+  std::map<int32_t, int64_t> last;
+  // In slices, so that a stop request is seen.
+  for (int waited_ms = 0;; waited_ms += CommitPipeline::kStopCheckMs) {
+    bool timed_out = false;
+    auto status = changelog->Flush(CommitPipeline::kStopCheckMs, &last, &timed_out);
+    if (status.ok()) break;
+    if (!timed_out) return status;
+    if (stop != nullptr && stop->load()) {
+      return Status::Error(
+          "stop requested while waiting for Kafka to acknowledge the state "
+          "changelog records of a commit (" +
+          status.message + "): the commit is not written; the next start reads its events again");
+    }
+    if (waited_ms >= CommitPipeline::kDefaultFlushTimeoutMs) return status;
+  }
+  for (const auto& [partition, offset] : last) {
+    commit.batch.meta.emplace_back(ChangelogCheckpointKey(partition), std::to_string(offset + 1));
+  }
+  commit.changelog.clear();
+  return Status::Ok();
+}
+
+void Processor::Impl::RestoreFromChangelog(int32_t partition) {
+  counters.restoring.fetch_add(1);
+  if (metrics) metrics->restore_partitions_restoring.Add(1);
+  Log(LogLevel::kInfo, "restoring a partition from the state changelog",
+      {{"topic", changelog->topic()}, {"partition", partition}});
+  RestoredPartition restored;
+  RestoreProgress stats;
+  auto status = RestorePartition(
+      *changelog, store, partition, &restored, &stats, [&](const RestoreProgress& progress) {
+        Log(LogLevel::kInfo, "restoring a partition from the state changelog",
+            {{"topic", changelog->topic()},
+             {"partition", partition},
+             {"records", progress.records},
+             {"bytes", progress.bytes},
+             {"users", progress.users},
+             {"seconds", progress.seconds}});
+      });
+  counters.restoring.fetch_sub(1);
+  if (metrics) {
+    metrics->restore_partitions_restoring.Add(-1);
+    metrics->restore_records.Inc(static_cast<uint64_t>(stats.records));
+    metrics->restore_bytes.Inc(static_cast<uint64_t>(stats.bytes));
+    metrics->restore_seconds.Add(stats.seconds);
+  }
+  if (!status.ok()) {
+    if (callback_error.empty()) {
+      callback_error = "restoring partition " + std::to_string(partition) +
+                       " from the state changelog '" + changelog->topic() + "': " + status.message;
+    }
+    return;
+  }
+  counters.restored_records.fetch_add(stats.records);
+  counters.restored_users.fetch_add(stats.users);
+  int64_t skippable = 0;
+  for (auto& [topic, users] : restored.skip) {
+    skippable += static_cast<int64_t>(users.size());
+    restore_skip[{topic, partition}] = std::move(users);
+  }
+  // What was cached or loaded of these users and of the partition is older
+  // than the store now.
+  for (const auto& id : restored.users) cache.erase(id);
+  stream_time_ms.erase(partition);
+  for (auto it = input_time_ms.begin(); it != input_time_ms.end();) {
+    it = it->first.partition == partition ? input_time_ms.erase(it) : std::next(it);
+  }
+  Log(LogLevel::kInfo, "partition restored from the state changelog",
+      {{"topic", changelog->topic()},
+       {"partition", partition},
+       {"from_offset", stats.from},
+       {"end_offset", stats.end},
+       {"records", stats.records},
+       {"users", stats.users},
+       {"bytes", stats.bytes},
+       {"users_ahead_of_marker", skippable},
+       {"seconds", stats.seconds}});
+}
+
+// ---------------------------------------------------------------------------
 // Processor: the public interface over Impl.
 
 Processor::Processor(const config::Config& config, state::StateStore& store, models::Scorer& scorer,
@@ -1007,6 +1167,10 @@ Processor::Processor(const config::Config& config, state::StateStore& store, mod
 Processor::~Processor() = default;
 
 void Processor::set_metrics(ServiceMetrics* metrics) { impl_->metrics = metrics; }
+void Processor::set_changelog(ChangelogIo* changelog) {
+  impl_->changelog = changelog;
+  impl_->changelog_writer = impl_->config.kafka.group_id + "/" + std::to_string(::getpid());
+}
 void Processor::set_score_observer(std::function<void(const ScoreRecord&)> observer) {
   impl_->score_observer = std::move(observer);
 }
@@ -1045,7 +1209,10 @@ Status Processor::WriteAcknowledged(int max_pending) {
   return impl_->WriteAcknowledged(max_pending);
 }
 size_t Processor::sealed_count() const { return impl_->pipeline.pending(); }
-void Processor::set_stop_flag(const std::atomic<bool>* stop) { impl_->pipeline.set_stop(stop); }
+void Processor::set_stop_flag(const std::atomic<bool>* stop) {
+  impl_->stop = stop;
+  impl_->pipeline.set_stop(stop);
+}
 bool Processor::failed() const { return !impl_->failed.empty(); }
 
 std::optional<int64_t> Processor::StartOffset(const connectors::TopicPartition& partition) {
@@ -1055,9 +1222,16 @@ std::optional<int64_t> Processor::StartOffset(const connectors::TopicPartition& 
     auto written = WriteAcknowledged(0);
     if (!written.ok() && p.callback_error.empty()) p.callback_error = written.message;
   }
+  // The partition's state follows it through the changelog: restored
+  // before its offset is read (once per assignment).
+  if (p.changelog != nullptr && p.callback_error.empty() &&
+      p.restored_partitions.insert(partition.partition).second) {
+    p.RestoreFromChangelog(partition.partition);
+  }
   std::optional<int64_t> offset;
   auto status = p.store.GetOffset(partition.topic, partition.partition, &offset);
   if (!status.ok() && p.callback_error.empty()) p.callback_error = status.message;
+  if (offset) p.known_offsets[partition] = *offset;
   return offset;
 }
 
@@ -1092,7 +1266,12 @@ void Processor::OnRevoked(const std::vector<connectors::TopicPartition>& partiti
   Impl& p = *impl_;
   auto status = Commit();
   if (!status.ok() && p.callback_error.empty()) p.callback_error = status.message;
-  for (const auto& tp : partitions) p.assigned.erase(tp);
+  for (const auto& tp : partitions) {
+    p.assigned.erase(tp);
+    p.known_offsets.erase(tp);
+    p.restore_skip.erase(tp);
+    p.restored_partitions.erase(tp.partition);
+  }
   // Another instance may own these users next; forget everything cached so
   // that a later assignment reads the store again.
   if (status.ok()) {

@@ -44,6 +44,7 @@
 namespace clv::stream {
 
 struct ServiceMetrics;
+class ChangelogIo;
 
 // Running totals, readable from any thread.
 struct ProcessorCounters {
@@ -65,6 +66,13 @@ struct ProcessorCounters {
   // Users whose recurrent model state held a NaN or inf after a step: reset
   // to the scorer's initial state (Processor: "Non-finite scores").
   std::atomic<int64_t> nonfinite_states{0};
+  // State changelog (stream/changelog.h): partitions being restored now,
+  // records and users restored, replayed events skipped because a restored
+  // state already held them.
+  std::atomic<int64_t> restoring{0};
+  std::atomic<int64_t> restored_records{0};
+  std::atomic<int64_t> restored_users{0};
+  std::atomic<int64_t> restore_skipped{0};
   // Where the wall time of the service loop goes (nanoseconds, summed):
   // waiting for input, processing batches, waiting for the producer's
   // acknowledgements before a commit, and writing the RocksDB batch.
@@ -152,6 +160,11 @@ class Processor {
 
   // Optional observers (borrowed; may be null).
   void set_metrics(ServiceMetrics* metrics);
+  // The state changelog (borrowed, may be null: none). With one, every
+  // commit goes to the changelog after its outputs are acknowledged and
+  // before the store, and StartOffset() first restores the partition from
+  // it (stream/changelog.h). Set before the first batch.
+  void set_changelog(ChangelogIo* changelog);
   // Called with each emitted score (on the processing thread).
   void set_score_observer(std::function<void(const ScoreRecord&)> observer);
   // Called for every computed score, and for every alert sent (processing thread).

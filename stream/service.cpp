@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/time.h"
 #include "connectors/http_server.h"
+#include "stream/changelog.h"
 #include "stream/http_api.h"
 #include "stream/live_views.h"
 #include "stream/metrics.h"
@@ -121,6 +122,31 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   service->processor_ =
       std::make_unique<Processor>(config, *service->store_, *service->scorer_, *service->sink_);
   Processor* processor = service->processor_.get();
+  if (config.state.changelog) {
+    service->SetKafkaIssue("setting up the state changelog topic " + ChangelogTopicName(config));
+    status = EnsureChangelogTopic(config);
+    bool embedded = false;
+    if (!status.ok()) {
+      std::vector<connectors::PartitionRange> ranges;
+      (void)connectors::TopicRanges(client, config.kafka.input_topics.front(), &ranges, &embedded);
+    }
+    int found = 0;
+    if (!status.ok() && embedded &&
+        !(connectors::PartitionCount(client, ChangelogTopicName(config), &found).ok() &&
+          found > 0)) {
+      // `clv broker` in another process cannot create topics (no controller).
+      Log(LogLevel::kWarn,
+          "state changelog off: the embedded broker in another process cannot create its topic "
+          "(start `clv broker --topics NAME` with it, or set state.changelog=false)",
+          {{"topic", ChangelogTopicName(config)}, {"error", status.message}});
+    } else if (!status.ok()) {
+      return status;
+    } else {
+      status = OpenKafkaChangelog(client, ChangelogTopicName(config), &service->changelog_);
+      if (!status.ok()) return status;
+      processor->set_changelog(service->changelog_.get());
+    }
+  }
   Service* self = service.get();
   processor->set_metrics(self->metrics_.get());
   LiveViews* live = self->live_.get();
@@ -275,6 +301,11 @@ std::string Service::NotReadyReason() const {
     std::lock_guard lock(health_mutex_);
     if (!started_.load()) return kafka_issue_.empty() ? "starting" : kafka_issue_;
     health = health_;
+  }
+  // started_ is set after processor_: reading it is safe from here on.
+  if (processor_ != nullptr && processor_->counters().restoring.load() > 0) {
+    return "restoring " + std::to_string(processor_->counters().restoring.load()) +
+           " partition(s) from the state changelog " + ChangelogTopicName(config_);
   }
   if (!health.reachable) {
     return "Kafka cluster unreachable at " + config_.kafka.bootstrap_servers + " for " +

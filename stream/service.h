@@ -52,6 +52,8 @@ class HttpServer;
 
 namespace clv::stream {
 
+class ChangelogIo;
+
 struct ServiceMetrics;
 class LiveViews;
 class RateMeter;
@@ -130,6 +132,7 @@ class Service {
   std::unique_ptr<state::StateStore> store_;
   std::unique_ptr<models::Scorer> scorer_;
   std::unique_ptr<connectors::KafkaSink> sink_;
+  std::unique_ptr<ChangelogIo> changelog_;  // state.changelog; borrowed by processor_
   std::unique_ptr<Processor> processor_;
   std::unique_ptr<connectors::KafkaSource> source_;
   std::function<void(const ServiceProgress&)> progress_observer_;
