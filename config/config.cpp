@@ -665,8 +665,9 @@ const std::vector<Option>& OptionTable() {
            "and a marker (input offsets, stream time) there after its outputs are acknowledged "
            "and before the local store; an instance assigned a partition restores it from the "
            "changelog (from its local checkpoint) before processing its events "
-           "(docs/KAFKA.md \"State changelog\"). Off: a moved partition is read again from "
-           "the stored offset of the new owner, which has none of its users."},
+           "(docs/KAFKA.md \"State changelog\"). Off (for now the default, see docs/KAFKA.md): "
+           "a moved partition is read again from the stored offset of the new owner, which has "
+           "none of its users; set it on for more than one instance in a group."},
       {.key = "state.changelog_topic",
        .access = MemberOf<&Config::state, &StateOptions::changelog_topic>,
        .description = "Changelog topic; empty = \"<kafka.group_id>-state-changelog\". Created "

@@ -43,14 +43,31 @@ Names MakeNames(const std::string& name) {
 
 std::vector<std::string> RunArgs(const std::string& bootstrap, const Names& names,
                                  const std::filesystem::path& state_dir, bool changelog) {
-  return {ClvBinary().string(), "run", "--quiet", "--set", "kafka.bootstrap_servers=" + bootstrap,
-          "--set", "kafka.input_topics=" + names.input, "--set",
-          "kafka.scores_topic=" + names.scores, "--set", "kafka.alerts_topic=" + names.alerts,
-          "--set", "kafka.dead_letter_topic=" + names.dead_letter, "--set",
-          "kafka.group_id=" + names.group, "--set", "state.dir=" + state_dir.string(), "--set",
-          "state.changelog=" + std::string(changelog ? "true" : "false"), "--set",
-          "stream.idle_exit_ms=6000", "--set", "kafka.properties.session.timeout.ms=6000",
-          "--set", "kafka.properties.heartbeat.interval.ms=500"};
+  return {ClvBinary().string(),
+          "run",
+          "--quiet",
+          "--set",
+          "kafka.bootstrap_servers=" + bootstrap,
+          "--set",
+          "kafka.input_topics=" + names.input,
+          "--set",
+          "kafka.scores_topic=" + names.scores,
+          "--set",
+          "kafka.alerts_topic=" + names.alerts,
+          "--set",
+          "kafka.dead_letter_topic=" + names.dead_letter,
+          "--set",
+          "kafka.group_id=" + names.group,
+          "--set",
+          "state.dir=" + state_dir.string(),
+          "--set",
+          "state.changelog=" + std::string(changelog ? "true" : "false"),
+          "--set",
+          "stream.idle_exit_ms=6000",
+          "--set",
+          "kafka.properties.session.timeout.ms=6000",
+          "--set",
+          "kafka.properties.heartbeat.interval.ms=500"};
 }
 
 int Replay(const std::string& bootstrap, const std::string& topic,
@@ -119,8 +136,8 @@ std::string Differences(const Users& expected, const Users& actual) {
   }
   if (differ == 0 && expected.size() == actual.size()) return "";
   return std::to_string(differ) + " of " + std::to_string(expected.size()) +
-         " users differ or are missing (first: " + first + "); " +
-         std::to_string(actual.size()) + " users found";
+         " users differ or are missing (first: " + first + "); " + std::to_string(actual.size()) +
+         " users found";
 }
 
 class ChangelogRealKafka : public ::testing::Test {
@@ -136,8 +153,8 @@ class ChangelogRealKafka : public ::testing::Test {
     // A generated stream, split in two parts (time order).
     std::string output;
     const auto file = dir_.path() / "all.jsonl";
-    ASSERT_EQ(testing::RunCommand({ClvBinary().string(), "gen", "--users", "2000", "--days",
-                                   "120", "--seed", "11", "--out", file.string()},
+    ASSERT_EQ(testing::RunCommand({ClvBinary().string(), "gen", "--users", "2000", "--days", "120",
+                                   "--seed", "11", "--out", file.string()},
                                   dir_.path() / "gen", 120000, &output),
               0)
         << output;
@@ -149,14 +166,18 @@ class ChangelogRealKafka : public ::testing::Test {
     ASSERT_GT(lines.size(), 2000u);
     std::ofstream first(first_), second(second_), third(third_);
     for (size_t i = 0; i < lines.size(); ++i) {
-      (i < lines.size() / 3 ? first : i < 2 * lines.size() / 3 ? second : third) << lines[i] << "\n";
+      (i < lines.size() / 3       ? first
+       : i < 2 * lines.size() / 3 ? second
+                                  : third)
+          << lines[i] << "\n";
     }
   }
 
   void CreateTopics(const Names& names) {
     auto status = connectors::EnsureTopics(client_, {names.input}, kPartitions, 1);
     ASSERT_TRUE(status.ok()) << status.message;
-    status = connectors::EnsureTopics(client_, {names.scores, names.alerts, names.dead_letter}, 1, 1);
+    status =
+        connectors::EnsureTopics(client_, {names.scores, names.alerts, names.dead_letter}, 1, 1);
     ASSERT_TRUE(status.ok()) << status.message;
   }
 
