@@ -273,7 +273,12 @@ TEST(ServiceMetrics, ExposesEveryMetricOfIssue4UnderConventionalNames) {
       {"clv_commits_total", "counter"},
       {"clv_commit_duration_seconds", "histogram"},
       {"clv_ready", "gauge"},
-      {"clv_start_time_seconds", "gauge"}};
+      {"clv_start_time_seconds", "gauge"},
+      {"clv_restore_records_total", "counter"},
+      {"clv_restore_bytes_total", "counter"},
+      {"clv_restore_seconds", "gauge"},
+      {"clv_restore_partitions_restoring", "gauge"},
+      {"clv_restore_skipped_events_total", "counter"}};
   EXPECT_EQ(types, expected);
   for (const char* line : {"clv_events_consumed_total{topic=\"orders\"} 10\n",
                            "clv_events_dead_lettered_total{topic=\"orders\"} 1\n",
