@@ -259,6 +259,7 @@ class KafkaSourceImpl final : public KafkaSource {
     auto status = PollMessages(max_messages, timeout_ms, out);
     if (out->size() > before) {
       MarkReachable();
+      connect_failed_ = false;
     } else if (!reachable_ && Clock::now() - last_probe_ >= std::chrono::seconds(1)) {
       // No broker-up event exists: ask for metadata, which only a broker
       // answers (short wait; nothing to read meanwhile anyway).
@@ -282,6 +283,11 @@ class KafkaSourceImpl final : public KafkaSource {
               .count();
     }
     health.partitions_lost = partitions_lost_;
+    if (connect_failed_) {
+      health.connect_failed_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - connect_failed_at_)
+              .count();
+    }
     return health;
   }
 
@@ -454,6 +460,10 @@ class KafkaSourceImpl final : public KafkaSource {
         err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
       // "all brokers down" repeats the count only; keep the connection error.
       if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || last_error_.empty()) last_error_ = reason;
+    }
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT && reason.find("Connect to ") != std::string::npos) {
+      connect_failed_ = true;
+      connect_failed_at_ = Clock::now();
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && reachable_) {
       reachable_ = false;
@@ -646,6 +656,9 @@ class KafkaSourceImpl final : public KafkaSource {
   bool reachable_ = true;
   Clock::time_point unreachable_since_{};
   Clock::time_point last_probe_{};
+  // A connection attempt failed since the last message (Health().connect_failed_ms).
+  bool connect_failed_ = false;
+  Clock::time_point connect_failed_at_{};
   std::string last_error_;
   int partitions_lost_ = 0;
   std::map<TopicPartition, int64_t> next_offset_;  // next offset to be returned by Poll

@@ -77,6 +77,13 @@ struct ClusterHealth {
   std::string error;
   // Milliseconds since the cluster became unreachable (0 while reachable).
   int64_t unreachable_ms = 0;
+  // Milliseconds since a connection to a broker last failed ("Connect to
+  // ... failed"), -1 when none has since the last message arrived. librdkafka
+  // reports "all brokers are down" (reachable = false) only once every known
+  // broker connection is down, which can come many seconds after the first
+  // refused connection; this tells an idle clock that the cluster may be
+  // gone although `reachable` still says true.
+  int64_t connect_failed_ms = -1;
   // The last revocation was a loss (the group session expired, e.g. during
   // an outage): the partitions that went, until the next assignment.
   int partitions_lost = 0;

@@ -599,6 +599,13 @@ Status Service::Run(const std::atomic<bool>& stop) {
     {
       auto health = source_->Health();
       if (!health.reachable) last_unreachable = Clock::now();
+      // A refused connection since the last message: maybe the start of an
+      // outage librdkafka has not called one yet (all brokers down), so the
+      // idle clock restarts from it.
+      if (health.connect_failed_ms >= 0) {
+        last_unreachable = std::max(
+            last_unreachable, Clock::now() - std::chrono::milliseconds(health.connect_failed_ms));
+      }
       std::lock_guard lock(health_mutex_);
       health_ = std::move(health);
     }
