@@ -40,17 +40,20 @@ struct UserExamples {
   std::vector<float> step_prior, step_offsets, rescore_prior, rescore_offsets;
   std::vector<float> step_y, step_mask, step_churn;
   std::vector<float> rescore_y, rescore_mask, rescore_churn;
-  // Backtest example (validation users, calibrate_total): the state after
-  // event backtest_k (-1 = none), aggregates [A], prior inputs [P + K] and
-  // offsets [O] at the backtest cutoff, and the spend in the window after it.
+  // Backtest example (every user with an event before the cutoff,
+  // calibrate_total): the state after event backtest_k (-1 = none),
+  // aggregates [A], prior inputs [P + K] and offsets [O] at the backtest
+  // cutoff, and the spend in the window after it.
   int64_t backtest_k = -1;
   std::vector<float> backtest_r, backtest_prior, backtest_offsets;
   float backtest_y = 0;
   size_t length() const { return step_y.size(); }
 };
 
-// The question asked in the field, asked of the validation users inside the
-// training data: everyone at `cutoff_ms`, spend over the next horizon_days.
+// The question asked in the field, asked inside the training data at the
+// latest position that has labels: everyone at `cutoff_ms` = data end -
+// horizon_days (only events before it seen), spend over the next
+// horizon_days, which end at the data's end.
 struct BacktestWindow {
   int64_t cutoff_ms = 0;
   double horizon_days = 0;
@@ -533,6 +536,35 @@ void PrintEpoch(const EpochReport& r) {
 
 }  // namespace
 
+TotalCalibration CalibrateTotal(const std::vector<double>& predicted,
+                                const std::vector<double>& actual) {
+  TotalCalibration c;
+  c.users = std::min(predicted.size(), actual.size());
+  double squares = 0;
+  for (size_t i = 0; i < c.users; ++i) {
+    c.predicted += predicted[i];
+    c.actual += actual[i];
+    squares += actual[i] * actual[i];
+  }
+  if (!(c.predicted > 0 && c.actual > 0 && std::isfinite(c.predicted) && std::isfinite(c.actual) &&
+        std::isfinite(squares))) {
+    return c;  // not measurable: scale 1, weight 0
+  }
+  const double ratio = c.actual / c.predicted;
+  double residual2 = 0;
+  for (size_t i = 0; i < c.users; ++i) {
+    const double r = actual[i] - ratio * predicted[i];
+    residual2 += r * r;
+  }
+  c.log_ratio = std::log(ratio);
+  c.standard_error = std::sqrt(residual2) / c.actual;
+  c.effective_buyers = c.actual * c.actual / squares;
+  c.weight = c.effective_buyers / (c.effective_buyers + kTotalCalibrationPrior);
+  const double bound = std::log(kMaxTotalScale);
+  c.scale = std::exp(std::clamp(c.weight * c.log_ratio, -bound, bound));
+  return c;
+}
+
 TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
                       const EpochCallback& on_epoch) {
   TrainResult result;
@@ -608,7 +640,7 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   double prior_count = 0;
   std::array<double, kPriorCount> prior_mean{}, prior_m2{};
   std::vector<double> residual_log;
-  // Backtest: the validation users at data end - min(horizon, span / 2).
+  // Backtest: every user at data end - min(horizon, span / 2).
   BacktestWindow backtest;
   backtest.horizon_days =
       std::min(options.horizon_days, double(data.end_ms - data.start_ms) / kMsPerDay / 2);
@@ -619,9 +651,7 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     BuildUserExamples(data.users[i], data.end_ms, horizons, prior, vocab,
                       options.snapshots_per_user, random, &examples[i]);
     bool is_validation = holdout(random);
-    if (is_validation && calibrate) {
-      BuildBacktest(data.users[i], backtest, prior, vocab, &examples[i]);
-    }
+    if (calibrate) BuildBacktest(data.users[i], backtest, prior, vocab, &examples[i]);
     const UserExamples& u = examples[i];
     events += u.length();
     for (size_t k = 0; k < u.length(); ++k) {
@@ -787,10 +817,26 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
         {"fine_tuned", options.init_weights.has_value()},
         {"recoveries", result.recoveries},
         {"total_calibration",
-         {{"backtest_cutoff", calibrate ? MsToDate(backtest.cutoff_ms) : ""},
-          {"backtest_horizon_days", calibrate ? backtest.horizon_days : 0.0},
-          {"predicted", result.backtest_predicted},
-          {"actual", result.backtest_actual},
+         {{"rule",
+           calibrate ? "every user with an event before data end - h (h = min(horizon, span / 2)) "
+                       "scored from those events vs the actual spend to the data's end; scale = "
+                       "exp(w log(actual / predicted)), w = n / (n + k), n = effective buyers "
+                       "(sum a)^2 / sum a^2, bounded to [1/max, max]"
+                     : "off (--no-calibrate-total)"},
+          {"k", kTotalCalibrationPrior},
+          {"max", kMaxTotalScale},
+          {"backtest_cutoff", result.calibration.cutoff},
+          {"backtest_horizon_days", result.calibration.horizon_days},
+          {"users", result.calibration.users},
+          {"predicted", result.calibration.predicted},
+          {"actual", result.calibration.actual},
+          {"validation_users", result.calibration.validation_users},
+          {"validation_predicted", result.calibration.validation_predicted},
+          {"validation_actual", result.calibration.validation_actual},
+          {"effective_buyers", result.calibration.effective_buyers},
+          {"log_ratio", result.calibration.log_ratio},
+          {"standard_error", result.calibration.standard_error},
+          {"weight", result.calibration.weight},
           {"scale", result.total_scale}}},
         {"validation_fraction", options.validation_fraction},
         {"seed", options.seed},
@@ -900,59 +946,29 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   }
   if (calibrate) {
     LstmNet best_net(best_weights);
-    auto [each_predicted, each_actual] =
+    auto [predicted, actual] = BacktestSpend(best_net, train_batches, options.hidden_size);
+    auto [validation_predicted, validation_actual] =
         BacktestSpend(best_net, validation_batches, options.hidden_size);
-    double predicted = 0, actual = 0;
-    for (size_t i = 0; i < each_predicted.size(); ++i) {
-      predicted += each_predicted[i];
-      actual += each_actual[i];
-    }
-    result.backtest_predicted = predicted;
-    result.backtest_actual = actual;
-    // Scale only when the miss is larger than its noise: |log ratio| above
-    // two standard errors (delta method over the users' residuals), and the
-    // same sign in each of kGroups disjoint groups of users (heavy-tailed
-    // spend: one whale must not decide it). The scale is the median of the
-    // groups' ratios (median of means, robust to a few large buyers).
-    constexpr size_t kGroups = 5;
-    std::array<double, kGroups> group_predicted{}, group_actual{};
-    for (size_t i = 0; i < each_predicted.size(); ++i) {
-      group_predicted[i % kGroups] += each_predicted[i];
-      group_actual[i % kGroups] += each_actual[i];
-    }
-    double log_ratio = 0, standard_error = 0;
-    if (predicted > 0 && actual > 0 && std::isfinite(predicted) && std::isfinite(actual)) {
-      const double ratio = actual / predicted;
-      double residual2 = 0;
-      for (size_t i = 0; i < each_predicted.size(); ++i) {
-        const double r = each_actual[i] - ratio * each_predicted[i];
-        residual2 += r * r;
-      }
-      log_ratio = std::log(ratio);
-      standard_error = std::sqrt(residual2) / actual;
-      std::array<double, kGroups> group_ratio{};
-      size_t above = 0, below = 0;
-      for (size_t g = 0; g < kGroups; ++g) {
-        group_ratio[g] = group_predicted[g] > 0 ? group_actual[g] / group_predicted[g] : 1.0;
-        above += group_ratio[g] > 1;
-        below += group_ratio[g] < 1;
-      }
-      std::sort(group_ratio.begin(), group_ratio.end());
-      const bool consistent = above == kGroups || below == kGroups;
-      // Fewer users than this measure no total worth acting on.
-      constexpr size_t kMinBacktestUsers = 200;
-      if (std::fabs(log_ratio) > 2 * standard_error && consistent &&
-          each_predicted.size() >= kMinBacktestUsers) {
-        result.total_scale = std::clamp(group_ratio[kGroups / 2], 0.25, 4.0);
-        best_weights.head2_b[1] += static_cast<float>(std::log(result.total_scale));
-      }
-    }
+    predicted.insert(predicted.end(), validation_predicted.begin(), validation_predicted.end());
+    actual.insert(actual.end(), validation_actual.begin(), validation_actual.end());
+    TotalCalibration& c = result.calibration;
+    c = CalibrateTotal(predicted, actual);
+    c.cutoff = MsToDate(backtest.cutoff_ms);
+    c.horizon_days = backtest.horizon_days;
+    c.validation_users = validation_predicted.size();
+    c.validation_predicted =
+        std::accumulate(validation_predicted.begin(), validation_predicted.end(), 0.0);
+    c.validation_actual = std::accumulate(validation_actual.begin(), validation_actual.end(), 0.0);
+    result.total_scale = c.scale;
+    best_weights.head2_b[1] += static_cast<float>(std::log(c.scale));
     std::fprintf(stderr,
-                 "total calibration: %zu validation users at %s, next %.0f days: predicted "
-                 "%.4g, actual %.4g (log ratio %.3f, standard error %.3f); expected spend "
-                 "scaled by %.3f\n",
-                 each_predicted.size(), MsToDate(backtest.cutoff_ms).c_str(), backtest.horizon_days,
-                 predicted, actual, log_ratio, standard_error, result.total_scale);
+                 "total calibration: %zu users at %s, next %.0f days (to the data's end): "
+                 "predicted %.4g, actual %.4g (log ratio %.3f, standard error %.3f; validation "
+                 "users %zu: %.4g vs %.4g); %.1f effective buyers, weight %.2f = n / (n + %.0f); "
+                 "expected spend scaled by %.3f\n",
+                 c.users, c.cutoff.c_str(), c.horizon_days, c.predicted, c.actual, c.log_ratio,
+                 c.standard_error, c.validation_users, c.validation_predicted, c.validation_actual,
+                 c.effective_buyers, c.weight, kTotalCalibrationPrior, c.scale);
   }
   result.model = finish_model(best_weights, &best_report);
   if (!options.checkpoint_path.empty()) {

@@ -37,15 +37,21 @@
 // rate, a line on stderr), at most max_recoveries times.
 // Total calibration (calibrate_total): the heads' ZILN mean is fitted on
 // examples at every tenure and horizon, but the question asked in the field
-// is "everyone, now, for the next H days". The trainer asks it of the
-// validation users at a backtest cutoff (data end - min(horizon, span / 2)):
-// predicted total vs actual total in the window after it; the expected spend
-// is scaled by that ratio (clamped to [1/4, 4]) through the mu bias, which
-// leaves every ranking as it is, when the miss is larger than its noise
-// (|log ratio| > 2 standard errors, delta method over the users' residuals,
-// and the same direction in each of 5 disjoint groups of users; the scale is
-// the median of the groups' ratios, so a few very large buyers do not set it),
-// with at least 200 validation users in the backtest.
+// is "everyone, now, for the next H days". The trainer asks it inside the
+// data at the latest position that has labels: at cutoff = data end - h,
+// h = min(horizon, span / 2), every user with an event before the cutoff
+// (training and validation users: the miss is a property of the heads, seen
+// in both; the validation users' share is reported beside it) is scored from
+// the events before the cutoff, and the predicted total is compared with the
+// actual spend in (cutoff, data end]. The measured log ratio
+// log(actual / predicted) is shrunk toward 0 by the support it has,
+// weight = n / (n + kTotalCalibrationPrior) with n the effective number of
+// buyers in the window, (sum a)^2 / sum a^2 (the number of buyers when they
+// spend alike, ~1 when one buyer's spend is the whole total): a normal prior
+// of sd 1 / sqrt(k) on the log scale against a measurement of variance ~1 / n.
+// The scale exp(weight * log ratio) is bounded to [1 / kMaxTotalScale,
+// kMaxTotalScale] and applied through the mu bias, which leaves every ranking
+// as it is. See CalibrateTotal.
 // Fine-tuning (init_weights): training starts from an existing model's
 // weights (same hidden sizes and attribute count) instead of random ones; the
 // prior, the feature normalization and the browsing model are fitted on the
@@ -103,8 +109,8 @@ struct TrainOptions {
   // Share of users (by a seeded hash) held out for validation.
   double validation_fraction = 0.2;
   double clip_grad_norm = 1.0;
-  // Scale the expected spend so that the validation users' backtest total
-  // matches the actual one (see above).
+  // Scale the expected spend so that the backtest total matches the actual
+  // one, shrunk by its support (see above).
   bool calibrate_total = true;
   // Diverged epochs undone before the run gives up with an error.
   int max_recoveries = 3;
@@ -131,6 +137,24 @@ struct EpochReport {
   bool improved = false;
 };
 
+// Total calibration (see above): the backtest's measurement and the scale.
+// k = 25: prior sd 0.2 on the log scale (a miss of 20% is a typical one).
+constexpr double kTotalCalibrationPrior = 25;
+constexpr double kMaxTotalScale = 2;
+struct TotalCalibration {
+  std::string cutoff;  // YYYY-MM-DD ("" when off)
+  double horizon_days = 0;
+  size_t users = 0;                  // with an event before the cutoff
+  double predicted = 0, actual = 0;  // totals before scaling
+  size_t validation_users = 0;       // their share of the above
+  double validation_predicted = 0, validation_actual = 0;
+  double effective_buyers = 0;  // (sum a)^2 / sum a^2
+  double log_ratio = 0;         // log(actual / predicted); 0 when not measurable
+  double standard_error = 0;    // of log_ratio (delta method, information only)
+  double weight = 0;            // effective_buyers / (effective_buyers + k)
+  double scale = 1;             // exp(weight * log_ratio), bounded
+};
+
 struct TrainResult {
   std::string error;  // empty on success
   bool ok() const { return error.empty(); }
@@ -139,15 +163,20 @@ struct TrainResult {
   int best_epoch = 0;
   // Diverged epochs undone (see above).
   int recoveries = 0;
-  // Backtest of the validation users (calibrate_total): totals before the
-  // scaling, and the factor applied (1 when off or not measurable).
-  double backtest_predicted = 0;
-  double backtest_actual = 0;
-  double total_scale = 1;
+  // The total calibration's backtest and the factor applied (scale 1 when
+  // off or not measurable).
+  TotalCalibration calibration;
+  double total_scale = 1;  // = calibration.scale
   size_t train_users = 0;
   size_t validation_users = 0;
   size_t labelled_examples = 0;
 };
+
+// The rule above applied to the backtest users' predicted and actual spend
+// (same length). Not measurable (no spend predicted or none actual, or a
+// non-finite total): scale 1, weight 0.
+TotalCalibration CalibrateTotal(const std::vector<double>& predicted,
+                                const std::vector<double>& actual);
 
 // Called after every epoch (progress bars, logs). Default (empty): one line
 // per epoch on stderr.

@@ -6,13 +6,16 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <numeric>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
+#include "common/time.h"
 #include "config/config.h"
 #include "models/baseline_scorer.h"
 #include "models/dataset.h"
@@ -1109,6 +1112,117 @@ TEST(Trainer, HeavyTailedOrderValuesGiveFiniteScoresOfTheDataScale) {
     ASSERT_GE(score, 0);
     ASSERT_LT(score, largest) << "a 30-day score above the most any user spent in 150 days";
   }
+}
+
+// The total calibration's rule: the measured log ratio shrunk by the
+// effective number of buyers, n / (n + k), and bounded.
+TEST(Trainer, TotalCalibrationShrinksBySupportAndIsBounded) {
+  auto alike = [](size_t buyers, double predicted, double actual) {
+    return CalibrateTotal(std::vector<double>(buyers, predicted),
+                          std::vector<double>(buyers, actual));
+  };
+  // 4 buyers spending alike, 2x what was predicted: little support.
+  TotalCalibration few = alike(4, 10, 20);
+  EXPECT_NEAR(few.effective_buyers, 4, 1e-9);
+  EXPECT_NEAR(few.weight, 4 / (4 + kTotalCalibrationPrior), 1e-12);
+  EXPECT_NEAR(few.scale, std::exp(few.weight * std::log(2.0)), 1e-9);
+  EXPECT_LT(few.scale, 1.15);
+  // 400 of them: nearly the whole miss.
+  TotalCalibration many = alike(400, 10, 20);
+  EXPECT_GT(many.scale, 1.9);
+  EXPECT_LE(many.scale, 2.0);
+  // 400 users, one of whom is the whole actual total: one effective buyer.
+  std::vector<double> predicted(400, 1.0), actual(400, 0.0);
+  actual[7] = 2000;
+  TotalCalibration whale = CalibrateTotal(predicted, actual);
+  EXPECT_NEAR(whale.effective_buyers, 1, 1e-9);
+  EXPECT_NEAR(whale.log_ratio, std::log(5.0), 1e-9);
+  EXPECT_LT(whale.scale, 1.07);
+  // A 10x miss with full support is bounded to kMaxTotalScale either way.
+  EXPECT_NEAR(alike(100000, 1, 10).scale, kMaxTotalScale, 1e-9);
+  EXPECT_NEAR(alike(100000, 10, 1).scale, 1 / kMaxTotalScale, 1e-9);
+  // Nothing to measure: no scale.
+  EXPECT_EQ(alike(50, 10, 0).scale, 1);
+  EXPECT_EQ(alike(50, 0, 10).scale, 1);
+  EXPECT_EQ(CalibrateTotal({}, {}).scale, 1);
+}
+
+// Every user's score at `at_ms` from the events before it (nothing for a
+// user without one): Step through them, then Rescore at at_ms.
+std::vector<double> ScoresAt(const LstmModel& model, const Dataset& data, int64_t at_ms) {
+  auto scorer = MakeScorer(model, false);
+  std::vector<double> scores;
+  for (const auto& user : data.users) {
+    std::vector<StepEvent> before;
+    for (const auto& event : user.events) {
+      if (event.ts_ms < at_ms) before.push_back(event);
+    }
+    if (before.empty()) continue;
+    Replay r(std::move(before));
+    std::vector<float> state(scorer->state_size(), 0.0f);
+    Score score;
+    for (size_t k = 0; k < r.events.size(); ++k) {
+      StepInput in = r.Input(k, state.data());
+      scorer->Step({&in, 1}, {&score, 1});
+    }
+    RescoreInput in{&r.after.back(), at_ms, state.data()};
+    scorer->Rescore({&in, 1}, {&score, 1});
+    scores.push_back(score.clv);
+  }
+  return scores;
+}
+
+// A small shop (120 users: the calibration used to need 200 validation users
+// and did nothing here) whose buyers mostly stop before the end, which the
+// barely trained heads do not see: the backtest is the last window with
+// labels, data end - 30 days (the horizon) .. data end, asked of every user
+// with an event before it, and its totals are the ones the scorer gives (and
+// the spend the data has) there; the expected spend is scaled by the shrunk
+// measured miss, exactly, ranks as they are; the model file records it.
+TEST(Trainer, TotalCalibrationActsOnASmallShopAtTheDataEnd) {
+  Dataset data = TinyShop(120, 7);
+  const int64_t cutoff = data.end_ms - 30 * 24 * kHour;
+  double actual = 0;
+  for (const auto& user : data.users) {
+    if (user.events.empty() || user.events.front().ts_ms >= cutoff) continue;
+    for (const auto& event : user.events) {
+      if (event.kind == EventKind::kPurchase && event.ts_ms >= cutoff) actual += event.amount;
+    }
+  }
+  TrainOptions options = TinyTrainOptions(1);
+  options.learning_rate = 1e-9;  // the heads stay where they start
+  TrainResult result = TrainLstm(data, options, [](const EpochReport&) {});
+  ASSERT_TRUE(result.ok()) << result.error;
+  options.calibrate_total = false;
+  TrainResult plain = TrainLstm(data, options, [](const EpochReport&) {});
+  ASSERT_TRUE(plain.ok()) << plain.error;
+  EXPECT_EQ(plain.total_scale, 1);
+
+  const TotalCalibration& c = result.calibration;
+  std::vector<double> at_cutoff = ScoresAt(plain.model, data, cutoff);
+  const double predicted = std::accumulate(at_cutoff.begin(), at_cutoff.end(), 0.0);
+  EXPECT_EQ(c.cutoff, MsToDate(cutoff));
+  EXPECT_EQ(c.horizon_days, 30);
+  EXPECT_EQ(c.users, at_cutoff.size()) << "every user with history, not only the validation ones";
+  EXPECT_LT(c.validation_users, c.users);
+  EXPECT_NEAR(c.predicted, predicted, 1e-3 * predicted);
+  EXPECT_NEAR(c.actual, actual, 1e-3 * actual);
+  EXPECT_GT(c.weight, 0.1);
+  EXPECT_LT(c.weight, 0.9);
+  EXPECT_NEAR(std::log(result.total_scale), c.weight * std::log(actual / predicted), 1e-3);
+  EXPECT_LT(result.total_scale, 0.9) << "predicted " << predicted << ", actual " << actual;
+
+  std::vector<double> scaled = ScoresAtEnd(result.model, data);
+  std::vector<double> unscaled = ScoresAtEnd(plain.model, data);
+  ASSERT_EQ(scaled.size(), unscaled.size());
+  for (size_t i = 0; i < scaled.size(); ++i) {
+    ASSERT_NEAR(scaled[i], unscaled[i] * result.total_scale, 1e-4 * (1 + unscaled[i])) << i;
+  }
+  auto recorded = nlohmann::json::parse(result.model.training_json)["total_calibration"];
+  EXPECT_EQ(recorded["backtest_cutoff"], MsToDate(cutoff));
+  EXPECT_EQ(recorded["users"], c.users);
+  EXPECT_DOUBLE_EQ(recorded["scale"].get<double>(), result.total_scale);
+  EXPECT_DOUBLE_EQ(recorded["weight"].get<double>(), c.weight);
 }
 
 // A learning rate far too high: the run either recovers (epochs undone,
