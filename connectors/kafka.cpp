@@ -1469,7 +1469,7 @@ class PartitionLogWriterImpl final : public PartitionLogWriter {
  public:
   explicit PartitionLogWriterImpl(std::string topic) : topic_(std::move(topic)) {}
   ~PartitionLogWriterImpl() override {
-    if (rk_ != nullptr) rd_kafka_flush(rk_.get(), 10000);
+    if (rk_ != nullptr && !abandoned_) rd_kafka_flush(rk_.get(), 10000);
   }
   PartitionLogWriterImpl(const PartitionLogWriterImpl&) = delete;
   PartitionLogWriterImpl& operator=(const PartitionLogWriterImpl&) = delete;
@@ -1525,6 +1525,12 @@ class PartitionLogWriterImpl final : public PartitionLogWriter {
     return Status::Ok();
   }
 
+  void Abandon() override {
+    abandoned_ = true;
+    rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(rk_.get(), 0);  // their (failed) delivery reports
+  }
+
  private:
   static void DeliveryThunk(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
     static_cast<PartitionLogWriterImpl*>(opaque)->OnDelivery(msg);
@@ -1546,6 +1552,7 @@ class PartitionLogWriterImpl final : public PartitionLogWriter {
   uint64_t failures_ = 0;
   std::string first_failure_;
   std::map<int32_t, int64_t> last_offsets_;
+  bool abandoned_ = false;
 };
 
 }  // namespace

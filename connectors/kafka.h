@@ -326,6 +326,9 @@ class PartitionLogWriter {
   // the last record acknowledged since the previous complete Flush.
   virtual Status Flush(int timeout_ms, std::map<int32_t, int64_t>* last_offsets,
                        bool* timed_out) = 0;
+  // Drops what is not acknowledged yet (a shutdown that gave up on Kafka),
+  // so that destroying the writer does not wait for it.
+  virtual void Abandon() = 0;
 };
 
 // One record read by ReadPartitionToEnd; `value` is empty for a tombstone.

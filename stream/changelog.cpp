@@ -77,6 +77,7 @@ class KafkaChangelog final : public ChangelogIo {
   Status Flush(int timeout_ms, std::map<int32_t, int64_t>* last_offsets, bool* timed_out) override {
     return writer_->Flush(timeout_ms, last_offsets, timed_out);
   }
+  void Abandon() override { writer_->Abandon(); }
   Status Read(int32_t partition, int64_t from,
               const std::function<Status(const connectors::LogRecord&)>& visit, int64_t* end,
               int64_t* log_start) override {

@@ -697,6 +697,9 @@ Status Service::Run(const std::atomic<bool>& stop) {
       if (result.ok()) result = flush_status;
     }
   }
+  // Changelog records still in flight belong to commits not in the store:
+  // dropping them loses nothing (their events are read again).
+  if (changelog_ && (abandoned_ || !result.ok())) changelog_->Abandon();
   processor_->set_stop_flag(nullptr);  // `stop` is the caller's
   stopped_.store(true);
   publish_progress(true);
