@@ -211,9 +211,14 @@ class KafkaSink {
   virtual void Abandon() {}
 };
 
-// Creates topics that do not exist yet (existing ones are left alone).
+// Creates topics that do not exist yet (existing ones are left alone), with
+// topic configs (e.g. cleanup.policy=compact; the embedded broker ignores
+// them, it has no compaction). replication_factor -1: the broker's default
+// (a real cluster). The embedded broker in another process (`clv broker`)
+// cannot create topics: an error says to start it with --topics.
 Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>& topics,
-                    int partitions, int replication_factor);
+                    int partitions, int replication_factor,
+                    const std::map<std::string, std::string>& configs = {});
 
 // Deletes topics (Admin API; a real cluster only, the embedded broker cannot
 // delete). Unknown topics are fine. Deletion finishes in the background: the
@@ -345,13 +350,6 @@ struct LogRecord {
 Status ReadPartitionToEnd(const ClientOptions& options, const std::string& topic, int32_t partition,
                           int64_t from, const std::function<Status(const LogRecord&)>& visit,
                           int64_t* end, int64_t* log_start, int timeout_ms);
-
-// Creates `topic` if it does not exist, with topic configs (e.g.
-// cleanup.policy=compact; the embedded broker ignores configs, it has no
-// compaction). replication_factor -1: the broker's default.
-Status EnsureTopicWithConfigs(const ClientOptions& options, const std::string& topic,
-                              int partitions, int replication_factor,
-                              const std::map<std::string, std::string>& configs);
 
 // The value of one topic config (DescribeConfigs, a real cluster only; the
 // embedded broker answers *value empty).

@@ -206,12 +206,21 @@ Status EnsureChangelogTopic(const config::Config& config) {
   if (expected <= 0) {
     return Status::Error("state changelog: the input topics have no partitions yet");
   }
-  // Created first: a metadata request for a missing topic makes the embedded
-  // broker create it with its fixed 4 partitions. An existing topic is fine.
-  auto created = connectors::EnsureTopicWithConfigs(client, topic, expected, -1,
-                                                    {{"cleanup.policy", "compact"}});
+  // Created first: a metadata request naming a missing topic makes the
+  // embedded broker create it with its fixed 4 partitions. An existing topic
+  // is fine.
+  auto created =
+      connectors::EnsureTopics(client, {topic}, expected, -1, {{"cleanup.policy", "compact"}});
   int found = 0;
-  for (int i = 0; i < 50; ++i) {
+  if (!created.ok()) {
+    // Not created (e.g. `clv broker` in another process, which cannot): it
+    // may exist already; the metadata of every topic does not create it.
+    std::map<std::string, int> topics;
+    if (connectors::ListTopics(client, &topics, 10000).ok() && topics.count(topic)) {
+      found = topics.at(topic);
+    }
+  }
+  for (int i = 0; i < 50 && created.ok(); ++i) {
     if (connectors::PartitionCount(client, topic, &found).ok() && found > 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

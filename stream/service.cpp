@@ -130,14 +130,16 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
       std::vector<connectors::PartitionRange> ranges;
       (void)connectors::TopicRanges(client, config.kafka.input_topics.front(), &ranges, &embedded);
     }
-    int found = 0;
+    // Listed, not named: a metadata request naming it would make the
+    // embedded broker create it (with 4 partitions, maybe not the right count).
+    std::map<std::string, int> topics;
     if (!status.ok() && embedded &&
-        !(connectors::PartitionCount(client, ChangelogTopicName(config), &found).ok() &&
-          found > 0)) {
+        !(connectors::ListTopics(client, &topics, 10000).ok() &&
+          topics.count(ChangelogTopicName(config)))) {
       // `clv broker` in another process cannot create topics (no controller).
       Log(LogLevel::kWarn,
           "state changelog off: the embedded broker in another process cannot create its topic "
-          "(start `clv broker --topics NAME` with it, or set state.changelog=false)",
+          "(start `clv broker --topic NAME` with it, or set state.changelog=false)",
           {{"topic", ChangelogTopicName(config)}, {"error", status.message}});
     } else if (!status.ok()) {
       return status;
