@@ -665,7 +665,8 @@ const std::vector<Option>& OptionTable() {
            "and a marker (input offsets, stream time) there after its outputs are acknowledged "
            "and before the local store; an instance assigned a partition restores it from the "
            "changelog (from its local checkpoint) before processing its events "
-           "(docs/KAFKA.md \"State changelog\"). Off (for now the default, see docs/KAFKA.md): "
+           "(docs/KAFKA.md \"State changelog\"; its wait for acknowledgements is a stage of the "
+           "pipelined commit, polling goes on). Off (for now the default, see docs/KAFKA.md): "
            "a moved partition is read again from the stored offset of the new owner, which has "
            "none of its users; set it on for more than one instance in a group."},
       {.key = "state.changelog_topic",

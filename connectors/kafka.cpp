@@ -1081,7 +1081,8 @@ Status EmbeddedBroker::Start(int brokers, int partitions, std::unique_ptr<Embedd
 }
 
 Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>& topics,
-                    int partitions, int replication_factor) {
+                    int partitions, int replication_factor,
+                    const std::map<std::string, std::string>& configs) {
   if (topics.empty()) return Status::Ok();
   if (rd_kafka_mock_cluster_t* cluster = FindEmbedded(options.bootstrap_servers)) {
     for (const auto& topic : topics) {
@@ -1098,6 +1099,20 @@ Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>
   if (auto s = MakeConf(options, kAdminDefaults, &conf); !s.ok()) return s;
   HandlePtr rk;
   if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk); !s.ok()) return s;
+  if (IsEmbeddedCluster(rk.get())) {
+    // `clv broker` in another process: the mock has no controller (the Admin
+    // API would time out), and auto-creates topics with 4 partitions.
+    std::string names;
+    std::string flags;
+    for (const auto& topic : topics) {
+      names += (names.empty() ? "'" : ", '") + topic + "'";
+      flags += (flags.empty() ? "--topic " : " --topic ") + topic;
+    }
+    return Status::Error("EnsureTopics: creating " + names +
+                         ": the embedded broker in another process (`clv broker`) cannot create "
+                         "topics; start it with `" +
+                         flags + "`");
+  }
 
   char errstr[512];
   std::vector<rd_kafka_NewTopic_t*> new_topics;
@@ -1110,6 +1125,13 @@ Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>
       break;
     }
     new_topics.push_back(nt);
+    for (const auto& [name, value] : configs) {
+      if (rd_kafka_NewTopic_set_config(nt, name.c_str(), value.c_str()) != 0) {
+        status = Status::Error("EnsureTopics: topic '" + topic + "': config " + name + "=" + value +
+                               " refused");
+      }
+    }
+    if (!status.ok()) break;
   }
   if (status.ok()) {
     QueuePtr queue(rd_kafka_queue_new(rk.get()));
@@ -1469,7 +1491,7 @@ class PartitionLogWriterImpl final : public PartitionLogWriter {
  public:
   explicit PartitionLogWriterImpl(std::string topic) : topic_(std::move(topic)) {}
   ~PartitionLogWriterImpl() override {
-    if (rk_ != nullptr) rd_kafka_flush(rk_.get(), 10000);
+    if (rk_ != nullptr && !abandoned_) rd_kafka_flush(rk_.get(), 10000);
   }
   PartitionLogWriterImpl(const PartitionLogWriterImpl&) = delete;
   PartitionLogWriterImpl& operator=(const PartitionLogWriterImpl&) = delete;
@@ -1525,6 +1547,12 @@ class PartitionLogWriterImpl final : public PartitionLogWriter {
     return Status::Ok();
   }
 
+  void Abandon() override {
+    abandoned_ = true;
+    rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(rk_.get(), 0);  // their (failed) delivery reports
+  }
+
  private:
   static void DeliveryThunk(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
     static_cast<PartitionLogWriterImpl*>(opaque)->OnDelivery(msg);
@@ -1546,6 +1574,7 @@ class PartitionLogWriterImpl final : public PartitionLogWriter {
   uint64_t failures_ = 0;
   std::string first_failure_;
   std::map<int32_t, int64_t> last_offsets_;
+  bool abandoned_ = false;
 };
 
 }  // namespace
@@ -1639,69 +1668,6 @@ Status ReadPartitionToEnd(const ClientOptions& options, const std::string& topic
   (void)rd_kafka_assign(rk.get(), nullptr);
   rd_kafka_consumer_close(rk.get());
   return result;
-}
-
-Status EnsureTopicWithConfigs(const ClientOptions& options, const std::string& topic,
-                              int partitions, int replication_factor,
-                              const std::map<std::string, std::string>& configs) {
-  if (rd_kafka_mock_cluster_t* cluster = FindEmbedded(options.bootstrap_servers)) {
-    auto err = rd_kafka_mock_topic_create(cluster, topic.c_str(), partitions, 1);
-    if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-      return Status::Error("creating topic '" + topic +
-                           "' on the embedded broker: " + rd_kafka_err2str(err));
-    }
-    return Status::Ok();
-  }
-  static constexpr const char* kAdminDefaults[][2] = {{"log.connection.close", "false"}};
-  ConfPtr conf;
-  if (auto s = MakeConf(options, kAdminDefaults, &conf); !s.ok()) return s;
-  HandlePtr rk;
-  if (auto s = MakeHandle(RD_KAFKA_PRODUCER, std::move(conf), &rk); !s.ok()) return s;
-  if (IsEmbeddedCluster(rk.get())) {
-    // `clv broker` in another process: the mock has no controller (the Admin
-    // API would time out), and auto-creates topics with 4 partitions.
-    return Status::Error("creating topic '" + topic +
-                         "': the embedded broker in another process (`clv broker`) cannot create "
-                         "topics; start it with `--topic " +
-                         topic + "`");
-  }
-  char errstr[512];
-  rd_kafka_NewTopic_t* new_topic =
-      rd_kafka_NewTopic_new(topic.c_str(), partitions, replication_factor, errstr, sizeof(errstr));
-  if (new_topic == nullptr) return Status::Error("creating topic '" + topic + "': " + errstr);
-  for (const auto& [name, value] : configs) {
-    rd_kafka_NewTopic_set_config(new_topic, name.c_str(), value.c_str());
-  }
-  QueuePtr queue(rd_kafka_queue_new(rk.get()));
-  rd_kafka_AdminOptions_t* admin_options =
-      rd_kafka_AdminOptions_new(rk.get(), RD_KAFKA_ADMIN_OP_CREATETOPICS);
-  rd_kafka_AdminOptions_set_operation_timeout(admin_options, 15000, errstr, sizeof(errstr));
-  rd_kafka_AdminOptions_set_request_timeout(admin_options, 20000, errstr, sizeof(errstr));
-  rd_kafka_CreateTopics(rk.get(), &new_topic, 1, admin_options, queue.get());
-  rd_kafka_AdminOptions_destroy(admin_options);
-  EventPtr event(rd_kafka_queue_poll(queue.get(), 30000));
-  Status status = Status::Ok();
-  if (event == nullptr) {
-    status = Status::Error("creating topic '" + topic + "': no answer from " +
-                           options.bootstrap_servers + " within 30 s");
-  } else if (rd_kafka_event_error(event.get())) {
-    status = Status::Error("creating topic '" + topic +
-                           "': " + std::string(rd_kafka_event_error_string(event.get())));
-  } else {
-    size_t count = 0;
-    const rd_kafka_topic_result_t** results = rd_kafka_CreateTopics_result_topics(
-        rd_kafka_event_CreateTopics_result(event.get()), &count);
-    for (size_t i = 0; i < count; ++i) {
-      auto err = rd_kafka_topic_result_error(results[i]);
-      if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-        const char* text = rd_kafka_topic_result_error_string(results[i]);
-        status = Status::Error("creating topic '" + topic +
-                               "': " + (text != nullptr ? text : rd_kafka_err2str(err)));
-      }
-    }
-  }
-  rd_kafka_NewTopic_destroy(new_topic);
-  return status;
 }
 
 Status DescribeTopicConfig(const ClientOptions& options, const std::string& topic,

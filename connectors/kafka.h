@@ -211,9 +211,14 @@ class KafkaSink {
   virtual void Abandon() {}
 };
 
-// Creates topics that do not exist yet (existing ones are left alone).
+// Creates topics that do not exist yet (existing ones are left alone), with
+// topic configs (e.g. cleanup.policy=compact; the embedded broker ignores
+// them, it has no compaction). replication_factor -1: the broker's default
+// (a real cluster). The embedded broker in another process (`clv broker`)
+// cannot create topics: an error says to start it with --topics.
 Status EnsureTopics(const ClientOptions& options, const std::vector<std::string>& topics,
-                    int partitions, int replication_factor);
+                    int partitions, int replication_factor,
+                    const std::map<std::string, std::string>& configs = {});
 
 // Deletes topics (Admin API; a real cluster only, the embedded broker cannot
 // delete). Unknown topics are fine. Deletion finishes in the background: the
@@ -326,6 +331,9 @@ class PartitionLogWriter {
   // the last record acknowledged since the previous complete Flush.
   virtual Status Flush(int timeout_ms, std::map<int32_t, int64_t>* last_offsets,
                        bool* timed_out) = 0;
+  // Drops what is not acknowledged yet (a shutdown that gave up on Kafka),
+  // so that destroying the writer does not wait for it.
+  virtual void Abandon() = 0;
 };
 
 // One record read by ReadPartitionToEnd; `value` is empty for a tombstone.
@@ -342,13 +350,6 @@ struct LogRecord {
 Status ReadPartitionToEnd(const ClientOptions& options, const std::string& topic, int32_t partition,
                           int64_t from, const std::function<Status(const LogRecord&)>& visit,
                           int64_t* end, int64_t* log_start, int timeout_ms);
-
-// Creates `topic` if it does not exist, with topic configs (e.g.
-// cleanup.policy=compact; the embedded broker ignores configs, it has no
-// compaction). replication_factor -1: the broker's default.
-Status EnsureTopicWithConfigs(const ClientOptions& options, const std::string& topic,
-                              int partitions, int replication_factor,
-                              const std::map<std::string, std::string>& configs);
 
 // The value of one topic config (DescribeConfigs, a real cluster only; the
 // embedded broker answers *value empty).

@@ -77,6 +77,7 @@ class KafkaChangelog final : public ChangelogIo {
   Status Flush(int timeout_ms, std::map<int32_t, int64_t>* last_offsets, bool* timed_out) override {
     return writer_->Flush(timeout_ms, last_offsets, timed_out);
   }
+  void Abandon() override { writer_->Abandon(); }
   Status Read(int32_t partition, int64_t from,
               const std::function<Status(const connectors::LogRecord&)>& visit, int64_t* end,
               int64_t* log_start) override {
@@ -205,12 +206,21 @@ Status EnsureChangelogTopic(const config::Config& config) {
   if (expected <= 0) {
     return Status::Error("state changelog: the input topics have no partitions yet");
   }
-  // Created first: a metadata request for a missing topic makes the embedded
-  // broker create it with its fixed 4 partitions. An existing topic is fine.
-  auto created = connectors::EnsureTopicWithConfigs(client, topic, expected, -1,
-                                                    {{"cleanup.policy", "compact"}});
+  // Created first: a metadata request naming a missing topic makes the
+  // embedded broker create it with its fixed 4 partitions. An existing topic
+  // is fine.
+  auto created =
+      connectors::EnsureTopics(client, {topic}, expected, -1, {{"cleanup.policy", "compact"}});
   int found = 0;
-  for (int i = 0; i < 50; ++i) {
+  if (!created.ok()) {
+    // Not created (e.g. `clv broker` in another process, which cannot): it
+    // may exist already; the metadata of every topic does not create it.
+    std::map<std::string, int> topics;
+    if (connectors::ListTopics(client, &topics, 10000).ok() && topics.count(topic)) {
+      found = topics.at(topic);
+    }
+  }
+  for (int i = 0; i < 50 && created.ok(); ++i) {
     if (connectors::PartitionCount(client, topic, &found).ok() && found > 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

@@ -13,9 +13,11 @@
 //              i64 input time): written last by each commit that touched
 //              the partition.
 //
-// Contract (Processor): a commit's records are produced after every score,
-// alert and dead letter of it is acknowledged and before its local
-// WriteBatch, which also stores the next changelog offset after the marker
+// Contract (Processor, through the changelog stage of the commit pipeline,
+// stream/commit_pipeline.h): a commit's records are produced after every
+// score, alert and dead letter of it is acknowledged, their acknowledgement
+// is looked for without blocking the polling thread, and only then is its
+// local WriteBatch written, which also stores the next changelog offset after the marker
 // (the local checkpoint). A crash between the two can leave user records
 // after the last marker ("orphans"): RestorePartition applies every record
 // in log order (the latest per key wins), takes offsets and stream time
@@ -23,7 +25,8 @@
 // folded position at or past that marker: the processor skips those
 // replayed events (they are in the state, and their scores were sent).
 //
-// Thread-safety: a ChangelogIo is used by the processing thread only.
+// Thread-safety: a ChangelogIo is used by the processing thread only (the
+// commit pipeline's hooks run there).
 #pragma once
 
 #include <cstdint>
@@ -81,6 +84,10 @@ class ChangelogIo {
   // PartitionLogWriter::Flush): *timed_out when some are still in flight.
   virtual connectors::Status Flush(int timeout_ms, std::map<int32_t, int64_t>* last_offsets,
                                    bool* timed_out) = 0;
+  // Drops the records not acknowledged yet (connectors::PartitionLogWriter::
+  // Abandon): a shutdown that gave up on Kafka. Their commits are not in
+  // the store; records that did land are orphans a restore handles.
+  virtual void Abandon() = 0;
   // Reads partition `partition` from `from` to its end offset now.
   virtual connectors::Status Read(
       int32_t partition, int64_t from,

@@ -124,8 +124,8 @@ bool CommitPipeline::Contains(const std::pair<int32_t, uint64_t>& event_id) cons
   return false;
 }
 
-Status CommitPipeline::WaitForAcknowledgement(const Sealed& sealed, bool* done, int64_t* acked_ms,
-                                              bool* stopped) {
+Status CommitPipeline::WaitFor(const char* what, const std::function<Status(int, bool*)>& poll,
+                               bool* done, bool* stopped) {
   using Clock = std::chrono::steady_clock;
   const auto started = Clock::now();
   const auto deadline = started + std::chrono::milliseconds(flush_timeout_ms_);
@@ -142,26 +142,90 @@ Status CommitPipeline::WaitForAcknowledgement(const Sealed& sealed, bool* done, 
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     const int slice = static_cast<int>(std::clamp<int64_t>(left, 0, kStopCheckMs));
-    auto status = sink_.WaitAcked(sealed.mark, slice, done, acked_ms);
+    auto status = poll(slice, done);
     if (!status.ok() || *done) return status;
     if (stop_ != nullptr && stop_->load()) {
       *stopped = true;
-      Log(LogLevel::kInfo, "stop requested: no longer waiting for Kafka to acknowledge outputs",
+      Log(LogLevel::kInfo,
+          std::string("stop requested: no longer waiting for Kafka to acknowledge ") + what,
           {{"commits", waiting()}, {"waited_ms", waited_ms()}});
-      return Status::Error("stop requested while waiting for Kafka to acknowledge the outputs of " +
-                           std::to_string(waiting()) + " micro-batch commit(s) (waited " +
-                           std::to_string(waited_ms()) +
+      return Status::Error("stop requested while waiting for Kafka to acknowledge the " +
+                           std::string(what) + " of " + std::to_string(waiting()) +
+                           " micro-batch commit(s) (waited " + std::to_string(waited_ms()) +
                            " ms): they are not committed; the next start reads those events again");
     }
     if (left <= 0) return Status::Ok();  // *done is false: timed out
     if (Clock::now() >= next_log) {
       next_log += std::chrono::milliseconds(kWaitLogMs);
-      Log(LogLevel::kInfo, "waiting for Kafka to acknowledge the outputs of a commit",
+      Log(LogLevel::kInfo,
+          std::string("waiting for Kafka to acknowledge the ") + what + " of a commit",
           {{"commits", waiting()},
            {"waited_ms", waited_ms()},
            {"flush_timeout_ms", flush_timeout_ms_}});
     }
   }
+}
+
+Status CommitPipeline::OutputsStage(Sealed& sealed, bool wait, bool* done, bool* stopped) {
+  int64_t acked_ms = 0;
+  Status status = Status::Ok();
+  {
+    OptionalTimer timer(hooks_.flush_nanos);
+    if (wait) {
+      status = WaitFor(
+          "outputs",
+          [&](int slice_ms, bool* acked) {
+            return sink_.WaitAcked(sealed.mark, slice_ms, acked, &acked_ms);
+          },
+          done, stopped);
+    } else {
+      status = sink_.WaitAcked(sealed.mark, 0, done, &acked_ms);
+    }
+  }
+  if (*stopped) return status;  // an error, but the pipeline goes on
+  if (!status.ok()) return Fail("waiting for the producer before commit: " + status.message);
+  if (!*done) {
+    if (!wait) return Status::Ok();
+    return Fail("waiting for the producer before commit: outputs not acknowledged within " +
+                std::to_string(flush_timeout_ms_) + " ms");
+  }
+  sealed.outputs_acked = true;
+  if (hooks_.on_acknowledged) hooks_.on_acknowledged(sealed.commit, acked_ms);
+  if (hooks_.send_changelog) {
+    bool sent = false;
+    status = hooks_.send_changelog(sealed.commit, &sent);
+    if (!status.ok()) return Fail("writing the state changelog before commit: " + status.message);
+    sealed.changelog_in_flight = sent;
+  }
+  return Status::Ok();
+}
+
+Status CommitPipeline::ChangelogStage(Sealed& sealed, bool wait, bool* done, bool* stopped) {
+  Status status = Status::Ok();
+  {
+    OptionalTimer timer(hooks_.flush_nanos);
+    if (wait) {
+      status = WaitFor(
+          "state changelog records",
+          [&](int slice_ms, bool* acked) {
+            return hooks_.changelog_acked(sealed.commit, slice_ms, acked);
+          },
+          done, stopped);
+    } else {
+      status = hooks_.changelog_acked(sealed.commit, 0, done);
+    }
+  }
+  if (*stopped) return status;
+  if (!status.ok()) {
+    return Fail("waiting for the state changelog before commit: " + status.message);
+  }
+  if (!*done) {
+    if (!wait) return Status::Ok();
+    return Fail("waiting for the state changelog before commit: records not acknowledged within " +
+                std::to_string(flush_timeout_ms_) + " ms");
+  }
+  sealed.changelog_in_flight = false;
+  return Status::Ok();
 }
 
 Status CommitPipeline::HandOver(bool wait) {
@@ -170,26 +234,15 @@ Status CommitPipeline::HandOver(bool wait) {
     if (sealed.handed_over) continue;
     bool done = false;
     bool stopped = false;
-    int64_t acked_ms = 0;
-    Status status = Status::Ok();
-    {
-      OptionalTimer timer(hooks_.flush_nanos);
-      status = wait ? WaitForAcknowledgement(sealed, &done, &acked_ms, &stopped)
-                    : sink_.WaitAcked(sealed.mark, 0, &done, &acked_ms);
+    if (!sealed.outputs_acked) {
+      auto status = OutputsStage(sealed, wait, &done, &stopped);
+      if (!status.ok() || !done) return status;
     }
-    if (stopped) return status;  // an error, but the pipeline goes on
-    if (!status.ok()) return Fail("waiting for the producer before commit: " + status.message);
-    if (!done) {
-      if (!wait) return Status::Ok();
-      return Fail("waiting for the producer before commit: outputs not acknowledged within " +
-                  std::to_string(flush_timeout_ms_) + " ms");
+    if (sealed.changelog_in_flight) {
+      done = false;
+      auto status = ChangelogStage(sealed, wait, &done, &stopped);
+      if (!status.ok() || !done) return status;
     }
-    if (hooks_.before_write) {
-      OptionalTimer timer(hooks_.flush_nanos);
-      status = hooks_.before_write(sealed.commit);
-      if (!status.ok()) return Fail("writing the state changelog before commit: " + status.message);
-    }
-    if (hooks_.on_acknowledged) hooks_.on_acknowledged(sealed.commit, acked_ms);
     if (!writer_) writer_ = std::make_unique<Writer>(store_, hooks_.store_nanos);
     sealed.handed_over = true;
     sealed.write_number = ++handed_over_;

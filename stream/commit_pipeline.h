@@ -1,18 +1,27 @@
 // CommitPipeline: the processor's commits on their way to the store, so the
-// next micro-batch runs while the broker acknowledges the last one's outputs.
+// next micro-batch runs while the broker acknowledges the last one's outputs
+// (and its state changelog records).
 //
 // Contract:
 //  * Seal() takes one commit (user states, timers, event ids, offsets, stream
 //    time) and tags it with the sink's Mark(): every score, alert and dead
 //    letter sent before it belongs to it.
-//  * HandOver() gives each sealed commit whose outputs the sink has all
-//    acknowledged to the store writer, oldest first; the writer (a thread of
-//    its own) writes them in that order. A commit is never written before its
-//    outputs are acknowledged, and never after a younger one.
+//  * Each commit goes through up to three stages, oldest first: its outputs
+//    acknowledged by the sink; then, with a changelog stage (Hooks::
+//    send_changelog), its changelog records sent and acknowledged (only one
+//    commit's records are in flight at a time, so the changelog's
+//    acknowledgements name one commit); then handed to the store writer (a
+//    thread of its own), which writes commits in that order. A commit is
+//    never written before its outputs and its changelog records are
+//    acknowledged, its changelog records are never sent before its outputs
+//    are acknowledged, and nothing of it moves before an older commit's.
+//  * HandOver(false) and WriteAcknowledged(n) with at most n commits sealed
+//    only look (no wait): the caller's thread goes on polling while Kafka
+//    acknowledges.
 //  * WriteAcknowledged(max_pending) hands over what is acknowledged, pops what
 //    is written, and waits (up to the flush timeout) while more than
 //    max_pending commits remain. WriteAcknowledged(0) leaves none.
-//  * A wait for acknowledgements checks the stop flag (set_stop) every
+//  * A wait for acknowledgements (outputs or changelog) checks the stop flag (set_stop) every
 //    kStopCheckMs: once it is set the call returns an error saying what was
 //    not acknowledged, without waiting further and without stopping the
 //    pipeline (what is acknowledged later can still be written; what never
@@ -25,8 +34,9 @@
 //   pipeline.Seal(std::move(commit));        // after the batch's outputs were sent
 //   status = pipeline.WriteAcknowledged(2);  // keep at most 2 in flight
 //
-// Thread-safety: one thread calls every method; the writer thread touches only
-// the store and `hooks.store_nanos`.
+// Thread-safety: one thread calls every method (and every hook but
+// store_nanos's timing); the writer thread touches only the store and
+// `hooks.store_nanos`.
 #pragma once
 
 #include <atomic>
@@ -50,8 +60,8 @@ struct PendingCommit {
   // Event ids folded into it (the processor's dedup asks Contains()).
   std::set<std::pair<int32_t, uint64_t>> event_ids;
   std::vector<int64_t> timestamps_ms;  // input timestamps, for the latency
-  // State changelog records (stream/changelog.h), written by
-  // Hooks::before_write.
+  // State changelog records (stream/changelog.h), sent by
+  // Hooks::send_changelog.
   struct ChangelogRecord {
     int32_t partition = 0;
     std::string key;
@@ -72,10 +82,15 @@ class CommitPipeline {
     std::function<void(const PendingCommit&, int64_t acked_ms)> on_acknowledged;
     // A commit is in the store (called in commit order, on the caller's thread).
     std::function<void(const PendingCommit&)> on_written;
-    // A commit's outputs are all acknowledged and it goes to the writer next
-    // (the state changelog is written here; it may add to the batch). An
-    // error stops the pipeline.
-    std::function<connectors::Status(PendingCommit&)> before_write;
+    // The changelog stage (both or neither; an error from either stops the
+    // pipeline). send_changelog: the commit's outputs are all acknowledged;
+    // queue its changelog records without waiting (*sent false: it has
+    // none, it goes to the writer at once). changelog_acked: wait up to
+    // timeout_ms (0: only look) for the records sent to be acknowledged;
+    // *done once they are (it may then add to the batch, e.g. the changelog
+    // checkpoint), false while some are in flight.
+    std::function<connectors::Status(PendingCommit&, bool* sent)> send_changelog;
+    std::function<connectors::Status(PendingCommit&, int timeout_ms, bool* done)> changelog_acked;
   };
   static constexpr int kDefaultFlushTimeoutMs = 60000;
   // How often a wait for acknowledgements looks at the stop flag.
@@ -96,8 +111,9 @@ class CommitPipeline {
   void set_stop(const std::atomic<bool>* stop) { stop_ = stop; }
 
   void Seal(PendingCommit commit);
-  // Hands every acknowledged commit to the writer, in order; with `wait`,
-  // waits up to the flush timeout (or until the stop flag is set) for the
+  // Moves every commit as far as the acknowledgements allow, in order
+  // (changelog records sent, handed to the writer); with `wait`, waits up
+  // to the flush timeout per stage (or until the stop flag is set) for the
   // oldest one not handed over yet.
   connectors::Status HandOver(bool wait);
   connectors::Status WriteAcknowledged(int max_pending);
@@ -114,15 +130,22 @@ class CommitPipeline {
   struct Sealed {
     uint64_t mark = 0;  // KafkaSink::Mark() after its outputs
     PendingCommit commit;
+    bool outputs_acked = false;
+    bool changelog_in_flight = false;  // its changelog records sent, not yet acknowledged
     bool handed_over = false;
     uint64_t write_number = 0;  // its place in the writer's order
   };
   connectors::Status Fail(std::string message);
-  // Waits up to the flush timeout for the sink to acknowledge `sealed`, in
-  // slices that look at the stop flag; *done tells whether it was, *stopped
-  // whether the stop flag cut the wait short (then the status is an error).
-  connectors::Status WaitForAcknowledgement(const Sealed& sealed, bool* done, int64_t* acked_ms,
-                                            bool* stopped);
+  // Calls poll(slice_ms, done) in slices of at most kStopCheckMs that look
+  // at the stop flag, up to the flush timeout: *done tells whether `what`
+  // (e.g. "outputs") was acknowledged, *stopped whether the stop flag cut
+  // the wait short (then the status is an error).
+  connectors::Status WaitFor(const char* what,
+                             const std::function<connectors::Status(int, bool*)>& poll, bool* done,
+                             bool* stopped);
+  // One stage of the oldest commit not handed over: *done when it passed.
+  connectors::Status OutputsStage(Sealed& sealed, bool wait, bool* done, bool* stopped);
+  connectors::Status ChangelogStage(Sealed& sealed, bool wait, bool* done, bool* stopped);
 
   state::StateStore& store_;
   connectors::KafkaSink& sink_;

@@ -210,7 +210,8 @@ struct Processor::Impl {
   Status WriteAcknowledged(int max_pending);
   void EvictIfNeeded();
   void AddChangelogRecords(PendingCommit& commit);
-  Status WriteChangelog(PendingCommit& commit);
+  Status SendChangelog(PendingCommit& commit, bool* sent);
+  Status ChangelogAcked(PendingCommit& commit, int timeout_ms, bool* done);
   void RestoreFromChangelog(int32_t partition);
 
   // Per input topic series of metrics, looked up once.
@@ -279,7 +280,6 @@ struct Processor::Impl {
   // users whose replayed events up to a position are already in their state.
   ChangelogIo* changelog = nullptr;
   std::string changelog_writer;
-  const std::atomic<bool>* stop = nullptr;  // set_stop_flag
   std::unordered_map<std::string, std::map<std::string, int64_t>> folded_positions;
   std::map<connectors::TopicPartition, int64_t> known_offsets;
   std::set<int32_t> restored_partitions;
@@ -299,29 +299,33 @@ Processor::Impl::Impl(const config::Config& config_in, state::StateStore& store_
       model_version(scorer_in.version()),
       state_size(scorer_in.state_size()),
       per_event(config_in.stream.emit == "per_event"),
-      pipeline(store_in, sink_in,
-               CommitPipeline::Hooks{
-                   &counters.flush_nanos, &counters.store_nanos,
-                   [this](const PendingCommit& commit, int64_t acked_ms) {
-                     if (latency_reset_requested.exchange(false)) latency.Reset();
-                     for (int64_t ts : commit.timestamps_ms) {
-                       const auto ms = static_cast<double>(std::max<int64_t>(0, acked_ms - ts));
-                       latency.Record(ms);
-                       if (metrics) metrics->event_to_score_seconds.Observe(ms / 1000.0);
-                     }
-                   },
-                   [this](const PendingCommit& commit) {
-                     counters.commits.fetch_add(1, std::memory_order_relaxed);
-                     if (metrics) metrics->commits.Inc();
-                     if (commit_observer && !commit.batch.offsets.empty()) {
-                       std::map<connectors::TopicPartition, int64_t> offsets;
-                       for (const auto& o : commit.batch.offsets) {
-                         offsets[{o.topic, o.partition}] = o.offset;
-                       }
-                       commit_observer(offsets);
-                     }
-                   },
-                   [this](PendingCommit& commit) { return WriteChangelog(commit); }}) {}
+      pipeline(
+          store_in, sink_in,
+          CommitPipeline::Hooks{
+              &counters.flush_nanos, &counters.store_nanos,
+              [this](const PendingCommit& commit, int64_t acked_ms) {
+                if (latency_reset_requested.exchange(false)) latency.Reset();
+                for (int64_t ts : commit.timestamps_ms) {
+                  const auto ms = static_cast<double>(std::max<int64_t>(0, acked_ms - ts));
+                  latency.Record(ms);
+                  if (metrics) metrics->event_to_score_seconds.Observe(ms / 1000.0);
+                }
+              },
+              [this](const PendingCommit& commit) {
+                counters.commits.fetch_add(1, std::memory_order_relaxed);
+                if (metrics) metrics->commits.Inc();
+                if (commit_observer && !commit.batch.offsets.empty()) {
+                  std::map<connectors::TopicPartition, int64_t> offsets;
+                  for (const auto& o : commit.batch.offsets) {
+                    offsets[{o.topic, o.partition}] = o.offset;
+                  }
+                  commit_observer(offsets);
+                }
+              },
+              [this](PendingCommit& commit, bool* sent) { return SendChangelog(commit, sent); },
+              [this](PendingCommit& commit, int timeout_ms, bool* done) {
+                return ChangelogAcked(commit, timeout_ms, done);
+              }}) {}
 
 Processor::Impl::TopicMetrics& Processor::Impl::MetricsFor(const std::string& topic) {
   // Messages come in runs of one topic: the last one answers most lookups.
@@ -1069,34 +1073,35 @@ void Processor::Impl::AddChangelogRecords(PendingCommit& commit) {
   }
 }
 
-// After the commit's outputs are acknowledged, before its local write: its
-// changelog records, acknowledged; the local batch then stores where the
-// changelog of each partition goes on (the checkpoint of the next restore).
-Status Processor::Impl::WriteChangelog(PendingCommit& commit) {
+// The changelog stage of the commit pipeline (stream/commit_pipeline.h),
+// after the commit's outputs are acknowledged and before its local write:
+// its records are sent, then looked at (not waited for, unless the pipeline
+// must) until acknowledged; the local batch then stores where the changelog
+// of each partition goes on (the checkpoint of the next restore). The
+// pipeline has one commit's records in flight at a time, so a complete
+// Flush names that commit's last offsets.
+Status Processor::Impl::SendChangelog(PendingCommit& commit, bool* sent) {
+  *sent = false;
   if (changelog == nullptr || commit.changelog.empty()) return Status::Ok();
   for (const auto& record : commit.changelog) {
     auto status = changelog->Send(record.partition, record.key, &record.value);
     if (!status.ok()) return status;
   }
+  *sent = true;
+  return Status::Ok();
+}
+
+Status Processor::Impl::ChangelogAcked(PendingCommit& commit, int timeout_ms, bool* done) {
+  *done = false;
   std::map<int32_t, int64_t> last;
-  // In slices, so that a stop request is seen.
-  for (int waited_ms = 0;; waited_ms += CommitPipeline::kStopCheckMs) {
-    bool timed_out = false;
-    auto status = changelog->Flush(CommitPipeline::kStopCheckMs, &last, &timed_out);
-    if (status.ok()) break;
-    if (!timed_out) return status;
-    if (stop != nullptr && stop->load()) {
-      return Status::Error(
-          "stop requested while waiting for Kafka to acknowledge the state "
-          "changelog records of a commit (" +
-          status.message + "): the commit is not written; the next start reads its events again");
-    }
-    if (waited_ms >= CommitPipeline::kDefaultFlushTimeoutMs) return status;
-  }
+  bool timed_out = false;
+  auto status = changelog->Flush(timeout_ms, &last, &timed_out);
+  if (!status.ok()) return timed_out ? Status::Ok() : status;
   for (const auto& [partition, offset] : last) {
     commit.batch.meta.emplace_back(ChangelogCheckpointKey(partition), std::to_string(offset + 1));
   }
   commit.changelog.clear();
+  *done = true;
   return Status::Ok();
 }
 
@@ -1209,10 +1214,7 @@ Status Processor::WriteAcknowledged(int max_pending) {
   return impl_->WriteAcknowledged(max_pending);
 }
 size_t Processor::sealed_count() const { return impl_->pipeline.pending(); }
-void Processor::set_stop_flag(const std::atomic<bool>* stop) {
-  impl_->stop = stop;
-  impl_->pipeline.set_stop(stop);
-}
+void Processor::set_stop_flag(const std::atomic<bool>* stop) { impl_->pipeline.set_stop(stop); }
 bool Processor::failed() const { return !impl_->failed.empty(); }
 
 std::optional<int64_t> Processor::StartOffset(const connectors::TopicPartition& partition) {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -13,6 +14,7 @@
 #include "common/time.h"
 #include "connectors/http_server.h"
 #include "stream/changelog.h"
+#include "stream/commit_pipeline.h"
 #include "stream/http_api.h"
 #include "stream/live_views.h"
 #include "stream/metrics.h"
@@ -130,14 +132,16 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
       std::vector<connectors::PartitionRange> ranges;
       (void)connectors::TopicRanges(client, config.kafka.input_topics.front(), &ranges, &embedded);
     }
-    int found = 0;
+    // Listed, not named: a metadata request naming it would make the
+    // embedded broker create it (with 4 partitions, maybe not the right count).
+    std::map<std::string, int> topics;
     if (!status.ok() && embedded &&
-        !(connectors::PartitionCount(client, ChangelogTopicName(config), &found).ok() &&
-          found > 0)) {
+        !(connectors::ListTopics(client, &topics, 10000).ok() &&
+          topics.count(ChangelogTopicName(config)))) {
       // `clv broker` in another process cannot create topics (no controller).
       Log(LogLevel::kWarn,
           "state changelog off: the embedded broker in another process cannot create its topic "
-          "(start `clv broker --topics NAME` with it, or set state.changelog=false)",
+          "(start `clv broker --topic NAME` with it, or set state.changelog=false)",
           {{"topic", ChangelogTopicName(config)}, {"error", status.message}});
     } else if (!status.ok()) {
       return status;
@@ -498,6 +502,9 @@ Status Service::Run(const std::atomic<bool>& stop) {
   auto last_event = Clock::now();
   // Last seen with the cluster unreachable (an outage is not idle time).
   Clock::time_point last_unreachable{};
+  // Since when more than stream.commits_in_flight commits wait for Kafka
+  // (the epoch: not now).
+  Clock::time_point full_since{};
   int64_t consumed_at_last_progress = 0;
   std::vector<connectors::Message> batch;
   Status result = Status::Ok();
@@ -544,17 +551,20 @@ Status Service::Run(const std::atomic<bool>& stop) {
     // Commits whose outputs the broker has acknowledged meanwhile go to the
     // store first; while some are pending, input is polled in short waits.
     if (processor_->sealed_count() > 0) {
-      // While the cluster is unreachable nothing is acknowledged: do not
-      // block on it (the stop flag and the cluster's return are checked).
-      const bool outage = !source_->Health().reachable;
-      auto written = processor_->WriteAcknowledged(
-          outage ? static_cast<int>(processor_->sealed_count()) : options.commits_in_flight);
+      // Hands over what Kafka acknowledged meanwhile without waiting: the
+      // polling thread never blocks on acknowledgements (the outputs' or the
+      // state changelog's), so it keeps seeing the cluster (an outage,
+      // /readyz) and the stop flag.
+      auto written = processor_->WriteAcknowledged(static_cast<int>(processor_->sealed_count()));
       if (!written.ok()) {
         // A wait cut short by a stop: CommitBeforeExit waits on, bounded.
         if (!stop.load() || processor_->failed()) result = written;
         break;
       }
-      if (outage && static_cast<int>(processor_->sealed_count()) > options.commits_in_flight) {
+      const size_t pending = processor_->sealed_count();
+      if (static_cast<int>(pending) > options.commits_in_flight) {
+        // No room for another commit: no input until Kafka acknowledges.
+        if (full_since == Clock::time_point{}) full_since = Clock::now();
         batch.clear();
         auto probed = source_->Poll(0, 0, &batch);  // reads nothing: only sees the cluster
         if (!probed.ok()) {
@@ -562,15 +572,30 @@ Status Service::Run(const std::atomic<bool>& stop) {
           break;
         }
         auto health = source_->Health();
-        if (!health.reachable) last_unreachable = Clock::now();
+        const bool reachable = health.reachable;
+        if (!reachable) last_unreachable = Clock::now();
         {
           std::lock_guard lock(health_mutex_);
           health_ = std::move(health);
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        // An outage is not a timeout; a reachable cluster that acknowledges
+        // nothing for the flush timeout stops the service.
+        const auto waiting_since = std::max(full_since, last_unreachable);
+        if (reachable &&
+            SecondsSince(waiting_since) * 1000 >= CommitPipeline::kDefaultFlushTimeoutMs) {
+          result = Status::Error(
+              "Kafka at " + config_.kafka.bootstrap_servers +
+              " (reachable) did not acknowledge the outputs or state changelog records of " +
+              std::to_string(pending) + " micro-batch commit(s) within " +
+              std::to_string(CommitPipeline::kDefaultFlushTimeoutMs) +
+              " ms: they are not committed; the next start reads those events again");
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(reachable ? 1 : 50));
         continue;
       }
     }
+    full_since = Clock::time_point{};
     std::optional<StageTimer> poll_timer(std::in_place, processor_->mutable_poll_nanos());
     auto status =
         source_->Poll(options.batch_max_events, processor_->sealed_count() > 0 ? 5 : 100, &batch);
@@ -637,7 +662,10 @@ Status Service::Run(const std::atomic<bool>& stop) {
     if (commit_due && processor_->HasUncommitted()) {
       const auto commit_started = Clock::now();
       status = processor_->Seal();
-      if (status.ok()) status = processor_->WriteAcknowledged(options.commits_in_flight);
+      // Without waiting: the top of the loop waits for room, polling.
+      if (status.ok()) {
+        status = processor_->WriteAcknowledged(static_cast<int>(processor_->sealed_count()));
+      }
       if (!status.ok()) {
         // A wait cut short by a stop: CommitBeforeExit waits on, bounded.
         if (!stop.load() || processor_->failed()) result = status;
@@ -697,6 +725,9 @@ Status Service::Run(const std::atomic<bool>& stop) {
       if (result.ok()) result = flush_status;
     }
   }
+  // Changelog records still in flight belong to commits not in the store:
+  // dropping them loses nothing (their events are read again).
+  if (changelog_ && (abandoned_ || !result.ok())) changelog_->Abandon();
   processor_->set_stop_flag(nullptr);  // `stop` is the caller's
   stopped_.store(true);
   publish_progress(true);

@@ -259,6 +259,7 @@ class CrashBeforeMarker final : public ChangelogIo {
                            bool* timed_out) override {
     return inner_->Flush(timeout_ms, last, timed_out);
   }
+  void Abandon() override { inner_->Abandon(); }
   connectors::Status Read(
       int32_t partition, int64_t from,
       const std::function<connectors::Status(const connectors::LogRecord&)>& visit, int64_t* end,

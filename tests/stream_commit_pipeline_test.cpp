@@ -1,11 +1,15 @@
 // The commit pipeline against a fake sink (acknowledgements under the test's
 // control) and a real RocksDB store in a temp dir, wrapped to record the
-// order of its writes: a commit is never in the store before its outputs are
-// acknowledged, and commits are written in the order sealed.
+// order of its writes: a commit is never in the store before its outputs
+// (and its state changelog records) are acknowledged, and commits are
+// written in the order sealed.
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -261,6 +265,126 @@ TEST_F(CommitPipelineTest, AFailedStoreWriteIsReportedAndStopsLaterWrites) {
       << status.message;
   EXPECT_TRUE(written_.empty()) << "on_written only for commits in the store";
   EXPECT_FALSE(pipeline_->WriteAcknowledged(0).ok());
+}
+
+// A changelog under the test's control: records "sent" per commit (by its
+// offset), acknowledged when the test says so; counts the waits.
+struct FakeChangelogStage {
+  CommitPipeline::Hooks Hooks(std::vector<std::string>* events) {
+    CommitPipeline::Hooks hooks;
+    hooks.on_written = [events](const PendingCommit& c) {
+      events->push_back("written " + std::to_string(c.batch.offsets.at(0).offset));
+    };
+    hooks.send_changelog = [this, events](PendingCommit& c, bool* sent) {
+      *sent = !c.changelog.empty();
+      if (*sent) {
+        events->push_back("changelog sent " + std::to_string(c.batch.offsets.at(0).offset));
+        ++in_flight;
+      }
+      return connectors::Status::Ok();
+    };
+    hooks.changelog_acked = [this](PendingCommit& c, int timeout_ms, bool* done) {
+      if (timeout_ms > 0) blocking_waits.fetch_add(1);
+      *done = acked > 0;
+      if (!*done) return connectors::Status::Ok();
+      --acked;
+      --in_flight;
+      c.batch.meta.emplace_back("changelog_next/0", std::to_string(next_offset));
+      return connectors::Status::Ok();
+    };
+    return hooks;
+  }
+  int acked = 0;  // acknowledgements the test gave, not yet taken
+  int in_flight = 0;
+  int64_t next_offset = 0;
+  std::atomic<int> blocking_waits{0};
+};
+
+PendingCommit WithChangelog(PendingCommit c) {
+  c.changelog.push_back({0, "u", "state"});
+  return c;
+}
+
+// The changelog stage of a commit comes after its outputs' acknowledgement
+// and before its store write; while it is in flight, WriteAcknowledged with
+// room only looks (the polling thread goes on: no wait), one commit's
+// records at a time.
+TEST_F(CommitPipelineTest, TheChangelogStageSitsBetweenOutputsAndStoreWithoutWaiting) {
+  FakeChangelogStage changelog;
+  std::vector<std::string> events;
+  CommitPipeline pipeline(*store_, sink_, changelog.Hooks(&events),
+                          /*flush_timeout_ms=*/3 * 3600 * 1000);
+  for (int i = 1; i <= 2; ++i) {
+    ASSERT_TRUE(sink_.Send("scores", "u", "{}", -1).ok());
+    pipeline.Seal(
+        WithChangelog(CommitTo(i * 10, "u" + std::to_string(i), static_cast<uint64_t>(i))));
+  }
+  ASSERT_TRUE(pipeline.WriteAcknowledged(2).ok());
+  EXPECT_TRUE(events.empty()) << "changelog records sent before the outputs were acknowledged";
+
+  sink_.AckAll();
+  ASSERT_TRUE(pipeline.WriteAcknowledged(2).ok());
+  EXPECT_EQ(events, std::vector<std::string>({"changelog sent 10"}))
+      << "one commit's records in flight at a time";
+  EXPECT_EQ(changelog.in_flight, 1);
+  EXPECT_TRUE(store_->written_offsets().empty()) << "written before its changelog was acknowledged";
+  // Looked at again and again, never waited for (the flush timeout is hours).
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(pipeline.WriteAcknowledged(2).ok());
+  EXPECT_EQ(changelog.blocking_waits.load(), 0);
+  EXPECT_EQ(pipeline.pending(), 2u);
+
+  // Acknowledged: handed to the writer (waited for here, one may stay
+  // pending); the next commit's records go out as soon as it moved on.
+  changelog.acked = 1;
+  changelog.next_offset = 7;
+  ASSERT_TRUE(pipeline.WriteAcknowledged(1).ok());
+  EXPECT_EQ(store_->StoredOffset(), 10);
+  std::optional<std::string> checkpoint;
+  ASSERT_TRUE(store_->GetMeta("changelog_next/0", &checkpoint).ok());
+  EXPECT_EQ(checkpoint, "7") << "the changelog checkpoint goes with the commit's batch";
+  EXPECT_EQ(events,
+            std::vector<std::string>({"changelog sent 10", "changelog sent 20", "written 10"}));
+  EXPECT_EQ(changelog.blocking_waits.load(), 0);
+
+  // No room: the wait for the changelog is a wait the stop flag cuts short,
+  // and the pipeline goes on afterwards.
+  std::atomic<bool> stop{false};
+  pipeline.set_stop(&stop);
+  std::thread stopper([&] {
+    while (changelog.blocking_waits.load() == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    stop.store(true);
+  });
+  auto status = pipeline.WriteAcknowledged(0);
+  stopper.join();
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message.find("acknowledge the state changelog records of 1 micro-batch"),
+            std::string::npos)
+      << status.message;
+  EXPECT_TRUE(pipeline.failed().empty()) << pipeline.failed();
+  EXPECT_EQ(store_->StoredOffset(), 10);
+  changelog.acked = 1;
+  ASSERT_TRUE(pipeline.WriteAcknowledged(0).ok());
+  EXPECT_EQ(store_->StoredOffset(), 20);
+  EXPECT_EQ(events.back(), "written 20");
+}
+
+TEST_F(CommitPipelineTest, AChangelogNeverAcknowledgedStopsThePipelineWithoutWriting) {
+  FakeChangelogStage changelog;
+  std::vector<std::string> events;
+  CommitPipeline pipeline(*store_, sink_, changelog.Hooks(&events), /*flush_timeout_ms=*/50);
+  pipeline.Seal(WithChangelog(CommitTo(10, "u1", 1)));
+  sink_.AckAll();
+  auto status = pipeline.WriteAcknowledged(0);
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message.find("state changelog before commit: records not acknowledged within "
+                                "50 ms"),
+            std::string::npos)
+      << status.message;
+  EXPECT_FALSE(store_->StoredOffset().has_value());
+  changelog.acked = 1;
+  EXPECT_FALSE(pipeline.WriteAcknowledged(0).ok());
+  EXPECT_FALSE(store_->StoredOffset().has_value());
 }
 
 }  // namespace

@@ -47,10 +47,12 @@ class ServiceOutage : public ::testing::Test {
     config_.kafka.group_id = "outage-test";
     config_.state.dir = (dir_.path() / "state").string();
     config_.http.port = 0;
-    // Known gap (docs/KAFKA.md "State changelog"): the changelog's wait for
-    // acknowledgements blocks the polling thread during an outage, so the
-    // source does not report the cluster unreachable meanwhile. Pinned off
-    // until that wait is pipelined like the outputs'.
+    // Pinned off as long as it is off by default (docs/KAFKA.md "State
+    // changelog"): its wait no longer blocks the polling thread, but with it
+    // on this test failed 2 of 9 runs (once idle exit 2 s after the outage,
+    // before the group's rebalance let the last 200 events in) and the real
+    // Kafka outage test (tests/e2e_outage_test.cpp) 2 of 2 (/readyz ready
+    // 12 s into the outage), not yet explained.
     config_.state.changelog = false;
   }
 
