@@ -124,8 +124,10 @@ bool CommitPipeline::Contains(const std::pair<int32_t, uint64_t>& event_id) cons
   return false;
 }
 
-Status CommitPipeline::WaitFor(const char* what, const std::function<Status(int, bool*)>& poll,
-                               bool* done, bool* stopped) {
+Status CommitPipeline::WaitFor(const char* what, bool wait,
+                               const std::function<Status(int, bool*)>& poll, bool* done,
+                               bool* stopped) {
+  if (!wait) return poll(0, done);  // one look, no waiting
   using Clock = std::chrono::steady_clock;
   const auto started = Clock::now();
   const auto deadline = started + std::chrono::milliseconds(flush_timeout_ms_);
@@ -171,16 +173,12 @@ Status CommitPipeline::OutputsStage(Sealed& sealed, bool wait, bool* done, bool*
   Status status = Status::Ok();
   {
     OptionalTimer timer(hooks_.flush_nanos);
-    if (wait) {
-      status = WaitFor(
-          "outputs",
-          [&](int slice_ms, bool* acked) {
-            return sink_.WaitAcked(sealed.mark, slice_ms, acked, &acked_ms);
-          },
-          done, stopped);
-    } else {
-      status = sink_.WaitAcked(sealed.mark, 0, done, &acked_ms);
-    }
+    status = WaitFor(
+        "outputs", wait,
+        [&](int slice_ms, bool* acked) {
+          return sink_.WaitAcked(sealed.mark, slice_ms, acked, &acked_ms);
+        },
+        done, stopped);
   }
   if (*stopped) return status;  // an error, but the pipeline goes on
   if (!status.ok()) return Fail("waiting for the producer before commit: " + status.message);
@@ -204,16 +202,12 @@ Status CommitPipeline::ChangelogStage(Sealed& sealed, bool wait, bool* done, boo
   Status status = Status::Ok();
   {
     OptionalTimer timer(hooks_.flush_nanos);
-    if (wait) {
-      status = WaitFor(
-          "state changelog records",
-          [&](int slice_ms, bool* acked) {
-            return hooks_.changelog_acked(sealed.commit, slice_ms, acked);
-          },
-          done, stopped);
-    } else {
-      status = hooks_.changelog_acked(sealed.commit, 0, done);
-    }
+    status = WaitFor(
+        "state changelog records", wait,
+        [&](int slice_ms, bool* acked) {
+          return hooks_.changelog_acked(sealed.commit, slice_ms, acked);
+        },
+        done, stopped);
   }
   if (*stopped) return status;
   if (!status.ok()) {

@@ -139,8 +139,9 @@ class CommitPipeline {
   // Calls poll(slice_ms, done) in slices of at most kStopCheckMs that look
   // at the stop flag, up to the flush timeout: *done tells whether `what`
   // (e.g. "outputs") was acknowledged, *stopped whether the stop flag cut
-  // the wait short (then the status is an error).
-  connectors::Status WaitFor(const char* what,
+  // the wait short (then the status is an error). Without `wait`, one
+  // poll(0, done) and no waiting.
+  connectors::Status WaitFor(const char* what, bool wait,
                              const std::function<connectors::Status(int, bool*)>& poll, bool* done,
                              bool* stopped);
   // One stage of the oldest commit not handed over: *done when it passed.
