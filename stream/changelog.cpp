@@ -251,7 +251,8 @@ Status EnsureChangelogTopic(const config::Config& config) {
 
 Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t partition,
                         RestoredPartition* restored, RestoreProgress* stats,
-                        const std::function<void(const RestoreProgress&)>& progress) {
+                        const std::function<void(const RestoreProgress&)>& progress,
+                        const RestoredUserObserver& on_user) {
   const auto started = Clock::now();
   auto last_progress = started;
   std::optional<std::string> checkpoint;
@@ -277,6 +278,7 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
     size_t i = 0;
     for (auto& [id, s] : chunk) {
       const auto& before = old[i++];
+      if (on_user) on_user(id, before, s);
       if (before && before->next_timer_ms != 0) {
         batch->timers_removed.push_back({before->partition, before->next_timer_ms, id});
       }

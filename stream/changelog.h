@@ -125,12 +125,21 @@ struct RestoredPartition {
   std::vector<std::string> users;  // every user written (drop them from caches)
 };
 
+// One user a restore wrote: its local state before (nullopt: none) and the
+// restored one (nullopt: deleted by a tombstone). Called as each WriteBatch of
+// the restore is built, before it is written.
+using RestoredUserObserver =
+    std::function<void(const std::string& user_id, const std::optional<state::UserState>& before,
+                       const std::optional<state::UserState>& after)>;
+
 // Brings the store's users, timers, input offsets and stream time of input
 // partition `partition` up to the changelog: reads from the store's
 // checkpoint (0 if none) to the end, applies it in WriteBatches and stores
-// the new checkpoint. `progress` (may be empty) is called every few seconds.
+// the new checkpoint. `progress` (may be empty) is called every few seconds;
+// `on_user` (may be empty) with every user written.
 connectors::Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t partition,
                                     RestoredPartition* restored, RestoreProgress* stats,
-                                    const std::function<void(const RestoreProgress&)>& progress);
+                                    const std::function<void(const RestoreProgress&)>& progress,
+                                    const RestoredUserObserver& on_user = {});
 
 }  // namespace clv::stream

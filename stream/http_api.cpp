@@ -40,12 +40,13 @@ void ServeUser(const ApiHandlers& handlers, std::string_view raw_id, HttpRespons
     return;
   }
   if (!Available(handlers.user_json, "user lookup", res)) return;
-  std::optional<std::string> json = handlers.user_json(user_id);
-  if (!json) {
+  UserAnswer answer = handlers.user_json(user_id);
+  if (answer.status == UserAnswer::kUnknown) {
     res->Error(404, "unknown user '" + std::string(ClipForError(user_id)) + "'");
     return;
   }
-  res->Json(std::move(*json));
+  res->status = answer.status;
+  res->Json(std::move(answer.json));
 }
 
 void ServeTop(const ApiHandlers& handlers, const HttpRequest& req, HttpResponse* res) {

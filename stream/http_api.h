@@ -3,7 +3,10 @@
 //
 // Endpoints (all answers but /, /metrics and /healthz are JSON; bodies in
 // docs/OPERATIONS.md):
-//   GET /users/{id}   user_json(id); nullopt -> 404. The id is taken from
+//   GET /users/{id}   user_json(id): 200 with the user, 404 for an unknown
+//                     one, 421 (Misdirected Request) with the handler's error
+//                     object for a user of a partition another instance owns
+//                     now. The id is taken from
 //                     the raw request target and percent-decoded ('+' stays
 //                     '+'; '/' as %2F or plain); it must pass the user-id rule
 //                     the stream decoder applies (common/user_id.h), else 400.
@@ -38,11 +41,21 @@
 
 namespace clv::stream {
 
+// The answer to GET /users/{id}.
+struct UserAnswer {
+  static constexpr int kFound = 200;
+  static constexpr int kUnknown = 404;
+  static constexpr int kOtherOwner = 421;  // the user's partition is owned by another instance
+
+  int status = kUnknown;
+  std::string json;  // kFound: the user's JSON; kOtherOwner: a JSON object with "error"
+};
+
 // What the service provides. An unset function makes its endpoint answer 503
 // {"error": "... not available"} (readyz: not ready).
 struct ApiHandlers {
-  // JSON of one user, or nullopt when the user is unknown (-> 404).
-  std::function<std::optional<std::string>(std::string_view user_id)> user_json;
+  // One user (see UserAnswer).
+  std::function<UserAnswer(std::string_view user_id)> user_json;
   // JSON of the top n users by "clv" or "churn_risk" (already validated).
   std::function<std::string(int n, std::string_view by)> top_json;
   // Prometheus text exposition format 0.0.4.

@@ -47,8 +47,26 @@ LiveViews::LiveViews(size_t last_scores_capacity, size_t alerts_capacity)
 void LiveViews::Seed(std::string_view user_id, const state::UserState& state) {
   stages_[StageIndex(state.stage)].fetch_add(1, std::memory_order_relaxed);
   distribution_.Move(std::nullopt, state.clv);
-  pending_top_.push_back(
-      TopEntry{std::string(user_id), state.clv, state.churn_risk, state::StageName(state.stage)});
+  pending_top_.push_back(TopEntry{std::string(user_id), state.clv, state.churn_risk,
+                                  state::StageName(state.stage), state.partition});
+  if (pending_top_.size() >= 4096) FlushPending();
+}
+
+void LiveViews::OnRestored(std::string_view user_id, const std::optional<state::UserState>& before,
+                           const std::optional<state::UserState>& after) {
+  if (before) {
+    stages_[StageIndex(before->stage)].fetch_sub(1, std::memory_order_relaxed);
+    if (!after) distribution_.Remove(before->clv);
+  }
+  if (!after) {
+    FlushPending();  // a pending update of this user must not bring it back
+    top_.Remove(user_id);
+    return;
+  }
+  stages_[StageIndex(after->stage)].fetch_add(1, std::memory_order_relaxed);
+  distribution_.Move(before ? std::optional<double>(before->clv) : std::nullopt, after->clv);
+  pending_top_.push_back(TopEntry{std::string(user_id), after->clv, after->churn_risk,
+                                  state::StageName(after->stage), after->partition});
   if (pending_top_.size() >= 4096) FlushPending();
 }
 
@@ -64,7 +82,7 @@ void LiveViews::OnUserScored(const UserScoreChange& change) {
     distribution_.Move(change.previous_clv, change.clv);
   }
   pending_top_.push_back(TopEntry{std::string(change.user_id), change.clv, change.churn_risk,
-                                  state::StageName(change.stage)});
+                                  state::StageName(change.stage), change.partition});
 }
 
 void LiveViews::FlushPending() {

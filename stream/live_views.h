@@ -10,9 +10,11 @@
 //  * UserJson: the /users/{id} answer from a stored UserState.
 //
 // Exactness: stage counts and the distribution count every user this
-// instance's store knows (committed or scored since start); after a
-// rebalance moves partitions away their users stay counted here until the
-// process restarts. Top users: see TopUsers. Last scores are an LRU of
+// instance's store knows (committed, restored from the changelog or scored
+// since start); after a rebalance moves partitions away their users stay
+// counted here until the process restarts. Top users: see TopUsers; each
+// entry carries its partition, so the service's /top answers only from the
+// partitions it owns now. Last scores are an LRU of
 // `last_scores_capacity` users: older users' /users answers have no
 // top_factors (the state keeps none).
 //
@@ -51,6 +53,11 @@ class LiveViews {
 
   // One stored user, while scanning the store at start.
   void Seed(std::string_view user_id, const state::UserState& state);
+  // A user a restore from the state changelog wrote (stream/changelog.h):
+  // its local state before (counted here already) and the restored one
+  // (nullopt: deleted). Processing thread.
+  void OnRestored(std::string_view user_id, const std::optional<state::UserState>& before,
+                  const std::optional<state::UserState>& after);
   // Processing thread, per computed score / emitted score / alert.
   void OnUserScored(const UserScoreChange& change);
   void OnScore(const ScoreRecord& record);

@@ -231,6 +231,7 @@ struct Processor::Impl {
   std::function<void(const ScoreRecord&)> score_observer;
   std::function<void(const UserScoreChange&)> user_observer;
   std::function<void(const AlertRecord&)> alert_observer;
+  RestoredUserObserver restore_observer;
   std::function<void(const std::map<connectors::TopicPartition, int64_t>&)> commit_observer;
   std::map<std::string, std::unique_ptr<TopicMetrics>, std::less<>> topic_metrics;
   std::string last_topic;
@@ -832,7 +833,7 @@ Status Processor::Impl::DecideOutputs(UserWork& w, size_t round, models::Score& 
   if (user_observer) {
     // seq 1 is the first op of a user that had no stored state.
     user_observer(UserScoreChange{user.user_id, op.seq == 1, prev_stage, s.stage, prev_clv,
-                                  score.clv, score.churn_risk});
+                                  score.clv, score.churn_risk, s.partition});
   }
   return Status::Ok();
 }
@@ -1113,7 +1114,8 @@ void Processor::Impl::RestoreFromChangelog(int32_t partition) {
   RestoredPartition restored;
   RestoreProgress stats;
   auto status = RestorePartition(
-      *changelog, store, partition, &restored, &stats, [&](const RestoreProgress& progress) {
+      *changelog, store, partition, &restored, &stats,
+      [&](const RestoreProgress& progress) {
         Log(LogLevel::kInfo, "restoring a partition from the state changelog",
             {{"topic", changelog->topic()},
              {"partition", partition},
@@ -1121,7 +1123,8 @@ void Processor::Impl::RestoreFromChangelog(int32_t partition) {
              {"bytes", progress.bytes},
              {"users", progress.users},
              {"seconds", progress.seconds}});
-      });
+      },
+      restore_observer);
   counters.restoring.fetch_sub(1);
   if (metrics) {
     metrics->restore_partitions_restoring.Add(-1);
@@ -1184,6 +1187,9 @@ void Processor::set_user_observer(std::function<void(const UserScoreChange&)> ob
 }
 void Processor::set_alert_observer(std::function<void(const AlertRecord&)> observer) {
   impl_->alert_observer = std::move(observer);
+}
+void Processor::set_restore_observer(RestoredUserObserver observer) {
+  impl_->restore_observer = std::move(observer);
 }
 void Processor::set_commit_observer(
     std::function<void(const std::map<connectors::TopicPartition, int64_t>&)> observer) {

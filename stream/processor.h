@@ -38,13 +38,13 @@
 #include "connectors/kafka.h"
 #include "models/scorer.h"
 #include "state/state_store.h"
+#include "stream/changelog.h"
 #include "stream/lifecycle.h"
 #include "stream/stage_timer.h"
 
 namespace clv::stream {
 
 struct ServiceMetrics;
-class ChangelogIo;
 
 // Running totals, readable from any thread.
 struct ProcessorCounters {
@@ -111,6 +111,7 @@ struct UserScoreChange {
   double previous_clv = 0;  // meaningless when new_user
   double clv = 0;
   double churn_risk = 0;
+  int32_t partition = -1;  // the input partition number the user's events come from
 };
 
 // An alert the processor sent to the alerts topic. Views valid only during
@@ -170,6 +171,10 @@ class Processor {
   // Called for every computed score, and for every alert sent (processing thread).
   void set_user_observer(std::function<void(const UserScoreChange&)> observer);
   void set_alert_observer(std::function<void(const AlertRecord&)> observer);
+  // Called for every user a restore from the state changelog writes, with its
+  // local state before and the restored one (processing thread, inside the
+  // assignment).
+  void set_restore_observer(RestoredUserObserver observer);
   // Called after each commit is in the store with the next input offsets it
   // wrote (processing thread), e.g. to commit them to the Kafka group too.
   void set_commit_observer(

@@ -112,6 +112,12 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   auto status =
       connectors::EnsureTopics(client, missing_topics, config.kafka.embedded_partitions, 1);
   if (!status.ok()) return status;
+  for (const auto& topic : config.kafka.input_topics) {
+    int partitions = 0;
+    if (connectors::PartitionCount(client, topic, &partitions).ok()) {
+      service->input_partitions_.store(std::max(service->input_partitions_.load(), partitions));
+    }
+  }
   connectors::ClientOptions producer_client = client;
   producer_client.properties["message.max.bytes"] =
       std::to_string(config.kafka.producer_message_max_bytes);
@@ -158,6 +164,11 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
       [live](const UserScoreChange& change) { live->OnUserScored(change); });
   processor->set_alert_observer(
       [live](const AlertRecord& alert) { live->OnAlert(alert, WallClockMs()); });
+  processor->set_restore_observer([live](const std::string& user_id,
+                                         const std::optional<state::UserState>& before,
+                                         const std::optional<state::UserState>& after) {
+    live->OnRestored(user_id, before, after);
+  });
   processor->set_score_observer([self](const ScoreRecord& record) {
     self->live_->OnScore(record);
     if (self->external_score_observer_) self->external_score_observer_(record);
@@ -186,11 +197,15 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   };
   callbacks.on_assigned = [processor, self](const std::vector<connectors::TopicPartition>& tps) {
     processor->OnAssigned(tps);
+    // The users restored from the changelog (start_offset, just before) are
+    // in /top before any event of theirs comes.
+    self->live_->FlushPending();
     self->last_assigned_ = Clock::now();
     size_t assigned = 0;
     {
       std::lock_guard lock(self->partitions_mutex_);
       self->assigned_.insert(tps.begin(), tps.end());
+      self->ever_assigned_ = true;
       assigned = self->assigned_.size();
     }
     Log(LogLevel::kInfo, "partitions assigned", {{"added", tps.size()}, {"assigned", assigned}});
@@ -361,20 +376,60 @@ std::string Service::ReadyDetail() const {
   return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-std::optional<std::string> Service::UserJson(std::string_view user_id) const {
+std::optional<std::vector<int32_t>> Service::OwnedPartitions() const {
+  std::lock_guard lock(partitions_mutex_);
+  if (!ever_assigned_) return std::nullopt;
+  std::set<int32_t> numbers;
+  for (const auto& tp : assigned_) numbers.insert(tp.partition);
+  return std::vector<int32_t>(numbers.begin(), numbers.end());
+}
+
+UserAnswer Service::UserJson(std::string_view user_id) const {
   auto snapshot = store_->Snapshot();
   std::optional<state::UserState> state;
   auto status = snapshot->GetUser(user_id, &state);
   // The HTTP server turns an exception into a 500 JSON error.
   if (!status.ok()) throw std::runtime_error("reading user state: " + status.message);
-  if (!state) return std::nullopt;
-  return stream::UserJson(user_id, *state, live_->LastScore(user_id), config_.lifecycle,
-                          model_version_);
+  if (!state) return {};
+  const auto owned = OwnedPartitions();
+  if (owned && state->partition >= 0 &&
+      !std::binary_search(owned->begin(), owned->end(), state->partition)) {
+    // The stored state stopped at the revocation (or is older still): the
+    // owner has the current one.
+    std::string list;
+    for (int32_t p : *owned) list += (list.empty() ? "" : ", ") + std::to_string(p);
+    const std::string message =
+        "user '" + std::string(user_id) + "' is on input partition " +
+        std::to_string(state->partition) +
+        ", which this instance does not own now (it owns: " + (list.empty() ? "none" : list) +
+        "); ask the instance of group '" + config_.kafka.group_id +
+        "' that owns it (kafka-consumer-groups.sh --describe --group " + config_.kafka.group_id +
+        ")";
+    nlohmann::json body = {{"error", message},
+                           {"user_id", std::string(user_id)},
+                           {"partition", state->partition},
+                           {"owned_partitions", *owned}};
+    return {UserAnswer::kOtherOwner,
+            body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
+  }
+  return {UserAnswer::kFound, stream::UserJson(user_id, *state, live_->LastScore(user_id),
+                                               config_.lifecycle, model_version_)};
+}
+
+TopSnapshot Service::OwnedTop(size_t n, TopBy by) const {
+  const auto owned = OwnedPartitions();
+  if (!owned) return live_->top().Top(n, by);
+  TopSnapshot snapshot = live_->top().Top(n, by, [&](int32_t partition) {
+    return partition < 0 || std::binary_search(owned->begin(), owned->end(), partition);
+  });
+  snapshot.owned_partitions = *owned;
+  snapshot.partitions_total = input_partitions_;
+  return snapshot;
 }
 
 std::string Service::TopJson(int n, std::string_view by) const {
   auto ranking = ParseTopBy(by).value_or(TopBy::kClv);
-  return TopUsers::ToJson(live_->top().Top(static_cast<size_t>(std::max(0, n)), ranking));
+  return TopUsers::ToJson(OwnedTop(static_cast<size_t>(std::max(0, n)), ranking));
 }
 
 void Service::RefreshLag() {
@@ -419,7 +474,7 @@ std::string Service::SummaryJson() {
     }
   }
   nlohmann::json top = nlohmann::json::array();
-  for (const auto& entry : live_->top().Top(10, TopBy::kClv).users) {
+  for (const auto& entry : OwnedTop(10, TopBy::kClv).users) {
     top.push_back({{"user_id", entry.user_id},
                    {"clv", entry.clv},
                    {"churn_risk", entry.churn_risk},

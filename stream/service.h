@@ -41,10 +41,13 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "config/config.h"
 #include "connectors/kafka.h"
+#include "stream/http_api.h"
 #include "stream/processor.h"
+#include "stream/top_users.h"
 
 namespace clv::connectors {
 class HttpServer;
@@ -111,7 +114,12 @@ class Service {
   // The HTTP server's port; 0 when it is disabled.
   int http_port() const;
   // Bodies of the HTTP endpoints (thread-safe; see docs/OPERATIONS.md).
-  std::optional<std::string> UserJson(std::string_view user_id) const;
+  // A user of a partition this instance no longer owns (or not yet: another
+  // instance of the group has it) is not answered as current: 421 with the
+  // partition and the owned ones. Before the first assignment every stored
+  // user is answered.
+  UserAnswer UserJson(std::string_view user_id) const;
+  // Only users of the partitions owned now (once there is an assignment).
   std::string TopJson(int n, std::string_view by) const;
   std::string MetricsText();
   std::string SummaryJson();
@@ -123,6 +131,10 @@ class Service {
   connectors::Status StoreResetOffset(const connectors::OffsetResetEvent& event);
   connectors::Status StartHttp();
   void RefreshLag();
+  // The input partition numbers assigned now; nullopt before the first
+  // assignment (thread-safe).
+  std::optional<std::vector<int32_t>> OwnedPartitions() const;
+  TopSnapshot OwnedTop(size_t n, TopBy by) const;
   void SetKafkaIssue(std::string issue);
   // Seals and writes what was processed, waiting for Kafka's
   // acknowledgements until `deadline` (the bounded shutdown).
@@ -162,6 +174,9 @@ class Service {
   // Assignment and lag, written on the polling thread, read by HTTP threads.
   mutable std::mutex partitions_mutex_;
   std::set<connectors::TopicPartition> assigned_;
+  bool ever_assigned_ = false;
+  // The input topics' partition count at start (the largest; 0: unknown).
+  std::atomic<int> input_partitions_{0};
   std::map<connectors::TopicPartition, int64_t> lag_;
   std::unique_ptr<RateMeter> events_rate_;
   std::unique_ptr<RateMeter> scores_rate_;

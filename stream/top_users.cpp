@@ -112,17 +112,30 @@ void TopUsers::Remove(std::string_view user_id) {
   by_churn_->Remove(id);
 }
 
-TopSnapshot TopUsers::Top(size_t n, TopBy by) const {
+TopSnapshot TopUsers::Top(size_t n, TopBy by,
+                          const std::function<bool(int32_t partition)>& include) const {
   std::shared_lock lock(mutex_);
   const Ranking& ranking = by == TopBy::kClv ? *by_clv_ : *by_churn_;
   TopSnapshot snapshot;
   snapshot.by = by;
   snapshot.exact_above = ranking.exact_above;
-  snapshot.candidates = ranking.order.size();
-  snapshot.users.reserve(std::min(n, ranking.order.size()));
-  for (auto it = ranking.order.begin(); it != ranking.order.end() && snapshot.users.size() < n;
-       ++it) {
-    snapshot.users.push_back(ranking.entries.at(it->second));
+  if (!include) {
+    snapshot.candidates = ranking.order.size();
+    snapshot.users.reserve(std::min(n, ranking.order.size()));
+    for (auto it = ranking.order.begin(); it != ranking.order.end() && snapshot.users.size() < n;
+         ++it) {
+      snapshot.users.push_back(ranking.entries.at(it->second));
+    }
+    return snapshot;
+  }
+  // Users of other partitions are skipped. Exactness is unchanged: a
+  // forgotten user of an included partition still scored at or below
+  // exact_above.
+  for (const auto& [score, user_id] : ranking.order) {
+    const TopEntry& entry = ranking.entries.at(user_id);
+    if (!include(entry.partition)) continue;
+    ++snapshot.candidates;
+    if (snapshot.users.size() < n) snapshot.users.push_back(entry);
   }
   return snapshot;
 }
@@ -143,6 +156,14 @@ std::string TopUsers::ToJson(const TopSnapshot& snapshot) {
                         {"candidates", snapshot.candidates},
                         {"users", std::move(users)}};
   if (std::isfinite(snapshot.exact_above)) out["exact_above"] = snapshot.exact_above;
+  if (snapshot.owned_partitions) {
+    const auto owned = static_cast<int>(snapshot.owned_partitions->size());
+    out["partitions"] = {
+        {"owned", *snapshot.owned_partitions},
+        {"total", snapshot.partitions_total > 0 ? nlohmann::json(snapshot.partitions_total)
+                                                : nlohmann::json(nullptr)},
+        {"partial", snapshot.partitions_total <= 0 || owned < snapshot.partitions_total}};
+  }
   // User ids are arbitrary bytes: invalid UTF-8 becomes U+FFFD, never a throw.
   return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

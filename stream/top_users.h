@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -48,7 +49,8 @@ struct TopEntry {
   std::string user_id;
   double clv = 0;
   double churn_risk = 0;
-  std::string stage;  // lifecycle stage name, e.g. "active"
+  std::string stage;       // lifecycle stage name, e.g. "active"
+  int32_t partition = -1;  // input partition number of the user's events (-1: unknown)
 };
 
 struct TopSnapshot {
@@ -58,6 +60,11 @@ struct TopSnapshot {
   // nobody was ever forgotten, i.e. the whole list is exact.
   double exact_above = -std::numeric_limits<double>::infinity();
   size_t candidates = 0;  // users currently tracked for this ranking
+  // Set by the service once it has an assignment: the input partition numbers
+  // it owns now (the users above are of these only) and how many the input
+  // topics have (0: unknown).
+  std::optional<std::vector<int32_t>> owned_partitions;
+  int partitions_total = 0;
 };
 
 class TopUsers {
@@ -75,11 +82,16 @@ class TopUsers {
   // Forgets a user (deleted user); does not touch exact_above.
   void Remove(std::string_view user_id);
 
-  // The best min(n, candidates) users.
-  TopSnapshot Top(size_t n, TopBy by) const;
+  // The best min(n, candidates) users; with `include`, only those whose
+  // partition it accepts (the partitions this instance owns now), and
+  // `candidates` counts only those.
+  TopSnapshot Top(size_t n, TopBy by,
+                  const std::function<bool(int32_t partition)>& include = {}) const;
 
-  // /top answer: {"by":"clv","n":3,"exact_above":null|x,"users":[{"rank":1,
-  // "user_id":..,"clv":..,"churn_risk":..,"stage":..}, ...]}.
+  // /top answer: {"by":"clv","n":3,"exact_above":null|x,"candidates":..,
+  // "users":[{"rank":1,"user_id":..,"clv":..,"churn_risk":..,"stage":..}, ...]},
+  // plus "partitions":{"owned":[..],"total":N|null,"partial":bool} when
+  // owned_partitions is set (partial: this instance does not own them all).
   static std::string ToJson(const TopSnapshot& snapshot);
 
  private:

@@ -11,6 +11,8 @@
 //  * a crash after a commit's user records reached the changelog but before
 //    its marker and its local write: no event is folded twice, none lost;
 //  * a changelog topic with the wrong partition count stops the start.
+#include <algorithm>
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -25,6 +27,7 @@
 #include "models/scorer.h"
 #include "state/state_store.h"
 #include "stream/changelog.h"
+#include "stream/live_views.h"
 #include "stream/processor.h"
 #include "tests/fake_sink.h"
 #include "tests/test_support.h"
@@ -88,8 +91,11 @@ class Changelog : public ::testing::Test {
     std::map<connectors::TopicPartition, int64_t> start;
   };
 
+  // With `live`: the service's live views, seeded from the store and fed by
+  // the processor (scores and restores), as stream/service.cpp wires them.
   std::unique_ptr<Instance> Open(const std::string& dir, bool changelog,
-                                 std::unique_ptr<ChangelogIo> io = nullptr) {
+                                 std::unique_ptr<ChangelogIo> io = nullptr,
+                                 LiveViews* live = nullptr) {
     auto instance = std::make_unique<Instance>();
     config::Config config = config_;
     config.state.dir = (dir_.path() / dir).string();
@@ -106,6 +112,17 @@ class Changelog : public ::testing::Test {
       }
       instance->changelog = std::move(io);
       instance->processor->set_changelog(instance->changelog.get());
+    }
+    if (live != nullptr) {
+      for (const auto& [id, s] : UsersOf(*instance->store)) live->Seed(id, s);
+      live->FlushPending();
+      instance->processor->set_user_observer(
+          [live](const UserScoreChange& change) { live->OnUserScored(change); });
+      instance->processor->set_restore_observer(
+          [live](const std::string& id, const std::optional<state::UserState>& before,
+                 const std::optional<state::UserState>& after) {
+            live->OnRestored(id, before, after);
+          });
     }
     std::vector<connectors::TopicPartition> tps;
     for (int32_t p = 0; p < kPartitions; ++p) {
@@ -236,6 +253,54 @@ TEST_F(Changelog, AMovedPartitionIsRestoredAndEndsEqualToOneUninterruptedRun) {
     EXPECT_EQ(back->start.at({"events", p}), Full().at(p)) << p;
   }
   EXPECT_EQ(UsersOf(*back->store), expected_users);
+}
+
+// The live views (users per stage, /top) of an instance equal what its store
+// holds: every user once, at its stored stage and score.
+void ExpectLiveViewsMatch(LiveViews& live, const Users& users, const std::string& when) {
+  live.FlushPending();
+  std::array<int64_t, LiveViews::kStages> stages{};
+  for (const auto& [id, s] : users) ++stages[static_cast<size_t>(s.stage)];
+  EXPECT_EQ(live.Stages(), stages) << when;
+  EXPECT_EQ(live.Users(), static_cast<int64_t>(users.size())) << when;
+  std::vector<std::pair<double, std::string>> truth;
+  for (const auto& [id, s] : users) truth.emplace_back(s.clv, id);
+  std::sort(truth.begin(), truth.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  const auto top = live.top().Top(20, TopBy::kClv);
+  ASSERT_EQ(top.users.size(), std::min<size_t>(20, truth.size())) << when;
+  for (size_t i = 0; i < top.users.size(); ++i) {
+    EXPECT_EQ(top.users[i].user_id, truth[i].second) << when << ", rank " << i + 1;
+    EXPECT_EQ(top.users[i].clv, truth[i].first) << when << ", rank " << i + 1;
+    EXPECT_EQ(top.users[i].partition, users.at(top.users[i].user_id).partition) << when;
+  }
+}
+
+TEST_F(Changelog, RestoredUsersReachTheLiveViewsCountedOnce) {
+  const auto half = Half();
+  {
+    auto first = Open("a", true);
+    auto status = Feed(*first, stream_, half);
+    ASSERT_TRUE(status.ok()) << status.message;
+  }
+  {
+    // An empty instance: /top and the stage counts know the moved users as
+    // soon as they are restored, before any of their events is read.
+    LiveViews live;
+    auto second = Open("b", true, nullptr, &live);
+    ASSERT_GT(second->processor->counters().restored_users.load(), 0);
+    ExpectLiveViewsMatch(live, UsersOf(*second->store), "restored into an empty store");
+    auto status = Feed(*second, stream_, {});
+    ASSERT_TRUE(status.ok()) << status.message;
+    ExpectLiveViewsMatch(live, UsersOf(*second->store), "after the rest of the stream");
+  }
+  // The first instance, seeded from its older local state, catches up: each
+  // restored user replaces its older self (no user counted twice).
+  LiveViews live;
+  auto back = Open("a", true, nullptr, &live);
+  ASSERT_GT(back->processor->counters().restored_users.load(), 0);
+  ExpectLiveViewsMatch(live, UsersOf(*back->store), "caught up over an older local state");
 }
 
 // Passes the records to the Kafka changelog; when armed, a marker makes it

@@ -27,6 +27,7 @@ namespace {
 
 using stream::ApiHandlers;
 using stream::ApiRoutes;
+using stream::UserAnswer;
 
 using nlohmann::json;
 
@@ -39,12 +40,17 @@ struct FakeService {
 
   ApiHandlers Handlers() {
     ApiHandlers handlers;
-    handlers.user_json = [this](std::string_view id) -> std::optional<std::string> {
+    handlers.user_json = [this](std::string_view id) {
       std::lock_guard lock(mutex);
       user_ids_seen.emplace_back(id);
-      if (id == "ghost") return std::nullopt;
+      if (id == "ghost") return UserAnswer{};
       if (id == "boom") throw std::runtime_error("state store exploded");
-      return json{{"user_id", std::string(id)}, {"clv", 12.5}}.dump();
+      if (id == "moved") {
+        return UserAnswer{UserAnswer::kOtherOwner,
+                          json{{"error", "moved away"}, {"partition", 3}}.dump()};
+      }
+      return UserAnswer{UserAnswer::kFound,
+                        json{{"user_id", std::string(id)}, {"clv", 12.5}}.dump()};
     };
     handlers.top_json = [this](int n, std::string_view by) {
       std::lock_guard lock(mutex);
@@ -117,6 +123,17 @@ TEST_F(HttpServerTest, UserLookupReturnsJsonAnd404ForUnknownUser) {
 
   std::string error = ExpectJsonError("/users/ghost", 404);
   EXPECT_NE(error.find("ghost"), std::string::npos) << error;
+}
+
+TEST_F(HttpServerTest, UserOfAPartitionOwnedElsewhereIs421WithTheHandlersAnswer) {
+  StartServer();
+  auto res = NewClient()->Get("/users/moved");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 421);
+  EXPECT_EQ(res->get_header_value("Content-Type"), "application/json");
+  auto body = json::parse(res->body);
+  EXPECT_EQ(body["error"], "moved away");
+  EXPECT_EQ(body["partition"], 3);
 }
 
 TEST_F(HttpServerTest, UserIdIsPercentDecodedFromTheRawTarget) {

@@ -165,6 +165,63 @@ TEST(TopUsers, ReadersSeeConsistentSnapshotsWhileAWriterUpdates) {
   EXPECT_EQ(top.Top(1000, TopBy::kClv).users.size(), 100u);
 }
 
+TEST(TopUsers, OnlyTheOwnedPartitionsAreAnsweredAndStayExact) {
+  // An instance that owns partitions 1 and 3 of 4 answers from their users
+  // only; above exact_above the answer is still the true ranking of those.
+  for (unsigned seed : {5u, 6u}) {
+    TopUsers top(64);
+    std::map<std::string, TopEntry> latest;
+    std::mt19937 random(seed);
+    for (int i = 0; i < 30000; ++i) {
+      const int user = static_cast<int>(random() % 3000);
+      const std::string id = "u" + std::to_string(user);
+      double clv = latest.count(id) ? latest[id].clv : 0;
+      clv = (random() % 10 == 0) ? std::exponential_distribution<>(0.002)(random)
+                                 : std::max(0.0, clv + std::normal_distribution<>(0, 20)(random));
+      TopEntry entry = Entry(id, clv, 0.5);
+      entry.partition = user % 4;
+      latest[id] = entry;
+      top.Update(entry);
+    }
+    std::map<std::string, TopEntry> owned_truth;
+    for (const auto& [id, entry] : latest) {
+      if (entry.partition == 1 || entry.partition == 3) owned_truth[id] = entry;
+    }
+    const auto truth = BruteForce(owned_truth, TopBy::kClv);
+    const auto snapshot = top.Top(
+        20, TopBy::kClv, [](int32_t partition) { return partition == 1 || partition == 3; });
+    ASSERT_FALSE(snapshot.users.empty());
+    for (const auto& entry : snapshot.users) {
+      EXPECT_TRUE(entry.partition == 1 || entry.partition == 3) << entry.user_id;
+    }
+    EXPECT_LT(snapshot.candidates, 64u) << "candidates count the owned partitions only";
+    size_t guaranteed = 0;
+    while (guaranteed < truth.size() && guaranteed < snapshot.users.size() &&
+           truth[guaranteed].first > snapshot.exact_above)
+      ++guaranteed;
+    EXPECT_GE(guaranteed, 4u) << "seed " << seed << ": too few guaranteed entries to check";
+    for (size_t i = 0; i < guaranteed; ++i) {
+      EXPECT_EQ(snapshot.users[i].user_id, truth[i].second) << "seed " << seed << " rank " << i + 1;
+    }
+  }
+}
+
+TEST(TopUsers, JsonNamesTheOwnedPartitionsAndWhetherTheAnswerIsPartial) {
+  TopUsers top;
+  top.Update(Entry("alice", 12.5, 0.25));
+  auto snapshot = top.Top(10, TopBy::kClv);
+  EXPECT_FALSE(nlohmann::json::parse(TopUsers::ToJson(snapshot)).contains("partitions"))
+      << "before an assignment nothing is said";
+  snapshot.owned_partitions = std::vector<int32_t>{0, 2};
+  snapshot.partitions_total = 4;
+  auto json = nlohmann::json::parse(TopUsers::ToJson(snapshot));
+  EXPECT_EQ(json["partitions"]["owned"], nlohmann::json::array({0, 2}));
+  EXPECT_EQ(json["partitions"]["total"], 4);
+  EXPECT_EQ(json["partitions"]["partial"], true);
+  snapshot.owned_partitions = std::vector<int32_t>{0, 1, 2, 3};
+  EXPECT_EQ(nlohmann::json::parse(TopUsers::ToJson(snapshot))["partitions"]["partial"], false);
+}
+
 TEST(TopUsers, JsonAnswerForTheTopEndpoint) {
   TopUsers top;
   top.Update(Entry("alice", 12.5, 0.25, "active"));
