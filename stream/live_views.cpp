@@ -44,12 +44,16 @@ LiveViews::LiveViews(size_t last_scores_capacity, size_t alerts_capacity)
     : last_scores_capacity_(std::max<size_t>(1, last_scores_capacity)),
       alerts_capacity_(std::max<size_t>(1, alerts_capacity)) {}
 
-void LiveViews::Seed(std::string_view user_id, const state::UserState& state) {
-  stages_[StageIndex(state.stage)].fetch_add(1, std::memory_order_relaxed);
-  distribution_.Move(std::nullopt, state.clv);
+void LiveViews::PushTop(std::string_view user_id, const state::UserState& state) {
   pending_top_.push_back(TopEntry{std::string(user_id), state.clv, state.churn_risk,
                                   state::StageName(state.stage), state.partition});
   if (pending_top_.size() >= 4096) FlushPending();
+}
+
+void LiveViews::Seed(std::string_view user_id, const state::UserState& state) {
+  stages_[StageIndex(state.stage)].fetch_add(1, std::memory_order_relaxed);
+  distribution_.Move(std::nullopt, state.clv);
+  PushTop(user_id, state);
 }
 
 void LiveViews::OnRestored(std::string_view user_id, const std::optional<state::UserState>& before,
@@ -65,9 +69,7 @@ void LiveViews::OnRestored(std::string_view user_id, const std::optional<state::
   }
   stages_[StageIndex(after->stage)].fetch_add(1, std::memory_order_relaxed);
   distribution_.Move(before ? std::optional<double>(before->clv) : std::nullopt, after->clv);
-  pending_top_.push_back(TopEntry{std::string(user_id), after->clv, after->churn_risk,
-                                  state::StageName(after->stage), after->partition});
-  if (pending_top_.size() >= 4096) FlushPending();
+  PushTop(user_id, *after);
 }
 
 void LiveViews::OnUserScored(const UserScoreChange& change) {

@@ -90,6 +90,8 @@ class LiveViews {
   ClvDistribution distribution_;
   TopUsers top_;
   std::vector<TopEntry> pending_top_;  // processing thread only
+  // Queues a stored user's /top entry (flushed every 4,096).
+  void PushTop(std::string_view user_id, const state::UserState& state);
 
   const size_t last_scores_capacity_;
   mutable std::mutex last_scores_mutex_;

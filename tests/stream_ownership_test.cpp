@@ -53,9 +53,9 @@ class Ownership : public ::testing::Test {
     // the session timeout (librdkafka's default 45 s).
     config_.kafka.properties["session.timeout.ms"] = "6000";
     config_.kafka.properties["heartbeat.interval.ms"] = "500";
-    for (const std::string& topic : {std::string("events"), std::string("scores"),
-                                     std::string("alerts"), std::string("dead-letter"),
-                                     stream::ChangelogTopicName(config_)}) {
+    for (const std::string& topic :
+         {std::string("events"), std::string("scores"), std::string("alerts"),
+          std::string("dead-letter"), stream::ChangelogTopicName(config_)}) {
       ASSERT_TRUE(broker_->CreateTopic(topic, kPartitions).ok()) << topic;
     }
   }
