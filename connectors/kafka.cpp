@@ -234,11 +234,13 @@ class KafkaSourceImpl final : public KafkaSource {
     rd_kafka_conf_set_opaque(conf.get(), this);
     rd_kafka_conf_set_rebalance_cb(conf.get(), &KafkaSourceImpl::RebalanceThunk);
     // Client-level errors (a broker down, all brokers down) come here, on the
-    // polling thread; without it librdkafka only logs them.
+    // polling thread; without it librdkafka only logs them. They stay on the
+    // main queue (not redirected to the consumer's), which every Poll()
+    // serves first: a Poll that reads no message (the service's probe while
+    // its commits wait for acknowledgements) still sees an outage.
     rd_kafka_conf_set_error_cb(conf.get(), &KafkaSourceImpl::ErrorThunk);
     bootstrap_ = options.bootstrap_servers;
     if (auto s = MakeHandle(RD_KAFKA_CONSUMER, std::move(conf), &rk_); !s.ok()) return s;
-    rd_kafka_poll_set_consumer(rk_.get());
 
     PartitionListPtr subscription(
         rd_kafka_topic_partition_list_new(static_cast<int>(topics.size())));
@@ -255,6 +257,7 @@ class KafkaSourceImpl final : public KafkaSource {
   Status Poll(int max_messages, int timeout_ms, std::vector<Message>* out) override {
     if (closed_) return Status::Error("KafkaSource::Poll after Close");
     if (auto s = StartError(); !s.ok()) return s;
+    rd_kafka_poll(rk_.get(), 0);  // the error callback (main queue)
     const size_t before = out->size();
     auto status = PollMessages(max_messages, timeout_ms, out);
     if (out->size() > before) {

@@ -560,6 +560,8 @@ Status Service::Run(const std::atomic<bool>& stop) {
   // Since when more than stream.commits_in_flight commits wait for Kafka
   // (the epoch: not now).
   Clock::time_point full_since{};
+  // Last seen with commits waiting for acknowledgements (not idle either).
+  Clock::time_point last_waiting{};
   int64_t consumed_at_last_progress = 0;
   std::vector<connectors::Message> batch;
   Status result = Status::Ok();
@@ -599,6 +601,24 @@ Status Service::Run(const std::atomic<bool>& stop) {
     if (progress_observer_) progress_observer_(p);
   };
 
+  // After a Poll: the cluster's health for /readyz, and the outage clock
+  // (an outage is not idle time). Returns whether the cluster is reachable.
+  auto observe_cluster = [&] {
+    auto health = source_->Health();
+    const bool reachable = health.reachable;
+    if (!reachable) last_unreachable = Clock::now();
+    // A refused connection since the last message: maybe the start of an
+    // outage librdkafka has not called one yet (all brokers down), so the
+    // idle clock restarts from it.
+    if (health.connect_failed_ms >= 0) {
+      last_unreachable = std::max(
+          last_unreachable, Clock::now() - std::chrono::milliseconds(health.connect_failed_ms));
+    }
+    std::lock_guard lock(health_mutex_);
+    health_ = std::move(health);
+    return reachable;
+  };
+
   while (!stop.load()) {
     batch.clear();
     // A micro-batch: up to batch_max_events, closed batch_max_wait_ms after
@@ -617,6 +637,8 @@ Status Service::Run(const std::atomic<bool>& stop) {
         break;
       }
       const size_t pending = processor_->sealed_count();
+      // Commits waiting for Kafka are work in progress, not idle time.
+      if (pending > 0) last_waiting = Clock::now();
       if (static_cast<int>(pending) > options.commits_in_flight) {
         // No room for another commit: no input until Kafka acknowledges.
         if (full_since == Clock::time_point{}) full_since = Clock::now();
@@ -626,13 +648,7 @@ Status Service::Run(const std::atomic<bool>& stop) {
           result = probed;
           break;
         }
-        auto health = source_->Health();
-        const bool reachable = health.reachable;
-        if (!reachable) last_unreachable = Clock::now();
-        {
-          std::lock_guard lock(health_mutex_);
-          health_ = std::move(health);
-        }
+        const bool reachable = observe_cluster();
         // An outage is not a timeout; a reachable cluster that acknowledges
         // nothing for the flush timeout stops the service.
         const auto waiting_since = std::max(full_since, last_unreachable);
@@ -676,19 +692,7 @@ Status Service::Run(const std::atomic<bool>& stop) {
       }
     }
     poll_timer.reset();
-    {
-      auto health = source_->Health();
-      if (!health.reachable) last_unreachable = Clock::now();
-      // A refused connection since the last message: maybe the start of an
-      // outage librdkafka has not called one yet (all brokers down), so the
-      // idle clock restarts from it.
-      if (health.connect_failed_ms >= 0) {
-        last_unreachable = std::max(
-            last_unreachable, Clock::now() - std::chrono::milliseconds(health.connect_failed_ms));
-      }
-      std::lock_guard lock(health_mutex_);
-      health_ = std::move(health);
-    }
+    observe_cluster();
     if (!processor_->callback_error().empty()) {
       result = Status::Error(processor_->callback_error());
       break;
@@ -733,8 +737,9 @@ Status Service::Run(const std::atomic<bool>& stop) {
     publish_progress(false);
     if (options.max_events > 0 && counters.consumed.load() >= options.max_events) break;
     if (options.idle_exit_ms > 0) {
-      // Idle means no input while partitions are assigned and the cluster
-      // is reachable: an outage does not count, nor does joining the group
+      // Idle means no input while partitions are assigned, no commit waits
+      // for Kafka and the cluster is reachable: an outage does not count,
+      // nor does a commit's wait for acknowledgements, nor joining the group
       // (seconds, more when a static member's session must expire first),
       // unless no assignment comes for a minute or more.
       bool assigned = false;
@@ -742,7 +747,8 @@ Status Service::Run(const std::atomic<bool>& stop) {
         std::lock_guard lock(partitions_mutex_);
         assigned = !assigned_.empty();
       }
-      const auto idle_since = std::max({last_event, last_assigned_, last_unreachable});
+      const auto idle_since =
+          std::max({last_event, last_assigned_, last_unreachable, last_waiting});
       if (assigned ? SecondsSince(idle_since) * 1000 >= options.idle_exit_ms
                    : SecondsSince(idle_since) * 1000 >= std::max(options.idle_exit_ms, 60000)) {
         break;
