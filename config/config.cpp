@@ -666,9 +666,8 @@ const std::vector<Option>& OptionTable() {
            "and before the local store; an instance assigned a partition restores it from the "
            "changelog (from its local checkpoint) before processing its events "
            "(docs/KAFKA.md \"State changelog\"; its wait for acknowledgements is a stage of the "
-           "pipelined commit, polling goes on). Off (for now the default, see docs/KAFKA.md): "
-           "a moved partition is read again from the stored offset of the new owner, which has "
-           "none of its users; set it on for more than one instance in a group."},
+           "pipelined commit, polling goes on). Off: a moved partition is read again from the "
+           "stored offset of the new owner, which has none of its users (one instance only)."},
       {.key = "state.changelog_topic",
        .access = MemberOf<&Config::state, &StateOptions::changelog_topic>,
        .description = "Changelog topic; empty = \"<kafka.group_id>-state-changelog\". Created "

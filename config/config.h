@@ -111,7 +111,7 @@ struct StateOptions {
   std::string dir = "./clv-state";
   int64_t block_cache_bytes = 256LL << 20;
   bool fp16_hidden = true;
-  bool changelog = false;
+  bool changelog = true;
   // Empty: "<kafka.group_id>-state-changelog".
   std::string changelog_topic = "";
 
