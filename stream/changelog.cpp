@@ -18,6 +18,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr char kUserTag = 'U';
 constexpr char kMarkerTag = 'M';
+constexpr char kEventIdsTag = 'I';
 constexpr char kVersion = 1;
 // Users applied per WriteBatch while restoring.
 constexpr size_t kRestoreChunkUsers = 10000;
@@ -53,7 +54,11 @@ bool GetString(std::string_view* in, std::string* text) {
 
 bool GetHeader(std::string_view* in, char tag, std::string* error) {
   if (in->size() < 2 || (*in)[0] != tag) {
-    *error = std::string("not a changelog ") + (tag == kUserTag ? "user" : "marker") + " record";
+    *error = std::string("not a changelog ") +
+             (tag == kUserTag     ? "user"
+              : tag == kMarkerTag ? "marker"
+                                  : "event-id") +
+             " record";
     return false;
   }
   if ((*in)[1] != kVersion) {
@@ -102,6 +107,80 @@ std::string InputTimeMetaKey(const std::string& topic, int32_t partition) {
 std::string ChangelogCheckpointKey(int32_t partition) {
   return "changelog_next/" + std::to_string(partition);
 }
+std::string ChangelogEventIdRecordsKey(int32_t partition) {
+  return "changelog_event_id_records/" + std::to_string(partition);
+}
+
+std::string ChangelogEventIdsKey(int32_t day, uint32_t sequence) {
+  std::string key(kEventIdsKeyPrefix);
+  Put<int32_t>(&key, day);
+  Put<uint32_t>(&key, sequence);
+  return key;
+}
+
+bool ParseChangelogEventIdsKey(std::string_view key, int32_t* day, uint32_t* sequence) {
+  if (key.size() != kEventIdsKeyPrefix.size() + 8 || !key.starts_with(kEventIdsKeyPrefix)) {
+    return false;
+  }
+  key.remove_prefix(kEventIdsKeyPrefix.size());
+  return Get(&key, day) && Get(&key, sequence);
+}
+
+std::string EncodeChangelogEventIds(const std::vector<uint64_t>& hashes) {
+  std::string out;
+  out.reserve(6 + hashes.size() * 8);
+  out.push_back(kEventIdsTag);
+  out.push_back(kVersion);
+  Put<uint32_t>(&out, static_cast<uint32_t>(hashes.size()));
+  for (uint64_t hash : hashes) Put<uint64_t>(&out, hash);
+  return out;
+}
+
+bool DecodeChangelogEventIds(std::string_view bytes, std::vector<uint64_t>* hashes,
+                             std::string* error) {
+  if (!GetHeader(&bytes, kEventIdsTag, error)) return false;
+  uint32_t count = 0;
+  if (!Get(&bytes, &count) || bytes.size() != static_cast<size_t>(count) * 8) {
+    *error = "changelog event-id record: " + std::to_string(bytes.size()) +
+             " bytes do not hold the ids it counts";
+    return false;
+  }
+  hashes->resize(count);
+  for (uint32_t i = 0; i < count; ++i) Get(&bytes, &(*hashes)[i]);
+  return true;
+}
+
+namespace {
+void PutCounts(std::string* out, const std::map<int32_t, uint32_t>& counts) {
+  Put<uint32_t>(out, static_cast<uint32_t>(counts.size()));
+  for (const auto& [day, count] : counts) {
+    Put<int32_t>(out, day);
+    Put<uint32_t>(out, count);
+  }
+}
+bool GetCounts(std::string_view* in, std::map<int32_t, uint32_t>* counts) {
+  uint32_t n = 0;
+  if (!Get(in, &n)) return false;
+  counts->clear();
+  for (uint32_t i = 0; i < n; ++i) {
+    int32_t day = 0;
+    uint32_t count = 0;
+    if (!Get(in, &day) || !Get(in, &count)) return false;
+    (*counts)[day] = count;
+  }
+  return true;
+}
+}  // namespace
+
+std::string EncodeEventIdRecordCounts(const std::map<int32_t, uint32_t>& counts) {
+  std::string out;
+  PutCounts(&out, counts);
+  return out;
+}
+
+bool DecodeEventIdRecordCounts(std::string_view bytes, std::map<int32_t, uint32_t>* counts) {
+  return GetCounts(&bytes, counts) && bytes.empty();
+}
 
 std::string EncodeChangelogUser(const ChangelogUser& user) {
   std::string out;
@@ -148,6 +227,7 @@ std::string EncodeChangelogMarker(const ChangelogMarker& marker) {
     Put<int64_t>(&out, input.next_offset);
     Put<int64_t>(&out, input.input_time_ms);
   }
+  PutCounts(&out, marker.event_id_records);
   return out;
 }
 
@@ -168,6 +248,11 @@ bool DecodeChangelogMarker(std::string_view bytes, ChangelogMarker* marker, std:
       return false;
     }
     marker->inputs.push_back(std::move(input));
+  }
+  marker->event_id_records.clear();
+  if (!bytes.empty() && !GetCounts(&bytes, &marker->event_id_records)) {
+    *error = "changelog marker: truncated event-id record counts";
+    return false;
   }
   if (!bytes.empty()) {
     *error = "changelog marker: " + std::to_string(bytes.size()) + " trailing bytes";
@@ -267,6 +352,11 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
   std::unordered_map<std::string, std::map<std::string, int64_t>> since_marker;
   std::optional<ChangelogMarker> marker;
   int64_t marker_offset = -1;
+  // Event ids up to the last marker read, for the next WriteBatch; those of
+  // records after it are dropped at the end (their events are replayed, and
+  // skipped or folded again, which remembers their ids again).
+  std::vector<state::EventIdEntry> event_ids;
+  size_t event_ids_confirmed = 0;
 
   auto apply_chunk = [&](state::CommitBatch* batch) -> Status {
     std::vector<std::string> ids;
@@ -304,6 +394,19 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
     result.bytes +=
         static_cast<int64_t>(record.key.size() + (record.value ? record.value->size() : 0));
     std::string error;
+    int32_t day = 0;
+    uint32_t sequence = 0;
+    if (ParseChangelogEventIdsKey(record.key, &day, &sequence)) {
+      // A tombstone: a day past the retention (its ids expire locally too).
+      if (!record.value) return Status::Ok();
+      std::vector<uint64_t> hashes;
+      if (!DecodeChangelogEventIds(*record.value, &hashes, &error)) {
+        return Status::Error("changelog " + io.topic() + " [" + std::to_string(partition) +
+                             "] offset " + std::to_string(record.offset) + ": " + error);
+      }
+      for (uint64_t hash : hashes) event_ids.push_back({day, hash});
+      return Status::Ok();
+    }
     if (record.key == kMarkerKey) {
       ChangelogMarker m;
       if (!record.value || !DecodeChangelogMarker(*record.value, &m, &error)) {
@@ -314,6 +417,7 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
       marker = std::move(m);
       marker_offset = record.offset;
       since_marker.clear();
+      event_ids_confirmed = event_ids.size();
     } else if (!record.value) {
       chunk[std::string(record.key)] = std::nullopt;
       since_marker.erase(std::string(record.key));
@@ -330,6 +434,12 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
     }
     if (chunk.size() >= kRestoreChunkUsers) {
       state::CommitBatch batch;
+      batch.event_ids_added.assign(
+          event_ids.begin(), event_ids.begin() + static_cast<std::ptrdiff_t>(event_ids_confirmed));
+      result.event_ids += static_cast<int64_t>(event_ids_confirmed);
+      event_ids.erase(event_ids.begin(),
+                      event_ids.begin() + static_cast<std::ptrdiff_t>(event_ids_confirmed));
+      event_ids_confirmed = 0;
       auto applied = apply_chunk(&batch);
       if (!applied.ok()) return applied;
       auto committed = store.Commit(batch);
@@ -360,6 +470,9 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
   state::CommitBatch batch;
   status = apply_chunk(&batch);
   if (!status.ok()) return status;
+  batch.event_ids_added.assign(
+      event_ids.begin(), event_ids.begin() + static_cast<std::ptrdiff_t>(event_ids_confirmed));
+  result.event_ids += static_cast<int64_t>(event_ids_confirmed);
   // The horizon: where the last commit of the log left each input topic.
   std::map<std::string, int64_t> horizon;
   if (marker) {
@@ -374,6 +487,17 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
     batch.meta.emplace_back(StreamTimeMetaKey(partition), std::to_string(marker->stream_time_ms));
     // Orphans after the marker are read again by the next restore.
     batch.meta.emplace_back(ChangelogCheckpointKey(partition), std::to_string(marker_offset + 1));
+    batch.meta.emplace_back(ChangelogEventIdRecordsKey(partition),
+                            EncodeEventIdRecordCounts(marker->event_id_records));
+    restored->event_id_records = marker->event_id_records;
+  } else {
+    std::optional<std::string> counts;
+    status = store.GetMeta(ChangelogEventIdRecordsKey(partition), &counts);
+    if (!status.ok()) return Status::Error("restoring: " + status.message);
+    if (counts && !DecodeEventIdRecordCounts(*counts, &restored->event_id_records)) {
+      return Status::Error("restoring: the stored event-id record counts of partition " +
+                           std::to_string(partition) + " are damaged");
+    }
   }
   for (const auto& [user, positions] : since_marker) {
     for (const auto& [topic, position] : positions) {

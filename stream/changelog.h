@@ -10,8 +10,17 @@
 //   user id -> no value (tombstone): the user is deleted.
 //   kMarkerKey -> 'M' 1, u16 writer length, writer, i64 stream time,
 //              u32 n, n x (u16 topic length, topic, i64 next offset,
-//              i64 input time): written last by each commit that touched
-//              the partition.
+//              i64 input time), then (may be absent: none) u32 m,
+//              m x (i32 day, u32 count): per event day, how many event-id
+//              records the partition has; written last by each commit that
+//              touched the partition.
+//   ChangelogEventIdsKey(day, sequence) -> 'I' 1, u32 n, n x u64: the ids
+//              (state::EventIdEntry hashes) of the events of that day first
+//              folded by one commit, so that the dedup index
+//              (stream.dedup_retention_days) follows the partition too. A
+//              partition's records of a day are numbered 0, 1, ... (the
+//              marker's count); once the day is older than the retention
+//              every one of them gets a tombstone, so compaction removes them.
 //
 // Contract (Processor, through the changelog stage of the commit pipeline,
 // stream/commit_pipeline.h): a commit's records are produced after every
@@ -46,11 +55,15 @@
 namespace clv::stream {
 
 inline constexpr std::string_view kMarkerKey("\0marker", 7);
+inline constexpr std::string_view kEventIdsKeyPrefix("\0ids/", 5);
 
 // Meta keys of the store shared with the processor.
 std::string StreamTimeMetaKey(int32_t partition);
 std::string InputTimeMetaKey(const std::string& topic, int32_t partition);
 std::string ChangelogCheckpointKey(int32_t partition);
+// Per partition: the event-id record counts (day -> count) of its last
+// marker, for a restart that reads nothing new from the changelog.
+std::string ChangelogEventIdRecordsKey(int32_t partition);
 
 struct ChangelogUser {
   std::map<std::string, int64_t> positions;  // input topic -> offset of the last folded event
@@ -65,12 +78,21 @@ struct ChangelogMarker {
     int64_t input_time_ms = 0;
   };
   std::vector<Input> inputs;
+  std::map<int32_t, uint32_t> event_id_records;  // event day -> records of that day
 };
 
 std::string EncodeChangelogUser(const ChangelogUser& user);
 bool DecodeChangelogUser(std::string_view bytes, ChangelogUser* user, std::string* error);
 std::string EncodeChangelogMarker(const ChangelogMarker& marker);
 bool DecodeChangelogMarker(std::string_view bytes, ChangelogMarker* marker, std::string* error);
+std::string ChangelogEventIdsKey(int32_t day, uint32_t sequence);
+// False when `key` is not an event-id record key.
+bool ParseChangelogEventIdsKey(std::string_view key, int32_t* day, uint32_t* sequence);
+std::string EncodeChangelogEventIds(const std::vector<uint64_t>& hashes);
+bool DecodeChangelogEventIds(std::string_view bytes, std::vector<uint64_t>* hashes,
+                             std::string* error);
+std::string EncodeEventIdRecordCounts(const std::map<int32_t, uint32_t>& counts);
+bool DecodeEventIdRecordCounts(std::string_view bytes, std::map<int32_t, uint32_t>* counts);
 
 // The changelog topic as the processor sees it.
 class ChangelogIo {
@@ -110,7 +132,8 @@ connectors::Status EnsureChangelogTopic(const config::Config& config);
 struct RestoreProgress {
   int64_t records = 0;
   int64_t bytes = 0;
-  int64_t users = 0;  // distinct users written (a user in two chunks counts twice)
+  int64_t users = 0;      // distinct users written (a user in two chunks counts twice)
+  int64_t event_ids = 0;  // event ids added to the dedup index
   int64_t from = 0;
   int64_t end = 0;
   double seconds = 0;
@@ -123,6 +146,9 @@ struct RestoredPartition {
   // or below it are already in the state.
   std::map<std::string, std::unordered_map<std::string, int64_t>> skip;
   std::vector<std::string> users;  // every user written (drop them from caches)
+  // The partition's event-id record counts (day -> count): the last
+  // marker's, else what the store kept from the last commit.
+  std::map<int32_t, uint32_t> event_id_records;
 };
 
 // One user a restore wrote: its local state before (nullopt: none) and the
@@ -132,8 +158,8 @@ using RestoredUserObserver =
     std::function<void(const std::string& user_id, const std::optional<state::UserState>& before,
                        const std::optional<state::UserState>& after)>;
 
-// Brings the store's users, timers, input offsets and stream time of input
-// partition `partition` up to the changelog: reads from the store's
+// Brings the store's users, timers, event ids, input offsets and stream time
+// of input partition `partition` up to the changelog: reads from the store's
 // checkpoint (0 if none) to the end, applies it in WriteBatches and stores
 // the new checkpoint. `progress` (may be empty) is called every few seconds;
 // `on_user` (may be empty) with every user written.

@@ -66,6 +66,7 @@ struct PendingCommit {
     int32_t partition = 0;
     std::string key;
     std::string value;
+    bool tombstone = false;  // no value (`value` unused)
   };
   std::vector<ChangelogRecord> changelog;
 };

@@ -285,6 +285,11 @@ struct Processor::Impl {
   std::map<connectors::TopicPartition, int64_t> known_offsets;
   std::set<int32_t> restored_partitions;
   std::map<connectors::TopicPartition, std::unordered_map<std::string, int64_t>> restore_skip;
+  // Event ids remembered since the last seal, per input partition and event
+  // day (their changelog records), and per owned partition and day how many
+  // event-id records its changelog holds (the next record's sequence).
+  std::map<int32_t, std::map<int32_t, std::vector<uint64_t>>> changelog_event_ids;
+  std::map<int32_t, std::map<int32_t, uint32_t>> event_id_records;
   // Last: its writer thread stops before the members its hooks use go.
   CommitPipeline pipeline;
 };
@@ -553,7 +558,10 @@ Status Processor::Impl::Fold(const DecodedBatch& batch, BatchTimers& timers, Eve
         if (position != skip->second.end() && message.offset <= position->second) {
           counters.restore_skipped.fetch_add(1, std::memory_order_relaxed);
           if (metrics) metrics->restore_skipped_events.Inc();
-          if (keep_ids) pending_event_ids.emplace(id_entry.day, id_entry.hash);
+          if (keep_ids && pending_event_ids.emplace(id_entry.day, id_entry.hash).second &&
+              changelog != nullptr) {
+            changelog_event_ids[partition][id_entry.day].push_back(id_entry.hash);
+          }
           continue;
         }
       }
@@ -564,7 +572,10 @@ Status Processor::Impl::Fold(const DecodedBatch& batch, BatchTimers& timers, Eve
       continue;
     }
     FoldEvent(d.event, partition, user, timers, work);
-    if (changelog != nullptr) folded_positions[d.event.user_id][message.topic] = message.offset;
+    if (changelog != nullptr) {
+      folded_positions[d.event.user_id][message.topic] = message.offset;
+      if (keep_ids) changelog_event_ids[partition][id_entry.day].push_back(id_entry.hash);
+    }
     counters.processed.fetch_add(1, std::memory_order_relaxed);
     if (metrics) MetricsFor(message.topic).processed->Inc();
   }
@@ -1059,6 +1070,30 @@ void Processor::Impl::AddChangelogRecords(PendingCommit& commit) {
     known_offsets[{o.topic, o.partition}] = o.offset;
     touched.insert(o.partition);
   }
+  // The dedup index: this commit's new ids, one record per partition and
+  // event day; a day the commit expires loses every record of it.
+  for (auto& [partition, days] : changelog_event_ids) {
+    auto& counts = event_id_records[partition];
+    for (auto& [day, hashes] : days) {
+      commit.changelog.push_back(
+          {partition, ChangelogEventIdsKey(day, counts[day]++), EncodeChangelogEventIds(hashes)});
+    }
+    touched.insert(partition);
+  }
+  changelog_event_ids.clear();
+  const int32_t expire_before = commit.batch.event_ids_expire_before_day;
+  if (expire_before != INT32_MIN) {
+    for (auto& [partition, counts] : event_id_records) {
+      while (!counts.empty() && counts.begin()->first < expire_before) {
+        const auto [day, records] = *counts.begin();
+        for (uint32_t sequence = 0; sequence < records; ++sequence) {
+          commit.changelog.push_back({partition, ChangelogEventIdsKey(day, sequence), "", true});
+        }
+        counts.erase(counts.begin());
+        touched.insert(partition);
+      }
+    }
+  }
   for (int32_t partition : stream_time_dirty) touched.insert(partition);
   for (int32_t partition : touched) {
     ChangelogMarker marker;
@@ -1070,6 +1105,11 @@ void Processor::Impl::AddChangelogRecords(PendingCommit& commit) {
       auto it = input_time_ms.find(tp);
       marker.inputs.push_back({tp.topic, offset, it == input_time_ms.end() ? 0 : it->second});
     }
+    auto counts = event_id_records.find(partition);
+    if (counts != event_id_records.end()) marker.event_id_records = counts->second;
+    // Kept locally too, for a restart that reads no marker.
+    commit.batch.meta.emplace_back(ChangelogEventIdRecordsKey(partition),
+                                   EncodeEventIdRecordCounts(marker.event_id_records));
     commit.changelog.push_back({partition, std::string(kMarkerKey), EncodeChangelogMarker(marker)});
   }
 }
@@ -1085,7 +1125,8 @@ Status Processor::Impl::SendChangelog(PendingCommit& commit, bool* sent) {
   *sent = false;
   if (changelog == nullptr || commit.changelog.empty()) return Status::Ok();
   for (const auto& record : commit.changelog) {
-    auto status = changelog->Send(record.partition, record.key, &record.value);
+    auto status =
+        changelog->Send(record.partition, record.key, record.tombstone ? nullptr : &record.value);
     if (!status.ok()) return status;
   }
   *sent = true;
@@ -1141,6 +1182,8 @@ void Processor::Impl::RestoreFromChangelog(int32_t partition) {
   }
   counters.restored_records.fetch_add(stats.records);
   counters.restored_users.fetch_add(stats.users);
+  counters.restored_event_ids.fetch_add(stats.event_ids);
+  event_id_records[partition] = std::move(restored.event_id_records);
   int64_t skippable = 0;
   for (auto& [topic, users] : restored.skip) {
     skippable += static_cast<int64_t>(users.size());
@@ -1160,6 +1203,7 @@ void Processor::Impl::RestoreFromChangelog(int32_t partition) {
        {"end_offset", stats.end},
        {"records", stats.records},
        {"users", stats.users},
+       {"event_ids", stats.event_ids},
        {"bytes", stats.bytes},
        {"users_ahead_of_marker", skippable},
        {"seconds", stats.seconds}});
@@ -1279,6 +1323,7 @@ void Processor::OnRevoked(const std::vector<connectors::TopicPartition>& partiti
     p.known_offsets.erase(tp);
     p.restore_skip.erase(tp);
     p.restored_partitions.erase(tp.partition);
+    p.event_id_records.erase(tp.partition);
   }
   // Another instance may own these users next; forget everything cached so
   // that a later assignment reads the store again.

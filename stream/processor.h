@@ -72,6 +72,7 @@ struct ProcessorCounters {
   std::atomic<int64_t> restoring{0};
   std::atomic<int64_t> restored_records{0};
   std::atomic<int64_t> restored_users{0};
+  std::atomic<int64_t> restored_event_ids{0};  // dedup-index ids restored
   std::atomic<int64_t> restore_skipped{0};
   // Where the wall time of the service loop goes (nanoseconds, summed):
   // waiting for input, processing batches, waiting for the producer's

@@ -10,6 +10,9 @@
 //    written since its checkpoint;
 //  * a crash after a commit's user records reached the changelog but before
 //    its marker and its local write: no event is folded twice, none lost;
+//  * the dedup index follows the partition: an upstream re-send of an event
+//    older than its user's recent ids is still a duplicate on the new owner,
+//    and the event-id records of days past the retention get tombstones;
 //  * a changelog topic with the wrong partition count stops the start.
 #include <algorithm>
 #include <array>
@@ -383,6 +386,112 @@ TEST_F(Changelog, ACrashBetweenUserRecordsAndTheMarkerFoldsNoEventTwice) {
   EXPECT_EQ(scores, expected_scores);
 }
 
+TEST_F(Changelog, AReSentEventOlderThanItsUsersRecentIdsIsADuplicateAfterItsPartitionMoved) {
+  // 30 users, an event of each every 1.5 days; each user remembers only its
+  // latest id: the older re-sends are caught by the dedup index alone.
+  config_.stream.dedup_window = 1;
+  stream_ = Stream(30, 3000);
+  const auto half = Half();
+  // Per partition: the first half, then a re-send (same bytes, new offsets)
+  // of its last 100 events (20 days, within the 30-day retention), then the
+  // second half.
+  constexpr int64_t kReSent = 100;
+  std::vector<connectors::Message> with_resends;
+  std::map<int32_t, std::vector<connectors::Message>> resends;
+  for (const auto& m : stream_) {
+    if (m.offset >= half.at(m.partition) - kReSent && m.offset < half.at(m.partition)) {
+      auto copy = m;
+      copy.offset = half.at(m.partition) + static_cast<int64_t>(resends[m.partition].size());
+      resends[m.partition].push_back(std::move(copy));
+    }
+  }
+  for (const auto& m : stream_) {
+    if (m.offset >= half.at(m.partition)) continue;
+    with_resends.push_back(m);
+    if (m.offset == half.at(m.partition) - 1) {
+      for (const auto& r : resends[m.partition]) with_resends.push_back(r);
+    }
+  }
+  for (const auto& m : stream_) {
+    if (m.offset < half.at(m.partition)) continue;
+    with_resends.push_back(m);
+    with_resends.back().offset += kReSent;
+  }
+  stream_ = with_resends;
+
+  Users expected_users;
+  Scores expected_scores;
+  Reference(&expected_users, &expected_scores);
+  {
+    auto first = Open("a", true);
+    auto status = Feed(*first, stream_, half);
+    ASSERT_TRUE(status.ok()) << status.message;
+  }
+  auto second = Open("b", true);
+  EXPECT_GE(second->processor->counters().restored_event_ids.load(), kReSent * kPartitions);
+  auto status = Feed(*second, stream_, {});
+  ASSERT_TRUE(status.ok()) << status.message;
+  EXPECT_EQ(second->processor->counters().duplicates.load(), kReSent * kPartitions)
+      << "re-sent events counted again on the partitions' new owner";
+  const Users users = UsersOf(*second->store);
+  int differ = 0;
+  for (const auto& [id, s] : expected_users) differ += users.count(id) == 0 || users.at(id) != s;
+  EXPECT_EQ(users.size(), expected_users.size());
+  EXPECT_EQ(differ, 0) << "users whose state differs from one uninterrupted run";
+}
+
+TEST_F(Changelog, EventIdRecordsOfDaysPastTheRetentionGetTombstones) {
+  config_.stream.dedup_retention_days = 5;
+  {
+    auto instance = Open("a", true);
+    auto status = Feed(*instance, stream_, {});
+    ASSERT_TRUE(status.ok()) << status.message;
+  }
+  std::unique_ptr<ChangelogIo> io;
+  ASSERT_TRUE(OpenKafkaChangelog(connectors::ClientOptionsFrom(config_.kafka),
+                                 ChangelogTopicName(config_), &io)
+                  .ok());
+  const int32_t last_day = static_cast<int32_t>(stream_.back().timestamp_ms / kDayMs);
+  for (int32_t p = 0; p < kPartitions; ++p) {
+    // The latest record per event-id key (compaction keeps only that).
+    std::map<std::pair<int32_t, uint32_t>, bool> live;
+    std::map<int32_t, uint32_t> marker_counts;
+    int64_t end = 0;
+    int64_t log_start = 0;
+    auto status = io->Read(
+        p, 0,
+        [&](const connectors::LogRecord& record) {
+          int32_t day = 0;
+          uint32_t sequence = 0;
+          if (ParseChangelogEventIdsKey(record.key, &day, &sequence)) {
+            live[{day, sequence}] = record.value.has_value();
+          } else if (record.key == kMarkerKey) {
+            ChangelogMarker marker;
+            std::string error;
+            EXPECT_TRUE(DecodeChangelogMarker(*record.value, &marker, &error)) << error;
+            marker_counts = marker.event_id_records;
+          }
+          return connectors::Status::Ok();
+        },
+        &end, &log_start);
+    ASSERT_TRUE(status.ok()) << status.message;
+    int tombstoned = 0;
+    std::map<int32_t, uint32_t> live_counts;
+    for (const auto& [key, has_value] : live) {
+      if (!has_value) {
+        ++tombstoned;
+        continue;
+      }
+      EXPECT_GE(key.first, last_day - 5 - 2)
+          << "partition " << p << ": day " << key.first << " is past the retention, not tombstoned";
+      ++live_counts[key.first];
+    }
+    EXPECT_GT(tombstoned, 100) << "partition " << p;
+    // The last marker counts exactly the records still alive.
+    EXPECT_EQ(marker_counts, live_counts) << "partition " << p;
+  }
+}
+
 TEST_F(Changelog, AChangelogTopicWithAnotherPartitionCountStopsTheStart) {
   config_.state.changelog_topic = "narrow-changelog";
   ASSERT_TRUE(broker_->CreateTopic("narrow-changelog", 2).ok());
@@ -414,15 +523,40 @@ TEST(ChangelogRecords, EncodeAndDecodeAndRefuseDamage) {
   EXPECT_EQ(decoded.positions, user.positions);
   EXPECT_EQ(decoded.state, user.state);
   EXPECT_FALSE(DecodeChangelogUser(bytes.substr(0, 9), &decoded, &error));
-  ChangelogMarker marker{"w", 1234, {{"events", 10, 1000}}};
+  ChangelogMarker marker{"w", 1234, {{"events", 10, 1000}}, {{20089, 3}, {20090, 1}}};
   ChangelogMarker read;
-  ASSERT_TRUE(DecodeChangelogMarker(EncodeChangelogMarker(marker), &read, &error)) << error;
+  const std::string marker_bytes = EncodeChangelogMarker(marker);
+  ASSERT_TRUE(DecodeChangelogMarker(marker_bytes, &read, &error)) << error;
   EXPECT_EQ(read.writer, "w");
   EXPECT_EQ(read.stream_time_ms, 1234);
   ASSERT_EQ(read.inputs.size(), 1u);
   EXPECT_EQ(read.inputs[0].next_offset, 10);
+  EXPECT_EQ(read.event_id_records, marker.event_id_records);
+  EXPECT_FALSE(
+      DecodeChangelogMarker(marker_bytes.substr(0, marker_bytes.size() - 3), &read, &error));
   EXPECT_FALSE(DecodeChangelogMarker(bytes, &read, &error));
   EXPECT_NE(error.find("not a changelog marker"), std::string::npos) << error;
+  // A marker of the first version (no event-id record counts) still reads.
+  ChangelogMarker older{"w", 1234, {{"events", 10, 1000}}, {}};
+  std::string older_bytes = EncodeChangelogMarker(older);
+  older_bytes.resize(older_bytes.size() - 4);
+  ASSERT_TRUE(DecodeChangelogMarker(older_bytes, &read, &error)) << error;
+  EXPECT_TRUE(read.event_id_records.empty());
+
+  const std::vector<uint64_t> hashes = {1, 0xfedcba9876543210ULL, 42};
+  std::vector<uint64_t> hashes_read;
+  const std::string ids = EncodeChangelogEventIds(hashes);
+  ASSERT_TRUE(DecodeChangelogEventIds(ids, &hashes_read, &error)) << error;
+  EXPECT_EQ(hashes_read, hashes);
+  EXPECT_FALSE(DecodeChangelogEventIds(ids.substr(0, ids.size() - 1), &hashes_read, &error));
+  EXPECT_NE(error.find("do not hold the ids"), std::string::npos) << error;
+  int32_t day = 0;
+  uint32_t sequence = 0;
+  ASSERT_TRUE(ParseChangelogEventIdsKey(ChangelogEventIdsKey(-3, 7), &day, &sequence));
+  EXPECT_EQ(day, -3);
+  EXPECT_EQ(sequence, 7u);
+  EXPECT_FALSE(ParseChangelogEventIdsKey("u1", &day, &sequence));
+  EXPECT_FALSE(ParseChangelogEventIdsKey(kMarkerKey, &day, &sequence));
 }
 
 }  // namespace
