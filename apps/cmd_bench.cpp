@@ -62,7 +62,7 @@ double ThreadCpuSeconds() {
 struct BenchFlags {
   ConfigFlags config;
   ShopFlags shop;
-  int partitions = 8;
+  int partitions = 16;  // the default shop (1.2M events) fits the embedded broker
   int brokers = 1;
   std::string bootstrap;    // an existing cluster instead of the embedded broker
   double latency_rate = 0;  // events/s in the latency phase; 0 = half the measured throughput
@@ -109,10 +109,13 @@ PhaseResult RunPipeline(config::Config config, const std::string& topic, int64_t
   std::atomic<bool> stop{false};
   connectors::Status run_status = connectors::Status::Ok();
   const double cpu_before = ProcessCpuSeconds();
+  // Run returns early on an error (or an idle exit): the phase ends with it.
+  std::atomic<bool> service_done{false};
   std::thread runner([&] {
     pthread_setname_np(pthread_self(), "clv-service");  // for perf/top -H
     run_status = service->Run(stop);
     result.service_cpu_s = ThreadCpuSeconds();
+    service_done.store(true);
   });
   const auto& counters = service->processor().counters();
   Clock::time_point first{};
@@ -133,7 +136,7 @@ PhaseResult RunPipeline(config::Config config, const std::string& topic, int64_t
       last_print = Clock::now();
       std::fprintf(stderr, "\r  ... %s events consumed", WithThousands(consumed).c_str());
     }
-    running = !stop.load() && consumed < events;
+    running = !stop.load() && consumed < events && !service_done.load();
     if (!producer_done && consumed >= events) running = false;
     if (!running && !producer_done) break;
   }
@@ -142,7 +145,12 @@ PhaseResult RunPipeline(config::Config config, const std::string& topic, int64_t
   auto end = Clock::now();
   result.process_cpu_s = ProcessCpuSeconds() - cpu_before;
   std::fprintf(stderr, "\r");
-  if (!run_status.ok()) result.error = run_status.message;
+  if (!run_status.ok()) {
+    result.error = run_status.message;
+  } else if (!producer_done && counters.consumed.load() < events) {
+    result.error = "the service stopped after " + WithThousands(counters.consumed.load()) + " of " +
+                   WithThousands(events) + " events without an error";
+  }
   result.events = counters.consumed.load();
   result.seconds = std::chrono::duration<double>(end - first).count();
   result.p50_ms = service->processor().latency().Quantile(0.5);
@@ -311,7 +319,7 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
   flags->shop.options.days = 120;
   AddConfigFlags(*cmd, flags->config);
   AddShopFlags(*cmd, flags->shop);
-  cmd->add_option("--partitions", flags->partitions, "Partitions of the bench topics")
+  cmd->add_option("--partitions", flags->partitions, "Partitions of the bench topics (default 16)")
       ->check(CLI::Range(1, 256));
   cmd->add_option("--brokers", flags->brokers, "Mock brokers")->check(CLI::Range(1, 8));
   cmd->add_option(
