@@ -33,11 +33,12 @@ namespace {
 // Consumer defaults. Exactly-once comes from our state store: Kafka offsets
 // are never auto-committed or auto-stored, the start position of every
 // assigned partition comes from SourceCallbacks::start_offset.
-//   partition.assignment.strategy: "range" (eager). Eager revokes every
-//   partition before a rebalance, which matches our on_revoked contract
-//   (commit everything, then give up); cooperative-sticky also works with
-//   this code (the rebalance callback uses incremental assign when the group
-//   protocol is COOPERATIVE) and can be chosen through properties.
+//   partition.assignment.strategy: "cooperative-sticky". A rebalance
+//   revokes only the partitions that move (incremental assign/unassign in
+//   the rebalance callback when the group protocol is COOPERATIVE): the
+//   others keep being processed, and keep their restored state. "range"
+//   (eager: revoke everything, then reassign) still works through
+//   properties; every member of a group must use the same kind.
 constexpr const char* kConsumerDefaults[][2] = {
     {"enable.auto.commit", "false"},
     {"enable.auto.offset.store", "false"},
@@ -46,7 +47,7 @@ constexpr const char* kConsumerDefaults[][2] = {
     // falls out of the log while being read stops Poll() with an error.
     {"auto.offset.reset", "error"},
     {"isolation.level", "read_committed"},
-    {"partition.assignment.strategy", "range"},
+    {"partition.assignment.strategy", "cooperative-sticky"},
     {"enable.partition.eof", "false"},
     {"allow.auto.create.topics", "true"},
     {"log.connection.close", "false"},

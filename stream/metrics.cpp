@@ -423,6 +423,13 @@ ServiceMetrics::ServiceMetrics()
           "clv_restore_skipped_events_total",
           "Replayed events skipped because a restored user state already held them (a crash "
           "between the changelog and the local commit).")),
+      partitions_assigned(
+          registry.AddCounter("clv_partitions_assigned_total",
+                              "Input partitions the consumer group assigned to this instance.")),
+      partitions_revoked(registry.AddCounter(
+          "clv_partitions_revoked_total",
+          "Input partitions the consumer group took from this instance (a cooperative "
+          "rebalance takes only those that move).")),
       ready(registry.AddGauge("clv_ready",
                               "1 when the service is ready (partitions assigned, state restored, "
                               "model loaded), else 0.")),

@@ -273,6 +273,11 @@ struct ServiceMetrics {
   Gauge& restore_seconds;
   Gauge& restore_partitions_restoring;
   Counter& restore_skipped_events;
+  // clv_partitions_assigned_total / clv_partitions_revoked_total: input
+  // partitions the group gave this instance / took from it (a cooperative
+  // rebalance revokes only the partitions that move).
+  Counter& partitions_assigned;
+  Counter& partitions_revoked;
   // clv_ready: 1 while /readyz answers 200.
   Gauge& ready;
   // clv_start_time_seconds: process start, Unix time (set by the constructor).

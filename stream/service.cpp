@@ -208,6 +208,7 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
       self->ever_assigned_ = true;
       assigned = self->assigned_.size();
     }
+    self->metrics_->partitions_assigned.Inc(tps.size());
     Log(LogLevel::kInfo, "partitions assigned", {{"added", tps.size()}, {"assigned", assigned}});
   };
   callbacks.on_revoked = [processor, self](const std::vector<connectors::TopicPartition>& tps) {
@@ -224,6 +225,7 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
       }
       assigned = self->assigned_.size();
     }
+    self->metrics_->partitions_revoked.Inc(tps.size());
     Log(LogLevel::kInfo, "partitions revoked", {{"removed", tps.size()}, {"assigned", assigned}});
   };
   status = connectors::KafkaSource::Create(client, config.kafka.input_topics, std::move(callbacks),

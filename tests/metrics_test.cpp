@@ -278,7 +278,9 @@ TEST(ServiceMetrics, ExposesEveryMetricOfIssue4UnderConventionalNames) {
       {"clv_restore_bytes_total", "counter"},
       {"clv_restore_seconds", "gauge"},
       {"clv_restore_partitions_restoring", "gauge"},
-      {"clv_restore_skipped_events_total", "counter"}};
+      {"clv_restore_skipped_events_total", "counter"},
+      {"clv_partitions_assigned_total", "counter"},
+      {"clv_partitions_revoked_total", "counter"}};
   EXPECT_EQ(types, expected);
   for (const char* line : {"clv_events_consumed_total{topic=\"orders\"} 10\n",
                            "clv_events_dead_lettered_total{topic=\"orders\"} 1\n",

@@ -24,6 +24,7 @@
 #include "config/config.h"
 #include "connectors/kafka.h"
 #include "stream/changelog.h"
+#include "stream/metrics.h"
 #include "stream/service.h"
 #include "tests/test_support.h"
 
@@ -162,6 +163,10 @@ TEST_F(Ownership, AnInstanceAnswersOnlyForThePartitionsItOwnsNow) {
   const auto owned_a = Owned(*a);
   const auto owned_b = Owned(*b);
   std::set<int32_t> a_set(owned_a.begin(), owned_a.end());
+  // Cooperative rebalancing (the default): the first instance gave up only
+  // the partitions that moved and kept processing the others throughout.
+  EXPECT_EQ(a->metrics().partitions_revoked.value(), owned_b.size());
+  EXPECT_EQ(a->metrics().partitions_assigned.value(), static_cast<uint64_t>(kPartitions));
 
   int moved = 0;
   for (const auto& [id, answer] : before) {
