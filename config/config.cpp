@@ -702,6 +702,21 @@ const std::vector<Option>& OptionTable() {
        .access = MemberOf<&Config::http, &HttpOptions::bind>,
        .description = "Address the HTTP server listens on.",
        .non_empty = true},
+      {.key = "http.advertised_url",
+       .access = MemberOf<&Config::http, &HttpOptions::advertised_url>,
+       .description =
+           "This instance's HTTP address as clients reach it (e.g. http://10.0.0.5:8080). When "
+           "set, the instances of the group announce it with the input partitions they own on "
+           "the compacted topic \"<kafka.group_id>-instances\", and a /users/{id} answer 421 "
+           "for a user owned elsewhere names the owner's address (owner_url). Empty: not "
+           "announced.",
+       .check = [](const Config& c) -> std::string {
+         const auto& url = c.http.advertised_url;
+         if (url.empty() || url.starts_with("http://") || url.starts_with("https://")) {
+           return "";
+         }
+         return "must start with http:// or https://";
+       }},
       {.key = "http.token",
        .access = MemberOf<&Config::http, &HttpOptions::token>,
        .description = "Bearer token required on every request when set.",

@@ -139,6 +139,9 @@ struct HttpOptions {
   int write_timeout_ms = 2000;
   int keep_alive_timeout_ms = 5000;
   int keep_alive_max_requests = 100;
+  // Where other instances of the group send a client for this instance's
+  // users; empty: not announced (stream/owner_directory.h).
+  std::string advertised_url = "";
 
   bool operator==(const HttpOptions&) const = default;
 };

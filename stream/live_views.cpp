@@ -51,7 +51,7 @@ void LiveViews::PushTop(std::string_view user_id, const state::UserState& state)
 }
 
 void LiveViews::Seed(std::string_view user_id, const state::UserState& state) {
-  stages_[StageIndex(state.stage)].fetch_add(1, std::memory_order_relaxed);
+  AddStage(state.partition, state.stage, 1);
   distribution_.Move(std::nullopt, state.clv);
   PushTop(user_id, state);
 }
@@ -59,7 +59,7 @@ void LiveViews::Seed(std::string_view user_id, const state::UserState& state) {
 void LiveViews::OnRestored(std::string_view user_id, const std::optional<state::UserState>& before,
                            const std::optional<state::UserState>& after) {
   if (before) {
-    stages_[StageIndex(before->stage)].fetch_sub(1, std::memory_order_relaxed);
+    AddStage(before->partition, before->stage, -1);
     if (!after) distribution_.Remove(before->clv);
   }
   if (!after) {
@@ -67,19 +67,19 @@ void LiveViews::OnRestored(std::string_view user_id, const std::optional<state::
     top_.Remove(user_id);
     return;
   }
-  stages_[StageIndex(after->stage)].fetch_add(1, std::memory_order_relaxed);
+  AddStage(after->partition, after->stage, 1);
   distribution_.Move(before ? std::optional<double>(before->clv) : std::nullopt, after->clv);
   PushTop(user_id, *after);
 }
 
 void LiveViews::OnUserScored(const UserScoreChange& change) {
   if (change.new_user) {
-    stages_[StageIndex(change.stage)].fetch_add(1, std::memory_order_relaxed);
+    AddStage(change.partition, change.stage, 1);
     distribution_.Move(std::nullopt, change.clv);
   } else {
     if (change.previous_stage != change.stage) {
-      stages_[StageIndex(change.previous_stage)].fetch_sub(1, std::memory_order_relaxed);
-      stages_[StageIndex(change.stage)].fetch_add(1, std::memory_order_relaxed);
+      AddStage(change.partition, change.previous_stage, -1);
+      AddStage(change.partition, change.stage, 1);
     }
     distribution_.Move(change.previous_clv, change.clv);
   }
@@ -116,21 +116,32 @@ void LiveViews::OnAlert(const AlertRecord& alert, int64_t wall_ms) {
   if (alerts_.size() > alerts_capacity_) alerts_.pop_front();
 }
 
-int64_t LiveViews::Users() const {
+void LiveViews::AddStage(int32_t partition, state::Stage stage, int64_t delta) {
+  const size_t slot =
+      partition >= 0 && partition < kPartitionSlots ? static_cast<size_t>(partition) + 1 : 0;
+  stages_[slot][StageIndex(stage)].fetch_add(delta, std::memory_order_relaxed);
+}
+
+int64_t LiveViews::Users(const PartitionFilter& include) const {
   int64_t total = 0;
-  for (const auto& n : stages_) total += n.load(std::memory_order_relaxed);
+  for (int64_t n : Stages(include)) total += n;
   return total;
 }
 
-std::array<int64_t, LiveViews::kStages> LiveViews::Stages() const {
+std::array<int64_t, LiveViews::kStages> LiveViews::Stages(const PartitionFilter& include) const {
   std::array<int64_t, kStages> out{};
-  for (size_t i = 0; i < kStages; ++i) out[i] = stages_[i].load(std::memory_order_relaxed);
+  for (size_t slot = 0; slot < stages_.size(); ++slot) {
+    if (slot > 0 && include && !include(static_cast<int32_t>(slot - 1))) continue;
+    for (size_t i = 0; i < kStages; ++i) {
+      out[i] += stages_[slot][i].load(std::memory_order_relaxed);
+    }
+  }
   return out;
 }
 
-std::string LiveViews::StagesJson() const {
+std::string LiveViews::StagesJson(const PartitionFilter& include) const {
   Json json = Json::object();
-  auto counts = Stages();
+  auto counts = Stages(include);
   for (size_t i = 0; i < kStages; ++i) {
     json[state::StageName(static_cast<state::Stage>(i))] = counts[i];
   }

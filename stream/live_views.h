@@ -11,10 +11,13 @@
 //
 // Exactness: stage counts and the distribution count every user this
 // instance's store knows (committed, restored from the changelog or scored
-// since start); after a rebalance moves partitions away their users stay
-// counted here until the process restarts. Top users: see TopUsers; each
-// entry carries its partition, so the service's /top answers only from the
-// partitions it owns now. Last scores are an LRU of
+// since start). Stage counts are kept per input partition (partitions
+// 0..kPartitionSlots-1; a user of another or unknown partition is always
+// counted), so the service counts only the partitions it owns now; the
+// distribution still holds the users of partitions moved away, until the
+// process restarts. Top users: see TopUsers; each entry carries its
+// partition, so the service's /top answers only from the partitions it
+// owns now. Last scores are an LRU of
 // `last_scores_capacity` users: older users' /users answers have no
 // top_factors (the state keeps none).
 //
@@ -27,6 +30,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -46,6 +50,9 @@ namespace clv::stream {
 class LiveViews {
  public:
   static constexpr size_t kStages = 6;  // state::Stage values 0..5
+  static constexpr int32_t kPartitionSlots = 1024;
+  // Which input partitions to count (empty: all).
+  using PartitionFilter = std::function<bool(int32_t partition)>;
 
   explicit LiveViews(size_t last_scores_capacity = 20000, size_t alerts_capacity = 50);
   LiveViews(const LiveViews&) = delete;
@@ -65,10 +72,10 @@ class LiveViews {
   // Applies the top-user updates gathered since the last call (one lock).
   void FlushPending();
 
-  int64_t Users() const;  // sum over stages
-  std::array<int64_t, kStages> Stages() const;
+  int64_t Users(const PartitionFilter& include = {}) const;  // sum over stages
+  std::array<int64_t, kStages> Stages(const PartitionFilter& include = {}) const;
   // {"potential":n,...}
-  std::string StagesJson() const;
+  std::string StagesJson(const PartitionFilter& include = {}) const;
   TopUsers& top() { return top_; }
   const ClvDistribution& distribution() const { return distribution_; }
   // The last score JSON sent for this user, if still remembered.
@@ -86,7 +93,10 @@ class LiveViews {
     std::string score_json;
   };
 
-  std::array<std::atomic<int64_t>, kStages> stages_{};
+  // Users per stage of input partition p in slot p + 1; slot 0: a partition
+  // unknown (-1) or past kPartitionSlots, always counted.
+  std::array<std::array<std::atomic<int64_t>, kStages>, kPartitionSlots + 1> stages_{};
+  void AddStage(int32_t partition, state::Stage stage, int64_t delta);
   ClvDistribution distribution_;
   TopUsers top_;
   std::vector<TopEntry> pending_top_;  // processing thread only

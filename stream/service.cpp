@@ -1,5 +1,7 @@
 #include "stream/service.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <climits>
@@ -18,6 +20,7 @@
 #include "stream/http_api.h"
 #include "stream/live_views.h"
 #include "stream/metrics.h"
+#include "stream/owner_directory.h"
 #include "stream/top_users.h"
 
 namespace clv::stream {
@@ -157,6 +160,22 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
       processor->set_changelog(service->changelog_.get());
     }
   }
+  if (!config.http.advertised_url.empty()) {
+    char host[256] = {};
+    (void)::gethostname(host, sizeof(host) - 1);
+    const std::string topic = config.kafka.group_id + "-instances";
+    // group/host/pid/n: one process may run several services (tests, demo).
+    static std::atomic<int> services_in_process{0};
+    const std::string self = config.kafka.group_id + "/" + host + "/" + std::to_string(::getpid()) +
+                             "/" + std::to_string(services_in_process.fetch_add(1));
+    status =
+        OwnerDirectory::Open(client, topic, self, config.http.advertised_url, &service->owners_);
+    if (!status.ok()) {
+      // The instance still serves its own users; a 421 then names no owner.
+      Log(LogLevel::kWarn, "owner addresses off: the instance directory topic is not usable",
+          {{"topic", topic}, {"error", status.message}});
+    }
+  }
   Service* self = service.get();
   processor->set_metrics(self->metrics_.get());
   LiveViews* live = self->live_.get();
@@ -209,6 +228,7 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
       assigned = self->assigned_.size();
     }
     self->metrics_->partitions_assigned.Inc(tps.size());
+    self->owners_changed_.store(true);
     Log(LogLevel::kInfo, "partitions assigned", {{"added", tps.size()}, {"assigned", assigned}});
   };
   callbacks.on_revoked = [processor, self](const std::vector<connectors::TopicPartition>& tps) {
@@ -226,6 +246,7 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
       assigned = self->assigned_.size();
     }
     self->metrics_->partitions_revoked.Inc(tps.size());
+    self->owners_changed_.store(true);
     Log(LogLevel::kInfo, "partitions revoked", {{"removed", tps.size()}, {"assigned", assigned}});
   };
   status = connectors::KafkaSource::Create(client, config.kafka.input_topics, std::move(callbacks),
@@ -400,17 +421,24 @@ UserAnswer Service::UserJson(std::string_view user_id) const {
     // owner has the current one.
     std::string list;
     for (int32_t p : *owned) list += (list.empty() ? "" : ", ") + std::to_string(p);
-    const std::string message =
+    std::string message =
         "user '" + std::string(user_id) + "' is on input partition " +
         std::to_string(state->partition) +
-        ", which this instance does not own now (it owns: " + (list.empty() ? "none" : list) +
-        "); ask the instance of group '" + config_.kafka.group_id +
-        "' that owns it (kafka-consumer-groups.sh --describe --group " + config_.kafka.group_id +
-        ")";
+        ", which this instance does not own now (it owns: " + (list.empty() ? "none" : list) + ")";
+    const std::optional<std::string> owner_url =
+        owners_ ? owners_->OwnerUrl(state->partition) : std::nullopt;
+    if (owner_url) {
+      message += "; its owner answers at " + *owner_url;
+    } else {
+      message += "; ask the instance of group '" + config_.kafka.group_id +
+                 "' that owns it (kafka-consumer-groups.sh --describe --group " +
+                 config_.kafka.group_id + ")";
+    }
     nlohmann::json body = {{"error", message},
                            {"user_id", std::string(user_id)},
                            {"partition", state->partition},
                            {"owned_partitions", *owned}};
+    if (owner_url) body["owner_url"] = *owner_url;
     return {UserAnswer::kOtherOwner,
             body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
   }
@@ -476,6 +504,13 @@ std::string Service::SummaryJson() {
     }
   }
   nlohmann::json top = nlohmann::json::array();
+  // Users and stages of the partitions owned now (all before an assignment).
+  LiveViews::PartitionFilter owned_only;
+  if (auto owned = OwnedPartitions()) {
+    owned_only = [owned = std::move(*owned)](int32_t partition) {
+      return std::binary_search(owned.begin(), owned.end(), partition);
+    };
+  }
   for (const auto& entry : OwnedTop(10, TopBy::kClv).users) {
     top.push_back({{"user_id", entry.user_id},
                    {"clv", entry.clv},
@@ -499,9 +534,9 @@ std::string Service::SummaryJson() {
         {"timer_rescores", c.timer_rescores.load()},
         {"commits", c.commits.load()}}},
       {"lag", {{"total", lag_total}, {"partitions", std::move(lag_partitions)}}},
-      {"users", live_->Users()},
+      {"users", live_->Users(owned_only)},
       {"clv_histogram", nlohmann::json::parse(live_->distribution().ToJson())},
-      {"stages", nlohmann::json::parse(live_->StagesJson())},
+      {"stages", nlohmann::json::parse(live_->StagesJson(owned_only))},
       {"top", std::move(top)},
       {"alerts", nlohmann::json::parse(live_->AlertsJson(20))},
   };
@@ -737,6 +772,15 @@ Status Service::Run(const std::atomic<bool>& stop) {
     }
     if (!batch.empty()) metrics_->batch_duration_seconds.Observe(SecondsSince(batch_started));
     publish_progress(false);
+    if (owners_) {
+      const bool changed = owners_changed_.exchange(false);
+      auto announced = owners_->Announce(OwnedPartitions().value_or(std::vector<int32_t>{}),
+                                         /*only_if_due=*/!changed);
+      if (!announced.ok()) {
+        Log(LogLevel::kWarn, "instance directory: announcing the owned partitions failed",
+            {{"topic", owners_->topic()}, {"error", announced.message}});
+      }
+    }
     if (options.max_events > 0 && counters.consumed.load() >= options.max_events) break;
     if (options.idle_exit_ms > 0) {
       // Idle means no input while partitions are assigned, no commit waits
@@ -772,6 +816,7 @@ Status Service::Run(const std::atomic<bool>& stop) {
   // instance) is assigned at once instead of after the session timeout.
   closing_ = true;
   auto close_status = source_->CloseWithin(RemainingMs(shutdown_deadline, 1000));
+  if (owners_) owners_->Close(static_cast<int>(RemainingMs(shutdown_deadline, 1000)));
   if (!close_status.ok()) {
     if (result.ok()) {
       result = close_status;

@@ -56,6 +56,7 @@ class HttpServer;
 namespace clv::stream {
 
 class ChangelogIo;
+class OwnerDirectory;
 
 struct ServiceMetrics;
 class LiveViews;
@@ -145,6 +146,9 @@ class Service {
   std::unique_ptr<models::Scorer> scorer_;
   std::unique_ptr<connectors::KafkaSink> sink_;
   std::unique_ptr<ChangelogIo> changelog_;  // state.changelog; borrowed by processor_
+  // http.advertised_url: where the owners of the other partitions answer.
+  std::unique_ptr<OwnerDirectory> owners_;
+  std::atomic<bool> owners_changed_{false};  // the assignment changed since the last announce
   std::unique_ptr<Processor> processor_;
   std::unique_ptr<connectors::KafkaSource> source_;
   std::function<void(const ServiceProgress&)> progress_observer_;

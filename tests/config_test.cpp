@@ -234,6 +234,9 @@ TEST(ConfigErrors, CrossFieldRulesNameTheOption) {
                        "'kafka.group_id' = \"\": must not be empty"));
   EXPECT_TRUE(Contains(LoadError("", {"kafka.dead_letter_topic=bad topic"}, {}),
                        "'kafka.dead_letter_topic'"));
+  EXPECT_TRUE(Contains(LoadError("", {"http.advertised_url=10.0.0.5:8080"}, {}),
+                       "option 'http.advertised_url' = \"10.0.0.5:8080\": must start with "
+                       "http:// or https://"));
   EXPECT_TRUE(Contains(
       LoadError("", {"mapping.type_aliases.buy=purchased"}, {}),
       "option 'mapping.type_aliases' = {\"buy\":\"purchased\"}: alias \"buy\" -> \"purchased\""));
@@ -554,8 +557,8 @@ std::vector<std::string> DifferingSections(const Config& a, const Config& b) {
 // round trip takes the first one that loads and is not the default.
 std::vector<std::string> CandidateValues(const std::string& type) {
   if (type == "std::string") {
-    return {"x-test", "per_event", "lstm",     "cuda",    "tab",
-            "debug",  "epoch_s",   "purchase", "earliest"};
+    return {"x-test", "per_event", "lstm",     "cuda",     "tab",
+            "debug",  "epoch_s",   "purchase", "earliest", "http://x-test:1"};
   }
   if (type == "int" || type == "int64_t") return {"7", "1234", "123456"};
   if (type == "double") return {"0.5", "7", "600"};

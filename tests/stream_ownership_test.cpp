@@ -91,6 +91,7 @@ class Ownership : public ::testing::Test {
   stream::Service* Start(const std::string& name) {
     config::Config config = config_;
     config.state.dir = (dir_.path() / name).string();
+    config.http.advertised_url = Url(name);
     std::unique_ptr<stream::Service> service;
     auto status = stream::Service::Create(config, &service);
     EXPECT_TRUE(status.ok()) << status.message;
@@ -100,6 +101,8 @@ class Ownership : public ::testing::Test {
     runs_.push_back(std::async(std::launch::async, [this, raw] { return raw->Run(stop_); }));
     return raw;
   }
+
+  static std::string Url(const std::string& name) { return "http://" + name + ".test:8080"; }
 
   static std::vector<int32_t> Owned(stream::Service& service) {
     const Json top = Json::parse(service.TopJson(100, "clv"));
@@ -168,6 +171,21 @@ TEST_F(Ownership, AnInstanceAnswersOnlyForThePartitionsItOwnsNow) {
   EXPECT_EQ(a->metrics().partitions_revoked.value(), owned_b.size());
   EXPECT_EQ(a->metrics().partitions_assigned.value(), static_cast<uint64_t>(kPartitions));
 
+  // The old owner names the new one's address (http.advertised_url) once it
+  // has read the new owner's announcement.
+  std::string a_moved_user;
+  for (const auto& [id, answer] : before) {
+    if (!a_set.count(answer["partition"].get<int32_t>())) a_moved_user = id;
+  }
+  ASSERT_FALSE(a_moved_user.empty());
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const Json answer = Json::parse(a->UserJson(a_moved_user).json);
+        return answer.value("owner_url", "") == Url("b");
+      },
+      15000))
+      << a->UserJson(a_moved_user).json;
+
   int moved = 0;
   for (const auto& [id, answer] : before) {
     const int32_t partition = answer["partition"].get<int32_t>();
@@ -185,6 +203,10 @@ TEST_F(Ownership, AnInstanceAnswersOnlyForThePartitionsItOwnsNow) {
     EXPECT_EQ(error["partition"], partition) << error.dump();
     EXPECT_EQ(error["owned_partitions"].get<std::vector<int32_t>>(), owned_a) << error.dump();
     EXPECT_NE(error["error"].get<std::string>().find("does not own"), std::string::npos)
+        << error.dump();
+    EXPECT_EQ(error.value("owner_url", ""), Url("b")) << error.dump();
+    EXPECT_NE(error["error"].get<std::string>().find("its owner answers at " + Url("b")),
+              std::string::npos)
         << error.dump();
     // ...and the new owner answers it from the restored state at once.
     ASSERT_EQ(from_b.status, stream::UserAnswer::kFound) << id << ": " << from_b.json;
@@ -214,6 +236,23 @@ TEST_F(Ownership, AnInstanceAnswersOnlyForThePartitionsItOwnsNow) {
     listed += answer["users"].size();
   }
   EXPECT_EQ(listed, static_cast<size_t>(kUsers)) << "together the two answers hold every user";
+
+  // The dashboard's user and stage counts: the owned partitions' users only
+  // (the old owner no longer counts the users that moved away).
+  int64_t counted = 0;
+  for (const auto& [service, owned] : {std::pair{a, owned_a}, std::pair{b, owned_b}}) {
+    const Json summary = Json::parse(service->SummaryJson());
+    int64_t expected = 0;
+    for (const auto& [id, user] : before) {
+      if (std::count(owned.begin(), owned.end(), user["partition"].get<int32_t>())) ++expected;
+    }
+    EXPECT_EQ(summary["users"].get<int64_t>(), expected) << summary["stages"].dump();
+    int64_t staged = 0;
+    for (const auto& [stage, n] : summary["stages"].items()) staged += n.get<int64_t>();
+    EXPECT_EQ(staged, expected) << summary["stages"].dump();
+    counted += summary["users"].get<int64_t>();
+  }
+  EXPECT_EQ(counted, kUsers) << "together the two dashboards count every user once";
 }
 
 }  // namespace
