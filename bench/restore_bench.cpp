@@ -85,7 +85,8 @@ int main(int argc, char** argv) {
   user.state.churn_risk = 0.2;
   user.state.score_ts_ms = 1735689600000;
   user.state.next_timer_ms = 1738368000000;
-  for (uint64_t i = 0; i < 16; ++i) user.state.recent_event_ids.push_back(i * 0x9e3779b97f4a7c15ULL);
+  for (uint64_t i = 0; i < 16; ++i)
+    user.state.recent_event_ids.push_back(i * 0x9e3779b97f4a7c15ULL);
   user.state.model_state.assign(static_cast<size_t>(model_floats), 0.25F);
   user.positions["events"] = 0;
 
@@ -122,8 +123,8 @@ int main(int argc, char** argv) {
               static_cast<long long>(users), static_cast<double>(bytes) / 1e6, write_s,
               static_cast<double>(users) / write_s, static_cast<double>(bytes) / 1e6 / write_s);
 
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("restore-bench-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("restore-bench-" + std::to_string(::getpid()));
   clv::config::StateOptions options;
   options.dir = dir.string();
   std::unique_ptr<state::StateStore> store;
@@ -139,8 +140,7 @@ int main(int argc, char** argv) {
     status = stream::RestorePartition(*io, *store, p, &restored, &stats,
                                       [p](const stream::RestoreProgress& progress) {
                                         std::fprintf(stderr, "  ... partition %d: %lld records\n",
-                                                     p,
-                                                     static_cast<long long>(progress.records));
+                                                     p, static_cast<long long>(progress.records));
                                       });
     if (!status.ok()) return Fail("restoring partition " + std::to_string(p), status);
     restored_users += stats.users;
