@@ -357,6 +357,14 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
   // skipped or folded again, which remembers their ids again).
   std::vector<state::EventIdEntry> event_ids;
   size_t event_ids_confirmed = 0;
+  // Moves the confirmed ids into `batch` (the chunk's WriteBatch, or the last).
+  auto take_confirmed_ids = [&](state::CommitBatch* batch) {
+    const auto confirmed = event_ids.begin() + static_cast<std::ptrdiff_t>(event_ids_confirmed);
+    batch->event_ids_added.assign(event_ids.begin(), confirmed);
+    result.event_ids += static_cast<int64_t>(event_ids_confirmed);
+    event_ids.erase(event_ids.begin(), confirmed);
+    event_ids_confirmed = 0;
+  };
 
   auto apply_chunk = [&](state::CommitBatch* batch) -> Status {
     std::vector<std::string> ids;
@@ -434,12 +442,7 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
     }
     if (chunk.size() >= kRestoreChunkUsers) {
       state::CommitBatch batch;
-      batch.event_ids_added.assign(
-          event_ids.begin(), event_ids.begin() + static_cast<std::ptrdiff_t>(event_ids_confirmed));
-      result.event_ids += static_cast<int64_t>(event_ids_confirmed);
-      event_ids.erase(event_ids.begin(),
-                      event_ids.begin() + static_cast<std::ptrdiff_t>(event_ids_confirmed));
-      event_ids_confirmed = 0;
+      take_confirmed_ids(&batch);
       auto applied = apply_chunk(&batch);
       if (!applied.ok()) return applied;
       auto committed = store.Commit(batch);
@@ -470,9 +473,7 @@ Status RestorePartition(ChangelogIo& io, state::StateStore& store, int32_t parti
   state::CommitBatch batch;
   status = apply_chunk(&batch);
   if (!status.ok()) return status;
-  batch.event_ids_added.assign(
-      event_ids.begin(), event_ids.begin() + static_cast<std::ptrdiff_t>(event_ids_confirmed));
-  result.event_ids += static_cast<int64_t>(event_ids_confirmed);
+  take_confirmed_ids(&batch);
   // The horizon: where the last commit of the log left each input topic.
   std::map<std::string, int64_t> horizon;
   if (marker) {

@@ -47,9 +47,12 @@ OwnerDirectory::~OwnerDirectory() {
   if (reader_.joinable()) reader_.join();
 }
 
-Status OwnerDirectory::Announce(const std::vector<int32_t>& partitions, bool only_if_due) {
+bool OwnerDirectory::AnnounceDue() const {
+  return WallClockMs() - last_announce_ms_ >= kAnnounceMs;
+}
+
+Status OwnerDirectory::Announce(const std::vector<int32_t>& partitions) {
   const int64_t now = WallClockMs();
-  if (only_if_due && now - last_announce_ms_ < kAnnounceMs) return Status::Ok();
   last_announce_ms_ = now;
   const nlohmann::json value = {{"url", url_}, {"partitions", partitions}, {"ts_ms", now}};
   return sink_->Send(topic_, self_, value.dump(), 0);

@@ -49,9 +49,10 @@ class OwnerDirectory {
   OwnerDirectory& operator=(const OwnerDirectory&) = delete;
 
   const std::string& topic() const { return topic_; }
-  // This instance owns `partitions` now (sent without waiting). With
-  // `only_if_due`, only when kAnnounceMs passed since the last one.
-  connectors::Status Announce(const std::vector<int32_t>& partitions, bool only_if_due = false);
+  // Whether kAnnounceMs passed since the last announcement.
+  bool AnnounceDue() const;
+  // This instance owns `partitions` now (sent without waiting).
+  connectors::Status Announce(const std::vector<int32_t>& partitions);
   // The advertised URL of the instance that announced `partition` last
   // (not this one), if a fresh announcement names it.
   std::optional<std::string> OwnerUrl(int32_t partition) const;

@@ -772,10 +772,9 @@ Status Service::Run(const std::atomic<bool>& stop) {
     }
     if (!batch.empty()) metrics_->batch_duration_seconds.Observe(SecondsSince(batch_started));
     publish_progress(false);
-    if (owners_) {
-      const bool changed = owners_changed_.exchange(false);
-      auto announced = owners_->Announce(OwnedPartitions().value_or(std::vector<int32_t>{}),
-                                         /*only_if_due=*/!changed);
+    // The owned list is built only when an announcement is due.
+    if (owners_ && (owners_changed_.exchange(false) || owners_->AnnounceDue())) {
+      auto announced = owners_->Announce(OwnedPartitions().value_or(std::vector<int32_t>{}));
       if (!announced.ok()) {
         Log(LogLevel::kWarn, "instance directory: announcing the owned partitions failed",
             {{"topic", owners_->topic()}, {"error", announced.message}});
