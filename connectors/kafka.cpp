@@ -213,6 +213,40 @@ constexpr const char* kResetHint =
 
 constexpr int kWatermarkTimeoutMs = 10000;
 
+// Errors a partition's watermark query meets while its topic is new or its
+// leadership moves (the leader not elected yet, metadata not propagated):
+// asked again, they go away.
+bool TransientPartitionError(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR_REPLICA_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH:
+    case RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+    case RD_KAFKA_RESP_ERR__TRANSPORT: return true;
+    default: return false;
+  }
+}
+
+// rd_kafka_query_watermark_offsets, asked again while the answer is a
+// transient error, within timeout_ms in all.
+rd_kafka_resp_err_t QueryWatermarks(rd_kafka_t* rk, const std::string& topic, int32_t partition,
+                                    int64_t* low, int64_t* high, int timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    auto err = rd_kafka_query_watermark_offsets(rk, topic.c_str(), partition, low, high,
+                                                static_cast<int>(std::max<int64_t>(left, 100)));
+    if (!err || !TransientPartitionError(err) || left <= 100) return err;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 // ---------------------------------------------------------------- source
 
 class KafkaSourceImpl final : public KafkaSource {
@@ -240,6 +274,9 @@ class KafkaSourceImpl final : public KafkaSource {
     // serves first: a Poll that reads no message (the service's probe while
     // its commits wait for acknowledgements) still sees an outage.
     rd_kafka_conf_set_error_cb(conf.get(), &KafkaSourceImpl::ErrorThunk);
+    // The broker's answer to each CommitAsync (served by Poll, on the polling
+    // thread): GroupCommitted() tells what the group holds.
+    rd_kafka_conf_set_offset_commit_cb(conf.get(), &KafkaSourceImpl::OffsetCommitThunk);
     bootstrap_ = options.bootstrap_servers;
     if (auto s = MakeHandle(RD_KAFKA_CONSUMER, std::move(conf), &rk_); !s.ok()) return s;
 
@@ -388,6 +425,8 @@ class KafkaSourceImpl final : public KafkaSource {
     return lag;
   }
 
+  std::map<TopicPartition, int64_t> GroupCommitted() const override { return group_committed_; }
+
   Status CommitAsync(const std::map<TopicPartition, int64_t>& next_offsets) override {
     if (closed_ || next_offsets.empty()) return Status::Ok();
     PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(next_offsets.size())));
@@ -453,6 +492,17 @@ class KafkaSourceImpl final : public KafkaSource {
 
  private:
   using Clock = std::chrono::steady_clock;
+
+  static void OffsetCommitThunk(rd_kafka_t*, rd_kafka_resp_err_t,
+                                rd_kafka_topic_partition_list_t* offsets, void* opaque) {
+    auto* self = static_cast<KafkaSourceImpl*>(opaque);
+    if (offsets == nullptr) return;
+    for (int i = 0; i < offsets->cnt; ++i) {
+      const auto& p = offsets->elems[i];
+      if (p.err != RD_KAFKA_RESP_ERR_NO_ERROR || p.offset < 0) continue;
+      self->group_committed_[TopicPartition{p.topic, p.partition}] = p.offset;
+    }
+  }
 
   static void ErrorThunk(rd_kafka_t*, int err, const char* reason, void* opaque) {
     static_cast<KafkaSourceImpl*>(opaque)->OnError(static_cast<rd_kafka_resp_err_t>(err),
@@ -560,8 +610,7 @@ class KafkaSourceImpl final : public KafkaSource {
     int64_t low = -1;
     int64_t high = -1;
     const int64_t expected = stored.value_or(0);
-    auto err = rd_kafka_query_watermark_offsets(rk, tp.topic.c_str(), tp.partition, &low, &high,
-                                                kWatermarkTimeoutMs);
+    auto err = QueryWatermarks(rk, tp.topic, tp.partition, &low, &high, kWatermarkTimeoutMs);
     if (err || low < 0 || high < 0) {
       // Checked on the first message instead (and a stored offset out of
       // range still fails the fetch: auto.offset.reset=error).
@@ -666,6 +715,8 @@ class KafkaSourceImpl final : public KafkaSource {
   std::string last_error_;
   int partitions_lost_ = 0;
   std::map<TopicPartition, int64_t> next_offset_;  // next offset to be returned by Poll
+  // Offsets the group holds, as the broker acknowledged our commits.
+  std::map<TopicPartition, int64_t> group_committed_;
 };
 
 // ---------------------------------------------------------------- sink
@@ -1412,8 +1463,8 @@ Status TopicRanges(const ClientOptions& options, const std::string& topic,
   for (int32_t p = 0; p < partitions; ++p) {
     PartitionRange range;
     range.partition = p;
-    auto err = rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), p, &range.log_start,
-                                                &range.log_end, kWatermarkTimeoutMs);
+    auto err =
+        QueryWatermarks(rk.get(), topic, p, &range.log_start, &range.log_end, kWatermarkTimeoutMs);
     if (err) {
       return Status::Error("TopicRanges: offsets of " + PartitionName(topic, p) + " from " +
                            options.bootstrap_servers + ": " + rd_kafka_err2str(err));
@@ -1612,8 +1663,7 @@ Status ReadPartitionToEnd(const ClientOptions& options, const std::string& topic
   if (auto s = MakeHandle(RD_KAFKA_CONSUMER, std::move(conf), &rk); !s.ok()) return s;
   int64_t low = 0;
   int64_t high = 0;
-  auto err = rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), partition, &low, &high,
-                                              kWatermarkTimeoutMs);
+  auto err = QueryWatermarks(rk.get(), topic, partition, &low, &high, kWatermarkTimeoutMs);
   if (err) {
     return Status::Error("changelog: offsets of " + PartitionName(topic, partition) + " from " +
                          options.bootstrap_servers + ": " + rd_kafka_err2str(err));

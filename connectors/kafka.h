@@ -173,6 +173,9 @@ class KafkaSource {
     (void)next_offsets;
     return Status::Ok();
   }
+  // The offsets the broker acknowledged for this consumer's CommitAsync calls
+  // (polling thread; empty where the source does not track them).
+  virtual std::map<TopicPartition, int64_t> GroupCommitted() const { return {}; }
 };
 
 class KafkaSink {
