@@ -197,6 +197,7 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   processor->set_commit_observer(
       [self](const std::map<connectors::TopicPartition, int64_t>& offsets) {
         if (!self->source_) return;
+        for (const auto& [tp, offset] : offsets) self->group_offsets_[tp] = offset;
         auto committed = self->source_->CommitAsync(offsets);
         if (!committed.ok()) {
           Log(LogLevel::kWarn, "offsets not committed to the Kafka group (advisory)",
@@ -204,8 +205,11 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
         }
       });
   connectors::SourceCallbacks callbacks;
-  callbacks.start_offset = [processor](const connectors::TopicPartition& tp) {
-    return processor->StartOffset(tp);
+  callbacks.start_offset = [processor, self](const connectors::TopicPartition& tp) {
+    auto offset = processor->StartOffset(tp);
+    // E.g. restored from the changelog: the group hears of it at the next resync.
+    if (offset) self->group_offsets_[tp] = *offset;
+    return offset;
   };
   callbacks.reset_offsets =
       config.kafka.reset_offsets == "earliest" ? connectors::OffsetReset::kEarliest
@@ -220,6 +224,7 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
     // in /top before any event of theirs comes.
     self->live_->FlushPending();
     self->last_assigned_ = Clock::now();
+    self->last_rebalance_ = self->last_assigned_;
     size_t assigned = 0;
     {
       std::lock_guard lock(self->partitions_mutex_);
@@ -234,11 +239,13 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
   callbacks.on_revoked = [processor, self](const std::vector<connectors::TopicPartition>& tps) {
     // Closing: everything that could be committed was (CommitBeforeExit).
     if (!self->closing_) processor->OnRevoked(tps);
+    self->last_rebalance_ = Clock::now();
     size_t assigned = 0;
     {
       std::lock_guard lock(self->partitions_mutex_);
       for (const auto& tp : tps) {
         self->assigned_.erase(tp);
+        self->group_offsets_.erase(tp);
         if (self->lag_.erase(tp)) {
           self->metrics_->consumer_lag.Remove({tp.topic, std::to_string(tp.partition)});
         }
@@ -772,6 +779,25 @@ Status Service::Run(const std::atomic<bool>& stop) {
     }
     if (!batch.empty()) metrics_->batch_duration_seconds.Observe(SecondsSince(batch_started));
     publish_progress(false);
+    // Only what the broker has not acknowledged, and only while the group is
+    // settled: a commit that meets a rebalance in progress is refused with an
+    // invalid generation, and librdkafka then drops the whole assignment.
+    if (!group_offsets_.empty() &&
+        SecondsSince(group_offsets_synced_) * 1000 >= kGroupOffsetsResyncMs &&
+        SecondsSince(last_rebalance_) * 1000 >= kGroupOffsetsResyncMs) {
+      group_offsets_synced_ = Clock::now();
+      const auto acknowledged = source_->GroupCommitted();
+      std::map<connectors::TopicPartition, int64_t> behind;
+      for (const auto& [tp, offset] : group_offsets_) {
+        auto it = acknowledged.find(tp);
+        if (it == acknowledged.end() || it->second != offset) behind.emplace(tp, offset);
+      }
+      auto committed = source_->CommitAsync(behind);
+      if (!committed.ok()) {
+        Log(LogLevel::kWarn, "offsets not committed to the Kafka group (advisory)",
+            {{"error", committed.message}});
+      }
+    }
     // The owned list is built only when an announcement is due.
     if (owners_ && (owners_changed_.exchange(false) || owners_->AnnounceDue())) {
       auto announced = owners_->Announce(OwnedPartitions().value_or(std::vector<int32_t>{}));

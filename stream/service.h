@@ -161,6 +161,17 @@ class Service {
   std::string model_version_;
   // When partitions were last assigned (polling thread only; idle exit).
   std::chrono::steady_clock::time_point last_assigned_{};
+  // The group's offsets in Kafka (advisory, for lag tools): the next offset
+  // the store holds for each owned partition, committed after each state
+  // commit and again, where the broker has not acknowledged them, every
+  // kGroupOffsetsResyncMs once the group is settled, so that a commit refused
+  // during a rebalance, or a position restored from the changelog, reaches
+  // the group even when no event follows (polling thread only).
+  static constexpr int kGroupOffsetsResyncMs = 5000;
+  std::map<connectors::TopicPartition, int64_t> group_offsets_;
+  std::chrono::steady_clock::time_point group_offsets_synced_{};
+  // When partitions were last assigned or revoked (polling thread only).
+  std::chrono::steady_clock::time_point last_rebalance_{};
   std::atomic<bool> restored_{false};
   std::atomic<bool> stopped_{false};
   // Create() finished (Kafka clients and processor exist).
