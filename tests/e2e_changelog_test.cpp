@@ -8,13 +8,26 @@
 // the second instance has none of the moved users and the deleted records
 // cannot be read again. Then a wiped state directory restores from the
 // changelog and ends equal too.
+//
+// Scale and kill (ScaleRealKafka): three instances on 32 partitions join one
+// by one while a 20,000-user stream arrives, one is killed with SIGKILL at a
+// random moment and restarted, then the group scales down to one; the last
+// instance's states and the set of (user_id, seq) -> score bytes equal one
+// uninterrupted instance over the same stream.
+#include <signal.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <random>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "config/config.h"
 #include "connectors/kafka.h"
@@ -42,32 +55,38 @@ Names MakeNames(const std::string& name) {
 }
 
 std::vector<std::string> RunArgs(const std::string& bootstrap, const Names& names,
-                                 const std::filesystem::path& state_dir, bool changelog) {
-  return {ClvBinary().string(),
-          "run",
-          "--quiet",
-          "--set",
-          "kafka.bootstrap_servers=" + bootstrap,
-          "--set",
-          "kafka.input_topics=" + names.input,
-          "--set",
-          "kafka.scores_topic=" + names.scores,
-          "--set",
-          "kafka.alerts_topic=" + names.alerts,
-          "--set",
-          "kafka.dead_letter_topic=" + names.dead_letter,
-          "--set",
-          "kafka.group_id=" + names.group,
-          "--set",
-          "state.dir=" + state_dir.string(),
-          "--set",
-          "state.changelog=" + std::string(changelog ? "true" : "false"),
-          "--set",
-          "stream.idle_exit_ms=6000",
-          "--set",
-          "kafka.properties.session.timeout.ms=6000",
-          "--set",
-          "kafka.properties.heartbeat.interval.ms=500"};
+                                 const std::filesystem::path& state_dir, bool changelog,
+                                 const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> args = {ClvBinary().string(),
+                                   "run",
+                                   "--quiet",
+                                   "--set",
+                                   "kafka.bootstrap_servers=" + bootstrap,
+                                   "--set",
+                                   "kafka.input_topics=" + names.input,
+                                   "--set",
+                                   "kafka.scores_topic=" + names.scores,
+                                   "--set",
+                                   "kafka.alerts_topic=" + names.alerts,
+                                   "--set",
+                                   "kafka.dead_letter_topic=" + names.dead_letter,
+                                   "--set",
+                                   "kafka.group_id=" + names.group,
+                                   "--set",
+                                   "state.dir=" + state_dir.string(),
+                                   "--set",
+                                   "state.changelog=" + std::string(changelog ? "true" : "false"),
+                                   "--set",
+                                   "stream.idle_exit_ms=6000",
+                                   "--set",
+                                   "kafka.properties.session.timeout.ms=6000",
+                                   "--set",
+                                   "kafka.properties.heartbeat.interval.ms=500"};
+  for (const auto& setting : extra) {
+    args.push_back("--set");
+    args.push_back(setting);
+  }
+  return args;
 }
 
 int Replay(const std::string& bootstrap, const std::string& topic,
@@ -267,6 +286,267 @@ TEST_F(ChangelogRealKafka, WithoutTheChangelogTheMovedUsersAreLost) {
   // B cannot read what retention deleted and has none of its users: it
   // stops with an error, or (told to reset) ends with other states.
   EXPECT_TRUE(b_status_ != 0 || !Differences(expected, merged).empty()) << b_log_;
+}
+
+// ---------------------------------------------------------------------------
+// Scale and kill.
+
+constexpr int kScalePartitions = 32;
+
+// (user_id, seq) -> every distinct score text published for it.
+using ScoreTexts = std::map<std::pair<std::string, uint64_t>, std::set<std::string>>;
+
+ScoreTexts ReadScores(const std::string& bootstrap, const std::string& topic, size_t at_least,
+                      size_t* messages) {
+  ScoreTexts scores;
+  const auto read = testing::ReadTopic(bootstrap, topic, at_least);
+  *messages = read.size();
+  for (const auto& message : read) {
+    const auto json = nlohmann::json::parse(message.value);
+    scores[{json.at("user_id").get<std::string>(), json.at("seq").get<uint64_t>()}].insert(
+        message.value);
+  }
+  return scores;
+}
+
+class ScaleRealKafka : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* address = std::getenv("CLV_REAL_KAFKA");
+    if (address == nullptr || *address == '\0') {
+      if (testing::InCi()) FAIL() << "CLV_REAL_KAFKA unset under CI";
+      GTEST_SKIP() << "CLV_REAL_KAFKA unset (scripts/kafka-start.sh)";
+    }
+    bootstrap_ = address;
+    client_ = testing::ReaderClient(bootstrap_);
+    std::string output;
+    ASSERT_EQ(testing::RunCommand({ClvBinary().string(), "gen", "--users", "20000", "--days", "20",
+                                   "--seed", "12", "--out", all_.string()},
+                                  dir_.path() / "gen", 120000, &output),
+              0)
+        << output;
+    std::ifstream in(all_);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) lines.push_back(line);
+    }
+    ASSERT_GE(lines.size(), 300000u);
+    events_ = static_cast<int64_t>(lines.size());
+    // Six parts in time order, sent one by one while the group changes; the
+    // fourth, during which an instance is killed, is the largest.
+    static constexpr double kPartEnds[kParts] = {0.1, 0.2, 0.3, 0.7, 0.85, 1.0};
+    for (size_t part = 0; part < kParts; ++part) {
+      parts_.push_back(dir_.path() / ("part-" + std::to_string(part) + ".jsonl"));
+      std::ofstream out(parts_.back());
+      const size_t begin = part == 0 ? 0 : static_cast<size_t>(lines.size() * kPartEnds[part - 1]);
+      const size_t end = static_cast<size_t>(lines.size() * kPartEnds[part]);
+      for (size_t i = begin; i < end; ++i) out << lines[i] << "\n";
+      part_end_.push_back(static_cast<int64_t>(end));
+    }
+  }
+
+  void CreateTopics(const Names& names) {
+    auto status = connectors::EnsureTopics(client_, {names.input}, kScalePartitions, 1);
+    ASSERT_TRUE(status.ok()) << status.message;
+    status =
+        connectors::EnsureTopics(client_, {names.scores, names.alerts, names.dead_letter}, 1, 1);
+    ASSERT_TRUE(status.ok()) << status.message;
+  }
+
+  // Input offsets the group has committed to Kafka, summed over partitions.
+  int64_t Committed(const Names& names) {
+    int64_t sum = 0;
+    for (const auto& [p, offset] :
+         testing::CommittedOffsets(bootstrap_, names.group, names.input, kScalePartitions)) {
+      sum += offset;
+    }
+    return sum;
+  }
+
+  // Waits until the group has committed the first `events` input events.
+  bool WaitCommitted(const Names& names, int64_t events, int timeout_ms) {
+    return testing::WaitUntil([&] { return Committed(names) >= events; }, timeout_ms, 500);
+  }
+
+  std::vector<std::string> Args(const Names& names, const std::filesystem::path& state_dir,
+                                int idle_exit_ms) {
+    // CLVTEST_SCALE_CHANGELOG=false shows what the changelog is for: the test fails.
+    const char* changelog = std::getenv("CLVTEST_SCALE_CHANGELOG");
+    return RunArgs(
+        bootstrap_, names, state_dir, changelog == nullptr || std::string(changelog) != "false",
+        {"stream.emit=per_event", "stream.idle_exit_ms=" + std::to_string(idle_exit_ms)});
+  }
+
+  static constexpr size_t kParts = 6;
+  TempDir dir_;
+  std::string bootstrap_;
+  connectors::ClientOptions client_;
+  std::filesystem::path all_ = dir_.path() / "all.jsonl";
+  std::vector<std::filesystem::path> parts_;
+  std::vector<int64_t> part_end_;  // events up to the end of each part
+  int64_t events_ = 0;
+};
+
+TEST_F(ScaleRealKafka, ThreeInstancesScaledUpKilledAndDownEqualOneInstance) {
+  // The reference: one uninterrupted instance over the whole stream.
+  const Names reference = MakeNames("scale-reference");
+  CreateTopics(reference);
+  Replay(bootstrap_, reference.input, all_, dir_.path() / "replay-ref");
+  {
+    testing::Subprocess run(Args(reference, dir_.path() / "ref", 6000), dir_.path() / "run-ref");
+    ASSERT_EQ(run.Wait(300000), 0) << run.Stderr();
+  }
+  const Users expected = ReadStore(dir_.path() / "ref", reference.input).users;
+  ASSERT_EQ(expected.size(), 20000u);
+  size_t reference_messages = 0;
+  const ScoreTexts expected_scores =
+      ReadScores(bootstrap_, reference.scores, static_cast<size_t>(events_), &reference_messages);
+
+  // The seed of the kill's moment and victim, printed so a failure can be rerun.
+  const char* seed_env = std::getenv("CLVTEST_SCALE_SEED");
+  const unsigned seed = seed_env != nullptr
+                            ? static_cast<unsigned>(std::strtoul(seed_env, nullptr, 10))
+                            : std::random_device{}();
+  std::mt19937 random(seed);
+  const int kill_delay_ms = std::uniform_int_distribution<int>(0, 500)(random);
+  const int victim = std::uniform_int_distribution<int>(0, 2)(random);
+  std::printf("scale test: CLVTEST_SCALE_SEED=%u (kill instance %c after %d ms)\n", seed,
+              "ABC"[victim], kill_delay_ms);
+  RecordProperty("seed", std::to_string(seed));
+
+  const Names names = MakeNames("scale");
+  CreateTopics(names);
+  const std::vector<std::filesystem::path> state = {dir_.path() / "a", dir_.path() / "b",
+                                                    dir_.path() / "c"};
+  std::vector<std::unique_ptr<testing::Subprocess>> instances(3);
+  std::vector<std::string> logs;  // of the instances stopped so far
+  auto start = [&](int i) {
+    const std::string name = std::string(1, "abc"[i]) + "-" + std::to_string(logs.size());
+    instances[i] = std::make_unique<testing::Subprocess>(Args(names, state[i], 0),
+                                                         dir_.path() / ("run-" + name));
+  };
+  auto stop = [&](int i, int signal_number) {
+    instances[i]->Signal(signal_number);
+    const int status = instances[i]->Wait(120000);
+    if (signal_number == SIGKILL) {
+      EXPECT_EQ(status, 128 + SIGKILL);
+    } else {
+      EXPECT_EQ(status, 0) << instances[i]->Stderr();
+    }
+    logs.push_back(instances[i]->Stderr());
+    instances[i].reset();
+  };
+  const int timeout_ms = 120000;
+  // The end of every running instance's log, for a failure message.
+  auto running_logs = [&] {
+    std::string out;
+    for (int i = 0; i < 3; ++i) {
+      if (instances[i] == nullptr) continue;
+      const std::string log = instances[i]->Stderr();
+      out += std::string("\n--- instance ") + "ABC"[i] + " (last 6000 bytes of its log):\n" +
+             log.substr(log.size() > 6000 ? log.size() - 6000 : 0);
+    }
+    std::vector<connectors::PartitionRange> ranges;
+    EXPECT_TRUE(connectors::TopicRanges(client_, names.input, &ranges).ok());
+    const auto committed =
+        testing::CommittedOffsets(bootstrap_, names.group, names.input, kScalePartitions);
+    out += "\n--- partitions behind their log end (committed / end):";
+    for (const auto& range : ranges) {
+      auto it = committed.find(range.partition);
+      const int64_t at = it == committed.end() ? -1 : it->second;
+      if (at < range.log_end) {
+        out += " " + std::to_string(range.partition) + ": " + std::to_string(at) + " / " +
+               std::to_string(range.log_end) + " (stored:";
+        for (int i = 0; i < 3; ++i) {
+          const auto stored = ReadStore(state[i], names.input).offsets;
+          auto o = stored.find(range.partition);
+          out += std::string(" ") + "ABC"[i] + " " +
+                 (o == stored.end() ? std::string("-") : std::to_string(o->second));
+        }
+        out += ")";
+      }
+    }
+    return out;
+  };
+
+  // Up to three, one by one, each while a part of the stream is read.
+  Replay(bootstrap_, names.input, parts_[0], dir_.path() / "replay-0");
+  start(0);
+  ASSERT_TRUE(WaitCommitted(names, part_end_[0], timeout_ms)) << running_logs();
+  Replay(bootstrap_, names.input, parts_[1], dir_.path() / "replay-1");
+  start(1);
+  ASSERT_TRUE(WaitCommitted(names, part_end_[1], timeout_ms)) << running_logs();
+  Replay(bootstrap_, names.input, parts_[2], dir_.path() / "replay-2");
+  start(2);
+  ASSERT_TRUE(WaitCommitted(names, part_end_[2], timeout_ms)) << running_logs();
+  // Retention deletes what the group has read: from here on a partition that
+  // moves can only get its state from the changelog.
+  for (const auto& [p, offset] :
+       testing::CommittedOffsets(bootstrap_, names.group, names.input, kScalePartitions)) {
+    auto status = connectors::DeleteRecordsBefore(client_, names.input, p, offset);
+    EXPECT_TRUE(status.ok()) << status.message;
+  }
+  {
+    std::vector<connectors::PartitionRange> ranges;
+    ASSERT_TRUE(connectors::TopicRanges(client_, names.input, &ranges).ok());
+    int64_t deleted = 0;
+    for (const auto& range : ranges) deleted += range.log_start;
+    EXPECT_EQ(deleted, part_end_[2]);
+    std::printf("scale test: retention deleted %lld events\n", static_cast<long long>(deleted));
+  }
+  // One is killed while the next part arrives and the three read it, and
+  // comes back.
+  std::thread replay([&] { Replay(bootstrap_, names.input, parts_[3], dir_.path() / "replay-3"); });
+  // Once some of it is committed, at a random moment after that.
+  EXPECT_TRUE(WaitCommitted(names, part_end_[2] + 1, timeout_ms));
+  std::this_thread::sleep_for(std::chrono::milliseconds(kill_delay_ms));
+  const int64_t committed_at_kill = Committed(names);
+  stop(victim, SIGKILL);
+  replay.join();
+  start(victim);
+  ASSERT_TRUE(WaitCommitted(names, part_end_[3], timeout_ms)) << running_logs();
+  // Down to one (the victim) while the rest arrives.
+  Replay(bootstrap_, names.input, parts_[4], dir_.path() / "replay-4");
+  for (int i = 0; i < 3; ++i) {
+    if (i != victim) stop(i, SIGTERM);
+  }
+  Replay(bootstrap_, names.input, parts_[5], dir_.path() / "replay-5");
+  ASSERT_TRUE(WaitCommitted(names, events_, timeout_ms)) << running_logs();
+  stop(victim, SIGTERM);
+
+  // Every instance owned partitions at some point, and the last one restored
+  // the partitions it took over from the changelog.
+  int assigned = 0;
+  for (const auto& log : logs) assigned += log.find("partitions assigned") != std::string::npos;
+  EXPECT_EQ(assigned, static_cast<int>(logs.size()));
+  EXPECT_NE(logs.back().find("partition restored from the state changelog"), std::string::npos);
+
+  // The last instance owns every partition: its states are the reference's.
+  const Store last = ReadStore(state[victim], names.input);
+  EXPECT_EQ(Differences(expected, last.users), "");
+  // Every (user_id, seq) scored once or re-sent with the same bytes.
+  size_t messages = 0;
+  const ScoreTexts scores = ReadScores(bootstrap_, names.scores, reference_messages, &messages);
+  size_t differing = 0, missing = 0, extra = 0;
+  for (const auto& [key, texts] : expected_scores) {
+    auto it = scores.find(key);
+    if (it == scores.end()) {
+      ++missing;
+    } else if (it->second != texts) {
+      ++differing;
+    }
+  }
+  for (const auto& [key, texts] : scores) extra += expected_scores.count(key) == 0;
+  EXPECT_EQ(differing, 0u);
+  EXPECT_EQ(missing, 0u);
+  EXPECT_EQ(extra, 0u);
+  EXPECT_EQ(expected_scores.size(), reference_messages);  // the reference sent each once
+  std::printf(
+      "scale test: %lld events, %zu scores in the reference, %zu published (%zu re-sent); "
+      "%lld of %lld events of the killed part committed at the kill\n",
+      static_cast<long long>(events_), reference_messages, messages, messages - scores.size(),
+      static_cast<long long>(committed_at_kill - part_end_[2]),
+      static_cast<long long>(part_end_[3] - part_end_[2]));
 }
 
 }  // namespace
