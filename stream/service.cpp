@@ -647,6 +647,8 @@ Status Service::Run(const std::atomic<bool>& stop) {
 
   // After a Poll: the cluster's health for /readyz, and the outage clock
   // (an outage is not idle time). Returns whether the cluster is reachable.
+  bool was_reachable = true;
+  Clock::time_point outage_started{};
   auto observe_cluster = [&] {
     auto health = source_->Health();
     const bool reachable = health.reachable;
@@ -658,6 +660,18 @@ Status Service::Run(const std::atomic<bool>& stop) {
       last_unreachable = std::max(
           last_unreachable, Clock::now() - std::chrono::milliseconds(health.connect_failed_ms));
     }
+    // An outage and its end, once each, in the log.
+    if (!reachable && was_reachable) {
+      outage_started = Clock::now();
+      Log(LogLevel::kWarn, "Kafka cluster unreachable: waiting for it",
+          {{"bootstrap", config_.kafka.bootstrap_servers},
+           {"error", health.error.empty() ? std::string("all brokers down") : health.error}});
+    } else if (reachable && !was_reachable) {
+      Log(LogLevel::kInfo, "Kafka cluster reachable again",
+          {{"bootstrap", config_.kafka.bootstrap_servers},
+           {"seconds", SecondsSince(outage_started)}});
+    }
+    was_reachable = reachable;
     std::lock_guard lock(health_mutex_);
     health_ = std::move(health);
     return reachable;

@@ -549,5 +549,171 @@ TEST_F(ScaleRealKafka, ThreeInstancesScaledUpKilledAndDownEqualOneInstance) {
       static_cast<long long>(part_end_[3] - part_end_[2]));
 }
 
+// Broker restart mid-stream: three instances read a stream on a broker of the
+// test's own (OwnKafka), which is stopped for 20 s while they are in the
+// middle of it and started again on its data. Every instance waits it out and
+// resumes; the states of the partitions' owners and the set of
+// (user_id, seq) -> score bytes equal one uninterrupted instance.
+TEST(BrokerRestartRealKafka, ThreeInstancesResumeAndEndEqualToOneInstance) {
+  // CLV_REAL_KAFKA says the Kafka jars are there (scripts/kafka-fetch.sh).
+  if (std::getenv("CLV_REAL_KAFKA") == nullptr) {
+    if (testing::InCi()) FAIL() << "CLV_REAL_KAFKA unset under CI (scripts/kafka-start.sh)";
+    GTEST_SKIP() << "CLV_REAL_KAFKA unset (scripts/kafka-start.sh)";
+  }
+  TempDir dir;
+  testing::OwnKafka kafka(dir.path());
+  ASSERT_NE(kafka.port(), 0) << "no free port pair for the test's broker";
+  ASSERT_EQ(kafka.Start(false, "kafka-start"), 0) << "scripts/kafka-start.sh " << kafka.port();
+  const std::string bootstrap = kafka.bootstrap();
+  const connectors::ClientOptions client = testing::ReaderClient(bootstrap);
+
+  const auto all = dir.path() / "all.jsonl";
+  std::string output;
+  ASSERT_EQ(testing::RunCommand({ClvBinary().string(), "gen", "--users", "4000", "--days", "20",
+                                 "--seed", "13", "--out", all.string()},
+                                dir.path() / "gen", 120000, &output),
+            0)
+      << output;
+  std::vector<std::string> lines;
+  {
+    std::ifstream in(all);
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) lines.push_back(line);
+    }
+  }
+  ASSERT_GE(lines.size(), 50000u);
+  const auto events = static_cast<int64_t>(lines.size());
+  // Three parts: before, during (the broker stops while it is read) and after.
+  std::vector<std::filesystem::path> parts;
+  std::vector<int64_t> part_end;
+  for (double end_fraction : {0.4, 0.8, 1.0}) {
+    const size_t begin = part_end.empty() ? 0 : static_cast<size_t>(part_end.back());
+    const auto end = static_cast<size_t>(static_cast<double>(lines.size()) * end_fraction);
+    parts.push_back(dir.path() / ("part-" + std::to_string(parts.size()) + ".jsonl"));
+    std::ofstream out(parts.back());
+    for (size_t i = begin; i < end; ++i) out << lines[i] << "\n";
+    part_end.push_back(static_cast<int64_t>(end));
+  }
+  auto create_topics = [&](const Names& names) {
+    auto status = connectors::EnsureTopics(client, {names.input}, kPartitions, 1);
+    ASSERT_TRUE(status.ok()) << status.message;
+    status =
+        connectors::EnsureTopics(client, {names.scores, names.alerts, names.dead_letter}, 1, 1);
+    ASSERT_TRUE(status.ok()) << status.message;
+  };
+  auto args = [&](const Names& names, const std::filesystem::path& state_dir, int idle_exit_ms) {
+    return RunArgs(
+        bootstrap, names, state_dir, true,
+        {"stream.emit=per_event", "stream.idle_exit_ms=" + std::to_string(idle_exit_ms)});
+  };
+
+  // The reference: one uninterrupted instance over the whole stream.
+  const Names reference = MakeNames("restart-reference");
+  create_topics(reference);
+  Replay(bootstrap, reference.input, all, dir.path() / "replay-ref");
+  {
+    testing::Subprocess run(args(reference, dir.path() / "ref", 6000), dir.path() / "run-ref");
+    ASSERT_EQ(run.Wait(300000), 0) << run.Stderr();
+  }
+  const Users expected = ReadStore(dir.path() / "ref", reference.input).users;
+  ASSERT_EQ(expected.size(), 4000u);
+  size_t reference_messages = 0;
+  const ScoreTexts expected_scores =
+      ReadScores(bootstrap, reference.scores, static_cast<size_t>(events), &reference_messages);
+
+  const Names names = MakeNames("restart");
+  create_topics(names);
+  auto committed = [&] {
+    int64_t sum = 0;
+    for (const auto& [p, offset] :
+         testing::CommittedOffsets(bootstrap, names.group, names.input, kPartitions)) {
+      sum += offset;
+    }
+    return sum;
+  };
+  auto wait_committed = [&](int64_t at_least, int timeout_ms) {
+    return testing::WaitUntil([&] { return committed() >= at_least; }, timeout_ms, 500);
+  };
+  std::vector<std::filesystem::path> state;
+  std::vector<std::unique_ptr<testing::Subprocess>> instances;
+  for (int i = 0; i < 3; ++i) {
+    state.push_back(dir.path() / std::string(1, "abc"[i]));
+    instances.push_back(std::make_unique<testing::Subprocess>(
+        args(names, state.back(), 0), dir.path() / ("run-" + std::string(1, "abc"[i]))));
+  }
+  auto logs = [&] {
+    std::string out;
+    for (int i = 0; i < 3; ++i) {
+      const std::string log = instances[i]->Stderr();
+      out += std::string("\n--- instance ") + "ABC"[i] + " (last 4000 bytes of its log):\n" +
+             log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
+    }
+    return out;
+  };
+  // All three in the group, the first part read.
+  Replay(bootstrap, names.input, parts[0], dir.path() / "replay-0");
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        for (auto& instance : instances) {
+          if (instance->Stderr().find("partitions assigned") == std::string::npos) return false;
+        }
+        return committed() >= part_end[0];
+      },
+      120000, 500))
+      << logs();
+
+  // The broker stops while the second part is being read.
+  Replay(bootstrap, names.input, parts[1], dir.path() / "replay-1");
+  ASSERT_TRUE(wait_committed(part_end[0] + 1, 60000)) << logs();
+  const int64_t committed_at_stop = committed();
+  ASSERT_EQ(kafka.Stop(true, "kafka-stop"), 0);
+  std::this_thread::sleep_for(std::chrono::seconds(20));
+  std::vector<bool> running_during_outage;
+  for (auto& instance : instances) running_during_outage.push_back(instance->running());
+  ASSERT_EQ(kafka.Start(true, "kafka-restart"), 0);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(running_during_outage[i]) << "instance "
+                                          << "ABC"[i] << " exited:" << logs();
+  }
+  ASSERT_TRUE(wait_committed(part_end[1], 180000)) << logs();
+  Replay(bootstrap, names.input, parts[2], dir.path() / "replay-2");
+  ASSERT_TRUE(wait_committed(events, 180000)) << logs();
+  std::vector<Store> stores;
+  for (int i = 0; i < 3; ++i) {
+    instances[i]->Signal(SIGTERM);
+    EXPECT_EQ(instances[i]->Wait(120000), 0) << instances[i]->Stderr();
+    // Each saw the outage and its end.
+    EXPECT_NE(instances[i]->Stderr().find("Kafka cluster unreachable"), std::string::npos)
+        << instances[i]->Stderr();
+    EXPECT_NE(instances[i]->Stderr().find("Kafka cluster reachable again"), std::string::npos)
+        << instances[i]->Stderr();
+    stores.push_back(ReadStore(state[i], names.input));
+  }
+
+  // The owners' states are the reference's.
+  EXPECT_EQ(Differences(expected, Merge(stores)), "");
+  size_t messages = 0;
+  const ScoreTexts scores = ReadScores(bootstrap, names.scores, reference_messages, &messages);
+  size_t differing = 0, missing = 0, extra = 0;
+  for (const auto& [key, texts] : expected_scores) {
+    auto it = scores.find(key);
+    if (it == scores.end()) {
+      ++missing;
+    } else if (it->second != texts) {
+      ++differing;
+    }
+  }
+  for (const auto& [key, texts] : scores) extra += expected_scores.count(key) == 0;
+  EXPECT_EQ(differing, 0u);
+  EXPECT_EQ(missing, 0u);
+  EXPECT_EQ(extra, 0u);
+  std::printf(
+      "broker restart test: %lld events, %zu scores in the reference, %zu published (%zu "
+      "re-sent); the broker stopped after %lld of the %lld events of the second part\n",
+      static_cast<long long>(events), reference_messages, messages, messages - scores.size(),
+      static_cast<long long>(committed_at_stop - part_end[0]),
+      static_cast<long long>(part_end[1] - part_end[0]));
+}
+
 }  // namespace
 }  // namespace clv

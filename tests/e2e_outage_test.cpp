@@ -24,11 +24,8 @@
 #include <string>
 #include <thread>
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <nlohmann/json.hpp>
-#include <sys/socket.h>
 
 #include "connectors/kafka.h"
 #include "tests/e2e_support.h"
@@ -176,59 +173,6 @@ std::optional<double> ConsumedMetric(int port) {
   return sum;
 }
 
-// scripts/kafka-start.sh / kafka-stop.sh PORT; keep_data: KAFKA_KEEP_DATA=1
-// (a stop keeps the data, a start restarts on it).
-int KafkaScript(const std::string& script, int port, bool keep_data,
-                const std::filesystem::path& log) {
-  if (keep_data) setenv("KAFKA_KEEP_DATA", "1", 1);
-  int rc = testing::RunCommand(
-      {"/bin/bash", (testing::SourceDir() / "scripts" / script).string(), std::to_string(port)},
-      log, 180000);
-  unsetenv("KAFKA_KEEP_DATA");
-  return rc;
-}
-
-// A real broker of this test's own (the shared CLV_REAL_KAFKA one serves
-// other tests meanwhile), stopped and removed with the object.
-class OwnKafka {
- public:
-  explicit OwnKafka(const std::filesystem::path& dir) : dir_(dir) {
-    // The controller listens on port + 1: both must be free.
-    for (int attempt = 0; attempt < 20 && port_ == 0; ++attempt) {
-      int candidate = FreePort();
-      if (candidate > 0 && candidate < 65535 && Free(candidate + 1)) port_ = candidate;
-    }
-  }
-  ~OwnKafka() {
-    if (port_ != 0) (void)KafkaScript("kafka-stop.sh", port_, false, dir_ / "kafka-final-stop");
-  }
-  OwnKafka(const OwnKafka&) = delete;
-  OwnKafka& operator=(const OwnKafka&) = delete;
-  int port() const { return port_; }
-  std::string bootstrap() const { return "127.0.0.1:" + std::to_string(port_); }
-  int Start(bool keep_data, const std::string& name) {
-    return KafkaScript("kafka-start.sh", port_, keep_data, dir_ / name);
-  }
-  int Stop(bool keep_data, const std::string& name) {
-    return KafkaScript("kafka-stop.sh", port_, keep_data, dir_ / name);
-  }
-
- private:
-  // Whether 127.0.0.1:port can be bound now.
-  static bool Free(int port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    address.sin_port = htons(static_cast<uint16_t>(port));
-    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-    ::close(fd);
-    return free;
-  }
-  std::filesystem::path dir_;
-  int port_ = 0;
-};
-
 TEST(OutageRealKafka, IdleExitWaitsOutABrokerRestartAndEveryEventIsRead) {
   // CLV_REAL_KAFKA says the Kafka jars are there (scripts/kafka-fetch.sh);
   // this test runs a broker of its own, which it stops and starts again.
@@ -238,7 +182,7 @@ TEST(OutageRealKafka, IdleExitWaitsOutABrokerRestartAndEveryEventIsRead) {
                     "`export CLV_REAL_KAFKA=$(scripts/kafka-start.sh PORT)` to run this test";
   }
   TempDir dir;
-  OwnKafka kafka(dir.path());
+  testing::OwnKafka kafka(dir.path());
   ASSERT_NE(kafka.port(), 0) << "no free port pair for the test's broker";
   ASSERT_EQ(kafka.Start(false, "kafka-start"), 0) << "scripts/kafka-start.sh " << kafka.port();
   const std::string bootstrap = kafka.bootstrap();

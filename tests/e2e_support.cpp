@@ -145,4 +145,50 @@ std::map<int32_t, int64_t> CommittedOffsets(const std::string& bootstrap, const 
   return committed;
 }
 
+namespace {
+
+int KafkaScript(const std::string& script, int port, bool keep_data,
+                const std::filesystem::path& log) {
+  if (keep_data) setenv("KAFKA_KEEP_DATA", "1", 1);
+  int rc =
+      RunCommand({"/bin/bash", (SourceDir() / "scripts" / script).string(), std::to_string(port)},
+                 log, 180000);
+  unsetenv("KAFKA_KEEP_DATA");
+  return rc;
+}
+
+// Whether 127.0.0.1:port can be bound now.
+bool PortFree(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  ::close(fd);
+  return free;
+}
+
+}  // namespace
+
+OwnKafka::OwnKafka(const std::filesystem::path& dir) : dir_(dir) {
+  // The controller listens on port + 1: both must be free.
+  for (int attempt = 0; attempt < 20 && port_ == 0; ++attempt) {
+    int candidate = FreePort();
+    if (candidate > 0 && candidate < 65535 && PortFree(candidate + 1)) port_ = candidate;
+  }
+}
+
+OwnKafka::~OwnKafka() {
+  if (port_ != 0) (void)KafkaScript("kafka-stop.sh", port_, false, dir_ / "kafka-final-stop");
+}
+
+int OwnKafka::Start(bool keep_data, const std::string& name) {
+  return KafkaScript("kafka-start.sh", port_, keep_data, dir_ / name);
+}
+
+int OwnKafka::Stop(bool keep_data, const std::string& name) {
+  return KafkaScript("kafka-stop.sh", port_, keep_data, dir_ / name);
+}
+
 }  // namespace clv::testing

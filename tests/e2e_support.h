@@ -4,6 +4,7 @@
 // Not thread-safe; one test at a time.
 #pragma once
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -40,6 +41,29 @@ struct HttpAnswer {
 };
 // GET http://127.0.0.1:port/path (2 s to connect, 10 s to read).
 HttpAnswer Get(int port, const std::string& path);
+
+// A real Kafka broker of a test's own (scripts/kafka-start.sh on a free port
+// pair; the shared CLV_REAL_KAFKA broker serves other tests meanwhile), so
+// that the test can stop and start it; stopped and removed with the object.
+// Needs the jars of scripts/kafka-fetch.sh.
+class OwnKafka {
+ public:
+  explicit OwnKafka(const std::filesystem::path& dir);
+  ~OwnKafka();
+  OwnKafka(const OwnKafka&) = delete;
+  OwnKafka& operator=(const OwnKafka&) = delete;
+  int port() const { return port_; }  // 0: no free port pair found
+  std::string bootstrap() const { return "127.0.0.1:" + std::to_string(port_); }
+  // scripts/kafka-start.sh / kafka-stop.sh; keep_data: KAFKA_KEEP_DATA=1 (a
+  // stop keeps the data, a start restarts on it). The script's exit status;
+  // its output goes to dir/name.
+  int Start(bool keep_data, const std::string& name);
+  int Stop(bool keep_data, const std::string& name);
+
+ private:
+  std::filesystem::path dir_;
+  int port_ = 0;
+};
 
 // Client options for a reader with a group id of its own.
 connectors::ClientOptions ReaderClient(const std::string& bootstrap);
