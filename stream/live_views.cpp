@@ -41,7 +41,8 @@ std::string AlertMessage(const std::string& kind, const Json& detail) {
 }  // namespace
 
 LiveViews::LiveViews(size_t last_scores_capacity, size_t alerts_capacity)
-    : last_scores_capacity_(std::max<size_t>(1, last_scores_capacity)),
+    : distribution_(ClvDistribution::DefaultEdges(), kPartitionSlots),
+      last_scores_capacity_(std::max<size_t>(1, last_scores_capacity)),
       alerts_capacity_(std::max<size_t>(1, alerts_capacity)) {}
 
 void LiveViews::PushTop(std::string_view user_id, const state::UserState& state) {
@@ -52,7 +53,7 @@ void LiveViews::PushTop(std::string_view user_id, const state::UserState& state)
 
 void LiveViews::Seed(std::string_view user_id, const state::UserState& state) {
   AddStage(state.partition, state.stage, 1);
-  distribution_.Move(std::nullopt, state.clv);
+  distribution_.Move(std::nullopt, state.clv, state.partition);
   PushTop(user_id, state);
 }
 
@@ -60,7 +61,9 @@ void LiveViews::OnRestored(std::string_view user_id, const std::optional<state::
                            const std::optional<state::UserState>& after) {
   if (before) {
     AddStage(before->partition, before->stage, -1);
-    if (!after) distribution_.Remove(before->clv);
+    // A restore that moves a user's CLV is a removal and an addition: the
+    // partition may differ too.
+    distribution_.Remove(before->clv, before->partition);
   }
   if (!after) {
     FlushPending();  // a pending update of this user must not bring it back
@@ -68,20 +71,20 @@ void LiveViews::OnRestored(std::string_view user_id, const std::optional<state::
     return;
   }
   AddStage(after->partition, after->stage, 1);
-  distribution_.Move(before ? std::optional<double>(before->clv) : std::nullopt, after->clv);
+  distribution_.Move(std::nullopt, after->clv, after->partition);
   PushTop(user_id, *after);
 }
 
 void LiveViews::OnUserScored(const UserScoreChange& change) {
   if (change.new_user) {
     AddStage(change.partition, change.stage, 1);
-    distribution_.Move(std::nullopt, change.clv);
+    distribution_.Move(std::nullopt, change.clv, change.partition);
   } else {
     if (change.previous_stage != change.stage) {
       AddStage(change.partition, change.previous_stage, -1);
       AddStage(change.partition, change.stage, 1);
     }
-    distribution_.Move(change.previous_clv, change.clv);
+    distribution_.Move(change.previous_clv, change.clv, change.partition);
   }
   pending_top_.push_back(TopEntry{std::string(change.user_id), change.clv, change.churn_risk,
                                   state::StageName(change.stage), change.partition});

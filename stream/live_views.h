@@ -13,9 +13,8 @@
 // instance's store knows (committed, restored from the changelog or scored
 // since start). Stage counts are kept per input partition (partitions
 // 0..kPartitionSlots-1; a user of another or unknown partition is always
-// counted), so the service counts only the partitions it owns now; the
-// distribution still holds the users of partitions moved away, until the
-// process restarts. Top users: see TopUsers; each entry carries its
+// counted), and so is the distribution, so the service counts only the
+// partitions it owns now. Top users: see TopUsers; each entry carries its
 // partition, so the service's /top answers only from the partitions it
 // owns now. Last scores are an LRU of
 // `last_scores_capacity` users: older users' /users answers have no

@@ -542,7 +542,7 @@ std::string Service::SummaryJson() {
         {"commits", c.commits.load()}}},
       {"lag", {{"total", lag_total}, {"partitions", std::move(lag_partitions)}}},
       {"users", live_->Users(owned_only)},
-      {"clv_histogram", nlohmann::json::parse(live_->distribution().ToJson())},
+      {"clv_histogram", nlohmann::json::parse(live_->distribution().ToJson(owned_only))},
       {"stages", nlohmann::json::parse(live_->StagesJson(owned_only))},
       {"top", std::move(top)},
       {"alerts", nlohmann::json::parse(live_->AlertsJson(20))},

@@ -180,8 +180,11 @@ std::vector<double> ClvDistribution::DefaultEdges() {
   return edges;
 }
 
-ClvDistribution::ClvDistribution(std::vector<double> edges)
-    : edges_(std::move(edges)), counts_(std::make_unique<std::atomic<int64_t>[]>(edges_.size())) {
+ClvDistribution::ClvDistribution(std::vector<double> edges, int32_t partition_slots)
+    : edges_(std::move(edges)),
+      partition_slots_(std::max<int32_t>(0, partition_slots)),
+      counts_(std::make_unique<std::atomic<int64_t>[]>(
+          edges_.size() * (static_cast<size_t>(partition_slots_) + 1))) {
   if (edges_.empty()) throw std::invalid_argument("ClvDistribution: needs at least one edge");
   for (size_t i = 1; i < edges_.size(); ++i) {
     if (!(edges_[i] > edges_[i - 1]))
@@ -195,32 +198,45 @@ size_t ClvDistribution::Bucket(double clv) const {
   return after == edges_.begin() ? 0 : static_cast<size_t>(after - edges_.begin()) - 1;
 }
 
-void ClvDistribution::Move(std::optional<double> previous, double current) {
+size_t ClvDistribution::Slot(int32_t partition) const {
+  return partition >= 0 && partition < partition_slots_ ? static_cast<size_t>(partition) + 1 : 0;
+}
+
+void ClvDistribution::Move(std::optional<double> previous, double current, int32_t partition) {
+  std::atomic<int64_t>* counts = &counts_[Slot(partition) * edges_.size()];
   const size_t to = Bucket(current);
   if (previous) {
     const size_t from = Bucket(*previous);
     if (from == to) return;
-    counts_[from].fetch_sub(1, std::memory_order_relaxed);
+    counts[from].fetch_sub(1, std::memory_order_relaxed);
   }
-  counts_[to].fetch_add(1, std::memory_order_relaxed);
+  counts[to].fetch_add(1, std::memory_order_relaxed);
 }
 
-void ClvDistribution::Remove(double clv) {
-  counts_[Bucket(clv)].fetch_sub(1, std::memory_order_relaxed);
+void ClvDistribution::Remove(double clv, int32_t partition) {
+  counts_[Slot(partition) * edges_.size() + Bucket(clv)].fetch_sub(1, std::memory_order_relaxed);
 }
 
-ClvDistribution::Snapshot ClvDistribution::Collect() const {
+ClvDistribution::Snapshot ClvDistribution::Collect(
+    const std::function<bool(int32_t partition)>& include) const {
   Snapshot snapshot;
   snapshot.edges = edges_;
-  snapshot.counts.resize(edges_.size());
-  for (size_t i = 0; i < edges_.size(); ++i) {
-    snapshot.counts[i] = std::max<int64_t>(0, counts_[i].load(std::memory_order_relaxed));
+  snapshot.counts.assign(edges_.size(), 0);
+  for (int32_t slot = 0; slot <= partition_slots_; ++slot) {
+    // Slot 0 (unknown partitions) is always counted.
+    if (slot > 0 && include && !include(slot - 1)) continue;
+    const std::atomic<int64_t>* counts = &counts_[static_cast<size_t>(slot) * edges_.size()];
+    for (size_t i = 0; i < edges_.size(); ++i) {
+      snapshot.counts[i] += counts[i].load(std::memory_order_relaxed);
+    }
   }
+  // A bucket is never negative (a count read while a user moves may be).
+  for (auto& count : snapshot.counts) count = std::max<int64_t>(0, count);
   return snapshot;
 }
 
-std::string ClvDistribution::ToJson() const {
-  const Snapshot snapshot = Collect();
+std::string ClvDistribution::ToJson(const std::function<bool(int32_t partition)>& include) const {
+  const Snapshot snapshot = Collect(include);
   return nlohmann::json{{"edges", snapshot.edges}, {"counts", snapshot.counts}}.dump();
 }
 

@@ -112,27 +112,34 @@ class ClvDistribution {
  public:
   // 0, 1, 2, 5, 10, 20, 50, ... 100,000 (a 1-2-5 series).
   static std::vector<double> DefaultEdges();
-  explicit ClvDistribution(std::vector<double> edges = DefaultEdges());
+  // Counts are kept per input partition 0..partition_slots-1 (a user of
+  // another or unknown partition, -1, is always counted), so that Collect
+  // can count only some partitions (the owned ones).
+  explicit ClvDistribution(std::vector<double> edges = DefaultEdges(), int32_t partition_slots = 0);
 
   // A user's CLV changed from `previous` (nullopt: a user not counted yet)
-  // to `current`.
-  void Move(std::optional<double> previous, double current);
-  // A user counted at `clv` is gone.
-  void Remove(double clv);
+  // to `current`, the user being of input partition `partition`.
+  void Move(std::optional<double> previous, double current, int32_t partition = -1);
+  // A user of `partition` counted at `clv` is gone.
+  void Remove(double clv, int32_t partition = -1);
 
   struct Snapshot {
     std::vector<double> edges;
     std::vector<int64_t> counts;  // same length as edges
   };
-  Snapshot Collect() const;
+  // The users of the partitions `include` accepts (empty: all).
+  Snapshot Collect(const std::function<bool(int32_t partition)>& include = {}) const;
   // {"edges":[...],"counts":[...]} (the clv_histogram of /api/summary).
-  std::string ToJson() const;
+  std::string ToJson(const std::function<bool(int32_t partition)>& include = {}) const;
 
  private:
   size_t Bucket(double clv) const;
+  // Slot 0: partitions unknown or past the slots; p + 1 for partition p.
+  size_t Slot(int32_t partition) const;
 
   const std::vector<double> edges_;
-  std::unique_ptr<std::atomic<int64_t>[]> counts_;
+  const int32_t partition_slots_;
+  std::unique_ptr<std::atomic<int64_t>[]> counts_;  // slot * edges + bucket
 };
 
 }  // namespace clv::stream

@@ -237,8 +237,9 @@ TEST_F(Ownership, AnInstanceAnswersOnlyForThePartitionsItOwnsNow) {
   }
   EXPECT_EQ(listed, static_cast<size_t>(kUsers)) << "together the two answers hold every user";
 
-  // The dashboard's user and stage counts: the owned partitions' users only
-  // (the old owner no longer counts the users that moved away).
+  // The dashboard's user and stage counts and CLV histogram: the owned
+  // partitions' users only (the old owner no longer counts the users that
+  // moved away).
   int64_t counted = 0;
   for (const auto& [service, owned] : {std::pair{a, owned_a}, std::pair{b, owned_b}}) {
     const Json summary = Json::parse(service->SummaryJson());
@@ -250,6 +251,9 @@ TEST_F(Ownership, AnInstanceAnswersOnlyForThePartitionsItOwnsNow) {
     int64_t staged = 0;
     for (const auto& [stage, n] : summary["stages"].items()) staged += n.get<int64_t>();
     EXPECT_EQ(staged, expected) << summary["stages"].dump();
+    int64_t histogram = 0;
+    for (const auto& n : summary["clv_histogram"]["counts"]) histogram += n.get<int64_t>();
+    EXPECT_EQ(histogram, expected) << summary["clv_histogram"].dump();
     counted += summary["users"].get<int64_t>();
   }
   EXPECT_EQ(counted, kUsers) << "together the two dashboards count every user once";

@@ -263,5 +263,25 @@ TEST(ClvDistribution, CountsUsersPerBucketAsTheyMove) {
   EXPECT_TRUE(std::is_sorted(edges.begin(), edges.end()));
 }
 
+TEST(ClvDistribution, CountsOnlyThePartitionsAsked) {
+  // The dashboard's histogram of an instance holds only the partitions it
+  // owns now, like its stage counts.
+  ClvDistribution distribution({0, 10, 100}, 4);
+  distribution.Move(std::nullopt, 5, 0);
+  distribution.Move(std::nullopt, 50, 1);
+  distribution.Move(std::nullopt, 500, 2);
+  distribution.Move(std::nullopt, 7, -1);  // unknown partition: always counted
+  distribution.Move(std::nullopt, 8, 9);   // past the slots: always counted
+  distribution.Move(50, 200, 1);           // partition 1: bucket 1 -> 2
+  distribution.Remove(500, 2);
+  EXPECT_EQ(distribution.Collect().counts, (std::vector<int64_t>{3, 0, 1}));
+  const auto only_1 = [](int32_t p) { return p == 1; };
+  EXPECT_EQ(distribution.Collect(only_1).counts, (std::vector<int64_t>{2, 0, 1}));
+  const auto none = [](int32_t) { return false; };
+  EXPECT_EQ(distribution.Collect(none).counts, (std::vector<int64_t>{2, 0, 0}));
+  EXPECT_EQ(nlohmann::json::parse(distribution.ToJson(only_1))["counts"],
+            nlohmann::json({2, 0, 1}));
+}
+
 }  // namespace
 }  // namespace clv::stream
