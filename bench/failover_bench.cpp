@@ -18,32 +18,33 @@
 // (clv defaults to ../apps/clv beside this binary; 45000 is librdkafka's
 // default session.timeout.ms, 6000 the broker's default minimum;
 // heartbeat.interval.ms is a sixth of it, at most librdkafka's 3000.)
+#include <fcntl.h>
 #include <httplib.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <arpa/inet.h>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fcntl.h>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <netinet/in.h>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <string>
-#include <sys/socket.h>
 #include <thread>
 #include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <nlohmann/json.hpp>
+#include <sys/socket.h>
+#include <sys/wait.h>
 
 #include "connectors/kafka.h"
 
@@ -156,15 +157,16 @@ class ScoreWatch {
 
   connectors::Status Start() {
     connectors::ClientOptions options = client_;
-    options.group_id = "failover-bench-reader-" + std::to_string(::getpid()) + "-" +
-                       std::to_string(WallMs());
+    options.group_id =
+        "failover-bench-reader-" + std::to_string(::getpid()) + "-" + std::to_string(WallMs());
     connectors::SourceCallbacks callbacks;
     // From the start: the topic is new, and scores before the signal are
     // not looked at.
     callbacks.start_offset = [](const connectors::TopicPartition&) {
       return std::optional<int64_t>();
     };
-    auto status = connectors::KafkaSource::Create(options, {topic_}, std::move(callbacks), &source_);
+    auto status =
+        connectors::KafkaSource::Create(options, {topic_}, std::move(callbacks), &source_);
     if (!status.ok()) return status;
     thread_ = std::thread([this] { Loop(); });
     return connectors::Status::Ok();
@@ -255,9 +257,9 @@ struct Options {
 };
 
 struct Result {
-  double owned_s = -1;        // signal -> the survivor owns every partition
-  double first_s = -1;        // signal -> first score of a moved partition
-  double all_s = -1;          // signal -> every moved partition scored again
+  double owned_s = -1;  // signal -> the survivor owns every partition
+  double first_s = -1;  // signal -> first score of a moved partition
+  double all_s = -1;    // signal -> every moved partition scored again
   size_t moved = 0;
 };
 
@@ -265,8 +267,7 @@ struct Result {
 std::optional<Result> RunCase(const Options& options, const std::filesystem::path& dir,
                               int session_timeout_ms, int signal_number) {
   const std::string name = "failover-bench-" + std::to_string(::getpid()) + "-" +
-                           std::to_string(session_timeout_ms) + "-" +
-                           std::to_string(signal_number);
+                           std::to_string(session_timeout_ms) + "-" + std::to_string(signal_number);
   const std::string input = name + "-events", scores = name + "-scores";
   connectors::ClientOptions client;
   client.bootstrap_servers = options.bootstrap;
@@ -324,13 +325,13 @@ std::optional<Result> RunCase(const Options& options, const std::filesystem::pat
     std::vector<std::string> a = {options.clv, "run", "--quiet"};
     for (const std::string& setting : std::vector<std::string>{
              "kafka.bootstrap_servers=" + options.bootstrap, "kafka.input_topics=" + input,
-          "kafka.scores_topic=" + scores, "kafka.alerts_topic=" + name + "-alerts",
-          "kafka.dead_letter_topic=" + name + "-dlq", "kafka.group_id=" + name,
-          "state.dir=" + (dir / (name + "-" + who)).string(), "stream.emit=per_event",
-          "stream.idle_exit_ms=0", "http.port=" + std::to_string(http_port),
-          "kafka.properties.session.timeout.ms=" + std::to_string(session_timeout_ms),
-          "kafka.properties.heartbeat.interval.ms=" +
-              std::to_string(HeartbeatMs(session_timeout_ms))}) {
+             "kafka.scores_topic=" + scores, "kafka.alerts_topic=" + name + "-alerts",
+             "kafka.dead_letter_topic=" + name + "-dlq", "kafka.group_id=" + name,
+             "state.dir=" + (dir / (name + "-" + who)).string(), "stream.emit=per_event",
+             "stream.idle_exit_ms=0", "http.port=" + std::to_string(http_port),
+             "kafka.properties.session.timeout.ms=" + std::to_string(session_timeout_ms),
+             "kafka.properties.heartbeat.interval.ms=" +
+                 std::to_string(HeartbeatMs(session_timeout_ms))}) {
       a.push_back("--set");
       a.push_back(setting);
     }
@@ -446,23 +447,22 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!std::filesystem::exists(options.clv)) {
-    std::fprintf(stderr, "failover_bench: no clv binary at %s (--clv PATH)\n",
-                 options.clv.c_str());
+    std::fprintf(stderr, "failover_bench: no clv binary at %s (--clv PATH)\n", options.clv.c_str());
     return 2;
   }
   if (options.rate <= 0 || options.users <= 0 || options.session_timeouts.empty()) {
     std::fprintf(stderr, "failover_bench: --rate, --users and --session-timeouts must be > 0\n");
     return 2;
   }
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("failover-bench-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("failover-bench-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
-  std::printf("failover_bench: 2 instances, %d partitions, %d users, %d events/s, changelog on, "
-              "one score per event\n",
-              kPartitions, options.users, options.rate);
+  std::printf(
+      "failover_bench: 2 instances, %d partitions, %d users, %d events/s, changelog on, "
+      "one score per event\n",
+      kPartitions, options.users, options.rate);
   std::printf("%-8s %-18s %-14s %5s %14s %16s %16s   %s\n", "signal", "session.timeout",
-              "heartbeat", "moved",
-              "owns all (s)", "first score (s)", "all scored (s)", "ceiling");
+              "heartbeat", "moved", "owns all (s)", "first score (s)", "all scored (s)", "ceiling");
   int failures = 0;
   for (int session_timeout_ms : options.session_timeouts) {
     for (int signal_number : {SIGKILL, SIGTERM}) {
@@ -477,14 +477,14 @@ int main(int argc, char** argv) {
               : "3 s (the instance leaves the group)";
       std::printf("%-8s %15d ms %11d ms %5zu %14.2f %16.2f %16.2f   %s\n",
                   signal_number == SIGKILL ? "SIGKILL" : "SIGTERM", session_timeout_ms,
-                  HeartbeatMs(session_timeout_ms), r->moved,
-                  r->owned_s, r->first_s, r->all_s, ceiling.c_str());
+                  HeartbeatMs(session_timeout_ms), r->moved, r->owned_s, r->first_s, r->all_s,
+                  ceiling.c_str());
       std::fflush(stdout);
     }
   }
   std::error_code ignored;
   if (failures == 0) std::filesystem::remove_all(dir, ignored);
-  if (failures > 0) std::printf("failover_bench: %d case(s) failed; logs in %s\n", failures,
-                                dir.c_str());
+  if (failures > 0)
+    std::printf("failover_bench: %d case(s) failed; logs in %s\n", failures, dir.c_str());
   return failures == 0 ? 0 : 1;
 }
