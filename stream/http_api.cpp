@@ -74,8 +74,17 @@ void ServeTop(const ApiHandlers& handlers, const HttpRequest& req, HttpResponse*
       return;
     }
   }
+  bool group = false;
+  if (const std::string* text = req.param("scope")) {
+    if (*text != "local" && *text != "group") {
+      res->Error(400, "parameter scope: must be 'local' or 'group', got '" +
+                          std::string(ClipForError(*text)) + "'");
+      return;
+    }
+    group = *text == "group";
+  }
   if (!Available(handlers.top_json, "top users", res)) return;
-  res->Json(handlers.top_json(n, by));
+  res->Json(handlers.top_json(n, by, group));
 }
 
 void ServeReady(const ApiHandlers& handlers, HttpResponse* res) {
@@ -108,7 +117,7 @@ std::vector<HttpRoute> ApiRoutes(ApiHandlers handlers) {
   };
   add("/users/{id}", "/users/{id}",
       [h](const HttpRequest& req, HttpResponse* res) { ServeUser(*h, req.capture, res); });
-  add("/top", "/top?n=&by=clv|churn_risk",
+  add("/top", "/top?n=&by=clv|churn_risk&scope=local|group",
       [h](const HttpRequest& req, HttpResponse* res) { ServeTop(*h, req, res); });
   add("/metrics", "/metrics", [h](const HttpRequest&, HttpResponse* res) {
     if (Available(h->metrics_text, "metrics", res)) res->Text(h->metrics_text(), kMetricsType);

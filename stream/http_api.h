@@ -10,9 +10,11 @@
 //                     the raw request target and percent-decoded ('+' stays
 //                     '+'; '/' as %2F or plain); it must pass the user-id rule
 //                     the stream decoder applies (common/user_id.h), else 400.
-//   GET /top?n=100&by=clv|churn_risk
-//                     top_json(n, by); n in 1..1000 (default 100), by is
-//                     "clv" (default) or "churn_risk", else 400.
+//   GET /top?n=100&by=clv|churn_risk&scope=local|group
+//                     top_json(n, by, scope == group); n in 1..1000 (default
+//                     100), by is "clv" (default) or "churn_risk", scope
+//                     "local" (default: this instance's partitions) or
+//                     "group" (merged over the group's instances), else 400.
 //   GET /metrics      metrics_text(), "text/plain; version=0.0.4".
 //   GET /healthz      200 {"status":"ok"} while the process serves HTTP.
 //   GET /readyz       200 when ready(), else 503; body = ready_detail().
@@ -57,7 +59,8 @@ struct ApiHandlers {
   // One user (see UserAnswer).
   std::function<UserAnswer(std::string_view user_id)> user_json;
   // JSON of the top n users by "clv" or "churn_risk" (already validated).
-  std::function<std::string(int n, std::string_view by)> top_json;
+  // group: merged over every instance of the group (scope=group).
+  std::function<std::string(int n, std::string_view by, bool group)> top_json;
   // Prometheus text exposition format 0.0.4.
   std::function<std::string()> metrics_text;
   // Partitions assigned, state restored, model loaded.

@@ -71,6 +71,26 @@ std::optional<std::string> OwnerDirectory::OwnerUrl(int32_t partition) const {
   return newest->url;
 }
 
+std::vector<OwnerDirectory::Peer> OwnerDirectory::Peers() const {
+  const int64_t now = WallClockMs();
+  std::vector<std::pair<int64_t, Peer>> fresh;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [instance, a] : instances_) {
+      if (instance == self_ || now - a.ts_ms > kStaleMs || a.url.empty()) continue;
+      fresh.push_back({a.ts_ms, Peer{a.url, a.partitions}});
+    }
+  }
+  std::stable_sort(fresh.begin(), fresh.end(),
+                   [](const auto& x, const auto& y) { return x.first > y.first; });
+  std::vector<Peer> peers;
+  for (auto& [ts, peer] : fresh) {
+    std::sort(peer.partitions.begin(), peer.partitions.end());
+    peers.push_back(std::move(peer));
+  }
+  return peers;
+}
+
 void OwnerDirectory::Close(int timeout_ms) {
   (void)sink_->Send(topic_, self_, std::string_view(), 0);  // empty: gone
   auto flushed = sink_->Flush(std::max(1, timeout_ms));

@@ -56,6 +56,13 @@ class OwnerDirectory {
   // The advertised URL of the instance that announced `partition` last
   // (not this one), if a fresh announcement names it.
   std::optional<std::string> OwnerUrl(int32_t partition) const;
+  struct Peer {
+    std::string url;
+    std::vector<int32_t> partitions;  // sorted
+  };
+  // The other instances with a fresh announcement and an address, newest
+  // first.
+  std::vector<Peer> Peers() const;
   // Sends this instance's tombstone and stops reading (bounded wait).
   void Close(int timeout_ms);
 

@@ -1,12 +1,17 @@
 #include "stream/service.h"
 
+#include <httplib.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdint>
+#include <future>
+#include <limits>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -314,7 +319,9 @@ Status Service::StartHttp() {
   if (!options) return Status::Ok();
   ApiHandlers handlers;
   handlers.user_json = [this](std::string_view user_id) { return UserJson(user_id); };
-  handlers.top_json = [this](int n, std::string_view by) { return TopJson(n, by); };
+  handlers.top_json = [this](int n, std::string_view by, bool group) {
+    return group ? GroupTopJson(n, by) : TopJson(n, by);
+  };
   handlers.metrics_text = [this] { return MetricsText(); };
   handlers.ready = [this] { return ready(); };
   handlers.ready_detail = [this] { return ReadyDetail(); };
@@ -467,6 +474,87 @@ TopSnapshot Service::OwnedTop(size_t n, TopBy by) const {
 std::string Service::TopJson(int n, std::string_view by) const {
   auto ranking = ParseTopBy(by).value_or(TopBy::kClv);
   return TopUsers::ToJson(OwnedTop(static_cast<size_t>(std::max(0, n)), ranking));
+}
+
+std::string Service::GroupTopJson(int n, std::string_view by) const {
+  const TopBy ranking = ParseTopBy(by).value_or(TopBy::kClv);
+  const size_t count = static_cast<size_t>(std::max(0, n));
+  TopSnapshot merged = OwnedTop(count, ranking);
+  std::set<int32_t> covered;
+  if (merged.owned_partitions) {
+    covered.insert(merged.owned_partitions->begin(), merged.owned_partitions->end());
+  }
+  nlohmann::json instances = nlohmann::json::array();
+  const auto peers = owners_ ? owners_->Peers() : std::vector<OwnerDirectory::Peer>{};
+  // Every peer at once, 2 s each at most.
+  std::vector<std::future<std::pair<int, std::string>>> answers;
+  answers.reserve(peers.size());
+  const std::string target = "/top?n=" + std::to_string(count) + "&by=" + TopByName(ranking);
+  for (const auto& peer : peers) {
+    answers.push_back(
+        std::async(std::launch::async, [url = peer.url, target, token = config_.http.token] {
+          httplib::Client client(url);
+          client.set_connection_timeout(1, 0);
+          client.set_read_timeout(2, 0);
+          httplib::Headers headers;
+          if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+          auto answer = client.Get(target, headers);
+          if (!answer) return std::pair<int, std::string>(0, httplib::to_string(answer.error()));
+          return std::pair<int, std::string>(answer->status, answer->body);
+        }));
+  }
+  for (size_t i = 0; i < peers.size(); ++i) {
+    const auto [status, body] = answers[i].get();
+    nlohmann::json instance = {{"url", peers[i].url}, {"partitions", peers[i].partitions}};
+    const auto json = nlohmann::json::parse(body, nullptr, false);
+    if (status != 200 || json.is_discarded() || !json.contains("users")) {
+      instance["error"] = status == 0 ? "no answer: " + body
+                                      : "HTTP " + std::to_string(status) + ": " +
+                                            body.substr(0, std::min<size_t>(body.size(), 200));
+      instances.push_back(std::move(instance));
+      continue;
+    }
+    // The partitions it owns by its own answer that nobody before claimed.
+    std::set<int32_t> taken;
+    if (json.contains("partitions") && json["partitions"].contains("owned")) {
+      for (int32_t p : json["partitions"]["owned"].get<std::vector<int32_t>>()) {
+        if (!covered.count(p)) taken.insert(p);
+      }
+    }
+    for (const auto& user : json["users"]) {
+      TopEntry entry;
+      entry.partition = user.value("partition", -1);
+      if (!taken.count(entry.partition)) continue;
+      entry.user_id = user.value("user_id", "");
+      entry.clv = user.value("clv", 0.0);
+      entry.churn_risk = user.value("churn_risk", 0.0);
+      entry.stage = user.value("stage", "");
+      merged.users.push_back(std::move(entry));
+    }
+    merged.candidates += json.value("candidates", size_t{0});
+    if (json.contains("exact_above") && json["exact_above"].is_number()) {
+      merged.exact_above = std::max(merged.exact_above, json["exact_above"].get<double>());
+    }
+    covered.insert(taken.begin(), taken.end());
+    instance["partitions"] = std::vector<int32_t>(taken.begin(), taken.end());
+    instances.push_back(std::move(instance));
+  }
+  // Best first, ties by user id; NaN lowest (as TopUsers ranks them).
+  auto score = [ranking](const TopEntry& e) {
+    const double v = ranking == TopBy::kClv ? e.clv : e.churn_risk;
+    return std::isnan(v) ? -std::numeric_limits<double>::infinity() : v;
+  };
+  std::stable_sort(merged.users.begin(), merged.users.end(),
+                   [&](const TopEntry& x, const TopEntry& y) {
+                     const double a = score(x), b = score(y);
+                     return a != b ? a > b : x.user_id < y.user_id;
+                   });
+  if (merged.users.size() > count) merged.users.resize(count);
+  if (merged.owned_partitions) merged.owned_partitions.emplace(covered.begin(), covered.end());
+  auto out = nlohmann::json::parse(TopUsers::ToJson(merged));
+  out["scope"] = "group";
+  out["instances"] = std::move(instances);
+  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void Service::RefreshLag() {

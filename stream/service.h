@@ -122,6 +122,14 @@ class Service {
   UserAnswer UserJson(std::string_view user_id) const;
   // Only users of the partitions owned now (once there is an assignment).
   std::string TopJson(int n, std::string_view by) const;
+  // /top?scope=group: this instance's top users merged with the other
+  // instances' (each asked for its own /top at its http.advertised_url, 2 s
+  // at most, all at once), each partition's users from the one instance that
+  // claims it, with "instances" saying who answered and "partitions" which
+  // partitions the answer covers ("partial" when not all). Without
+  // http.advertised_url (no directory of instances) it is TopJson plus
+  // "instances":[].
+  std::string GroupTopJson(int n, std::string_view by) const;
   std::string MetricsText();
   std::string SummaryJson();
 

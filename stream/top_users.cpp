@@ -148,7 +148,8 @@ std::string TopUsers::ToJson(const TopSnapshot& snapshot) {
                      {"user_id", entry.user_id},
                      {"clv", entry.clv},
                      {"churn_risk", entry.churn_risk},
-                     {"stage", entry.stage}});
+                     {"stage", entry.stage},
+                     {"partition", entry.partition}});
   }
   nlohmann::json out = {{"by", TopByName(snapshot.by)},
                         {"n", snapshot.users.size()},

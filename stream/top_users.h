@@ -89,7 +89,8 @@ class TopUsers {
                   const std::function<bool(int32_t partition)>& include = {}) const;
 
   // /top answer: {"by":"clv","n":3,"exact_above":null|x,"candidates":..,
-  // "users":[{"rank":1,"user_id":..,"clv":..,"churn_risk":..,"stage":..}, ...]},
+  // "users":[{"rank":1,"user_id":..,"clv":..,"churn_risk":..,"stage":..,
+  // "partition":..}, ...]},
   // plus "partitions":{"owned":[..],"total":N|null,"partial":bool} when
   // owned_partitions is set (partial: this instance does not own them all).
   static std::string ToJson(const TopSnapshot& snapshot);

@@ -52,9 +52,9 @@ struct FakeService {
       return UserAnswer{UserAnswer::kFound,
                         json{{"user_id", std::string(id)}, {"clv", 12.5}}.dump()};
     };
-    handlers.top_json = [this](int n, std::string_view by) {
+    handlers.top_json = [this](int n, std::string_view by, bool group) {
       std::lock_guard lock(mutex);
-      top_calls.emplace_back(n, std::string(by));
+      top_calls.emplace_back(n, std::string(by) + (group ? "/group" : ""));
       return json{{"n", n}, {"by", std::string(by)}, {"users", json::array()}}.dump();
     };
     handlers.metrics_text = [] {
@@ -229,10 +229,19 @@ TEST_F(HttpServerTest, TopValidatesNAndBy) {
   res = client->Get("/top?n=1&by=clv");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
+  res = client->Get("/top?n=2&scope=group");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  res = client->Get("/top?scope=local&by=churn_risk");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
   {
     std::lock_guard lock(service_.mutex);
-    EXPECT_EQ(service_.top_calls, (std::vector<std::pair<int, std::string>>{
-                                      {100, "clv"}, {1000, "churn_risk"}, {1, "clv"}}));
+    EXPECT_EQ(service_.top_calls, (std::vector<std::pair<int, std::string>>{{100, "clv"},
+                                                                            {1000, "churn_risk"},
+                                                                            {1, "clv"},
+                                                                            {2, "clv/group"},
+                                                                            {100, "churn_risk"}}));
   }
   for (const char* bad : {"/top?n=0", "/top?n=1001", "/top?n=-1", "/top?n=abc",
                           "/top?n=", "/top?n=1.5", "/top?n=99999999999999999999", "/top?n=%2010"}) {
@@ -241,8 +250,11 @@ TEST_F(HttpServerTest, TopValidatesNAndBy) {
   for (const char* bad : {"/top?by=revenue", "/top?n=5&by=", "/top?by=CLV"}) {
     EXPECT_NE(ExpectJsonError(bad, 400).find("parameter by"), std::string::npos) << bad;
   }
+  for (const char* bad : {"/top?scope=all", "/top?scope=", "/top?n=3&scope=GROUP"}) {
+    EXPECT_NE(ExpectJsonError(bad, 400).find("parameter scope"), std::string::npos) << bad;
+  }
   std::lock_guard lock(service_.mutex);
-  EXPECT_EQ(service_.top_calls.size(), 3u) << "a rejected request reached the service";
+  EXPECT_EQ(service_.top_calls.size(), 5u) << "a rejected request reached the service";
 }
 
 TEST_F(HttpServerTest, MetricsUsePrometheusTextContentType) {

@@ -9,6 +9,8 @@
 //     and says which those are and that the answer is partial;
 //   * the second instance answers the moved users at once, from the state it
 //     restored from the changelog, before any new event of theirs arrives.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <future>
@@ -18,8 +20,11 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <nlohmann/json.hpp>
+#include <sys/socket.h>
 
 #include "config/config.h"
 #include "connectors/kafka.h"
@@ -88,10 +93,17 @@ class Ownership : public ::testing::Test {
     ASSERT_TRUE(flushed.ok()) << flushed.message;
   }
 
-  stream::Service* Start(const std::string& name) {
+  // http_port 0: no HTTP server, advertised as Url(name) (not reachable);
+  // else served on 127.0.0.1:http_port and advertised so.
+  stream::Service* Start(const std::string& name, int http_port = 0) {
     config::Config config = config_;
     config.state.dir = (dir_.path() / name).string();
     config.http.advertised_url = Url(name);
+    if (http_port != 0) {
+      config.http.port = http_port;
+      config.http.bind = "127.0.0.1";
+      config.http.advertised_url = "http://127.0.0.1:" + std::to_string(http_port);
+    }
     std::unique_ptr<stream::Service> service;
     auto status = stream::Service::Create(config, &service);
     EXPECT_TRUE(status.ok()) << status.message;
@@ -103,6 +115,22 @@ class Ownership : public ::testing::Test {
   }
 
   static std::string Url(const std::string& name) { return "http://" + name + ".test:8080"; }
+
+  // A free TCP port on 127.0.0.1 (bound and released).
+  static int FreePort() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int port = 0;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+      socklen_t length = sizeof address;
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+      port = ntohs(address.sin_port);
+    }
+    ::close(fd);
+    return port;
+  }
 
   static std::vector<int32_t> Owned(stream::Service& service) {
     const Json top = Json::parse(service.TopJson(100, "clv"));
@@ -237,6 +265,19 @@ TEST_F(Ownership, AnInstanceAnswersOnlyForThePartitionsItOwnsNow) {
   }
   EXPECT_EQ(listed, static_cast<size_t>(kUsers)) << "together the two answers hold every user";
 
+  // /top?scope=group when the other instance does not answer (its advertised
+  // address resolves nowhere): this instance's users, partial, and who failed.
+  {
+    const Json group = Json::parse(a->GroupTopJson(100, "clv"));
+    EXPECT_EQ(group["scope"], "group");
+    EXPECT_EQ(group["partitions"]["partial"], true) << group.dump();
+    EXPECT_EQ(group["partitions"]["owned"].get<std::vector<int32_t>>(), owned_a) << group.dump();
+    ASSERT_EQ(group["instances"].size(), 1u) << group.dump();
+    EXPECT_EQ(group["instances"][0]["url"], Url("b")) << group.dump();
+    EXPECT_TRUE(group["instances"][0].contains("error")) << group.dump();
+    EXPECT_EQ(group["users"].size(), Json::parse(a->TopJson(100, "clv"))["users"].size());
+  }
+
   // The dashboard's user and stage counts and CLV histogram: the owned
   // partitions' users only (the old owner no longer counts the users that
   // moved away).
@@ -257,6 +298,71 @@ TEST_F(Ownership, AnInstanceAnswersOnlyForThePartitionsItOwnsNow) {
     counted += summary["users"].get<int64_t>();
   }
   EXPECT_EQ(counted, kUsers) << "together the two dashboards count every user once";
+}
+
+TEST_F(Ownership, GroupTopMergesTheInstancesAndEqualsOneInstancesTop) {
+  Produce();
+  stream::Service* a = Start("a", FreePort());
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        if (!a->ready() || Owned(*a).size() != kPartitions) return false;
+        return Json::parse(a->TopJson(100, "clv"))["users"].size() == kUsers;
+      },
+      60000))
+      << a->ReadyDetail();
+  // Every user committed: the one instance's ranking is the reference.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        for (const auto& user : Json::parse(a->TopJson(100, "clv"))["users"]) {
+          auto answer = a->UserJson(user["user_id"].get<std::string>());
+          if (answer.status != stream::UserAnswer::kFound) return false;
+          if (Json::parse(answer.json)["aggregates"]["purchases"] != 10) return false;
+        }
+        return true;
+      },
+      30000));
+  const Json alone = Json::parse(a->TopJson(100, "clv"));
+  auto ids = [](const Json& top) {
+    std::vector<std::string> out;
+    for (const auto& user : top["users"]) out.push_back(user["user_id"].get<std::string>());
+    return out;
+  };
+
+  stream::Service* b = Start("b", FreePort());
+  ASSERT_NE(b, nullptr);
+  // Split, and each has read the other's announcement.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto owned_a = Owned(*a);
+        auto owned_b = Owned(*b);
+        if (owned_a.empty() || owned_b.empty() || owned_a.size() + owned_b.size() != kPartitions ||
+            !a->ready() || !b->ready()) {
+          return false;
+        }
+        for (auto* service : {a, b}) {
+          const Json group = Json::parse(service->GroupTopJson(100, "clv"));
+          if (group["partitions"]["partial"] != false) return false;
+        }
+        return true;
+      },
+      90000))
+      << "a: " << a->GroupTopJson(5, "clv") << "\nb: " << b->GroupTopJson(5, "clv");
+  for (auto* service : {a, b}) {
+    const Json group = Json::parse(service->GroupTopJson(100, "clv"));
+    // Each instance's merged answer is the single instance's ranking.
+    EXPECT_EQ(ids(group), ids(alone)) << group.dump();
+    EXPECT_EQ(group["partitions"]["owned"].size(), static_cast<size_t>(kPartitions));
+    ASSERT_EQ(group["instances"].size(), 1u) << group.dump();
+    EXPECT_FALSE(group["instances"][0].contains("error")) << group.dump();
+    // Alone, each is partial.
+    EXPECT_EQ(Json::parse(service->TopJson(100, "clv"))["partitions"]["partial"], true);
+  }
+  // n applies to the merged list.
+  const Json top3 = Json::parse(b->GroupTopJson(3, "clv"));
+  const auto reference = ids(alone);
+  ASSERT_GE(reference.size(), 3u);
+  EXPECT_EQ(ids(top3), std::vector<std::string>(reference.begin(), reference.begin() + 3));
 }
 
 }  // namespace
