@@ -131,7 +131,18 @@ std::map<int32_t, int64_t> CommittedOffsets(const std::string& bootstrap, const 
   }
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
   for (int p = 0; p < partitions; ++p) rd_kafka_topic_partition_list_add(list, topic.c_str(), p);
-  rd_kafka_resp_err_t err = rd_kafka_committed(rk, list, 10000);
+  // Right after a broker restart the group coordinator may still be moving
+  // or loading: asked again for up to 20 s.
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  for (int attempt = 0; attempt < 40; ++attempt) {
+    err = rd_kafka_committed(rk, list, 10000);
+    if (err != RD_KAFKA_RESP_ERR_NOT_COORDINATOR &&
+        err != RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS &&
+        err != RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
   EXPECT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR)
       << "OffsetFetch of group " << group << ": " << rd_kafka_err2str(err);
   for (int i = 0; i < list->cnt && !err; ++i) {
