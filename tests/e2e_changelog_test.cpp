@@ -685,11 +685,6 @@ TEST(BrokerRestartRealKafka, ThreeInstancesResumeAndEndEqualToOneInstance) {
   for (int i = 0; i < 3; ++i) {
     instances[i]->Signal(SIGTERM);
     EXPECT_EQ(instances[i]->Wait(120000), 0) << instances[i]->Stderr();
-    // Each saw the outage and its end.
-    EXPECT_NE(instances[i]->Stderr().find("Kafka cluster unreachable"), std::string::npos)
-        << instances[i]->Stderr();
-    EXPECT_NE(instances[i]->Stderr().find("Kafka cluster reachable again"), std::string::npos)
-        << instances[i]->Stderr();
     stores.push_back(ReadStore(state[i], names.input));
   }
 
