@@ -314,7 +314,8 @@ TEST_F(Ownership, GroupTopMergesTheInstancesAndEqualsOneInstancesTop) {
   // Every user committed: the one instance's ranking is the reference.
   ASSERT_TRUE(WaitUntil(
       [&] {
-        for (const auto& user : Json::parse(a->TopJson(100, "clv"))["users"]) {
+        const Json top = Json::parse(a->TopJson(100, "clv"));
+        for (const auto& user : top["users"]) {
           auto answer = a->UserJson(user["user_id"].get<std::string>());
           if (answer.status != stream::UserAnswer::kFound) return false;
           if (Json::parse(answer.json)["aggregates"]["purchases"] != 10) return false;
