@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -36,6 +38,12 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  // CLVTEST_KEEP_FAILED=1 keeps a failed test's files (logs, states) to look at.
+  const char* keep = std::getenv("CLVTEST_KEEP_FAILED");
+  if (keep != nullptr && *keep != '\0' && *keep != '0' && ::testing::Test::HasFailure()) {
+    std::fprintf(stderr, "CLVTEST_KEEP_FAILED: kept %s\n", path_.c_str());
+    return;
+  }
   std::error_code ignored;
   std::filesystem::remove_all(path_, ignored);
 }
