@@ -278,6 +278,14 @@ class KafkaSourceImpl final : public KafkaSource {
     // thread): GroupCommitted() tells what the group holds.
     rd_kafka_conf_set_offset_commit_cb(conf.get(), &KafkaSourceImpl::OffsetCommitThunk);
     bootstrap_ = options.bootstrap_servers;
+    options_ = options;
+    topics_ = topics;
+    char session[32] = {0};
+    size_t session_size = sizeof session;
+    if (rd_kafka_conf_get(conf.get(), "session.timeout.ms", session, &session_size) ==
+        RD_KAFKA_CONF_OK) {
+      session_timeout_ms_ = std::atoi(session);
+    }
     if (auto s = MakeHandle(RD_KAFKA_CONSUMER, std::move(conf), &rk_); !s.ok()) return s;
 
     PartitionListPtr subscription(
@@ -301,7 +309,9 @@ class KafkaSourceImpl final : public KafkaSource {
     if (out->size() > before) {
       MarkReachable();
       connect_failed_ = false;
-    } else if (!reachable_ && Clock::now() - last_probe_ >= std::chrono::seconds(1)) {
+      HeardFromCluster();
+    } else if ((!reachable_ || doubt_since_.has_value()) &&
+               Clock::now() - last_probe_ >= std::chrono::seconds(1)) {
       // No broker-up event exists: ask for metadata, which only a broker
       // answers (short wait; nothing to read meanwhile anyway).
       last_probe_ = Clock::now();
@@ -309,7 +319,14 @@ class KafkaSourceImpl final : public KafkaSource {
       if (rd_kafka_metadata(rk_.get(), 0, nullptr, &metadata, 500) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         rd_kafka_metadata_destroy(metadata);
         MarkReachable();
+        HeardFromCluster();
       }
+    }
+    if (rejoin_) {
+      // Fetched by a member that may no longer own them: read again by
+      // whichever instance the new assignment gives them to.
+      out->resize(before);
+      if (auto s = Rejoin(); !s.ok()) return s;
     }
     return status;
   }
@@ -454,6 +471,15 @@ class KafkaSourceImpl final : public KafkaSource {
     if (closed_) return Status::Ok();
     if (timeout_ms < 0) return Close();
     closed_ = true;
+    return CloseHandle(timeout_ms);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  // Closes rk_ (leaves the group, the revocation served here) within
+  // timeout_ms, else destroys it without leaving; rk_ is null after.
+  Status CloseHandle(int timeout_ms) {
     const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
     // The close runs in librdkafka's threads; its revocation is served here
     // from `queue` until it is done or time is up.
@@ -490,8 +516,39 @@ class KafkaSourceImpl final : public KafkaSource {
                          "); its partitions move after the group's session timeout");
   }
 
- private:
-  using Clock = std::chrono::steady_clock;
+  // The cluster was unreachable longer than the group session: the
+  // coordinator may have given our partitions to another instance, which
+  // restores them from the changelog, while librdkafka has not told us yet
+  // (it learns it at its next heartbeat, seconds later, and fetches on
+  // meanwhile). Their uncommitted work is dropped at once (on_lost), and a
+  // new consumer joins the group, so that whatever we own next is assigned
+  // (and restored) afresh.
+  Status Rejoin() {
+    rejoin_ = false;
+    const std::vector<TopicPartition> assignment = Assignment();
+    Log(LogLevel::kWarn,
+        "Kafka cluster was unreachable longer than the group session: the partitions may be "
+        "another instance's now; dropping their uncommitted work and joining the group again",
+        {{"bootstrap", bootstrap_},
+         {"unreachable_seconds", last_outage_seconds_},
+         {"session_timeout_ms", session_timeout_ms_},
+         {"partitions", assignment.size()}});
+    if (!assignment.empty()) {
+      partitions_lost_ = static_cast<int>(assignment.size());
+      if (callbacks_.on_lost) callbacks_.on_lost(assignment);
+    }
+    // The old member's revocation was just handled: the close only unassigns.
+    rejoining_ = true;
+    (void)CloseHandle(std::min(session_timeout_ms_, 10000));
+    rejoining_ = false;
+    next_offset_.clear();
+    unchecked_.clear();
+    group_committed_.clear();
+    if (auto s = Init(options_, topics_); !s.ok()) {
+      return Status::Error("KafkaSource: joining the group again after the outage: " + s.message);
+    }
+    return Status::Ok();
+  }
 
   static void OffsetCommitThunk(rd_kafka_t*, rd_kafka_resp_err_t,
                                 rd_kafka_topic_partition_list_t* offsets, void* opaque) {
@@ -514,6 +571,10 @@ class KafkaSourceImpl final : public KafkaSource {
         err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
       // "all brokers down" repeats the count only; keep the connection error.
       if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || last_error_.empty()) last_error_ = reason;
+    }
+    if ((err == RD_KAFKA_RESP_ERR__TRANSPORT && reason.find("Connect to ") != std::string::npos) ||
+        err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+      if (!doubt_since_) doubt_since_ = Clock::now();
     }
     if (err == RD_KAFKA_RESP_ERR__TRANSPORT && reason.find("Connect to ") != std::string::npos) {
       connect_failed_ = true;
@@ -542,6 +603,25 @@ class KafkaSourceImpl final : public KafkaSource {
          {"unreachable_seconds",
           std::chrono::duration<double>(Clock::now() - unreachable_since_).count()}});
     last_error_.clear();
+  }
+
+  // The cluster answered (a message, a metadata reply) after connections
+  // failed: longer than the session timeout, and without a rebalance since
+  // (which would have settled what we own), the session may have expired
+  // (SessionInDoubt).
+  void HeardFromCluster() {
+    if (!doubt_since_) return;
+    last_outage_seconds_ = std::chrono::duration<double>(Clock::now() - *doubt_since_).count();
+    doubt_since_.reset();
+    // With a callback for lost partitions only (the caller can drop work).
+    if (callbacks_.on_lost && last_outage_seconds_ * 1000 > session_timeout_ms_) rejoin_ = true;
+  }
+
+  bool SessionInDoubt() const override {
+    if (rejoin_) return true;
+    if (!doubt_since_) return false;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *doubt_since_)
+               .count() > session_timeout_ms_ / 2;
   }
 
   static void RebalanceThunk(rd_kafka_t* rk, rd_kafka_resp_err_t err,
@@ -573,6 +653,9 @@ class KafkaSourceImpl final : public KafkaSource {
         Log(LogLevel::kWarn, "Kafka assign failed", {{"error", rd_kafka_err2str(e)}});
       }
       partitions_lost_ = 0;
+      // The group answered: what we own now is settled.
+      doubt_since_.reset();
+      rejoin_ = false;
       if (callbacks_.on_assigned) callbacks_.on_assigned(ToVector(partitions));
       return;
     }
@@ -581,12 +664,38 @@ class KafkaSourceImpl final : public KafkaSource {
     }
     // Revoke (or lost, or error): the owner commits before we let go.
     const auto revoked = ToVector(partitions);
+    if (rejoining_) {
+      // Rejoin(): the owner dropped them already; only unassign.
+      for (const auto& tp : revoked) {
+        next_offset_.erase(tp);
+        unchecked_.erase(tp);
+      }
+      if (cooperative) {
+        if (rd_kafka_error_t* error = rd_kafka_incremental_unassign(rk, partitions)) {
+          rd_kafka_error_destroy(error);
+        }
+      } else {
+        (void)rd_kafka_assign(rk, nullptr);
+      }
+      return;
+    }
     if (rd_kafka_assignment_lost(rk) != 0 && !revoked.empty()) {
       partitions_lost_ = static_cast<int>(revoked.size());
       Log(LogLevel::kWarn, "Kafka partitions lost (the group session expired)",
           {{"partitions", revoked.size()}, {"bootstrap", bootstrap_}});
     }
-    if (callbacks_.on_revoked && !revoked.empty()) callbacks_.on_revoked(revoked);
+    if (rd_kafka_assignment_lost(rk) != 0) {
+      // librdkafka drops the assignment and joins again by itself.
+      doubt_since_.reset();
+      rejoin_ = false;
+    }
+    if (!revoked.empty()) {
+      if (rd_kafka_assignment_lost(rk) != 0 && callbacks_.on_lost) {
+        callbacks_.on_lost(revoked);
+      } else if (callbacks_.on_revoked) {
+        callbacks_.on_revoked(revoked);
+      }
+    }
     for (const auto& tp : revoked) {
       next_offset_.erase(tp);
       unchecked_.erase(tp);
@@ -714,6 +823,16 @@ class KafkaSourceImpl final : public KafkaSource {
   Clock::time_point connect_failed_at_{};
   std::string last_error_;
   int partitions_lost_ = 0;
+  // Rejoin() after an outage longer than the group session.
+  ClientOptions options_;
+  std::vector<std::string> topics_;
+  int session_timeout_ms_ = 45000;
+  double last_outage_seconds_ = 0;
+  // Since the first failed connection with nothing heard from the cluster
+  // since (SessionInDoubt).
+  std::optional<Clock::time_point> doubt_since_;
+  bool rejoin_ = false;
+  bool rejoining_ = false;
   std::map<TopicPartition, int64_t> next_offset_;  // next offset to be returned by Poll
   // Offsets the group holds, as the broker acknowledged our commits.
   std::map<TopicPartition, int64_t> group_committed_;
@@ -878,6 +997,21 @@ class KafkaSinkImpl final : public KafkaSink {
     rd_kafka_poll(rk_.get(), 0);  // their (failed) delivery reports
   }
 
+  uint64_t Purge() override {
+    uint64_t dropped = 0;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [group, count] : outstanding_) dropped += count;
+    }
+    rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(rk_.get(), 0);  // their delivery reports (ERR__PURGE_*: no failure)
+    // Reports still to come settle nothing more.
+    std::lock_guard lock(mu_);
+    for (const auto& [group, count] : outstanding_) settled_ms_[group] = WallClockMs();
+    outstanding_.clear();
+    return dropped;
+  }
+
  private:
   // One message of `group` is done (acknowledged, failed or never queued).
   // Caller holds mu_.
@@ -899,6 +1033,11 @@ class KafkaSinkImpl final : public KafkaSink {
     Settle(static_cast<uint64_t>(reinterpret_cast<uintptr_t>(msg->_private)));
     if (!msg->err) {
       delivered_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    // Dropped on purpose (Purge, Abandon).
+    if (msg->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
+        msg->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
       return;
     }
     if (failures_++ == 0) {
@@ -1569,7 +1708,10 @@ class PartitionLogWriterImpl final : public PartitionLogWriter {
           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
           RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
           RD_KAFKA_V_VALUE(payload, payload_size), RD_KAFKA_V_END);
-      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return Status::Ok();
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ++sent_;
+        return Status::Ok();
+      }
       if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
         rd_kafka_poll(rk_.get(), 50);
         continue;
@@ -1608,15 +1750,31 @@ class PartitionLogWriterImpl final : public PartitionLogWriter {
     rd_kafka_poll(rk_.get(), 0);  // their (failed) delivery reports
   }
 
+  uint64_t Purge() override {
+    const uint64_t dropped = sent_ - reported_;
+    rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(rk_.get(), 0);  // their delivery reports (ERR__PURGE_*: no failure)
+    // What was acknowledged before belongs to the dropped records' commits.
+    last_offsets_.clear();
+    reported_ = sent_;
+    return dropped;
+  }
+
  private:
   static void DeliveryThunk(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
     static_cast<PartitionLogWriterImpl*>(opaque)->OnDelivery(msg);
   }
   // Delivery reports are served by Flush() on the caller's thread.
   void OnDelivery(const rd_kafka_message_t* msg) {
+    if (reported_ < sent_) ++reported_;
     if (!msg->err) {
       auto& last = last_offsets_[msg->partition];
       last = std::max(last, msg->offset);
+      return;
+    }
+    // Dropped on purpose (Purge, Abandon).
+    if (msg->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
+        msg->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
       return;
     }
     if (failures_++ == 0) {
@@ -1630,6 +1788,10 @@ class PartitionLogWriterImpl final : public PartitionLogWriter {
   std::string first_failure_;
   std::map<int32_t, int64_t> last_offsets_;
   bool abandoned_ = false;
+  // Records queued, and delivery reports served (a purged record's late
+  // report counts nothing: reported_ never passes sent_).
+  uint64_t sent_ = 0;
+  uint64_t reported_ = 0;
 };
 
 }  // namespace

@@ -141,6 +141,11 @@ struct SourceCallbacks {
   // has processed of them. Messages of revoked partitions that were polled
   // but not yet processed must be dropped by the caller.
   std::function<void(const std::vector<TopicPartition>&)> on_revoked;
+  // Called instead of on_revoked when the partitions were lost (the group
+  // session expired, e.g. the cluster was unreachable): another instance may
+  // own them already, so nothing more of them may be committed. Unset:
+  // on_revoked is called.
+  std::function<void(const std::vector<TopicPartition>&)> on_lost;
 };
 
 class KafkaSource {
@@ -176,6 +181,15 @@ class KafkaSource {
   // The offsets the broker acknowledged for this consumer's CommitAsync calls
   // (polling thread; empty where the source does not track them).
   virtual std::map<TopicPartition, int64_t> GroupCommitted() const { return {}; }
+  // Whether the group may have given our partitions to another instance
+  // without librdkafka having told us yet: the connections failed and nothing
+  // was heard from the cluster for more than half the group's session
+  // timeout (librdkafka learns of an expired session only at its next
+  // heartbeat, seconds after the cluster is back). A commit must not reach
+  // the changelog meanwhile (Processor::set_commit_gate); once the cluster
+  // answers again after more than the session timeout, the source drops the
+  // partitions (on_lost) and joins the group again. Polling thread only.
+  virtual bool SessionInDoubt() const { return false; }
 };
 
 class KafkaSink {
@@ -212,6 +226,11 @@ class KafkaSink {
   // Drops every message not yet acknowledged (the shutdown gave up on them),
   // so that destroying the sink does not wait for the cluster.
   virtual void Abandon() {}
+  // Drops every message not yet acknowledged and goes on: their groups count
+  // as settled and their dropped deliveries as no failure; returns how many
+  // were dropped. For outputs that must not land any more (their partitions
+  // were lost to another instance, which sends them again).
+  virtual uint64_t Purge() { return 0; }
 };
 
 // Creates topics that do not exist yet (existing ones are left alone), with
@@ -337,6 +356,10 @@ class PartitionLogWriter {
   // Drops what is not acknowledged yet (a shutdown that gave up on Kafka),
   // so that destroying the writer does not wait for it.
   virtual void Abandon() = 0;
+  // Drops what is not acknowledged yet and goes on, as if it had never been
+  // sent (no failure; the next Flush names only what is sent after). Returns
+  // how many records were dropped.
+  virtual uint64_t Purge() = 0;
 };
 
 // One record read by ReadPartitionToEnd; `value` is empty for a tombstone.

@@ -83,6 +83,7 @@ class KafkaChangelog final : public ChangelogIo {
     return writer_->Flush(timeout_ms, last_offsets, timed_out);
   }
   void Abandon() override { writer_->Abandon(); }
+  uint64_t Purge() override { return writer_->Purge(); }
   Status Read(int32_t partition, int64_t from,
               const std::function<Status(const connectors::LogRecord&)>& visit, int64_t* end,
               int64_t* log_start) override {

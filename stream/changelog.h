@@ -110,6 +110,10 @@ class ChangelogIo {
   // Abandon): a shutdown that gave up on Kafka. Their commits are not in
   // the store; records that did land are orphans a restore handles.
   virtual void Abandon() = 0;
+  // Drops the records not acknowledged yet and goes on (connectors::
+  // PartitionLogWriter::Purge): their commits are dropped, e.g. because
+  // their partitions were lost to another instance. Returns how many.
+  virtual uint64_t Purge() = 0;
   // Reads partition `partition` from `from` to its end offset now.
   virtual connectors::Status Read(
       int32_t partition, int64_t from,

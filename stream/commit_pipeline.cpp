@@ -176,7 +176,12 @@ Status CommitPipeline::OutputsStage(Sealed& sealed, bool wait, bool* done, bool*
     status = WaitFor(
         "outputs", wait,
         [&](int slice_ms, bool* acked) {
-          return sink_.WaitAcked(sealed.mark, slice_ms, acked, &acked_ms);
+          auto waited = sink_.WaitAcked(sealed.mark, slice_ms, acked, &acked_ms);
+          if (waited.ok() && *acked && hooks_.may_commit && !hooks_.may_commit()) {
+            *acked = false;
+            std::this_thread::sleep_for(std::chrono::milliseconds(std::min(slice_ms, 20)));
+          }
+          return waited;
         },
         done, stopped);
   }
@@ -268,6 +273,31 @@ Status CommitPipeline::WriteAcknowledged(int max_pending) {
     if (hooks_.on_written) hooks_.on_written(front.commit);
     sealed_.pop_front();
   }
+  return Status::Ok();
+}
+
+Status CommitPipeline::DropUnacknowledged(size_t* dropped) {
+  *dropped = 0;
+  // Handed over in order: the written ones first, then the rest.
+  while (!sealed_.empty() && sealed_.front().handed_over) {
+    Sealed& front = sealed_.front();
+    std::string error;
+    uint64_t written = 0;
+    {
+      OptionalTimer timer(hooks_.flush_nanos);
+      written = writer_->Written(front.write_number, true, &error);
+    }
+    if (!error.empty()) return Fail(error);
+    if (written < front.write_number) break;
+    if (hooks_.on_written) hooks_.on_written(front.commit);
+    sealed_.pop_front();
+  }
+  for (const Sealed& sealed : sealed_) {
+    if (sealed.handed_over)
+      return Fail("dropping commits: one handed to the writer is not written");
+  }
+  *dropped = sealed_.size();
+  sealed_.clear();
   return Status::Ok();
 }
 

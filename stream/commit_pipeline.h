@@ -92,6 +92,12 @@ class CommitPipeline {
     // checkpoint), false while some are in flight.
     std::function<connectors::Status(PendingCommit&, bool* sent)> send_changelog;
     std::function<connectors::Status(PendingCommit&, int timeout_ms, bool* done)> changelog_acked;
+    // May be empty. False while this instance may have lost its partitions
+    // without knowing it yet (connectors::KafkaSource::SessionInDoubt): a
+    // commit whose outputs are acknowledged waits as if they were not, so
+    // that nothing of it reaches the changelog or the store; if they turn out
+    // lost it is dropped (DropUnacknowledged).
+    std::function<bool()> may_commit;
   };
   static constexpr int kDefaultFlushTimeoutMs = 60000;
   // How often a wait for acknowledgements looks at the stop flag.
@@ -118,6 +124,13 @@ class CommitPipeline {
   // oldest one not handed over yet.
   connectors::Status HandOver(bool wait);
   connectors::Status WriteAcknowledged(int max_pending);
+  // Waits for the commits handed to the writer (their outputs and changelog
+  // records are acknowledged: they are in Kafka) and drops every other one
+  // without writing it; returns how many were dropped (*dropped). The caller
+  // must drop their outputs and changelog records still in flight (
+  // KafkaSink::Purge, ChangelogIo::Purge), e.g. because their partitions
+  // were lost to another instance, which reads those events again.
+  connectors::Status DropUnacknowledged(size_t* dropped);
 
   // Sealed commits not yet written.
   size_t pending() const { return sealed_.size(); }

@@ -281,6 +281,7 @@ struct Processor::Impl {
   // users whose replayed events up to a position are already in their state.
   ChangelogIo* changelog = nullptr;
   std::string changelog_writer;
+  std::function<bool()> commit_gate;  // set_commit_gate (empty: always open)
   std::unordered_map<std::string, std::map<std::string, int64_t>> folded_positions;
   std::map<connectors::TopicPartition, int64_t> known_offsets;
   std::set<int32_t> restored_partitions;
@@ -331,7 +332,8 @@ Processor::Impl::Impl(const config::Config& config_in, state::StateStore& store_
               [this](PendingCommit& commit, bool* sent) { return SendChangelog(commit, sent); },
               [this](PendingCommit& commit, int timeout_ms, bool* done) {
                 return ChangelogAcked(commit, timeout_ms, done);
-              }}) {}
+              },
+              [this] { return !commit_gate || commit_gate(); }}) {}
 
 Processor::Impl::TopicMetrics& Processor::Impl::MetricsFor(const std::string& topic) {
   // Messages come in runs of one topic: the last one answers most lookups.
@@ -1223,6 +1225,9 @@ void Processor::set_changelog(ChangelogIo* changelog) {
   impl_->changelog = changelog;
   impl_->changelog_writer = impl_->config.kafka.group_id + "/" + std::to_string(::getpid());
 }
+void Processor::set_commit_gate(std::function<bool()> gate) {
+  impl_->commit_gate = std::move(gate);
+}
 void Processor::set_score_observer(std::function<void(const ScoreRecord&)> observer) {
   impl_->score_observer = std::move(observer);
 }
@@ -1332,6 +1337,48 @@ void Processor::OnRevoked(const std::vector<connectors::TopicPartition>& partiti
     p.stream_time_ms.clear();
     p.input_time_ms.clear();
   }
+}
+
+void Processor::OnLost(const std::vector<connectors::TopicPartition>& partitions) {
+  Impl& p = *impl_;
+  size_t dropped = 0;
+  auto status = p.pipeline.DropUnacknowledged(&dropped);
+  if (!status.ok() && p.callback_error.empty()) p.callback_error = status.message;
+  // What is still in flight belongs to the dropped commits (a commit is
+  // handed to the writer only once its outputs and records are acknowledged).
+  const uint64_t outputs = p.sink.Purge();
+  const uint64_t records = p.changelog != nullptr ? p.changelog->Purge() : 0;
+  // Nothing processed since the last seal is kept either.
+  const size_t unsealed = p.dirty.size();
+  p.dirty.clear();
+  p.pending_timers.clear();
+  p.pending_offsets.clear();
+  p.stream_time_dirty.clear();
+  p.pending_event_ids.clear();
+  p.uncommitted_timestamps_ms.clear();
+  p.folded_positions.clear();
+  p.changelog_event_ids.clear();
+  // The dropped commits may have moved the expiry: the next one repeats it.
+  p.expired_before_day = INT32_MIN;
+  for (const auto& tp : partitions) {
+    p.assigned.erase(tp);
+    p.known_offsets.erase(tp);
+    p.restore_skip.erase(tp);
+    p.restored_partitions.erase(tp.partition);
+    p.event_id_records.erase(tp.partition);
+  }
+  // The cache holds the dropped commits' states: the store is read again.
+  p.cache.clear();
+  p.stream_time_ms.clear();
+  p.input_time_ms.clear();
+  Log(LogLevel::kWarn,
+      "partitions lost: their uncommitted work is dropped, the next owner reads those events "
+      "again",
+      {{"partitions", partitions.size()},
+       {"commits_dropped", dropped},
+       {"users_unsealed", unsealed},
+       {"outputs_dropped", outputs},
+       {"changelog_records_dropped", records}});
 }
 
 const ProcessorCounters& Processor::counters() const { return impl_->counters; }

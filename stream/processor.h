@@ -217,6 +217,19 @@ class Processor {
   std::optional<int64_t> StartOffset(const connectors::TopicPartition& partition);
   void OnAssigned(const std::vector<connectors::TopicPartition>& partitions);
   void OnRevoked(const std::vector<connectors::TopicPartition>& partitions);
+  // The partitions were lost (connectors::SourceCallbacks::on_lost): another
+  // instance may be restoring them from the changelog already, so nothing
+  // more of them may reach Kafka or the store. Waits for the commits whose
+  // outputs and changelog records are acknowledged (already in Kafka, so the
+  // new owner reads them) to be written, and drops the rest: the work not
+  // sealed yet, the sealed commits and their outputs and changelog records
+  // still in flight (the sink's and the changelog's). The new owner reads
+  // their events again and sends the same scores.
+  void OnLost(const std::vector<connectors::TopicPartition>& partitions);
+  // While `gate` says false, no commit moves past its outputs' acknowledgement
+  // (CommitPipeline::Hooks::may_commit), e.g. while the group session is in
+  // doubt (connectors::KafkaSource::SessionInDoubt). Empty: always open.
+  void set_commit_gate(std::function<bool()> gate);
 
   const ProcessorCounters& counters() const;
   // The service loop times its waits for input into the same counters.

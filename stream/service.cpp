@@ -241,9 +241,15 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
     self->owners_changed_.store(true);
     Log(LogLevel::kInfo, "partitions assigned", {{"added", tps.size()}, {"assigned", assigned}});
   };
-  callbacks.on_revoked = [processor, self](const std::vector<connectors::TopicPartition>& tps) {
-    // Closing: everything that could be committed was (CommitBeforeExit).
-    if (!self->closing_) processor->OnRevoked(tps);
+  // Revoked: committed first. Lost: another instance may own them already,
+  // so what is not in Kafka yet is dropped (Processor::OnLost).
+  auto let_go = [processor, self](const std::vector<connectors::TopicPartition>& tps, bool lost) {
+    if (lost) {
+      processor->OnLost(tps);
+    } else if (!self->closing_) {
+      // Closing: everything that could be committed was (CommitBeforeExit).
+      processor->OnRevoked(tps);
+    }
     self->last_rebalance_ = Clock::now();
     size_t assigned = 0;
     {
@@ -259,11 +265,20 @@ Status Service::Create(const config::Config& config, std::unique_ptr<Service>* o
     }
     self->metrics_->partitions_revoked.Inc(tps.size());
     self->owners_changed_.store(true);
-    Log(LogLevel::kInfo, "partitions revoked", {{"removed", tps.size()}, {"assigned", assigned}});
+    Log(LogLevel::kInfo, lost ? "partitions lost" : "partitions revoked",
+        {{"removed", tps.size()}, {"assigned", assigned}});
+  };
+  callbacks.on_revoked = [let_go](const std::vector<connectors::TopicPartition>& tps) {
+    let_go(tps, false);
+  };
+  callbacks.on_lost = [let_go](const std::vector<connectors::TopicPartition>& tps) {
+    let_go(tps, true);
   };
   status = connectors::KafkaSource::Create(client, config.kafka.input_topics, std::move(callbacks),
                                            &service->source_);
   if (!status.ok()) return status;
+  // Nothing reaches the changelog while the partitions may be another's.
+  processor->set_commit_gate([self] { return !self->source_->SessionInDoubt(); });
   service->SetKafkaIssue("");
   service->started_.store(true);
   *out = std::move(service);

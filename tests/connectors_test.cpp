@@ -163,6 +163,72 @@ TEST_F(EmbeddedBrokerTest, FlushReportsDeliveryFailureWithTopic) {
   EXPECT_EQ(sink->delivered(), 1u);
 }
 
+TEST_F(EmbeddedBrokerTest, PurgeDropsWhatIsInFlightWithoutAFailureAndSendingGoesOn) {
+  ASSERT_TRUE(broker_->CreateTopic("scores", 1).ok());
+  ASSERT_TRUE(broker_->CreateTopic("changelog", 1).ok());
+  auto sink = MakeSink();
+  std::unique_ptr<PartitionLogWriter> log;
+  ASSERT_TRUE(PartitionLogWriter::Create(options_, "changelog", &log).ok());
+  ASSERT_TRUE(sink->Send("scores", "u1", "delivered").ok());
+  ASSERT_TRUE(sink->Flush(10000).ok());
+  const std::string record = "delivered";
+  ASSERT_TRUE(log->Send(0, "u1", &record).ok());
+  bool timed_out = false;
+  ASSERT_TRUE(log->Flush(10000, nullptr, &timed_out).ok());
+
+  // The cluster goes away: what is sent now waits in the producers.
+  ASSERT_TRUE(broker_->SetAllBrokersDown(true).ok());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(sink->Send("scores", "u2", "dropped").ok());
+  const uint64_t mark = sink->Mark();
+  const std::string dropped = "dropped";
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(log->Send(0, "u2", &dropped).ok());
+  bool done = true;
+  ASSERT_TRUE(sink->WaitAcked(mark, 200, &done).ok());
+  EXPECT_FALSE(done);
+
+  EXPECT_EQ(sink->Purge(), 5u);
+  EXPECT_EQ(log->Purge(), 3u);
+  ASSERT_TRUE(sink->WaitAcked(mark, 0, &done).ok()) << "a dropped message is no failure";
+  EXPECT_TRUE(done);
+  EXPECT_TRUE(sink->Flush(1000).ok());
+  auto flushed = log->Flush(1000, nullptr, &timed_out);
+  EXPECT_TRUE(flushed.ok()) << flushed.message;
+
+  // Back: the producers go on, and only what was not dropped is in the topics.
+  ASSERT_TRUE(broker_->SetAllBrokersDown(false).ok());
+  ASSERT_TRUE(sink->Send("scores", "u3", "after").ok());
+  auto status = sink->Flush(20000);
+  ASSERT_TRUE(status.ok()) << status.message;
+  const std::string after = "after";
+  ASSERT_TRUE(log->Send(0, "u3", &after).ok());
+  std::map<int32_t, int64_t> last;
+  status = log->Flush(20000, &last, &timed_out);
+  ASSERT_TRUE(status.ok()) << status.message;
+  EXPECT_EQ(last[0], 1) << "the dropped records took no offset";
+  EXPECT_EQ(sink->delivered(), 2u);
+  std::vector<std::string> values;
+  std::vector<std::string> records;
+  int64_t end = 0, start = 0;
+  ASSERT_TRUE(ReadPartitionToEnd(
+                  options_, "scores", 0, 0,
+                  [&](const LogRecord& r) {
+                    values.emplace_back(r.value.value_or(""));
+                    return Status::Ok();
+                  },
+                  &end, &start, 10000)
+                  .ok());
+  ASSERT_TRUE(ReadPartitionToEnd(
+                  options_, "changelog", 0, 0,
+                  [&](const LogRecord& r) {
+                    records.emplace_back(r.value.value_or(""));
+                    return Status::Ok();
+                  },
+                  &end, &start, 10000)
+                  .ok());
+  EXPECT_EQ(values, (std::vector<std::string>{"delivered", "after"}));
+  EXPECT_EQ(records, (std::vector<std::string>{"delivered", "after"}));
+}
+
 TEST_F(EmbeddedBrokerTest, SendOfTooLargeMessageNamesTopic) {
   auto sink = MakeSink();
   auto s = sink->Send("big", "k", std::string(2'000'000, 'x'));

@@ -58,6 +58,13 @@ class FakeSink : public connectors::KafkaSink {
     return connectors::Status::Ok();
   }
   uint64_t delivered() const override { return acked_.size(); }
+  // Every group so far settles (dropped, as the real sink's Purge).
+  uint64_t Purge() override {
+    ++purges;
+    uint64_t dropped = 0;
+    for (uint64_t m = 1; m <= marks_; ++m) dropped += acked_.insert(m).second ? 1 : 0;
+    return dropped;
+  }
 
   // The test's side.
   void Ack(uint64_t mark) { acked_.insert(mark); }
@@ -77,6 +84,7 @@ class FakeSink : public connectors::KafkaSink {
   std::string delivery_error;  // non-empty: WaitAcked fails with it
   int64_t acked_wall_ms = 0;
   int wait_calls = 0;
+  int purges = 0;
 
  private:
   uint64_t marks_ = 0;

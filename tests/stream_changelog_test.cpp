@@ -328,6 +328,7 @@ class CrashBeforeMarker final : public ChangelogIo {
     return inner_->Flush(timeout_ms, last, timed_out);
   }
   void Abandon() override { inner_->Abandon(); }
+  uint64_t Purge() override { return inner_->Purge(); }
   connectors::Status Read(
       int32_t partition, int64_t from,
       const std::function<connectors::Status(const connectors::LogRecord&)>& visit, int64_t* end,

@@ -177,6 +177,39 @@ TEST_F(CommitPipelineTest, AYoungerCommitAcknowledgedFirstWaitsForTheOlderOne) {
   EXPECT_EQ(store_->StoredOffset(), 30);
 }
 
+TEST_F(CommitPipelineTest, DroppingKeepsTheAcknowledgedCommitsAndWritesNothingElse) {
+  // Partitions lost: what Kafka has acknowledged is written, the rest is gone.
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(sink_.Send("scores", "u", "{}", -1).ok());
+    pipeline_->Seal(CommitTo(i * 10, "u" + std::to_string(i), static_cast<uint64_t>(i)));
+  }
+  sink_.Ack(1);
+  ASSERT_TRUE(pipeline_->HandOver(false).ok());  // commit 1 on its way to the store
+  sink_.Ack(3);  // acknowledged, but behind the unacknowledged commit 2
+  size_t dropped = 0;
+  ASSERT_TRUE(pipeline_->DropUnacknowledged(&dropped).ok());
+  EXPECT_EQ(dropped, 2u);
+  EXPECT_EQ(sink_.Purge(), 1u);  // commit 2's outputs (the processor purges them)
+  EXPECT_EQ(pipeline_->pending(), 0u);
+  EXPECT_EQ(store_->written_offsets(), std::vector<int64_t>({10}));
+  EXPECT_EQ(written_, std::vector<int64_t>({10}));
+  EXPECT_EQ(store_->StoredOffset(), 10);
+  EXPECT_FALSE(pipeline_->Contains({20000, 2})) << "a dropped commit's event id stays known";
+  std::optional<state::UserState> user;
+  ASSERT_TRUE(store_->GetUser("u2", &user).ok());
+  EXPECT_FALSE(user.has_value());
+  ASSERT_TRUE(store_->GetUser("u3", &user).ok());
+  EXPECT_FALSE(user.has_value());
+
+  // The pipeline goes on: a later commit is written as usual.
+  ASSERT_TRUE(sink_.Send("scores", "u4", "{}", -1).ok());
+  pipeline_->Seal(CommitTo(40, "u4", 4));
+  sink_.Ack(4);
+  ASSERT_TRUE(pipeline_->WriteAcknowledged(0).ok());
+  EXPECT_EQ(store_->written_offsets(), std::vector<int64_t>({10, 40}));
+  EXPECT_EQ(store_->StoredOffset(), 40);
+}
+
 TEST_F(CommitPipelineTest, OutputsNeverAcknowledgedStopThePipelineWithoutWriting) {
   pipeline_->Seal(CommitTo(10, "u1", 1));
   auto status = pipeline_->WriteAcknowledged(0);

@@ -536,5 +536,68 @@ TEST_F(ProcessorOnFakes, EachWrittenCommitReportsTheOffsetsItStored) {
   EXPECT_EQ(reported[1], (Offsets{{{"orders", 0}, 3}}));
 }
 
+TEST_F(ProcessorOnFakes, LostPartitionsDropWhatKafkaHasNotAndAreScoredTheSameAgain) {
+  // A sink that acknowledges only when told.
+  testing::FakeSink sink;
+  Processor processor(config_, *store_, scorer_, sink);
+  processor.OnAssigned({{"orders", 0}});
+  ASSERT_TRUE(processor
+                  .ProcessBatch({Event("orders", 0, "u1", 0, "purchase"),
+                                 Event("orders", 1, "u1", 1, "page_view")})
+                  .ok());
+  ASSERT_TRUE(processor.Seal().ok());
+  sink.Ack(sink.marks());
+  ASSERT_TRUE(processor.WriteAcknowledged(0).ok());  // in Kafka and in the store
+  const size_t first = sink.Values(config_.kafka.scores_topic).size();
+  ASSERT_EQ(first, 2u);
+  // Sealed but not acknowledged, then processed but not sealed.
+  const std::vector<connectors::Message> rest = {Event("orders", 2, "u1", 2, "purchase"),
+                                                 Event("orders", 3, "u2", 2, "purchase"),
+                                                 Event("orders", 4, "u2", 3, "add_to_cart")};
+  ASSERT_TRUE(processor.ProcessBatch({rest[0], rest[1]}).ok());
+  ASSERT_TRUE(processor.Seal().ok());
+  ASSERT_TRUE(processor.ProcessBatch({rest[2]}).ok());
+  auto sent = sink.Values(config_.kafka.scores_topic);
+  const std::vector<std::string> unacknowledged(sent.begin() + static_cast<std::ptrdiff_t>(first),
+                                                sent.end());
+  ASSERT_EQ(unacknowledged.size(), 3u);
+
+  processor.OnLost({{"orders", 0}});
+  EXPECT_EQ(sink.purges, 1) << "the dropped commit's outputs still in flight are purged";
+  EXPECT_EQ(processor.sealed_count(), 0u);
+  EXPECT_FALSE(processor.HasUncommitted());
+  EXPECT_TRUE(processor.callback_error().empty()) << processor.callback_error();
+  // The store has the acknowledged commit only.
+  std::optional<int64_t> offset;
+  ASSERT_TRUE(store_->GetOffset("orders", 0, &offset).ok());
+  EXPECT_EQ(offset, 2);
+  std::optional<state::UserState> u1, u2;
+  ASSERT_TRUE(store_->GetUser("u1", &u1).ok());
+  ASSERT_TRUE(u1.has_value());
+  EXPECT_EQ(u1->seq, 2u);
+  ASSERT_TRUE(store_->GetUser("u2", &u2).ok());
+  EXPECT_FALSE(u2.has_value());
+  // Lost events of its partitions polled before the loss are not processed.
+  ASSERT_TRUE(processor.ProcessBatch({Event("orders", 5, "u3", 3, "purchase")}).ok());
+  EXPECT_EQ(sink.Values(config_.kafka.scores_topic).size(), sent.size());
+
+  // Assigned again (as the next owner would be), it reads those events again
+  // from the stored offset and sends the same scores, byte for byte.
+  sink.AckAll();
+  processor.OnAssigned({{"orders", 0}});
+  EXPECT_EQ(processor.StartOffset({"orders", 0}), 2);
+  ASSERT_TRUE(processor.ProcessBatch(rest).ok());
+  ASSERT_TRUE(processor.Commit().ok());
+  sent = sink.Values(config_.kafka.scores_topic);
+  ASSERT_EQ(sent.size(), first + 6);
+  EXPECT_EQ(std::vector<std::string>(sent.end() - 3, sent.end()), unacknowledged);
+  ASSERT_TRUE(store_->GetUser("u1", &u1).ok());
+  EXPECT_EQ(u1->seq, 3u);
+  ASSERT_TRUE(store_->GetUser("u2", &u2).ok());
+  ASSERT_TRUE(u2.has_value());
+  EXPECT_EQ(u2->seq, 2u);
+  EXPECT_EQ(u2->aggregates.purchases, 1u);
+}
+
 }  // namespace
 }  // namespace clv::stream
