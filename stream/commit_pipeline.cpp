@@ -171,13 +171,15 @@ Status CommitPipeline::WaitFor(const char* what, bool wait,
 Status CommitPipeline::OutputsStage(Sealed& sealed, bool wait, bool* done, bool* stopped) {
   int64_t acked_ms = 0;
   Status status = Status::Ok();
+  bool held = false;  // acknowledged, but the gate was closed
   {
     OptionalTimer timer(hooks_.flush_nanos);
     status = WaitFor(
         "outputs", wait,
         [&](int slice_ms, bool* acked) {
           auto waited = sink_.WaitAcked(sealed.mark, slice_ms, acked, &acked_ms);
-          if (waited.ok() && *acked && hooks_.may_commit && !hooks_.may_commit()) {
+          held = waited.ok() && *acked && hooks_.may_commit && !hooks_.may_commit();
+          if (held) {
             *acked = false;
             std::this_thread::sleep_for(std::chrono::milliseconds(std::min(slice_ms, 20)));
           }
@@ -189,6 +191,12 @@ Status CommitPipeline::OutputsStage(Sealed& sealed, bool wait, bool* done, bool*
   if (!status.ok()) return Fail("waiting for the producer before commit: " + status.message);
   if (!*done) {
     if (!wait) return Status::Ok();
+    if (held) {
+      return Fail("commit held for " + std::to_string(flush_timeout_ms_) +
+                  " ms: its outputs are acknowledged, but the group session is in doubt (the "
+                  "cluster was not heard from), so its partitions may be another instance's; "
+                  "not committed, the next start reads those events again");
+    }
     return Fail("waiting for the producer before commit: outputs not acknowledged within " +
                 std::to_string(flush_timeout_ms_) + " ms");
   }

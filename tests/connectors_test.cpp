@@ -131,6 +131,60 @@ TEST_F(EmbeddedBrokerTest, AssignmentStartsAtStoredOffsetAndRevokesOnClose) {
   EXPECT_EQ(revoked[0], (TopicPartition{"orders", 0}));
 }
 
+TEST_F(EmbeddedBrokerTest, AnOutageLongerThanTheSessionDropsThePartitionsAndJoinsAgain) {
+  ASSERT_TRUE(broker_->CreateTopic("orders", 1).ok());
+  Produce("orders", 3);
+  options_.properties["session.timeout.ms"] = "3000";
+  options_.properties["heartbeat.interval.ms"] = "300";
+  std::vector<TopicPartition> assigned, revoked, lost;
+  SourceCallbacks callbacks;
+  callbacks.on_assigned = [&](const std::vector<TopicPartition>& tps) {
+    assigned.insert(assigned.end(), tps.begin(), tps.end());
+  };
+  callbacks.on_revoked = [&](const std::vector<TopicPartition>& tps) {
+    revoked.insert(revoked.end(), tps.begin(), tps.end());
+  };
+  callbacks.on_lost = [&](const std::vector<TopicPartition>& tps) {
+    lost.insert(lost.end(), tps.begin(), tps.end());
+  };
+  std::unique_ptr<KafkaSource> source;
+  auto s = KafkaSource::Create(options_, {"orders"}, callbacks, &source);
+  ASSERT_TRUE(s.ok()) << s.message;
+  ASSERT_EQ(PollN(source.get(), 3).size(), 3u);
+  ASSERT_EQ(assigned.size(), 1u);
+  EXPECT_FALSE(source->SessionInDoubt());
+
+  // Nothing heard for more than half the session: in doubt.
+  ASSERT_TRUE(broker_->SetAllBrokersDown(true).ok());
+  std::vector<Message> none;
+  const auto down_at = Clock::now();
+  while (!source->SessionInDoubt() && Clock::now() - down_at < std::chrono::seconds(10)) {
+    ASSERT_TRUE(source->Poll(10, 100, &none).ok());
+  }
+  EXPECT_TRUE(source->SessionInDoubt()) << "connections failing for 10 s";
+  EXPECT_GE(Clock::now() - down_at, std::chrono::milliseconds(1500));
+  // Down for longer than the session, then back: whatever librdkafka says,
+  // the partition is dropped (lost, not revoked: nothing more is committed)
+  // and assigned afresh to a new member, from the start position again.
+  while (Clock::now() - down_at < std::chrono::milliseconds(4000)) {
+    ASSERT_TRUE(source->Poll(10, 100, &none).ok());
+  }
+  ASSERT_TRUE(broker_->SetAllBrokersDown(false).ok());
+  const auto up_at = Clock::now();
+  std::vector<Message> again;
+  while ((assigned.size() < 2 || again.size() < 3) &&
+         Clock::now() - up_at < std::chrono::seconds(30)) {
+    ASSERT_TRUE(source->Poll(10, 100, &again).ok());
+  }
+  EXPECT_EQ(lost, (std::vector<TopicPartition>{{"orders", 0}}));
+  EXPECT_TRUE(revoked.empty()) << "a lost partition is not revoked (that would commit it)";
+  ASSERT_EQ(assigned.size(), 2u);
+  EXPECT_EQ(assigned[1], (TopicPartition{"orders", 0}));
+  ASSERT_GE(again.size(), 3u) << "read again from its start position";
+  EXPECT_EQ(again.front().offset, 0);
+  EXPECT_FALSE(source->SessionInDoubt());
+}
+
 TEST_F(EmbeddedBrokerTest, LagIsHighWatermarkMinusPosition) {
   ASSERT_TRUE(broker_->CreateTopic("clicks", 1).ok());
   Produce("clicks", 20);

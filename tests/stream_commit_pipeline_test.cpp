@@ -210,6 +210,36 @@ TEST_F(CommitPipelineTest, DroppingKeepsTheAcknowledgedCommitsAndWritesNothingEl
   EXPECT_EQ(store_->StoredOffset(), 40);
 }
 
+TEST_F(CommitPipelineTest, AClosedGateHoldsAcknowledgedCommitsUntilItOpens) {
+  // The group session in doubt: acknowledged outputs are not enough.
+  bool open = false;
+  CommitPipeline::Hooks hooks;
+  hooks.may_commit = [&] { return open; };
+  CommitPipeline pipeline(*store_, sink_, hooks, /*flush_timeout_ms=*/50);
+  ASSERT_TRUE(sink_.Send("scores", "u1", "{}", -1).ok());
+  pipeline.Seal(CommitTo(10, "u1", 1));
+  sink_.Ack(1);
+  ASSERT_TRUE(pipeline.WriteAcknowledged(1).ok());
+  EXPECT_EQ(pipeline.pending(), 1u);
+  EXPECT_TRUE(store_->written_offsets().empty()) << "written while the gate was closed";
+  // Made to wait, it gives up with the reason, writing nothing.
+  auto status = pipeline.WriteAcknowledged(0);
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message.find("group session is in doubt"), std::string::npos) << status.message;
+  EXPECT_TRUE(store_->written_offsets().empty());
+
+  // Open: a commit goes through as usual.
+  CommitPipeline reopened(*store_, sink_, hooks, /*flush_timeout_ms=*/50);
+  ASSERT_TRUE(sink_.Send("scores", "u2", "{}", -1).ok());
+  reopened.Seal(CommitTo(20, "u2", 2));
+  sink_.Ack(2);
+  ASSERT_TRUE(reopened.WriteAcknowledged(1).ok());
+  EXPECT_TRUE(store_->written_offsets().empty());
+  open = true;
+  ASSERT_TRUE(reopened.WriteAcknowledged(0).ok());
+  EXPECT_EQ(store_->written_offsets(), std::vector<int64_t>({20}));
+}
+
 TEST_F(CommitPipelineTest, OutputsNeverAcknowledgedStopThePipelineWithoutWriting) {
   pipeline_->Seal(CommitTo(10, "u1", 1));
   auto status = pipeline_->WriteAcknowledged(0);
