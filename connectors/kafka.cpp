@@ -572,11 +572,12 @@ class KafkaSourceImpl final : public KafkaSource {
       // "all brokers down" repeats the count only; keep the connection error.
       if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || last_error_.empty()) last_error_ = reason;
     }
-    if ((err == RD_KAFKA_RESP_ERR__TRANSPORT && reason.find("Connect to ") != std::string::npos) ||
-        err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-      if (!doubt_since_) doubt_since_ = Clock::now();
+    const bool connect_failed =
+        err == RD_KAFKA_RESP_ERR__TRANSPORT && reason.find("Connect to ") != std::string::npos;
+    if ((connect_failed || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) && !doubt_since_) {
+      doubt_since_ = Clock::now();
     }
-    if (err == RD_KAFKA_RESP_ERR__TRANSPORT && reason.find("Connect to ") != std::string::npos) {
+    if (connect_failed) {
       connect_failed_ = true;
       connect_failed_at_ = Clock::now();
     }
@@ -664,33 +665,20 @@ class KafkaSourceImpl final : public KafkaSource {
     }
     // Revoke (or lost, or error): the owner commits before we let go.
     const auto revoked = ToVector(partitions);
-    if (rejoining_) {
-      // Rejoin(): the owner dropped them already; only unassign.
-      for (const auto& tp : revoked) {
-        next_offset_.erase(tp);
-        unchecked_.erase(tp);
+    const bool lost = rd_kafka_assignment_lost(rk) != 0;
+    if (lost) {
+      if (!revoked.empty()) {
+        partitions_lost_ = static_cast<int>(revoked.size());
+        Log(LogLevel::kWarn, "Kafka partitions lost (the group session expired)",
+            {{"partitions", revoked.size()}, {"bootstrap", bootstrap_}});
       }
-      if (cooperative) {
-        if (rd_kafka_error_t* error = rd_kafka_incremental_unassign(rk, partitions)) {
-          rd_kafka_error_destroy(error);
-        }
-      } else {
-        (void)rd_kafka_assign(rk, nullptr);
-      }
-      return;
-    }
-    if (rd_kafka_assignment_lost(rk) != 0 && !revoked.empty()) {
-      partitions_lost_ = static_cast<int>(revoked.size());
-      Log(LogLevel::kWarn, "Kafka partitions lost (the group session expired)",
-          {{"partitions", revoked.size()}, {"bootstrap", bootstrap_}});
-    }
-    if (rd_kafka_assignment_lost(rk) != 0) {
       // librdkafka drops the assignment and joins again by itself.
       doubt_since_.reset();
       rejoin_ = false;
     }
-    if (!revoked.empty()) {
-      if (rd_kafka_assignment_lost(rk) != 0 && callbacks_.on_lost) {
+    // Rejoin(): the owner dropped them already; only unassign.
+    if (!revoked.empty() && !rejoining_) {
+      if (lost && callbacks_.on_lost) {
         callbacks_.on_lost(revoked);
       } else if (callbacks_.on_revoked) {
         callbacks_.on_revoked(revoked);

@@ -270,39 +270,38 @@ Status CommitPipeline::WriteAcknowledged(int max_pending) {
       status = HandOver(true);
       if (!status.ok()) return status;
     }
-    std::string error;
-    uint64_t written = 0;
-    {
-      OptionalTimer timer(hooks_.flush_nanos);
-      written = writer_->Written(front.write_number, must_wait, &error);
-    }
-    if (!error.empty()) return Fail(error);
-    if (written < front.write_number) break;
-    if (hooks_.on_written) hooks_.on_written(front.commit);
-    sealed_.pop_front();
+    bool popped = false;
+    status = PopWritten(must_wait, &popped);
+    if (!status.ok()) return status;
+    if (!popped) break;
   }
+  return Status::Ok();
+}
+
+Status CommitPipeline::PopWritten(bool wait, bool* popped) {
+  Sealed& front = sealed_.front();
+  std::string error;
+  uint64_t written = 0;
+  {
+    OptionalTimer timer(hooks_.flush_nanos);
+    written = writer_->Written(front.write_number, wait, &error);
+  }
+  if (!error.empty()) return Fail(error);
+  *popped = written >= front.write_number;
+  if (!*popped) return Status::Ok();
+  if (hooks_.on_written) hooks_.on_written(front.commit);
+  sealed_.pop_front();
   return Status::Ok();
 }
 
 Status CommitPipeline::DropUnacknowledged(size_t* dropped) {
   *dropped = 0;
-  // Handed over in order: the written ones first, then the rest.
+  // Handed over in order: the ones the writer has are written first (a
+  // waited Written() returns only once they are), the rest are dropped.
   while (!sealed_.empty() && sealed_.front().handed_over) {
-    Sealed& front = sealed_.front();
-    std::string error;
-    uint64_t written = 0;
-    {
-      OptionalTimer timer(hooks_.flush_nanos);
-      written = writer_->Written(front.write_number, true, &error);
-    }
-    if (!error.empty()) return Fail(error);
-    if (written < front.write_number) break;
-    if (hooks_.on_written) hooks_.on_written(front.commit);
-    sealed_.pop_front();
-  }
-  for (const Sealed& sealed : sealed_) {
-    if (sealed.handed_over)
-      return Fail("dropping commits: one handed to the writer is not written");
+    bool popped = false;
+    auto status = PopWritten(true, &popped);
+    if (!status.ok()) return status;
   }
   *dropped = sealed_.size();
   sealed_.clear();

@@ -161,6 +161,9 @@ class CommitPipeline {
   // One stage of the oldest commit not handed over: *done when it passed.
   connectors::Status OutputsStage(Sealed& sealed, bool wait, bool* done, bool* stopped);
   connectors::Status ChangelogStage(Sealed& sealed, bool wait, bool* done, bool* stopped);
+  // Pops the oldest commit (handed over) once the writer has written it,
+  // waiting for that with `wait`; *popped says whether it was.
+  connectors::Status PopWritten(bool wait, bool* popped);
 
   state::StateStore& store_;
   connectors::KafkaSink& sink_;

@@ -213,6 +213,7 @@ struct Processor::Impl {
   Status SendChangelog(PendingCommit& commit, bool* sent);
   Status ChangelogAcked(PendingCommit& commit, int timeout_ms, bool* done);
   void RestoreFromChangelog(int32_t partition);
+  void Forget(const std::vector<connectors::TopicPartition>& partitions, bool caches);
 
   // Per input topic series of metrics, looked up once.
   struct TopicMetrics {
@@ -1323,19 +1324,24 @@ void Processor::OnRevoked(const std::vector<connectors::TopicPartition>& partiti
   Impl& p = *impl_;
   auto status = Commit();
   if (!status.ok() && p.callback_error.empty()) p.callback_error = status.message;
+  p.Forget(partitions, status.ok());
+}
+
+// Another instance may own these users next; with `caches`, everything cached
+// is forgotten too, so that a later assignment reads the store again.
+void Processor::Impl::Forget(const std::vector<connectors::TopicPartition>& partitions,
+                             bool caches) {
   for (const auto& tp : partitions) {
-    p.assigned.erase(tp);
-    p.known_offsets.erase(tp);
-    p.restore_skip.erase(tp);
-    p.restored_partitions.erase(tp.partition);
-    p.event_id_records.erase(tp.partition);
+    assigned.erase(tp);
+    known_offsets.erase(tp);
+    restore_skip.erase(tp);
+    restored_partitions.erase(tp.partition);
+    event_id_records.erase(tp.partition);
   }
-  // Another instance may own these users next; forget everything cached so
-  // that a later assignment reads the store again.
-  if (status.ok()) {
-    p.cache.clear();
-    p.stream_time_ms.clear();
-    p.input_time_ms.clear();
+  if (caches) {
+    cache.clear();
+    stream_time_ms.clear();
+    input_time_ms.clear();
   }
 }
 
@@ -1360,17 +1366,8 @@ void Processor::OnLost(const std::vector<connectors::TopicPartition>& partitions
   p.changelog_event_ids.clear();
   // The dropped commits may have moved the expiry: the next one repeats it.
   p.expired_before_day = INT32_MIN;
-  for (const auto& tp : partitions) {
-    p.assigned.erase(tp);
-    p.known_offsets.erase(tp);
-    p.restore_skip.erase(tp);
-    p.restored_partitions.erase(tp.partition);
-    p.event_id_records.erase(tp.partition);
-  }
   // The cache holds the dropped commits' states: the store is read again.
-  p.cache.clear();
-  p.stream_time_ms.clear();
-  p.input_time_ms.clear();
+  p.Forget(partitions, true);
   Log(LogLevel::kWarn,
       "partitions lost: their uncommitted work is dropped, the next owner reads those events "
       "again",

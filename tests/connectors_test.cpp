@@ -19,6 +19,24 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The partitions a source's rebalance callbacks were called with, in order.
+struct Rebalances {
+  std::vector<TopicPartition> assigned, revoked, lost;
+  // Callbacks that record into this (which must outlive the source).
+  SourceCallbacks Callbacks(bool with_on_lost) {
+    SourceCallbacks callbacks;
+    auto into = [](std::vector<TopicPartition>* list) {
+      return [list](const std::vector<TopicPartition>& tps) {
+        list->insert(list->end(), tps.begin(), tps.end());
+      };
+    };
+    callbacks.on_assigned = into(&assigned);
+    callbacks.on_revoked = into(&revoked);
+    if (with_on_lost) callbacks.on_lost = into(&lost);
+    return callbacks;
+  }
+};
+
 class EmbeddedBrokerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -100,17 +118,12 @@ TEST_F(EmbeddedBrokerTest, AssignmentStartsAtStoredOffsetAndRevokesOnClose) {
   ASSERT_TRUE(broker_->CreateTopic("orders", 1).ok());
   Produce("orders", 10);
 
-  std::vector<TopicPartition> assigned;
-  std::vector<TopicPartition> revoked;
-  SourceCallbacks callbacks;
+  Rebalances rebalances;
+  auto& assigned = rebalances.assigned;
+  auto& revoked = rebalances.revoked;
+  SourceCallbacks callbacks = rebalances.Callbacks(false);
   callbacks.start_offset = [](const TopicPartition& tp) -> std::optional<int64_t> {
     return tp.topic == "orders" && tp.partition == 0 ? std::optional<int64_t>(5) : std::nullopt;
-  };
-  callbacks.on_assigned = [&](const std::vector<TopicPartition>& tps) {
-    assigned.insert(assigned.end(), tps.begin(), tps.end());
-  };
-  callbacks.on_revoked = [&](const std::vector<TopicPartition>& tps) {
-    revoked.insert(revoked.end(), tps.begin(), tps.end());
   };
   std::unique_ptr<KafkaSource> source;
   auto s = KafkaSource::Create(options_, {"orders"}, callbacks, &source);
@@ -136,19 +149,12 @@ TEST_F(EmbeddedBrokerTest, AnOutageLongerThanTheSessionDropsThePartitionsAndJoin
   Produce("orders", 3);
   options_.properties["session.timeout.ms"] = "3000";
   options_.properties["heartbeat.interval.ms"] = "300";
-  std::vector<TopicPartition> assigned, revoked, lost;
-  SourceCallbacks callbacks;
-  callbacks.on_assigned = [&](const std::vector<TopicPartition>& tps) {
-    assigned.insert(assigned.end(), tps.begin(), tps.end());
-  };
-  callbacks.on_revoked = [&](const std::vector<TopicPartition>& tps) {
-    revoked.insert(revoked.end(), tps.begin(), tps.end());
-  };
-  callbacks.on_lost = [&](const std::vector<TopicPartition>& tps) {
-    lost.insert(lost.end(), tps.begin(), tps.end());
-  };
+  Rebalances rebalances;
+  const auto& assigned = rebalances.assigned;
+  const auto& revoked = rebalances.revoked;
+  const auto& lost = rebalances.lost;
   std::unique_ptr<KafkaSource> source;
-  auto s = KafkaSource::Create(options_, {"orders"}, callbacks, &source);
+  auto s = KafkaSource::Create(options_, {"orders"}, rebalances.Callbacks(true), &source);
   ASSERT_TRUE(s.ok()) << s.message;
   ASSERT_EQ(PollN(source.get(), 3).size(), 3u);
   ASSERT_EQ(assigned.size(), 1u);
