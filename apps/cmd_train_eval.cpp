@@ -32,6 +32,7 @@ struct TrainFlags {
   std::string out;
   std::string calibration_end;
   std::string init_from;
+  std::string shop_separator;
   int batch_users = 0;  // 0 = by the number of users (RunTrain)
   models::TrainOptions options;
 };
@@ -180,10 +181,14 @@ void RunTrain(TrainFlags& flags, const std::string& command, int* exit_code) {
     flags.options.head_hidden = init.weights.head_hidden;
     flags.options.attr_vocab_size = init.weights.attr_count;
     flags.options.init_weights = init.weights;
+    // The weights read money relative to the typical order: keep it so; the
+    // prior is this shop's own fit (not portable unless --portable).
+    flags.options.relative_money = init.prior.money_unit != 1.0;
     std::fprintf(stderr, "fine-tuning %s (%s): hidden %d, head hidden %d\n",
                  flags.init_from.c_str(), init.version.c_str(), init.weights.hidden_size,
                  init.weights.head_hidden);
   }
+  if (!flags.shop_separator.empty()) flags.options.shop_separator = flags.shop_separator[0];
   flags.options.command = command;
   std::string files;
   for (const auto& f : flags.events.files) files += (files.empty() ? "" : " ") + f;
@@ -371,6 +376,18 @@ void AddTrainEvalCommands(CLI::App& root, int* exit_code) {
                     "Write the best model so far here after every improving epoch");
   train->add_flag("!--no-calibrate-total", t.options.calibrate_total,
                   "Do not scale the expected spend to the validation users' backtest total");
+  train->add_flag("--portable", t.options.portable,
+                  "A model for shops it was not trained on (the shipped one): money inputs "
+                  "relative to the typical order value, and the scorer takes the BG/NBD + "
+                  "Gamma-Gamma prior from the scored shop's baseline (model.baseline_path)");
+  train
+      ->add_option("--shop-separator", t.shop_separator,
+                   "With --portable: user ids up to the first of this character name a shop "
+                   "(\"shopA:u1\"), and each shop's users train on that shop's own fitted prior")
+      ->needs("--portable")
+      ->check([](const std::string& v) {
+        return v.size() == 1 ? std::string() : std::string("one character, e.g. ':'");
+      });
   train->callback([train_flags, exit_code, train] {
     // The command line as typed, recorded in the model file.
     std::string command = "clv train";

@@ -682,6 +682,12 @@ const std::vector<Option>& OptionTable() {
       {.key = "model.path",
        .access = MemberOf<&Config::model, &ModelOptions::path>,
        .description = "Model file. Empty = the model shipped in models/default/."},
+      {.key = "model.baseline_path",
+       .access = MemberOf<&Config::model, &ModelOptions::baseline_path>,
+       .description = "With model.scorer=lstm and a portable model (the shipped one, `clv "
+                      "train --portable`): the BG/NBD + Gamma-Gamma file (`clv fit-baseline` "
+                      "on this shop's log) whose parameters and typical order value the LSTM "
+                      "builds on. Empty = the shipped baseline. Other LSTM files ignore it."},
       {.key = "model.device",
        .access = MemberOf<&Config::model, &ModelOptions::device>,
        .description = "\"cpu\", \"cuda\", or \"auto\" (cuda when available).",

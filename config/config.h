@@ -122,6 +122,9 @@ struct StateOptions {
 struct ModelOptions {
   std::string scorer = "baseline";
   std::string path = "";
+  // BG/NBD + Gamma-Gamma file a portable LSTM takes its prior from (the
+  // shipped LSTM is one); empty = the shipped baseline (models/default/).
+  std::string baseline_path = "";
   std::string device = "cpu";
   double horizon_days = 365;
 

@@ -121,6 +121,10 @@ bool LoadBaselineModel(const std::string& path, BaselineModel* model, std::strin
 // The RFM summary BaselineScorer uses for `history` seen at now_ms.
 RfmSummary SummaryFromHistory(const History& history, int64_t now_ms);
 
+// The shipped baseline model file (models/default/baseline.json in the source
+// tree, else ../share/clvstream/ beside the installed executable).
+std::string DefaultBaselineModelPath();
+
 class BaselineScorer : public Scorer {
  public:
   BaselineScorer(BaselineModel model, double horizon_days);

@@ -312,12 +312,6 @@ bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalRepor
   std::string path =
       options.lstm_model_path.empty() ? DefaultLstmModelPath() : options.lstm_model_path;
   if (!LoadLstmModel(path, &lstm_model, error)) return false;
-  LstmScorerOptions lstm_options;
-  lstm_options.device = options.device;
-  lstm_options.top_factors = false;
-  lstm_options.horizon_days = options.horizon_days;
-  auto lstm = MakeLstmScorer(lstm_model, lstm_options, error);
-  if (!lstm) return false;
 
   BaselineModel baseline_model;
   if (options.baseline_model_path.empty()) {
@@ -329,6 +323,16 @@ bool RunEvaluation(const Dataset& data, const EvalRunOptions& options, EvalRepor
     return false;
   }
   BaselineScorer baseline(baseline_model, options.horizon_days);
+  // A portable LSTM (the shipped one) sits on the baseline it is compared
+  // with, as it sits on model.baseline_path in the service.
+  UseBaselinePrior(&lstm_model, baseline_model.bgnbd, baseline_model.gamma_gamma);
+
+  LstmScorerOptions lstm_options;
+  lstm_options.device = options.device;
+  lstm_options.top_factors = false;
+  lstm_options.horizon_days = options.horizon_days;
+  auto lstm = MakeLstmScorer(lstm_model, lstm_options, error);
+  if (!lstm) return false;
 
   std::vector<EvalCandidate> candidates;
   char lstm_name[64];

@@ -37,12 +37,12 @@ const char* FeatureName(int index) {
   return index >= 0 && index < kFeatureCount ? kFeatureNames[index] : "unknown";
 }
 
-void RawAggregateFeatures(const History& h, int64_t now_ms, float* out) {
+void RawAggregateFeatures(const History& h, int64_t now_ms, float* out, double money_unit) {
   const bool purchased = h.purchases > 0;
   out[0] = Log1p(h.purchase_days);
   out[1] = Log1p(h.purchases);
-  out[2] = purchased ? Log1p(h.purchase_value_sum / h.purchases) : 0.0f;
-  out[3] = Log1p(h.monetary_total);
+  out[2] = purchased ? Log1p(h.purchase_value_sum / h.purchases / money_unit) : 0.0f;
+  out[3] = Log1p(h.monetary_total / money_unit);
   out[4] = h.first_event_ms != 0 ? LogDays(h.first_event_ms, now_ms) : 0.0f;
   out[5] = purchased ? LogDays(h.last_purchase_ms, now_ms) : 0.0f;
   out[6] = h.last_event_ms != 0 ? LogDays(h.last_event_ms, now_ms) : 0.0f;
@@ -80,11 +80,11 @@ void RawAggregateFeatures(const History& h, int64_t now_ms, float* out) {
 }
 
 void RawStepFeatures(const StepEvent& event, const History& before, const History& after,
-                     float* out) {
+                     float* out, double money_unit) {
   std::fill(out, out + kFeatureCount, 0.0f);
   auto kind = static_cast<int>(event.kind);
   if (kind >= 0 && kind < kEventKindCount) out[kind] = 1.0f;
-  out[9] = Log1p(event.amount);
+  out[9] = Log1p(event.amount / money_unit);
   const bool first = before.events == 0;
   out[10] = first ? 0.0f : LogHours(before.last_event_ms, event.ts_ms);
   out[11] = before.purchases > 0 ? LogHours(before.last_purchase_ms, event.ts_ms) : 0.0f;
@@ -99,7 +99,7 @@ void RawStepFeatures(const StepEvent& event, const History& before, const Histor
   out[15] = static_cast<float>(std::cos(kTwoPi * hour / 24.0));
   out[16] = static_cast<float>(std::sin(kTwoPi * weekday / 7.0));
   out[17] = static_cast<float>(std::cos(kTwoPi * weekday / 7.0));
-  RawAggregateFeatures(after, event.ts_ms, out + kAggregateBegin);
+  RawAggregateFeatures(after, event.ts_ms, out + kAggregateBegin, money_unit);
 }
 
 FeatureNorm FeatureNorm::Identity() {

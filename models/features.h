@@ -38,12 +38,16 @@ const char* FeatureName(int index);
 
 // Raw (unstandardized) features of one event. `before`/`after` are the
 // aggregates before and after UpdateHistory(event). Writes kFeatureCount floats.
+// Money features (the amount, average order value, monetary) are log1p of the
+// value divided by `money_unit` (LstmPrior::money_unit: 1 for models in the
+// training data's currency, the shop's typical order value for portable ones).
 void RawStepFeatures(const StepEvent& event, const History& before, const History& after,
-                     float* out);
+                     float* out, double money_unit = 1.0);
 // Raw aggregate features of `history` seen at `now_ms` (>= last event).
 // Writes kAggregateCount floats; equal to the tail of RawStepFeatures when
 // now_ms is the event's time.
-void RawAggregateFeatures(const History& history, int64_t now_ms, float* out);
+void RawAggregateFeatures(const History& history, int64_t now_ms, float* out,
+                          double money_unit = 1.0);
 
 // Standardization: standardized = (raw - mean) * inv_scale, clipped to +-kClip.
 struct FeatureNorm {
@@ -71,14 +75,14 @@ class FeatureStatsAccumulator {
 };
 
 // Convenience: raw + standardized in one call.
-inline void StepFeatures(const FeatureNorm& norm, const StepEvent& event, const History& before,
-                         const History& after, float* out) {
-  RawStepFeatures(event, before, after, out);
+inline void StepFeatures(const FeatureNorm& norm, double money_unit, const StepEvent& event,
+                         const History& before, const History& after, float* out) {
+  RawStepFeatures(event, before, after, out, money_unit);
   norm.Apply(out, kFeatureCount);
 }
-inline void AggregateFeatures(const FeatureNorm& norm, const History& history, int64_t now_ms,
-                              float* out) {
-  RawAggregateFeatures(history, now_ms, out);
+inline void AggregateFeatures(const FeatureNorm& norm, double money_unit, const History& history,
+                              int64_t now_ms, float* out) {
+  RawAggregateFeatures(history, now_ms, out, money_unit);
   norm.Apply(out, kAggregateCount, kAggregateBegin);
 }
 

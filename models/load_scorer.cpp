@@ -15,11 +15,9 @@
 
 namespace clv::models {
 
-namespace {
-
 // The shipped baseline model: the source tree's models/default/ (builds run
 // from the tree), else ../share/clvstream/ beside the executable (installed).
-std::string DefaultBaselinePath() {
+std::string DefaultBaselineModelPath() {
   std::error_code ignored;
   const std::filesystem::path in_tree =
       std::filesystem::path(CLV_MODELS_DEFAULT_DIR) / "baseline.json";
@@ -33,15 +31,13 @@ std::string DefaultBaselinePath() {
   return in_tree.string();  // missing: the load error names the expected place
 }
 
-}  // namespace
-
 std::unique_ptr<Scorer> LoadScorer(const config::ModelOptions& options, std::string* error) {
   if (options.scorer == "baseline") {
     if (!(options.horizon_days > 0)) {
       *error = "model.horizon_days must be > 0 (got " + std::to_string(options.horizon_days) + ")";
       return nullptr;
     }
-    const std::string path = options.path.empty() ? DefaultBaselinePath() : options.path;
+    const std::string path = options.path.empty() ? DefaultBaselineModelPath() : options.path;
     BaselineModel model;
     std::string load_error;
     if (!LoadBaselineModel(path, &model, &load_error)) {

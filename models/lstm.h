@@ -59,6 +59,7 @@ namespace clv::models {
 //   0 P(alive), 1 logit P(alive), 2 log1p E[purchases in horizon],
 //   3 log1p E[purchases | alive], 4 log E[order value] (GG),
 //   5 log1p E[spend in horizon], 6 logit P(any purchase in horizon),
+//   (4 and 5 in units of LstmPrior::money_unit),
 //   7 log(horizon days),
 //   8, 9 browsing since the last purchase: the log likelihood ratio of the
 //        user's sessions under "dropped out at the last purchase, browsing
@@ -92,7 +93,21 @@ struct LstmPrior {
   // Standardization of the raw prior inputs (scale 0 = 1), clipped to +-8.
   std::array<float, kPriorCount> mean{};
   std::array<float, kPriorCount> scale{};
+  // Money inputs (features and prior inputs 4, 5) are divided by this: 1 =
+  // the training data's currency (every model before portable ones), else
+  // TypicalOrderValue(gamma_gamma), so the network sees money relative to the
+  // shop's typical order and the offsets alone carry the currency.
+  double money_unit = 1;
+  // Portable model (`clv train --portable`, the shipped one): the scorer
+  // replaces bgnbd, gamma_gamma and money_unit with the scored shop's
+  // baseline model (model.baseline_path) at load: UseBaselinePrior().
+  bool from_baseline = false;
 };
+
+// The order value of a typical customer under Gamma-Gamma: p * gamma / q
+// (p / E[nu]); finite for every fitted q > 0, unlike the mean, which needs
+// q > 1 and runs away as q -> 1 on heavy tails. 1 when not positive/finite.
+double TypicalOrderValue(const GammaGammaParams& gg);
 
 // Raw prior inputs (kPriorCount) and offsets (kPriorOffsetCount) of `history`
 // at now_ms for horizon_days. Deterministic; pure.
@@ -187,6 +202,14 @@ bool LoadLstmModel(const std::string& path, LstmModel* model, std::string* error
 
 // The shipped default model (models/default/lstm.json).
 std::string DefaultLstmModelPath();
+
+// A portable model (prior.from_baseline) takes its BG/NBD + Gamma-Gamma
+// prior from the baseline of the shop it scores: sets model->prior's
+// bgnbd, gamma_gamma and money_unit = TypicalOrderValue(gamma_gamma) and
+// recomputes the version (the id then names this model on this baseline).
+// No-op for other models. The network's weights do not change.
+void UseBaselinePrior(LstmModel* model, const BgNbdParams& bgnbd,
+                      const GammaGammaParams& gamma_gamma);
 
 struct LstmScorerOptions {
   // "cpu", "cuda", or "auto" (cuda when torch sees a GPU).

@@ -38,8 +38,8 @@ void RawPriorInputs(const LstmPrior& prior, const History& history, int64_t now_
   // Expected purchases of a user known to be alive (BG/NBD's E[X] / P(alive)):
   // lets the heads swap BG/NBD's P(alive) for what browsing says.
   raw[3] = static_cast<float>(std::log1p(purchases / std::max(alive, 1e-4)));
-  raw[4] = static_cast<float>(std::log(order_value));
-  raw[5] = static_cast<float>(std::log1p(spend));
+  raw[4] = static_cast<float>(std::log(order_value / prior.money_unit));
+  raw[5] = static_cast<float>(std::log1p(spend / prior.money_unit));
   raw[6] = static_cast<float>(std::log(any / (1.0 - any)));
   raw[7] = static_cast<float>(std::log(std::max(1.0, horizon_days)));
   BrowseGoneLogLikelihoodRatios(prior, history, now_ms, &raw[8]);
@@ -101,6 +101,20 @@ void BrowseGoneLogLikelihoodRatios(const LstmPrior& prior, const History& histor
     const double llr = l.gone - l.active;
     out[i] = static_cast<float>(std::clamp(std::isfinite(llr) ? llr : 0.0, -50.0, 50.0));
   }
+}
+
+double TypicalOrderValue(const GammaGammaParams& gg) {
+  const double value = gg.p * gg.gamma / gg.q;
+  return std::isfinite(value) && value > 0 ? value : 1.0;
+}
+
+void UseBaselinePrior(LstmModel* model, const BgNbdParams& bgnbd,
+                      const GammaGammaParams& gamma_gamma) {
+  if (!model->prior.from_baseline) return;
+  model->prior.bgnbd = bgnbd;
+  model->prior.gamma_gamma = gamma_gamma;
+  model->prior.money_unit = TypicalOrderValue(gamma_gamma);
+  model->version = LstmModelVersion(*model);
 }
 
 void AttrIndicators(const std::vector<AttrVocabEntry>& vocab, const History& history, float* out) {

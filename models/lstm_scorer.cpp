@@ -12,6 +12,7 @@
 
 #include "common/hash.h"
 #include "config/config.h"
+#include "models/baseline_scorer.h"
 #include "models/lstm.h"
 #include "models/lstm_kernel.h"
 #include "models/lstm_net.h"
@@ -90,7 +91,7 @@ class LstmScorer final : public Scorer {
     for (int64_t i = 0; i < batch; ++i) {
       const StepInput& in = inputs[i];
       float* row = base + i * width;
-      StepFeatures(model_.norm, in.event, *in.before, *in.after, row);
+      StepFeatures(model_.norm, model_.prior.money_unit, in.event, *in.before, *in.after, row);
       PriorRow(*in.after, in.event.ts_ms, row + kFeatureCount, row + kFeatureCount + pw_);
       if (in.state != nullptr) {
         std::memcpy(row + kFeatureCount + kPrior, in.state, sizeof(float) * 2 * hidden_);
@@ -159,7 +160,8 @@ class LstmScorer final : public Scorer {
       } else {
         std::fill(row, row + hidden_, 0.0f);
       }
-      AggregateFeatures(model_.norm, *inputs[i].history, inputs[i].now_ms, row + hidden_);
+      AggregateFeatures(model_.norm, model_.prior.money_unit, *inputs[i].history, inputs[i].now_ms,
+                        row + hidden_);
       float* prior = row + hidden_ + kAggregateCount;
       PriorRow(*inputs[i].history, inputs[i].now_ms, prior, prior + pw_);
     }
@@ -214,7 +216,8 @@ class LstmScorer final : public Scorer {
     const int state_floats = 2 * hidden_;
     for (int i = 0; i < count; ++i) {
       const StepInput& in = inputs[rows[i]];
-      StepFeatures(model_.norm, in.event, *in.before, *in.after, &tile_x_[i * kFeatureCount]);
+      StepFeatures(model_.norm, model_.prior.money_unit, in.event, *in.before, *in.after,
+                   &tile_x_[i * kFeatureCount]);
       PriorRow(*in.after, in.event.ts_ms, &tile_prior_[size_t(i) * pw_],
                &tile_offsets_[i * kPriorOffsetCount]);
       float* state = &tile_state_[size_t(i) * state_floats];
@@ -252,7 +255,8 @@ class LstmScorer final : public Scorer {
         } else {
           std::fill(row, row + hidden_, 0.0f);
         }
-        AggregateFeatures(model_.norm, *in.history, in.now_ms, &tile_x_[i * kAggregateCount]);
+        AggregateFeatures(model_.norm, model_.prior.money_unit, *in.history, in.now_ms,
+                          &tile_x_[i * kAggregateCount]);
         PriorRow(*in.history, in.now_ms, &tile_prior_[size_t(i) * pw_],
                  &tile_offsets_[i * kPriorOffsetCount]);
       }
@@ -455,6 +459,11 @@ std::string LstmModelVersion(const LstmModel& model) {
   hash = Fnv1a(hash, params, sizeof(params));
   hash = Fnv1a(hash, prior.mean.data(), sizeof(float) * kPriorCount);
   hash = Fnv1a(hash, prior.scale.data(), sizeof(float) * kPriorCount);
+  // Only portable models hash these (older ids stay the same).
+  if (prior.money_unit != 1.0 || prior.from_baseline) {
+    const double portable[2] = {prior.money_unit, prior.from_baseline ? 1.0 : 0.0};
+    hash = Fnv1a(hash, portable, sizeof(portable));
+  }
   // Only models with a vocabulary hash it (older ids stay the same).
   for (const AttrVocabEntry& entry : model.attr_vocab) {
     hash = Fnv1a(hash, &entry.pair_hash, sizeof(entry.pair_hash));
@@ -521,6 +530,9 @@ bool SaveLstmModel(LstmModel model, const std::string& path, std::string* error)
                      {"fade_days", prior.browse_fade_days},
                      {"sessions_per_purchase", prior.browse_sessions_per_purchase}}},
                    {"inputs", prior_inputs}};
+  // Written only for portable models, so older files stay byte-identical.
+  if (prior.money_unit != 1.0) json["prior"]["money_unit"] = prior.money_unit;
+  if (prior.from_baseline) json["prior"]["source"] = "baseline";
   auto parse_object = [&](const std::string& text) {
     auto parsed = nlohmann::json::parse(text.empty() ? "{}" : text, nullptr, false);
     return parsed.is_discarded() ? nlohmann::json::object() : parsed;
@@ -597,6 +609,18 @@ bool LoadLstmModel(const std::string& path, LstmModel* model, std::string* error
                ": prior.browse needs theta >= 0, fade_days > 0 and sessions_per_purchase >= 0";
       return false;
     }
+    loaded.prior.money_unit = prior.value("money_unit", 1.0);
+    if (!(loaded.prior.money_unit > 0) || !std::isfinite(loaded.prior.money_unit)) {
+      *error = "LoadLstmModel " + path + ": prior.money_unit must be a positive number";
+      return false;
+    }
+    const std::string source = prior.value("source", std::string("training"));
+    if (source != "training" && source != "baseline") {
+      *error = "LoadLstmModel " + path +
+               ": prior.source must be \"training\" or \"baseline\" (got \"" + source + "\")";
+      return false;
+    }
+    loaded.prior.from_baseline = source == "baseline";
     const auto& inputs = prior.at("inputs");
     if (!inputs.is_array() || inputs.size() != size_t(kPriorCount)) {
       *error = "LoadLstmModel " + path + ": prior.inputs: expected " + std::to_string(kPriorCount) +
@@ -709,6 +733,17 @@ std::unique_ptr<Scorer> LoadLstmScorer(const config::ModelOptions& options, std:
   std::string path = options.path.empty() ? DefaultLstmModelPath() : options.path;
   LstmModel model;
   if (!LoadLstmModel(path, &model, error)) return nullptr;
+  if (model.prior.from_baseline) {
+    const std::string baseline_path =
+        options.baseline_path.empty() ? DefaultBaselineModelPath() : options.baseline_path;
+    BaselineModel baseline;
+    std::string load_error;
+    if (!LoadBaselineModel(baseline_path, &baseline, &load_error)) {
+      *error = "model.baseline_path (the prior of the portable LSTM " + path + "): " + load_error;
+      return nullptr;
+    }
+    UseBaselinePrior(&model, baseline.bgnbd, baseline.gamma_gamma);
+  }
   LstmScorerOptions scorer_options;
   scorer_options.device = options.device;
   scorer_options.horizon_days = options.horizon_days;

@@ -198,7 +198,7 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRa
     before = after;
     UpdateHistory(after, event);
     afters[k] = after;
-    RawStepFeatures(event, before, after, &out->step_x[k * kFeatureCount]);
+    RawStepFeatures(event, before, after, &out->step_x[k * kFeatureCount], prior.money_unit);
     if (int64_t horizon_ms = horizons.Draw(event.ts_ms, end_ms, random); horizon_ms > 0) {
       out->step_mask[k] = 1;
       label(k, event.ts_ms + horizon_ms, &out->step_y[k], &out->step_churn[k]);
@@ -233,7 +233,7 @@ void BuildUserExamples(const UserSequence& user, int64_t end_ms, const HorizonRa
       out->rescore_mask[k] += 1;
       continue;
     }
-    RawAggregateFeatures(afters[k], at, &out->rescore_x[k * kAggregateCount]);
+    RawAggregateFeatures(afters[k], at, &out->rescore_x[k * kAggregateCount], prior.money_unit);
     out->rescore_mask[k] = 1;
     const int64_t horizon_ms = horizons.Draw(at, end_ms, random);
     label(k, at + horizon_ms, &out->rescore_y[k], &out->rescore_churn[k]);
@@ -268,7 +268,7 @@ void BuildBacktest(const UserSequence& user, const BacktestWindow& window, const
   out->backtest_r.assign(kAggregateCount, 0.0f);
   out->backtest_prior.assign(kPriorCount + vocab.size(), 0.0f);
   out->backtest_offsets.assign(kPriorOffsetCount, 0.0f);
-  RawAggregateFeatures(history, window.cutoff_ms, out->backtest_r.data());
+  RawAggregateFeatures(history, window.cutoff_ms, out->backtest_r.data(), prior.money_unit);
   RawPriorInputs(prior, history, window.cutoff_ms, window.horizon_days, out->backtest_prior.data(),
                  out->backtest_offsets.data());
   AttrIndicators(vocab, history, out->backtest_prior.data() + kPriorCount);
@@ -600,6 +600,10 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     prior.bgnbd = baseline.bgnbd;
     prior.gamma_gamma = baseline.gamma_gamma;
     FitBrowse(data, prior.bgnbd, &prior);
+    if (options.portable || options.relative_money) {
+      prior.money_unit = TypicalOrderValue(prior.gamma_gamma);
+      prior.from_baseline = options.portable;
+    }
     char browse[160] = "browsing: none in the data (browsing inputs off)";
     if (prior.browse_theta > 0) {
       std::snprintf(browse, sizeof(browse),
@@ -618,6 +622,50 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
          {"gamma_gamma_gamma", prior.gamma_gamma.gamma},
          {"customers", baseline.fit.customers},
          {"browsing", browse}});
+  }
+  // Portable training over several shops: each user's examples use the
+  // prior of the user's shop (TrainOptions::shop_separator).
+  std::vector<LstmPrior> shop_priors;
+  std::vector<size_t> shop_of(data.users.size(), 0);
+  if (options.portable && options.shop_separator != '\0') {
+    std::map<std::string, std::vector<size_t>> shops;
+    for (size_t i = 0; i < data.users.size(); ++i) {
+      const std::string& id = data.users[i].user_id;
+      shops[id.substr(0, id.find(options.shop_separator))].push_back(i);
+    }
+    for (const auto& [name, members] : shops) {
+      Dataset shop;
+      shop.start_ms = data.start_ms;
+      shop.end_ms = data.end_ms;
+      shop.has_order_values = data.has_order_values;
+      for (size_t i : members) {
+        shop.users.push_back(data.users[i]);
+        shop_of[i] = shop_priors.size();
+      }
+      BaselineModel fit;
+      std::string fit_error;
+      if (!FitBaseline(shop, shop.end_ms, &fit, &fit_error)) {
+        result.error = "TrainLstm: fitting the prior of shop '" + name + "': " + fit_error;
+        return result;
+      }
+      LstmPrior shop_prior = prior;
+      shop_prior.bgnbd = fit.bgnbd;
+      shop_prior.gamma_gamma = fit.gamma_gamma;
+      FitBrowse(shop, shop_prior.bgnbd, &shop_prior);
+      shop_prior.money_unit = TypicalOrderValue(shop_prior.gamma_gamma);
+      Log(LogLevel::kInfo, "shop prior fitted",
+          {{"shop", name},
+           {"users", members.size()},
+           {"bgnbd_r", fit.bgnbd.r},
+           {"bgnbd_alpha", fit.bgnbd.alpha},
+           {"bgnbd_a", fit.bgnbd.a},
+           {"bgnbd_b", fit.bgnbd.b},
+           {"money_unit", shop_prior.money_unit},
+           {"browse_theta", shop_prior.browse_theta}});
+      shop_priors.push_back(shop_prior);
+    }
+  } else {
+    shop_priors.push_back(prior);
   }
   const std::vector<AttrVocabEntry> vocab = BuildAttrVocab(data, options.attr_vocab_size);
   const size_t pw = kPriorCount + vocab.size();
@@ -648,10 +696,11 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
   const bool calibrate = options.calibrate_total && backtest.horizon_days >= 1;
   for (size_t i = 0; i < data.users.size(); ++i) {
     examples[i].user = i;
-    BuildUserExamples(data.users[i], data.end_ms, horizons, prior, vocab,
+    const LstmPrior& user_prior = shop_priors[shop_of[i]];
+    BuildUserExamples(data.users[i], data.end_ms, horizons, user_prior, vocab,
                       options.snapshots_per_user, random, &examples[i]);
     bool is_validation = holdout(random);
-    if (calibrate) BuildBacktest(data.users[i], backtest, prior, vocab, &examples[i]);
+    if (calibrate) BuildBacktest(data.users[i], backtest, user_prior, vocab, &examples[i]);
     const UserExamples& u = examples[i];
     events += u.length();
     for (size_t k = 0; k < u.length(); ++k) {
@@ -786,6 +835,7 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     out.weights = weights;
     nlohmann::json training = {
         {"users", data.users.size()},
+        {"shops", shop_priors.size()},
         {"train_users", train_users.size()},
         {"validation_users", validation_users.size()},
         {"events", events},

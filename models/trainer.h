@@ -112,6 +112,21 @@ struct TrainOptions {
   // Scale the expected spend so that the backtest total matches the actual
   // one, shrunk by its support (see above).
   bool calibrate_total = true;
+  // A portable model (`clv train --portable`, the shipped one): money inputs
+  // in units of the fitted Gamma-Gamma's typical order value, and the file
+  // says prior.source = "baseline", so the scorer swaps in the scored shop's
+  // baseline (BG/NBD + Gamma-Gamma) as the prior and money unit at load.
+  bool portable = false;
+  // Money inputs relative to the fitted typical order value, the prior kept
+  // from training (not portable): what fine-tuning a portable model on one
+  // shop gives (`clv train --init-from` a portable model sets it).
+  bool relative_money = false;
+  // With portable: user ids up to the first of this character name a shop
+  // ("shopA:u1"), and each shop's users are trained on that shop's own prior
+  // (BG/NBD + Gamma-Gamma, browsing model, money unit fitted on its users),
+  // as the scorer later uses the scored shop's baseline; the heads so learn
+  // corrections relative to a shop's own fit, across shops. '\0' = one shop.
+  char shop_separator = '\0';
   // Diverged epochs undone before the run gives up with an error.
   int max_recoveries = 3;
   // Start from these weights (fine-tuning) instead of random ones.

@@ -201,7 +201,8 @@ TEST(LstmScorer, StepMatchesAHandComputedLstmCell) {
   for (int i = 0; i < 16; ++i) state[i] = 0.1f * float(i % 5) - 0.2f;
   for (size_t k = 0; k < r.events.size(); ++k) {
     std::vector<float> x(kFeatureCount);
-    StepFeatures(model.norm, r.events[k], r.before[k], r.after[k], x.data());
+    StepFeatures(model.norm, model.prior.money_unit, r.events[k], r.before[k], r.after[k],
+                 x.data());
     Manual expected = ManualStep(model, x, state.data(), r.after[k], r.events[k].ts_ms);
     StepInput in = r.Input(k, state.data());
     Score score;
@@ -1241,6 +1242,55 @@ TEST(Trainer, ADivergingRunIsUndoneOrRefusedNeverANonFiniteModel) {
   for (double score : ScoresAtEnd(result.model, data)) ASSERT_TRUE(std::isfinite(score));
 }
 
+// --portable --shop-separator: each shop trains on its own prior; a shop in
+// cents and the same shop in euros then give the same examples, so the
+// model is portable across them (scores 100x on the cents shop's baseline).
+TEST(Trainer, PortableTrainingFitsAPriorPerShop) {
+  Dataset base = TinyShop(90, 8);
+  Dataset data = base;
+  data.users.clear();
+  for (const char* shop : {"euros:", "cents:"}) {
+    for (UserSequence user : base.users) {
+      user.user_id = shop + user.user_id;
+      if (shop[0] == 'c') {
+        for (auto& e : user.events) e.amount *= 100;
+      }
+      data.users.push_back(std::move(user));
+    }
+  }
+  std::sort(data.users.begin(), data.users.end(),
+            [](const UserSequence& a, const UserSequence& b) { return a.user_id < b.user_id; });
+  TrainOptions options = TinyTrainOptions(2);
+  options.portable = true;
+  options.shop_separator = ':';
+  TrainResult result = TrainLstm(data, options, [](const EpochReport&) {});
+  ASSERT_TRUE(result.ok()) << result.error;
+  EXPECT_TRUE(result.model.prior.from_baseline);
+  EXPECT_GT(result.model.prior.money_unit, 1.0);
+  auto training = nlohmann::json::parse(result.model.training_json);
+  EXPECT_EQ(training.at("shops"), 2);
+  // Scored on each shop's own fit, the two copies of a user agree up to the currency.
+  BaselineModel euros, cents;
+  std::string error;
+  Dataset euro_shop = base, cent_shop = base;
+  for (auto& user : cent_shop.users) {
+    for (auto& e : user.events) e.amount *= 100;
+  }
+  ASSERT_TRUE(FitBaseline(euro_shop, euro_shop.end_ms, &euros, &error)) << error;
+  ASSERT_TRUE(FitBaseline(cent_shop, cent_shop.end_ms, &cents, &error)) << error;
+  LstmModel on_euros = result.model, on_cents = result.model;
+  UseBaselinePrior(&on_euros, euros.bgnbd, euros.gamma_gamma);
+  UseBaselinePrior(&on_cents, cents.bgnbd, cents.gamma_gamma);
+  const auto euro_scores = ScoresAtEnd(on_euros, euro_shop);
+  const auto cent_scores = ScoresAtEnd(on_cents, cent_shop);
+  ASSERT_EQ(euro_scores.size(), cent_scores.size());
+  for (size_t i = 0; i < euro_scores.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(euro_scores[i]));
+    EXPECT_NEAR(cent_scores[i], 100 * euro_scores[i], 1e-3 * 100 * euro_scores[i] + 1e-6)
+        << base.users[i].user_id;
+  }
+}
+
 // --init-from: training starts from the given weights; a model of another
 // shape is refused with both shapes named.
 TEST(Trainer, FineTuningStartsFromTheGivenWeights) {
@@ -1271,6 +1321,93 @@ TEST(Trainer, RefusesWhenNoStepCanBeLabelled) {
   TrainResult result = TrainLstm(data, options, [](const EpochReport&) {});
   EXPECT_FALSE(result.ok());
   EXPECT_NE(result.error.find("horizon"), std::string::npos) << result.error;
+}
+
+Replay ShopperAInCents() {
+  Replay r = ShopperA();
+  std::vector<StepEvent> events = r.events;
+  for (auto& e : events) e.amount *= 100;
+  return Replay(std::move(events));
+}
+
+// A portable model (the shipped kind) builds on the scored shop's baseline:
+// the same shop in cents, with its baseline fitted in cents, gets the same
+// states and 100x the expected spend; its file keeps the portable fields.
+TEST(LstmScorer, PortableModelScoresScaleWithTheShopsCurrency) {
+  testing::TempDir dir;
+  std::string error;
+  LstmModel model = RandomLstmModel(8, 23, 5);
+  model.prior.from_baseline = true;
+  const BgNbdParams bg{0.4, 2.5, 0.8, 3.0};
+  LstmModel euros = model, cents = model;
+  UseBaselinePrior(&euros, bg, GammaGammaParams{3.0, 4.0, 30.0});
+  UseBaselinePrior(&cents, bg, GammaGammaParams{3.0, 4.0, 3000.0});
+  EXPECT_DOUBLE_EQ(euros.prior.money_unit, 3.0 * 30.0 / 4.0);
+  EXPECT_DOUBLE_EQ(cents.prior.money_unit, 3.0 * 3000.0 / 4.0);
+  EXPECT_NE(euros.version, cents.version);  // the id names the model on its baseline
+  EXPECT_NE(euros.version, model.version);
+
+  auto a = MakeScorer(euros), b = MakeScorer(cents);
+  Replay in_euros = ShopperA(), in_cents = ShopperAInCents();
+  std::vector<float> sa(16, 0.0f), sb(16, 0.0f);
+  for (size_t k = 0; k < in_euros.events.size(); ++k) {
+    StepInput ia = in_euros.Input(k, sa.data()), ib = in_cents.Input(k, sb.data());
+    Score ra, rb;
+    a->Step({&ia, 1}, {&ra, 1});
+    b->Step({&ib, 1}, {&rb, 1});
+    for (int j = 0; j < 16; ++j) EXPECT_NEAR(sa[j], sb[j], 1e-5) << "state " << j << " step " << k;
+    EXPECT_NEAR(rb.clv, 100 * ra.clv, 1e-4 * 100 * ra.clv) << "step " << k;
+    EXPECT_NEAR(rb.p_purchase, ra.p_purchase, 1e-5) << "step " << k;
+  }
+  RescoreInput later_a{&in_euros.after.back(), in_euros.events.back().ts_ms + 40 * 24 * kHour,
+                       sa.data(), false};
+  RescoreInput later_b{&in_cents.after.back(), later_a.now_ms, sb.data(), false};
+  Score ra, rb;
+  a->Rescore({&later_a, 1}, {&ra, 1});
+  b->Rescore({&later_b, 1}, {&rb, 1});
+  EXPECT_GT(ra.clv, 0);
+  EXPECT_NEAR(rb.clv, 100 * ra.clv, 1e-4 * 100 * ra.clv);
+
+  // The file says so, and a model trained for its own shop ignores the baseline.
+  const std::string path = dir.str() + "/portable.json";
+  ASSERT_TRUE(SaveLstmModel(euros, path, &error)) << error;
+  LstmModel loaded;
+  ASSERT_TRUE(LoadLstmModel(path, &loaded, &error)) << error;
+  EXPECT_TRUE(loaded.prior.from_baseline);
+  EXPECT_EQ(loaded.prior.money_unit, euros.prior.money_unit);
+  EXPECT_EQ(loaded.version, euros.version);
+  LstmModel own = RandomLstmModel(8, 23, 5);
+  const std::string own_version = own.version;
+  UseBaselinePrior(&own, bg, GammaGammaParams{3.0, 4.0, 3000.0});
+  EXPECT_EQ(own.version, own_version);
+  EXPECT_EQ(own.prior.money_unit, 1.0);
+}
+
+// model.baseline_path feeds a portable model's prior in the service; a
+// missing file stops the start naming the key.
+TEST(LstmScorer, PortableModelLoadsItsPriorFromModelBaselinePath) {
+  testing::TempDir dir;
+  std::string error;
+  LstmModel model = RandomLstmModel(8, 29, 5);
+  model.prior.from_baseline = true;
+  const std::string path = dir.str() + "/portable.json";
+  ASSERT_TRUE(SaveLstmModel(model, path, &error)) << error;
+  config::ModelOptions options;
+  options.scorer = "lstm";
+  options.path = path;
+  options.baseline_path = dir.str() + "/no-such-baseline.json";
+  EXPECT_EQ(LoadScorer(options, &error), nullptr);
+  EXPECT_NE(error.find("model.baseline_path"), std::string::npos) << error;
+  EXPECT_NE(error.find("no-such-baseline.json"), std::string::npos) << error;
+  options.baseline_path = "";  // the shipped baseline
+  error.clear();
+  auto scorer = LoadScorer(options, &error);
+  ASSERT_NE(scorer, nullptr) << error;
+  BaselineModel shipped;
+  ASSERT_TRUE(LoadBaselineModel(DefaultBaselineModelPath(), &shipped, &error)) << error;
+  LstmModel expected = model;
+  UseBaselinePrior(&expected, shipped.bgnbd, shipped.gamma_gamma);
+  EXPECT_EQ(scorer->version(), expected.version);
 }
 
 }  // namespace
