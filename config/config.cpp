@@ -677,7 +677,9 @@ const std::vector<Option>& OptionTable() {
       // model
       {.key = "model.scorer",
        .access = MemberOf<&Config::model, &ModelOptions::scorer>,
-       .description = "\"baseline\" (BG/NBD + Gamma-Gamma) or \"lstm\".",
+       .description = "\"lstm\" (the incremental LSTM; with model.path empty the shipped "
+                      "portable model, built on model.baseline_path) or \"baseline\" "
+                      "(BG/NBD + Gamma-Gamma alone).",
        .choices = {"baseline", "lstm"}},
       {.key = "model.path",
        .access = MemberOf<&Config::model, &ModelOptions::path>,

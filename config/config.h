@@ -120,7 +120,7 @@ struct StateOptions {
 
 // `model.*`
 struct ModelOptions {
-  std::string scorer = "baseline";
+  std::string scorer = "lstm";
   std::string path = "";
   // BG/NBD + Gamma-Gamma file a portable LSTM takes its prior from (the
   // shipped LSTM is one); empty = the shipped baseline (models/default/).

@@ -557,7 +557,7 @@ std::vector<std::string> DifferingSections(const Config& a, const Config& b) {
 // round trip takes the first one that loads and is not the default.
 std::vector<std::string> CandidateValues(const std::string& type) {
   if (type == "std::string") {
-    return {"x-test", "per_event", "lstm",     "cuda",     "tab",
+    return {"x-test", "per_event", "lstm",     "baseline", "cuda",           "tab",
             "debug",  "epoch_s",   "purchase", "earliest", "http://x-test:1"};
   }
   if (type == "int" || type == "int64_t") return {"7", "1234", "123456"};

@@ -398,7 +398,8 @@ TEST_F(OpsHttp, QueryApiMetricsAndProbesAnswerFromTheRunningService) {
   EXPECT_EQ(MetricValue(text, "clv_consumer_lag_messages"), 0);
   EXPECT_NE(text.find("clv_consumer_lag_messages{topic=\"" + in_.topic + "\",partition=\"3\"}"),
             std::string::npos);
-  EXPECT_EQ(MetricValue(text, "clv_model_info{scorer=\"baseline\""), 1);
+  // The default scorer: the shipped LSTM.
+  EXPECT_EQ(MetricValue(text, "clv_model_info{scorer=\"lstm\""), 1);
   EXPECT_EQ(MetricValue(text, "clv_scorer_user_steps_total"), events);
   EXPECT_GT(MetricValue(text, "clv_scorer_user_steps_per_second").value_or(0), 0);
   EXPECT_GE(MetricValue(text, "clv_scores_emitted_total").value_or(0), events);
