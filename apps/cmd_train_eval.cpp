@@ -183,7 +183,7 @@ void RunTrain(TrainFlags& flags, const std::string& command, int* exit_code) {
     flags.options.init_weights = init.weights;
     // The weights read money relative to the typical order: keep it so; the
     // prior is this shop's own fit (not portable unless --portable).
-    flags.options.relative_money = init.prior.money_unit != 1.0;
+    flags.options.relative_money = init.prior.from_baseline || init.prior.money_unit != 1.0;
     std::fprintf(stderr, "fine-tuning %s (%s): hidden %d, head hidden %d\n",
                  flags.init_from.c_str(), init.version.c_str(), init.weights.hidden_size,
                  init.weights.head_hidden);

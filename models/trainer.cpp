@@ -631,7 +631,9 @@ TrainResult TrainLstm(const Dataset& data, const TrainOptions& options,
     std::map<std::string, std::vector<size_t>> shops;
     for (size_t i = 0; i < data.users.size(); ++i) {
       const std::string& id = data.users[i].user_id;
-      shops[id.substr(0, id.find(options.shop_separator))].push_back(i);
+      // Ids without the separator are one shop (""), not one shop each.
+      const size_t cut = id.find(options.shop_separator);
+      shops[cut == std::string::npos ? std::string() : id.substr(0, cut)].push_back(i);
     }
     for (const auto& [name, members] : shops) {
       Dataset shop;

@@ -44,6 +44,14 @@ for profile in "${profiles[@]}"; do
 done
 echo "make-shipped-lstm: $(wc -l <"$mix") events in $mix" >&2
 
+# field FILE KEY...: a value of a model file (one JSON object), e.g. field m.json validation loss.
+field() {
+  python3 -c 'import json, sys
+v = json.load(open(sys.argv[1]))
+for k in sys.argv[2:]: v = v[k]
+print(v)' "$@"
+}
+
 best=""
 best_loss=""
 for s in $seeds; do
@@ -52,12 +60,12 @@ for s in $seeds; do
   "$clv" train --events "$mix" --portable --shop-separator : --horizon 365d --min-horizon 30d \
     --epochs 12 --batch-users 64 --lr 2e-3 --patience 12 --threads 1 --no-calibrate-total \
     --seed "$s" --out "$model" >&2
-  loss=$(jq -r '.validation.loss' "$model")
-  echo "make-shipped-lstm: seed $s validation loss $loss ($(jq -r .version "$model"))" >&2
+  loss=$(field "$model" validation loss)
+  echo "make-shipped-lstm: seed $s validation loss $loss ($(field "$model" version))" >&2
   if [[ -z "$best" ]] || awk -v a="$loss" -v b="$best_loss" 'BEGIN { exit !(a < b) }'; then
     best="$model"
     best_loss="$loss"
   fi
 done
 cp "$best" "$out"
-echo "make-shipped-lstm: kept $best (validation loss $best_loss) as $out: $(jq -r .version "$out")"
+echo "make-shipped-lstm: kept $best (validation loss $best_loss) as $out: $(field "$out" version)"

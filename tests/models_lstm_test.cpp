@@ -1269,6 +1269,10 @@ TEST(Trainer, PortableTrainingFitsAPriorPerShop) {
   EXPECT_GT(result.model.prior.money_unit, 1.0);
   auto training = nlohmann::json::parse(result.model.training_json);
   EXPECT_EQ(training.at("shops"), 2);
+  // Ids without the separator are one shop, not one shop per user.
+  TrainResult unprefixed = TrainLstm(base, options, [](const EpochReport&) {});
+  ASSERT_TRUE(unprefixed.ok()) << unprefixed.error;
+  EXPECT_EQ(nlohmann::json::parse(unprefixed.model.training_json).at("shops"), 1);
   // Scored on each shop's own fit, the two copies of a user agree up to the currency.
   BaselineModel euros, cents;
   std::string error;
