@@ -371,11 +371,15 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
     std::printf("  shop:        %s users, %.0f days, seed %llu\n",
                 WithThousands(flags->shop.options.users).c_str(), flags->shop.options.days,
                 static_cast<unsigned long long>(flags->shop.options.seed));
+    const int threads = config.stream.threads > 0
+                            ? config.stream.threads
+                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     std::printf(
         "  stream:      batch_max_events %d, batch_max_wait_ms %d, commit_interval_ms %d, emit "
-        "%s\n",
+        "%s, threads %d%s\n",
         config.stream.batch_max_events, config.stream.batch_max_wait_ms,
-        config.stream.commit_interval_ms, config.stream.emit.c_str());
+        config.stream.commit_interval_ms, config.stream.emit.c_str(), threads,
+        config.stream.threads > 0 ? "" : " (the core count)");
     std::fflush(stdout);
 
     std::unique_ptr<connectors::EmbeddedBroker> broker;

@@ -545,6 +545,15 @@ const std::vector<Option>& OptionTable() {
                       "acknowledgements before reading more input.",
        .min = 0,
        .max = 16},
+      {.key = "stream.threads",
+       .access = MemberOf<&Config::stream, &StreamOptions::threads>,
+       .description = "Threads that process a micro-batch: decoding, the scorer's steps and "
+                      "the score messages are split among them, by contiguous ranges of the "
+                      "batch, and merged back in the batch's order, so the output and every "
+                      "commit are the same bytes for any value. 0: the machine's core count; "
+                      "1: the polling thread alone.",
+       .min = 0,
+       .max = 256},
       {.key = "stream.emit",
        .access = MemberOf<&Config::stream, &StreamOptions::emit>,
        .description = "\"per_batch\": one score per user per micro-batch (the last one); "

@@ -81,6 +81,8 @@ struct StreamOptions {
   int batch_max_wait_ms = 2;
   int commit_interval_ms = 0;
   int commits_in_flight = 1;
+  // 0: the machine's core count (std::thread::hardware_concurrency).
+  int threads = 0;
   std::string emit = "per_batch";
   int dedup_window = 64;
   int dedup_retention_days = 30;

@@ -515,6 +515,10 @@ void BaselineScorer::Step(std::span<const StepInput> inputs, std::span<Score> ou
   }
 }
 
+std::unique_ptr<Scorer> BaselineScorer::Clone() const {
+  return std::make_unique<BaselineScorer>(*this);
+}
+
 void BaselineScorer::Rescore(std::span<const RescoreInput> inputs, std::span<Score> outputs) {
   for (size_t i = 0; i < inputs.size() && i < outputs.size(); ++i) {
     outputs[i] = ScoreAt(*inputs[i].history, inputs[i].now_ms, inputs[i].want_factors);

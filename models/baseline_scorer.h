@@ -133,6 +133,7 @@ class BaselineScorer : public Scorer {
   int state_size() const override { return 0; }
   void Step(std::span<const StepInput> inputs, std::span<Score> outputs) override;
   void Rescore(std::span<const RescoreInput> inputs, std::span<Score> outputs) override;
+  std::unique_ptr<Scorer> Clone() const override;
 
   // The score of `history` at now_ms (what Step and Rescore return); with
   // with_factors false, top_factors are left empty and every other field has

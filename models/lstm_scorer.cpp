@@ -74,6 +74,12 @@ class LstmScorer final : public Scorer {
 
   std::string version() const override { return model_.version; }
   int state_size() const override { return 2 * hidden_; }
+  // CPU only: the kernel and the tile buffers are the clone's own. The CUDA
+  // path keeps one scorer (one stream of batches to the device).
+  std::unique_ptr<Scorer> Clone() const override {
+    if (cuda_) return nullptr;
+    return std::make_unique<LstmScorer>(model_, options_, device_);
+  }
 
   void Step(std::span<const StepInput> inputs, std::span<Score> outputs) override {
     if (!cuda_) {

@@ -139,6 +139,11 @@ class Scorer {
   virtual void InitState(float* state) const;
   virtual void Step(std::span<const StepInput> inputs, std::span<Score> outputs) = 0;
   virtual void Rescore(std::span<const RescoreInput> inputs, std::span<Score> outputs) = 0;
+  // Another scorer of the same model, for another thread: Step() and Rescore()
+  // of the two may run at the same time, and give the same bits for the same
+  // input. Null where the scorer cannot be copied that way (the caller then
+  // runs this one on one thread).
+  virtual std::unique_ptr<Scorer> Clone() const { return nullptr; }
 };
 
 // Loads the scorer named by options.scorer from options.path (or the shipped

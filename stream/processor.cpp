@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <queue>
 #include <set>
+#include <span>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 
@@ -21,6 +23,7 @@
 #include "stream/event.h"
 #include "stream/json_text.h"
 #include "stream/metrics.h"
+#include "stream/work_pool.h"
 
 namespace clv::stream {
 
@@ -175,6 +178,26 @@ struct BatchWork {
 
 }  // namespace
 
+namespace {
+
+// The smallest ranges worth a hand-off to another thread (about 20 us of
+// work each): a batch smaller than two of them runs on the polling thread.
+constexpr size_t kMinDecodeChunk = 128;
+constexpr size_t kMinScoreChunk = 32;
+constexpr size_t kMinRenderChunk = 32;
+
+void RoundState(state::UserState& s) {
+  if (!s.fp16) return;
+  for (auto& v : s.model_state) v = state::RoundToFp16(v);
+}
+
+int ThreadCount(int configured) {
+  if (configured > 0) return configured;
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+}  // namespace
+
 struct Processor::Impl {
   Impl(const config::Config& config, state::StateStore& store, models::Scorer& scorer,
        connectors::KafkaSink& sink);
@@ -191,7 +214,40 @@ struct Processor::Impl {
                  BatchWork& work);
   void IndexTimers(const BatchWork& work);
   Status Score(BatchWork& work);
-  Status DecideOutputs(UserWork& work, size_t round, models::Score& score, const float* pre_state);
+  // One op's outputs in a round of Score(): DecideOutputs() moves the
+  // user's score, stage and alerts (in order, on the polling thread),
+  // RenderOutput() writes the score message (any worker), EmitOutput() sends
+  // the score and alerts and tells the observers (in order).
+  struct RoundOutput {
+    CachedUser* user = nullptr;
+    const Op* op = nullptr;
+    models::Score score;
+    double prev_clv = 0;
+    state::Stage prev_stage = state::Stage::kPotential;
+    bool emit_score = false;
+    std::vector<Alert> alerts;
+    std::string score_json;
+  };
+  void DecideOutputs(UserWork& work, size_t round, models::Score& score, const float* pre_state,
+                     RoundOutput& out);
+  void RenderOutput(RoundOutput& out) const;
+  Status EmitOutput(const RoundOutput& out);
+  RoundOutput& NextOutput() {
+    if (outputs_used == outputs.size()) outputs.emplace_back();
+    return outputs[outputs_used++];
+  }
+  // fn(scorer, begin, end) over [0, n), split among the workers when the
+  // scorer can be cloned (each range on its worker's scorer).
+  template <typename Fn>
+  void RunScorer(const Fn& fn, size_t n) {
+    if (worker_scorers.empty()) {
+      fn(scorer, 0, n);
+      return;
+    }
+    pool.Run(n, kMinScoreChunk, [&](int worker, size_t begin, size_t end) {
+      fn(worker == 0 ? scorer : *worker_scorers[worker - 1], begin, end);
+    });
+  }
   void Explain(const std::string& user_id, const Op& op, const float* pre_state, int replaced,
                models::Score& score);
   Status Seal();
@@ -202,8 +258,8 @@ struct Processor::Impl {
   bool IsDuplicate(const Decoded& d, CachedUser& user, const state::EventIdEntry& id_entry,
                    bool id_seen_before);
   Status SendDeadLetter(const connectors::Message& message, const std::string& reason);
-  std::string BuildScoreJson(const CachedUser& user, const Op& op, const models::Score& score,
-                             double prev_clv) const;
+  void BuildScoreJson(const CachedUser& user, const Op& op, const models::Score& score,
+                      double prev_clv, std::string* out) const;
   Status EmitAlert(const std::string& user_id, const Alert& alert, const std::string& score_json);
   void CountNonFinite(const std::string& user_id, const Op& op, int replaced);
   void ResetNonFiniteState(const std::string& user_id, uint64_t seq, state::UserState& s);
@@ -237,7 +293,12 @@ struct Processor::Impl {
   std::map<std::string, std::unique_ptr<TopicMetrics>, std::less<>> topic_metrics;
   std::string last_topic;
   TopicMetrics* last_topic_metrics = nullptr;
-  Decoder decoder;
+  // stream.threads: the workers of a batch's parallel phases, each with its
+  // own decoder and scorer (worker 0, the polling thread, uses `scorer`;
+  // `worker_scorers` is empty when the scorer cannot be cloned).
+  WorkPool pool;
+  std::vector<std::unique_ptr<Decoder>> decoders;
+  std::vector<std::unique_ptr<models::Scorer>> worker_scorers;
   AlertRules alert_rules;
   std::string model_version;
   int state_size = 0;
@@ -264,7 +325,10 @@ struct Processor::Impl {
   LatencyHistogram latency;
   std::atomic<bool> latency_reset_requested{false};
   ProcessorCounters counters;
-  std::vector<Alert> alerts;  // scratch of DecideOutputs
+  // Scratch of Score(): one round's outputs (the first outputs_used; kept
+  // for their buffers).
+  std::vector<RoundOutput> outputs;
+  size_t outputs_used = 0;
   // Scratch of Score(): one round's stacked inputs, outputs and, for the ops
   // whose score is not published, their recurrent state before the op
   // (state_size floats each, what Explain() needs if an alert asks for them).
@@ -302,7 +366,7 @@ Processor::Impl::Impl(const config::Config& config_in, state::StateStore& store_
       store(store_in),
       scorer(scorer_in),
       sink(sink_in),
-      decoder(config_in.mapping, config_in.validation),
+      pool(ThreadCount(config_in.stream.threads)),
       alert_rules(config_in.lifecycle),
       model_version(scorer_in.version()),
       state_size(scorer_in.state_size()),
@@ -334,7 +398,19 @@ Processor::Impl::Impl(const config::Config& config_in, state::StateStore& store_
               [this](PendingCommit& commit, int timeout_ms, bool* done) {
                 return ChangelogAcked(commit, timeout_ms, done);
               },
-              [this] { return !commit_gate || commit_gate(); }}) {}
+              [this] { return !commit_gate || commit_gate(); }}) {
+  for (int w = 0; w < pool.size(); ++w) {
+    decoders.push_back(std::make_unique<Decoder>(config.mapping, config.validation));
+  }
+  for (int w = 1; w < pool.size(); ++w) {
+    auto clone = scorer.Clone();
+    if (!clone) {
+      worker_scorers.clear();
+      break;
+    }
+    worker_scorers.push_back(std::move(clone));
+  }
+}
 
 Processor::Impl::TopicMetrics& Processor::Impl::MetricsFor(const std::string& topic) {
   // Messages come in runs of one topic: the last one answers most lookups.
@@ -388,13 +464,20 @@ DecodedBatch Processor::Impl::Decode(const std::vector<connectors::Message>& mes
     if (message.timestamp_ms > 0) uncommitted_timestamps_ms.push_back(message.timestamp_ms);
     Decoded d;
     d.message = &message;
-    d.ok = decoder.Decode(message.value, now_wall_ms, &d.event, &d.reason);
-    if (d.ok) {
-      batch.user_ids.push_back(d.event.user_id);
-      auto& max_ts = batch.max_ts[message.partition];
-      max_ts = std::max(max_ts, d.event.ts_ms);
-    }
     batch.messages.push_back(std::move(d));
+  }
+  pool.Run(batch.messages.size(), kMinDecodeChunk, [&](int worker, size_t begin, size_t end) {
+    Decoder& decoder = *decoders[worker];
+    for (size_t i = begin; i < end; ++i) {
+      Decoded& d = batch.messages[i];
+      d.ok = decoder.Decode(d.message->value, now_wall_ms, &d.event, &d.reason);
+    }
+  });
+  for (const Decoded& d : batch.messages) {
+    if (!d.ok) continue;
+    batch.user_ids.push_back(d.event.user_id);
+    auto& max_ts = batch.max_ts[d.message->partition];
+    max_ts = std::max(max_ts, d.event.ts_ms);
   }
   return batch;
 }
@@ -703,20 +786,46 @@ Status Processor::Impl::Score(BatchWork& work) {
     rescore_scores.assign(rescore_inputs.size(), models::Score{});
     {
       StageTimer timer(counters.scorer_nanos);
-      if (!step_inputs.empty()) scorer.Step(step_inputs, step_scores);
-      if (!rescore_inputs.empty()) scorer.Rescore(rescore_inputs, rescore_scores);
+      // With state.fp16_hidden the new (h, c) is rounded as the store will
+      // keep it (on the worker that stepped it).
+      if (!step_inputs.empty()) {
+        RunScorer(
+            [&](models::Scorer& s, size_t begin, size_t end) {
+              s.Step(std::span(step_inputs).subspan(begin, end - begin),
+                     std::span(step_scores).subspan(begin, end - begin));
+              for (size_t i = begin; i < end; ++i) RoundState(step_users[i]->user->state);
+            },
+            step_inputs.size());
+      }
+      if (!rescore_inputs.empty()) {
+        RunScorer(
+            [&](models::Scorer& s, size_t begin, size_t end) {
+              s.Rescore(std::span(rescore_inputs).subspan(begin, end - begin),
+                        std::span(rescore_scores).subspan(begin, end - begin));
+              for (size_t i = begin; i < end; ++i) RoundState(rescore_users[i]->user->state);
+            },
+            rescore_inputs.size());
+      }
     }
     counters.scorer_steps.fetch_add(static_cast<int64_t>(step_inputs.size()),
                                     std::memory_order_relaxed);
     if (metrics) metrics->scorer_user_steps.Inc(step_inputs.size());
     auto pre_state = [&](int64_t at) { return at < 0 ? nullptr : pre_states.data() + at; };
+    // The round's outputs: decided in order (state, stage, alerts), their
+    // score messages rendered on the workers, then sent in order.
+    outputs_used = 0;
     for (size_t i = 0; i < step_users.size(); ++i) {
-      auto status = DecideOutputs(*step_users[i], round, step_scores[i], pre_state(step_pre_at[i]));
-      if (!status.ok()) return status;
+      DecideOutputs(*step_users[i], round, step_scores[i], pre_state(step_pre_at[i]), NextOutput());
     }
     for (size_t i = 0; i < rescore_users.size(); ++i) {
-      auto status =
-          DecideOutputs(*rescore_users[i], round, rescore_scores[i], pre_state(rescore_pre_at[i]));
+      DecideOutputs(*rescore_users[i], round, rescore_scores[i], pre_state(rescore_pre_at[i]),
+                    NextOutput());
+    }
+    pool.Run(outputs_used, kMinRenderChunk, [&](int, size_t begin, size_t end) {
+      for (size_t i = begin; i < end; ++i) RenderOutput(outputs[i]);
+    });
+    for (size_t i = 0; i < outputs_used; ++i) {
+      auto status = EmitOutput(outputs[i]);
       if (!status.ok()) return status;
     }
   }
@@ -801,59 +910,75 @@ void Processor::Impl::ResetNonFiniteState(const std::string& user_id, uint64_t s
 // The outputs of one op's score: the user's new stage and score, the score
 // message (every op with stream.emit=per_event, else the user's last op of
 // the batch) and the alerts it raises.
-Status Processor::Impl::DecideOutputs(UserWork& w, size_t round, models::Score& score,
-                                      const float* pre_state) {
+void Processor::Impl::DecideOutputs(UserWork& w, size_t round, models::Score& score,
+                                    const float* pre_state, RoundOutput& out) {
   const Op& op = w.ops[round];
   CachedUser& user = *w.user;
   auto& s = user.state;
-  if (s.fp16) {
-    for (auto& v : s.model_state) v = state::RoundToFp16(v);
-  }
   const int replaced = ReplaceNonFinite(s, score);
   if (replaced > 0) CountNonFinite(user.user_id, op, replaced);
   ResetNonFiniteState(user.user_id, op.seq, s);
-  const double prev_clv = s.clv;
+  out.user = &user;
+  out.op = &op;
+  out.prev_clv = s.clv;
   const double prev_churn = s.churn_risk;
-  const state::Stage prev_stage = s.stage;
+  out.prev_stage = s.stage;
   const bool purchased = op.is_event && op.event.kind == models::EventKind::kPurchase;
   // op.after: the aggregates as of this op (later ops of the batch moved s's).
-  s.stage = NextStage(prev_stage, op.after, score, op.now_ms, purchased, config.lifecycle);
+  s.stage = NextStage(out.prev_stage, op.after, score, op.now_ms, purchased, config.lifecycle);
   s.clv = score.clv;
   s.p_purchase = score.p_purchase;
   s.churn_risk = score.churn_risk;
   s.score_ts_ms = op.now_ms;
 
-  alerts.clear();
-  alert_rules.Decide(ScoreChange{op.seq, op.now_ms, prev_stage, s.stage, prev_churn,
+  out.alerts.clear();
+  alert_rules.Decide(ScoreChange{op.seq, op.now_ms, out.prev_stage, s.stage, prev_churn,
                                  score.churn_risk, purchased, op.event.amount, &op.before},
-                     &alerts);
-  const bool emit_score = per_event || round + 1 == w.ops.size();
-  if (!emit_score && !alerts.empty()) Explain(user.user_id, op, pre_state, replaced, score);
-  std::string score_json = "null";
-  if (emit_score || !alerts.empty()) score_json = BuildScoreJson(user, op, score, prev_clv);
-  if (emit_score) {
-    auto status = sink.Send(config.kafka.scores_topic, user.user_id, score_json);
+                     &out.alerts);
+  out.emit_score = per_event || round + 1 == w.ops.size();
+  if (!out.emit_score && !out.alerts.empty()) {
+    Explain(user.user_id, op, pre_state, replaced, score);
+  }
+  out.score = score;
+}
+
+void Processor::Impl::RenderOutput(RoundOutput& out) const {
+  if (out.emit_score || !out.alerts.empty()) {
+    BuildScoreJson(*out.user, *out.op, out.score, out.prev_clv, &out.score_json);
+  } else {
+    out.score_json = "null";
+  }
+}
+
+Status Processor::Impl::EmitOutput(const RoundOutput& out) {
+  const CachedUser& user = *out.user;
+  const Op& op = *out.op;
+  const models::Score& score = out.score;
+  if (out.emit_score) {
+    auto status = sink.Send(config.kafka.scores_topic, user.user_id, out.score_json);
     if (!status.ok()) return status;
     counters.scores_emitted.fetch_add(1, std::memory_order_relaxed);
     if (metrics) metrics->scores_emitted.Inc();
     if (score_observer) {
-      score_observer(ScoreRecord{user.user_id, op.seq, score.clv, score.churn_risk, score_json});
+      score_observer(
+          ScoreRecord{user.user_id, op.seq, score.clv, score.churn_risk, out.score_json});
     }
   }
-  for (const Alert& alert : alerts) {
-    auto status = EmitAlert(user.user_id, alert, score_json);
+  for (const Alert& alert : out.alerts) {
+    auto status = EmitAlert(user.user_id, alert, out.score_json);
     if (!status.ok()) return status;
   }
   if (user_observer) {
     // seq 1 is the first op of a user that had no stored state.
-    user_observer(UserScoreChange{user.user_id, op.seq == 1, prev_stage, s.stage, prev_clv,
-                                  score.clv, score.churn_risk, s.partition});
+    user_observer(UserScoreChange{user.user_id, op.seq == 1, out.prev_stage, user.state.stage,
+                                  out.prev_clv, score.clv, score.churn_risk, user.state.partition});
   }
   return Status::Ok();
 }
 
-std::string Processor::Impl::BuildScoreJson(const CachedUser& user, const Op& op,
-                                            const models::Score& score, double prev_clv) const {
+void Processor::Impl::BuildScoreJson(const CachedUser& user, const Op& op,
+                                     const models::Score& score, double prev_clv,
+                                     std::string* out) const {
   std::string factors = "[";
   for (const auto& factor : score.top_factors) {
     if (factor.name[0] == '\0') continue;
@@ -864,7 +989,8 @@ std::string Processor::Impl::BuildScoreJson(const CachedUser& user, const Op& op
         .Close();
   }
   factors += ']';
-  std::string json;
+  std::string& json = *out;
+  json.clear();
   json.reserve(384);
   JsonObjectWriter(json)
       .String("user_id", user.user_id)
@@ -880,7 +1006,6 @@ std::string Processor::Impl::BuildScoreJson(const CachedUser& user, const Op& op
       .Fixed("prev_clv", prev_clv, 4)
       .String("trigger", op.is_event ? models::EventKindName(op.event.kind) : "timer")
       .Close();
-  return json;
 }
 
 // {"kind":...,"user_id":...,"detail":{...},"score":{...} or null}

@@ -4,10 +4,12 @@
 // fake scorer, the content of timer re-scores, alerts and scores, and what
 // happens to a non-finite model output.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -20,6 +22,7 @@
 #include "connectors/kafka.h"
 #include "models/scorer.h"
 #include "state/state_store.h"
+#include "state/user_state.h"
 #include "stream/processor.h"
 #include "tests/fake_sink.h"
 #include "tests/test_support.h"
@@ -597,6 +600,167 @@ TEST_F(ProcessorOnFakes, LostPartitionsDropWhatKafkaHasNotAndAreScoredTheSameAga
   ASSERT_TRUE(u2.has_value());
   EXPECT_EQ(u2->seq, 2u);
   EXPECT_EQ(u2->aggregates.purchases, 1u);
+}
+
+// Passes every call on to `inner`, and clones to wrappers of the inner
+// scorer's clones that count their calls and the inputs they were given.
+class CountingClones : public models::Scorer {
+ public:
+  explicit CountingClones(std::unique_ptr<models::Scorer> inner,
+                          std::shared_ptr<std::atomic<int64_t>> clone_inputs = nullptr)
+      : inner_(std::move(inner)),
+        clone_inputs_(clone_inputs ? clone_inputs : std::make_shared<std::atomic<int64_t>>(0)),
+        is_clone_(clone_inputs != nullptr) {}
+  std::string version() const override { return inner_->version(); }
+  int state_size() const override { return inner_->state_size(); }
+  void InitState(float* state) const override { inner_->InitState(state); }
+  void Step(std::span<const models::StepInput> inputs, std::span<models::Score> outputs) override {
+    if (is_clone_) clone_inputs_->fetch_add(static_cast<int64_t>(inputs.size()));
+    inner_->Step(inputs, outputs);
+  }
+  void Rescore(std::span<const models::RescoreInput> inputs,
+               std::span<models::Score> outputs) override {
+    if (is_clone_) clone_inputs_->fetch_add(static_cast<int64_t>(inputs.size()));
+    inner_->Rescore(inputs, outputs);
+  }
+  std::unique_ptr<models::Scorer> Clone() const override {
+    auto inner = inner_->Clone();
+    if (!inner) return nullptr;
+    return std::make_unique<CountingClones>(std::move(inner), clone_inputs_);
+  }
+  int64_t clone_inputs() const { return clone_inputs_->load(); }
+
+ private:
+  std::unique_ptr<models::Scorer> inner_;
+  std::shared_ptr<std::atomic<int64_t>> clone_inputs_;
+  bool is_clone_ = false;
+};
+
+// 3,000 users on two partitions, three batches of about 4,000 messages:
+// page views, purchases (some 20x the usual, for alerts), a few malformed
+// messages and re-sent duplicates; the last batch jumps stream time so that
+// timers re-score quiet users.
+std::vector<std::vector<connectors::Message>> ThreadBatches() {
+  std::vector<std::vector<connectors::Message>> batches(3);
+  int64_t offsets[2] = {0, 0};
+  auto add = [&](size_t b, int k, int64_t day, const std::string& type, double amount) {
+    const int32_t partition = k % 2;
+    auto m = Event("orders", offsets[partition]++, "u" + std::to_string(k), day, type, amount);
+    m.partition = partition;
+    // Event ids unique across the partitions: "orders-p1-<offset>".
+    m.value.replace(m.value.find("orders-"), 7, "orders-p" + std::to_string(partition) + "-");
+    batches[b].push_back(m);
+  };
+  for (size_t b = 0; b < 2; ++b) {
+    for (int k = 0; k < 3000; ++k) {
+      const int64_t day = static_cast<int64_t>(b) * 20 + k % 7;
+      add(b, k, day, "page_view", 0);
+      if (k % 3 != 0) add(b, k, day, "purchase", (k % 97 == 0 ? 400.0 : 20.0) + k % 11);
+      if (k % 250 == 0) {
+        connectors::Message bad = batches[b].back();
+        bad.offset = offsets[bad.partition]++;
+        bad.value = "{\"user_id\":\"u" + std::to_string(k) + "\",\"type\":";  // malformed
+        batches[b].push_back(bad);
+      }
+      if (k % 400 == 0) {
+        connectors::Message again = batches[b].back();
+        if (again.value.back() == '}') {
+          again.offset = offsets[again.partition]++;
+          batches[b].push_back(again);  // the same event id again
+        }
+      }
+    }
+  }
+  for (int k = 0; k < 3000; k += 5) add(2, k, 200 + k % 3, "page_view", 0);
+  return batches;
+}
+
+struct ThreadRun {
+  std::vector<testing::FakeSink::Sent> sent;
+  std::map<std::string, std::string> states;  // encoded, per user
+  int64_t clone_inputs = 0;
+  int64_t processed = 0, dead_lettered = 0, duplicates = 0, timer_rescores = 0;
+};
+
+ThreadRun RunWithThreads(const std::string& scorer_name, const std::string& emit, int threads) {
+  testing::TempDir dir;
+  config::Config config;
+  config.state.dir = (dir.path() / "state").string();
+  config.kafka.input_topics = {"orders"};
+  config.stream.emit = emit;
+  config.stream.threads = threads;
+  config.model.scorer = scorer_name;
+  ThreadRun run;
+  std::string error;
+  auto inner = models::LoadScorer(config.model, &error);
+  EXPECT_TRUE(inner) << error;
+  if (!inner) return run;
+  CountingClones scorer(std::move(inner));
+  std::unique_ptr<state::StateStore> store;
+  auto opened = state::OpenRocksDbStore(config.state, &store);
+  EXPECT_TRUE(opened.ok()) << opened.message;
+  if (!opened.ok()) return run;
+  testing::FakeSink sink;
+  sink.AckAll();
+  {
+    Processor processor(config, *store, scorer, sink);
+    processor.OnAssigned({{"orders", 0}, {"orders", 1}});
+    for (const auto& batch : ThreadBatches()) {
+      auto status = processor.ProcessBatch(batch);
+      EXPECT_TRUE(status.ok()) << status.message;
+      EXPECT_TRUE(processor.Commit().ok());
+    }
+    const auto& c = processor.counters();
+    run.processed = c.processed.load();
+    run.dead_lettered = c.dead_lettered.load();
+    run.duplicates = c.duplicates.load();
+    run.timer_rescores = c.timer_rescores.load();
+  }
+  std::vector<std::string> users;
+  for (int k = 0; k < 3000; ++k) users.push_back("u" + std::to_string(k));
+  std::vector<std::optional<state::UserState>> states;
+  EXPECT_TRUE(store->MultiGetUsers(users, &states).ok());
+  for (size_t i = 0; i < users.size(); ++i) {
+    if (states[i]) state::Encode(*states[i], &run.states[users[i]]);
+  }
+  run.sent = sink.sent;
+  run.clone_inputs = scorer.clone_inputs();
+  return run;
+}
+
+// stream.threads splits a batch's decoding, scorer steps and score messages
+// among threads; what the processor sends and stores is the same bytes, in
+// the same order, as with one thread.
+TEST(Processor, SeveralThreadsSendAndStoreTheSameBytesAsOne) {
+  for (const std::string scorer : {"baseline", "lstm"}) {
+    for (const std::string emit : {"per_event", "per_batch"}) {
+      SCOPED_TRACE(scorer + ", " + emit);
+      const ThreadRun one = RunWithThreads(scorer, emit, 1);
+      const ThreadRun three = RunWithThreads(scorer, emit, 3);
+      EXPECT_EQ(one.clone_inputs, 0);
+      EXPECT_GT(three.clone_inputs, 1000) << "the other threads' scorers did part of the steps";
+      EXPECT_EQ(one.processed, 2 * 5000 + 600);  // the duplicates are counted apart
+      EXPECT_EQ(one.dead_lettered, 24);
+      EXPECT_GT(one.duplicates, 0);
+      EXPECT_GT(one.timer_rescores, 0);
+      EXPECT_EQ(three.processed, one.processed);
+      EXPECT_EQ(three.dead_lettered, one.dead_lettered);
+      EXPECT_EQ(three.duplicates, one.duplicates);
+      EXPECT_EQ(three.timer_rescores, one.timer_rescores);
+      ASSERT_EQ(three.sent.size(), one.sent.size());
+      size_t alerts = 0;
+      for (size_t i = 0; i < one.sent.size(); ++i) {
+        EXPECT_EQ(three.sent[i].topic, one.sent[i].topic) << i;
+        EXPECT_EQ(three.sent[i].key, one.sent[i].key) << i;
+        ASSERT_EQ(three.sent[i].value, one.sent[i].value) << i;
+        EXPECT_EQ(three.sent[i].headers, one.sent[i].headers) << i;
+        if (one.sent[i].topic == "clv.alerts") ++alerts;
+      }
+      EXPECT_GT(alerts, 0u);
+      EXPECT_EQ(one.states.size(), 3000u);
+      EXPECT_TRUE(three.states == one.states) << "stored user states differ";
+    }
+  }
 }
 
 }  // namespace
