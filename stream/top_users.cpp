@@ -4,6 +4,7 @@
 #include <cmath>
 #include <mutex>
 #include <stdexcept>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -15,12 +16,16 @@ constexpr double kLowest = -std::numeric_limits<double>::infinity();
 double Normalized(double score) { return std::isnan(score) ? kLowest : score; }
 
 using Key = std::pair<double, std::string>;  // (score, user id)
+// A lookup key that does not copy the user id.
+using KeyView = std::pair<double, std::string_view>;
 
 // Best first: higher score, then smaller user id (deterministic ties).
 struct Better {
-  bool operator()(const Key& a, const Key& b) const {
+  using is_transparent = void;
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
     if (a.first != b.first) return a.first > b.first;
-    return a.second < b.second;
+    return std::string_view(a.second) < std::string_view(b.second);
   }
 };
 
@@ -47,10 +52,14 @@ struct TopUsers::Ranking {
     const double score = ScoreOf(entry);
     auto found = entries.find(entry.user_id);
     if (found != entries.end()) {
-      // A candidate: move it to its new place (it stays a candidate).
-      order.erase(Key(ScoreOf(found->second), entry.user_id));
+      // A candidate: move it to its new place (it stays a candidate), the
+      // set's node re-used.
+      const double old_score = ScoreOf(found->second);
       found->second = entry;
-      order.emplace(score, entry.user_id);
+      if (old_score == score) return;
+      auto node = order.extract(order.find(KeyView(old_score, entry.user_id)));
+      node.value().first = score;
+      order.insert(std::move(node));
       return;
     }
     if (order.size() < capacity) {
@@ -73,7 +82,7 @@ struct TopUsers::Ranking {
   void Remove(const std::string& user_id) {
     auto found = entries.find(user_id);
     if (found == entries.end()) return;
-    order.erase(Key(ScoreOf(found->second), user_id));
+    order.erase(order.find(KeyView(ScoreOf(found->second), user_id)));
     entries.erase(found);
   }
 

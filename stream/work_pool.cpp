@@ -27,8 +27,7 @@ std::vector<size_t> WorkPool::Chunks(size_t n, size_t min_chunk) const {
   return bounds;
 }
 
-void WorkPool::Run(size_t n, size_t min_chunk,
-                   const std::function<void(int, size_t, size_t)>& fn) {
+void WorkPool::Run(size_t n, size_t min_chunk, const std::function<void(int, size_t, size_t)>& fn) {
   std::vector<size_t> bounds = Chunks(n, min_chunk);
   const int chunks = static_cast<int>(bounds.size()) - 1;
   if (chunks <= 1) {
