@@ -185,6 +185,7 @@ namespace {
 constexpr size_t kMinDecodeChunk = 128;
 constexpr size_t kMinScoreChunk = 32;
 constexpr size_t kMinRenderChunk = 32;
+constexpr size_t kMinEncodeChunk = 64;
 
 void RoundState(state::UserState& s) {
   if (!s.fp16) return;
@@ -1184,14 +1185,26 @@ void Processor::Impl::EvictIfNeeded() {
 // it known here, and its stream time.
 void Processor::Impl::AddChangelogRecords(PendingCommit& commit) {
   std::set<int32_t> touched;
-  for (const auto& write : commit.batch.users) {
-    ChangelogUser user;
-    auto positions = folded_positions.find(write.user_id);
-    if (positions != folded_positions.end()) user.positions = std::move(positions->second);
-    user.state = write.state;
-    const int32_t partition = std::max<int32_t>(0, write.state.partition);
-    commit.changelog.push_back({partition, write.user_id, EncodeChangelogUser(user)});
-    touched.insert(partition);
+  // The users' records, encoded on the workers (each range its own records;
+  // folded_positions is only read and its values moved, never resized).
+  const auto& users = commit.batch.users;
+  const size_t first = commit.changelog.size();
+  commit.changelog.resize(first + users.size());
+  pool.Run(users.size(), kMinEncodeChunk, [&](int, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      const auto& write = users[i];
+      ChangelogUser user;
+      auto positions = folded_positions.find(write.user_id);
+      if (positions != folded_positions.end()) user.positions = std::move(positions->second);
+      user.state = write.state;
+      auto& record = commit.changelog[first + i];
+      record.partition = std::max<int32_t>(0, write.state.partition);
+      record.key = write.user_id;
+      record.value = EncodeChangelogUser(user);
+    }
+  });
+  for (size_t i = first; i < commit.changelog.size(); ++i) {
+    touched.insert(commit.changelog[i].partition);
   }
   folded_positions.clear();
   for (const auto& o : commit.batch.offsets) {
