@@ -12,6 +12,7 @@
 #pragma once
 
 #include <bit>
+#include <cstddef>
 #include <cstdint>
 
 namespace clv::state {
@@ -68,5 +69,13 @@ inline float HalfToFloat(uint16_t half) {
 }
 
 inline float RoundToFp16(float value) { return HalfToFloat(FloatToHalf(value)); }
+
+// RoundToFp16 of each of values[0, n), in place: the F16C instructions where
+// the CPU has them (IEEE round to nearest even, quiet NaN with the top
+// payload bits: the same bits as the scalar code, tests/state_test.cpp
+// checks every exponent and rounding case), else the scalar code.
+void RoundToFp16(float* values, size_t n);
+// Whether RoundToFp16(float*, size_t) uses F16C on this CPU.
+bool Fp16UsesF16c();
 
 }  // namespace clv::state

@@ -189,7 +189,7 @@ constexpr size_t kMinEncodeChunk = 64;
 
 void RoundState(state::UserState& s) {
   if (!s.fp16) return;
-  for (auto& v : s.model_state) v = state::RoundToFp16(v);
+  state::RoundToFp16(s.model_state.data(), s.model_state.size());
 }
 
 int ThreadCount(int configured) {

@@ -5,13 +5,16 @@
 #include <spawn.h>
 #include <unistd.h>
 
+#include <bit>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>
@@ -357,6 +360,38 @@ TEST(Half, AllHalvesAndAllTies) {
     ASSERT_EQ(FloatToHalf(toward_half), half) << "below tie after 0x" << std::hex << bits;
     ASSERT_EQ(FloatToHalf(toward_next), next) << "above tie after 0x" << std::hex << bits;
   }
+}
+
+// The bulk rounding (F16C where the CPU has it) gives the scalar code's bits
+// for every sign and exponent (NaN and inf included), every value of the 13
+// mantissa bits a rounding looks at, and several upper mantissa bits; also at
+// lengths that leave a tail for the scalar code.
+TEST(Half, BulkRoundingHasTheScalarBits) {
+  std::vector<float> values;
+  std::vector<uint32_t> expected;
+  values.reserve(1u << 24);
+  for (uint32_t sign = 0; sign < 2; ++sign) {
+    for (uint32_t exponent = 0; exponent < 256; ++exponent) {
+      for (uint32_t upper : {0u, 1u, 0x155u, 0x3feu, 0x3ffu}) {
+        for (uint32_t low = 0; low < 0x2000; ++low) {
+          const uint32_t bits = (sign << 31) | (exponent << 23) | (upper << 13) | low;
+          const float value = std::bit_cast<float>(bits);
+          values.push_back(value);
+          expected.push_back(std::bit_cast<uint32_t>(RoundToFp16(value)));
+        }
+      }
+    }
+  }
+  for (size_t n : {values.size(), size_t{13}, size_t{7}}) {
+    std::vector<float> bulk(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(n));
+    RoundToFp16(bulk.data(), bulk.size());
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(bulk[i]), expected[i])
+          << "float bits 0x" << std::hex << std::bit_cast<uint32_t>(values[i])
+          << (Fp16UsesF16c() ? " (F16C)" : " (scalar)");
+    }
+  }
+  std::printf("bulk fp16 rounding: %s\n", Fp16UsesF16c() ? "F16C" : "scalar");
 }
 
 #if defined(__FLT16_MANT_DIG__)
