@@ -31,6 +31,7 @@
 #include "apps/common.h"
 #include "apps/shop_flags.h"
 #include "stream/service.h"
+#include "stream/work_pool.h"
 
 namespace clv::apps {
 
@@ -371,9 +372,7 @@ void AddBenchCommand(CLI::App& root, int* exit_code) {
     std::printf("  shop:        %s users, %.0f days, seed %llu\n",
                 WithThousands(flags->shop.options.users).c_str(), flags->shop.options.days,
                 static_cast<unsigned long long>(flags->shop.options.seed));
-    const int threads = config.stream.threads > 0
-                            ? config.stream.threads
-                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    const int threads = stream::WorkPool::ThreadsFor(config.stream.threads);
     std::printf(
         "  stream:      batch_max_events %d, batch_max_wait_ms %d, commit_interval_ms %d, emit "
         "%s, threads %d%s\n",

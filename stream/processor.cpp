@@ -9,7 +9,6 @@
 #include <queue>
 #include <set>
 #include <span>
-#include <thread>
 #include <tuple>
 #include <unordered_map>
 
@@ -192,11 +191,6 @@ void RoundState(state::UserState& s) {
   state::RoundToFp16(s.model_state.data(), s.model_state.size());
 }
 
-int ThreadCount(int configured) {
-  if (configured > 0) return configured;
-  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-}
-
 }  // namespace
 
 struct Processor::Impl {
@@ -367,7 +361,7 @@ Processor::Impl::Impl(const config::Config& config_in, state::StateStore& store_
       store(store_in),
       scorer(scorer_in),
       sink(sink_in),
-      pool(ThreadCount(config_in.stream.threads)),
+      pool(WorkPool::ThreadsFor(config_in.stream.threads)),
       alert_rules(config_in.lifecycle),
       model_version(scorer_in.version()),
       state_size(scorer_in.state_size()),
@@ -539,9 +533,7 @@ Status Processor::Impl::LoadUsers(const std::vector<std::string>& user_ids) {
       user->state.fp16 = config.state.fp16_hidden;
       user->state.model_state.assign(state_size, 0.0f);
       if (state_size > 0) scorer.InitState(user->state.model_state.data());
-      if (user->state.fp16) {
-        for (auto& v : user->state.model_state) v = state::RoundToFp16(v);
-      }
+      RoundState(user->state);
       user->state.seq = 0;
       counters.users_seen.fetch_add(1, std::memory_order_relaxed);
     }
@@ -789,24 +781,18 @@ Status Processor::Impl::Score(BatchWork& work) {
       StageTimer timer(counters.scorer_nanos);
       // With state.fp16_hidden the new (h, c) is rounded as the store will
       // keep it (on the worker that stepped it).
-      if (!step_inputs.empty()) {
+      auto run = [&](auto method, auto& inputs, auto& scores, const auto& users) {
+        if (inputs.empty()) return;
         RunScorer(
             [&](models::Scorer& s, size_t begin, size_t end) {
-              s.Step(std::span(step_inputs).subspan(begin, end - begin),
-                     std::span(step_scores).subspan(begin, end - begin));
-              for (size_t i = begin; i < end; ++i) RoundState(step_users[i]->user->state);
+              (s.*method)(std::span(inputs).subspan(begin, end - begin),
+                          std::span(scores).subspan(begin, end - begin));
+              for (size_t i = begin; i < end; ++i) RoundState(users[i]->user->state);
             },
-            step_inputs.size());
-      }
-      if (!rescore_inputs.empty()) {
-        RunScorer(
-            [&](models::Scorer& s, size_t begin, size_t end) {
-              s.Rescore(std::span(rescore_inputs).subspan(begin, end - begin),
-                        std::span(rescore_scores).subspan(begin, end - begin));
-              for (size_t i = begin; i < end; ++i) RoundState(rescore_users[i]->user->state);
-            },
-            rescore_inputs.size());
-      }
+            inputs.size());
+      };
+      run(&models::Scorer::Step, step_inputs, step_scores, step_users);
+      run(&models::Scorer::Rescore, rescore_inputs, rescore_scores, rescore_users);
     }
     counters.scorer_steps.fetch_add(static_cast<int64_t>(step_inputs.size()),
                                     std::memory_order_relaxed);
@@ -894,9 +880,7 @@ void Processor::Impl::ResetNonFiniteState(const std::string& user_id, uint64_t s
     return;
   }
   scorer.InitState(model_state.data());
-  if (s.fp16) {
-    for (auto& v : model_state) v = state::RoundToFp16(v);
-  }
+  RoundState(s);
   const int64_t count = counters.nonfinite_states.fetch_add(1, std::memory_order_relaxed) + 1;
   if (metrics) metrics->scorer_state_resets.Inc();
   if (count <= 100 || count % 10000 == 0) {

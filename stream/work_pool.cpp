@@ -2,6 +2,7 @@
 #include "stream/work_pool.h"
 
 #include <algorithm>
+#include <thread>
 
 namespace clv::stream {
 
@@ -19,30 +20,40 @@ WorkPool::~WorkPool() {
   for (auto& thread : threads_) thread.join();
 }
 
-std::vector<size_t> WorkPool::Chunks(size_t n, size_t min_chunk) const {
+int WorkPool::ThreadsFor(int configured) {
+  if (configured > 0) return configured;
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+size_t WorkPool::ChunkCount(size_t n, size_t min_chunk) const {
   const size_t most = min_chunk == 0 ? n : n / min_chunk;
-  const size_t chunks = std::max<size_t>(1, std::min<size_t>(size_, most));
+  return std::max<size_t>(1, std::min<size_t>(size_, most));
+}
+
+std::vector<size_t> WorkPool::Chunks(size_t n, size_t min_chunk) const {
+  const size_t chunks = ChunkCount(n, min_chunk);
   std::vector<size_t> bounds(chunks + 1);
   for (size_t c = 0; c <= chunks; ++c) bounds[c] = n * c / chunks;
   return bounds;
 }
 
-void WorkPool::Run(size_t n, size_t min_chunk, const std::function<void(int, size_t, size_t)>& fn) {
-  std::vector<size_t> bounds = Chunks(n, min_chunk);
-  const int chunks = static_cast<int>(bounds.size()) - 1;
+void WorkPool::RunErased(size_t n, size_t min_chunk, const void* fn, Call call) {
+  const size_t chunks = ChunkCount(n, min_chunk);
   if (chunks <= 1) {
-    fn(0, 0, n);
+    call(fn, 0, 0, n);
     return;
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    bounds_ = std::move(bounds);
-    fn_ = &fn;
-    remaining_ = chunks - 1;
+    fn_ = fn;
+    call_ = call;
+    n_ = n;
+    chunks_ = chunks;
+    remaining_ = static_cast<int>(chunks) - 1;
     ++generation_;
   }
   start_.notify_all();
-  fn(0, bounds_[0], bounds_[1]);
+  call(fn, 0, 0, n / chunks);
   std::unique_lock<std::mutex> lock(mutex_);
   done_.wait(lock, [this] { return remaining_ == 0; });
   fn_ = nullptr;
@@ -55,12 +66,14 @@ void WorkPool::Loop(int worker) {
     start_.wait(lock, [&] { return quit_ || generation_ != seen; });
     if (quit_) return;
     seen = generation_;
-    if (worker + 1 >= static_cast<int>(bounds_.size())) continue;  // no chunk this time
-    const size_t begin = bounds_[worker];
-    const size_t end = bounds_[worker + 1];
-    const auto* fn = fn_;
+    const auto w = static_cast<size_t>(worker);
+    if (w >= chunks_) continue;  // no chunk this time
+    const size_t begin = n_ * w / chunks_;
+    const size_t end = n_ * (w + 1) / chunks_;
+    const void* fn = fn_;
+    const Call call = call_;
     lock.unlock();
-    (*fn)(worker, begin, end);
+    call(fn, worker, begin, end);
     lock.lock();
     if (--remaining_ == 0) done_.notify_one();
   }

@@ -16,7 +16,6 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -31,12 +30,24 @@ class WorkPool {
   WorkPool(const WorkPool&) = delete;
   WorkPool& operator=(const WorkPool&) = delete;
 
+  // stream.threads as configured (0: the machine's core count, at least 1).
+  static int ThreadsFor(int configured);
+
   int size() const { return size_; }
-  void Run(size_t n, size_t min_chunk, const std::function<void(int, size_t, size_t)>& fn);
+  // fn is borrowed for the call (no copy, no allocation per loop).
+  template <typename Fn>
+  void Run(size_t n, size_t min_chunk, const Fn& fn) {
+    RunErased(n, min_chunk, &fn, [](const void* f, int worker, size_t begin, size_t end) {
+      (*static_cast<const Fn*>(f))(worker, begin, end);
+    });
+  }
   // The chunks Run() would use for n: the begin of each, then n.
   std::vector<size_t> Chunks(size_t n, size_t min_chunk) const;
 
  private:
+  using Call = void (*)(const void* fn, int worker, size_t begin, size_t end);
+  size_t ChunkCount(size_t n, size_t min_chunk) const;
+  void RunErased(size_t n, size_t min_chunk, const void* fn, Call call);
   void Loop(int worker);
 
   int size_ = 1;
@@ -46,9 +57,11 @@ class WorkPool {
   std::condition_variable done_;
   uint64_t generation_ = 0;  // a new loop was posted
   bool quit_ = false;
-  const std::function<void(int, size_t, size_t)>* fn_ = nullptr;
-  std::vector<size_t> bounds_;  // chunk w is [bounds_[w], bounds_[w + 1])
-  int remaining_ = 0;           // helper chunks not finished
+  const void* fn_ = nullptr;
+  Call call_ = nullptr;
+  size_t n_ = 0;       // the loop's length ...
+  size_t chunks_ = 0;  // ... and chunks: chunk w is [n_ * w / chunks_, n_ * (w + 1) / chunks_)
+  int remaining_ = 0;  // helper chunks not finished
 };
 
 }  // namespace clv::stream

@@ -439,14 +439,21 @@ struct FactorRun {
   int64_t inputs = 0, asked = 0;
 };
 
-FactorRun RunForFactors(const std::string& scorer_name, const std::string& emit,
-                        bool force_factors) {
-  testing::TempDir dir;
+// A processor's config on the one input topic "orders", its state in `dir`.
+config::Config OrdersConfig(const testing::TempDir& dir, const std::string& scorer_name,
+                            const std::string& emit) {
   config::Config config;
   config.state.dir = (dir.path() / "state").string();
   config.kafka.input_topics = {"orders"};
   config.stream.emit = emit;
   config.model.scorer = scorer_name;
+  return config;
+}
+
+FactorRun RunForFactors(const std::string& scorer_name, const std::string& emit,
+                        bool force_factors) {
+  testing::TempDir dir;
+  const config::Config config = OrdersConfig(dir, scorer_name, emit);
   FactorRun run;
   std::string error;
   auto inner = models::LoadScorer(config.model, &error);
@@ -684,12 +691,8 @@ struct ThreadRun {
 
 ThreadRun RunWithThreads(const std::string& scorer_name, const std::string& emit, int threads) {
   testing::TempDir dir;
-  config::Config config;
-  config.state.dir = (dir.path() / "state").string();
-  config.kafka.input_topics = {"orders"};
-  config.stream.emit = emit;
+  config::Config config = OrdersConfig(dir, scorer_name, emit);
   config.stream.threads = threads;
-  config.model.scorer = scorer_name;
   ThreadRun run;
   std::string error;
   auto inner = models::LoadScorer(config.model, &error);
